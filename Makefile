@@ -1,0 +1,48 @@
+# Everything a new machine needs, offline, from this repository's own files.
+PYTHON ?= python3
+NATIVE_PYTHON ?= /usr/bin/python3
+VENV ?= .venv
+NATIVE_VENV ?= .venv-native
+BIN = $(VENV)/bin
+DB ?= photos.db
+PORT ?= 8001
+
+.PHONY: install demo test test-native benchmarks clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# The main job on the bundled example photos, then browse the result.
+demo: install
+	$(BIN)/semsearch-sqlite ingest examples/images $(DB) --backbone efficientnet-lite0
+	$(BIN)/datasette $(DB) --port $(PORT)
+
+# The whole suite on this Python (no enable_load_extension on pyenv builds: the
+# ctypes path, Datasette 0.65), then the TF-free parts and the plugin again on a
+# Python that has enable_load_extension, with Datasette 1.0a.
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(MAKE) test-native
+
+test-native:
+	@if [ -x $(NATIVE_PYTHON) ]; then \
+	  set -e; \
+	  [ -x $(NATIVE_VENV)/bin/python ] || $(NATIVE_PYTHON) -m venv $(NATIVE_VENV); \
+	  $(NATIVE_VENV)/bin/python -m pip install -q --upgrade pip; \
+	  $(NATIVE_VENV)/bin/python -m pip install -q -e '.[test]' 'datasette==1.0a41'; \
+	  $(NATIVE_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" \
+	    tests/test_sqlite_ext.py tests/test_store.py tests/test_words.py tests/test_tablefunc.py tests/test_plugin.py; \
+	else echo "test-native: $(NATIVE_PYTHON) not found, skipped"; fi
+
+benchmarks: install
+	$(BIN)/python benchmarks/query.py
+	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/train.py
+
+clean:
+	rm -rf $(VENV) $(NATIVE_VENV) *.egg-info

@@ -1,0 +1,367 @@
+"""The ``semsearch-sqlite`` command: thin click commands over the library."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import SemsearchError
+
+TABLE_MAX_WIDTH = 60
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn library errors into ``Error: ...`` and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SemsearchError as e:
+            raise click.ClickException(str(e)) from e
+
+    return wrapper
+
+
+def echo_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """Print rows as an aligned text table."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            v = f"{v:.4f}"
+        s = "" if v is None else str(v)
+        return s if len(s) <= TABLE_MAX_WIDTH else s[: TABLE_MAX_WIDTH - 1] + "…"
+
+    grid = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(g[i]) for g in grid]) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
+    click.echo("  ".join("-" * w for w in widths))
+    for g in grid:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(g, widths)).rstrip())
+
+
+def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``-k`` and ``--json`` for every query command."""
+    fn = click.option("--json", "as_json", is_flag=True, help="Output JSON")(fn)
+    fn = click.option("-k", "k", type=click.IntRange(1, 4096), default=10, show_default=True, help="How many results")(fn)
+    return fn
+
+
+def emit(results: Any, columns: Sequence[str], as_json: bool) -> None:
+    """Print query results as JSON or as a table (with notes on stderr)."""
+    if as_json:
+        click.echo(json.dumps(results.as_dict(), indent=2))
+        return
+    if results.unknown:
+        click.echo(f"Warning: unknown words ignored: {', '.join(results.unknown)}", err=True)
+    if results.note:
+        click.echo(results.note, err=True)
+    echo_table([h.as_dict() for h in results.hits], columns)
+
+
+def open_readonly(db: str) -> Any:
+    from .store import Store
+
+    return Store.open(db)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="semsearch-sqlite")
+def cli() -> None:
+    """Semantic image search in one SQLite file.
+
+    \b
+    semsearch-sqlite ingest ./images photos.db --backbone efficientnet-lite0
+    semsearch-sqlite search photos.db "cat sofa"
+    datasette photos.db
+    """
+
+
+class _Bar:
+    """tqdm progress for ingest: one bar per stage, problems printed above it."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar: Any = None
+
+    def stage(self, name: str, total: int | None) -> None:
+        self.close()
+        if self.quiet:
+            return
+        if total is None:
+            click.echo(f"{name}...", err=True)
+            return
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=name, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+    def advance(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def problem(self, path: str, reason: str) -> None:
+        message = f"Skipped {path}: {reason}"
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stderr)
+        elif not self.quiet:
+            click.echo(message, err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@cli.command()
+@click.argument("images", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("db", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--backbone", help="vgg16 (default), efficientnet-lite0 (offline), or a .keras/.h5/.tflite file")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Weights file for the backbone (e.g. VGG16 .h5)")
+@click.option("--layer", help="Feature layer/tensor name of a model file")
+@click.option("--glove", type=click.Path(exists=True, dir_okay=False), help="GloVe .txt or .zip (default: bundled glove.6B.50d)")
+@click.option("--vocab-size", type=click.IntRange(100), help="Keep the N most frequent words [default: 50000]")
+@click.option("--vocab-file", type=click.Path(exists=True, dir_okay=False), help="Extra words to keep, one per line")
+@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), help="CSV of path,label instead of folder names")
+@click.option("--method", help="Word-space model: auto (default), ridge, mlp, hinge, conse")
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True)
+@click.option("--originals", is_flag=True, help="Store the original file bytes instead of a 1024px display copy")
+@click.option("--no-prune", is_flag=True, help="Keep rows of files that are gone")
+@click.option("--strict", is_flag=True, help="Stop at the first unreadable image")
+@click.option("--rebuild", is_flag=True, help="Re-embed every image (e.g. with another backbone)")
+@click.option("--max-pixels", type=click.IntRange(1), help="Refuse images larger than this many pixels")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output")
+@handle_errors
+def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, layer: str | None,
+           glove: str | None, vocab_size: int | None, vocab_file: str | None, labels_file: str | None,
+           method: str | None, batch_size: int, originals: bool, no_prune: bool, strict: bool, rebuild: bool,
+           max_pixels: int | None, quiet: bool) -> None:
+    """Embed a folder of images (folder name = label) into DB.
+
+    Re-running it adds new files, re-embeds changed ones, recognises moved ones
+    and removes rows of deleted ones.
+
+    \b
+    semsearch-sqlite ingest ./images photos.db --backbone efficientnet-lite0
+    """
+    from .ingest import IngestOptions, ingest as run_ingest
+
+    options = IngestOptions(
+        backbone=backbone, weights=weights, layer=layer, glove=glove, vocab_size=vocab_size,
+        vocab_file=vocab_file, labels_file=labels_file, method=method, batch_size=batch_size,
+        originals=originals, prune=not no_prune, strict=strict, rebuild=rebuild,
+    )
+    if max_pixels:
+        options.max_pixels = max_pixels
+    bar = _Bar(quiet)
+    try:
+        stats = run_ingest(images, db, options, bar)
+    except KeyboardInterrupt:
+        bar.close()
+        click.echo(f"Interrupted: every finished batch is stored in {db}; run the same command again to resume.", err=True)
+        sys.exit(130)
+    finally:
+        bar.close()
+    if not quiet:
+        click.echo(stats.summary(), err=True)
+        if stats.semantic:
+            click.echo(_semantic_line(stats.semantic), err=True)
+
+
+def _semantic_line(report: dict[str, Any]) -> str:
+    parts = [f"word space: {report.get('method')}"]
+    for key in ("train_images", "classes", "train_cosine", "val_cosine", "seconds"):
+        if report.get(key) is not None:
+            v = report[key]
+            parts.append(f"{key.replace('_', ' ')} {v:.3f}" if isinstance(v, float) else f"{key.replace('_', ' ')} {v}")
+    return ", ".join(parts)
+
+
+@cli.command()
+@click.argument("db", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--glove", type=click.Path(exists=True, dir_okay=False), help="GloVe .txt or .zip (default: bundled glove.6B.50d)")
+@click.option("--vocab-size", type=click.IntRange(100), help="Keep the N most frequent words [default: 50000]")
+@click.option("--vocab-file", type=click.Path(exists=True, dir_okay=False), help="Extra words to keep, one per line")
+@click.option("--rebuild", is_flag=True, help="Allow a word space of other dimensions (refits every image)")
+@click.option("-q", "--quiet", is_flag=True)
+@handle_errors
+def vocab(db: Path, glove: str | None, vocab_size: int | None, vocab_file: str | None, rebuild: bool, quiet: bool) -> None:
+    """Store word vectors in DB (created if missing), so it answers word queries.
+
+    \b
+    semsearch-sqlite vocab words.db --vocab-size 100000
+    semsearch-sqlite words words.db ocean
+    """
+    from .semantic import refresh_semantic
+    from .store import VEC_VISUAL, Store
+    from .vocab import ensure_vocabulary
+    from .words import read_vocab_file
+
+    extra = read_vocab_file(vocab_file) if vocab_file else []
+    with Store.open(db, create=True) as store:
+        changed = ensure_vocabulary(store, glove, vocab_size, extra, rebuild=rebuild)
+        if changed and store.vec_dim(VEC_VISUAL):
+            refresh_semantic(store)
+        count, source = store.get_meta("words_count"), store.get_meta("words_source")
+    if not quiet:
+        click.echo(f"{count} words from {source}" + ("" if changed else " (unchanged)"), err=True)
+
+
+@cli.command()
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.option("--method", help="auto (default), ridge, mlp, hinge, conse")
+@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), help="CSV of path,label to train on")
+@click.option("--epochs", type=click.IntRange(1), help="Epochs for mlp/hinge")
+@click.option("--tags", "n_tags", type=click.IntRange(0, 100), default=10, show_default=True, help="Tags stored per image")
+@click.option("-q", "--quiet", is_flag=True)
+@handle_errors
+def train(db: str, method: str | None, labels_file: str | None, epochs: int | None, n_tags: int, quiet: bool) -> None:
+    """Refit the word-space model from the stored features, re-project and re-tag."""
+    from .images import read_labels_csv
+    from .semantic import refresh_semantic
+    from .store import Store
+
+    with Store.open(db, create=True) as store:
+        labels = read_labels_csv(labels_file) if labels_file else None
+        report = refresh_semantic(store, method=method, tags=n_tags, labels=labels, epochs=epochs)
+    if not quiet:
+        click.echo(_semantic_line(report), err=True)
+
+
+@cli.command()
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.argument("query")
+@output_options
+@handle_errors
+def search(db: str, query: str, k: int, as_json: bool) -> None:
+    """Text -> images: images nearest to QUERY ("cat sofa", "2:cat -dog")."""
+    from .search import similar_images
+
+    with open_readonly(db) as store:
+        emit(similar_images(store.conn, query, k, allow_unknown=True), ["rank", "image_id", "path", "label", "distance"], as_json)
+
+
+@cli.command()
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.argument("image")
+@click.option("--space", type=click.Choice(["visual", "semantic"]), default="visual", show_default=True)
+@output_options
+@handle_errors
+def similar(db: str, image: str, space: str, k: int, as_json: bool) -> None:
+    """Image -> images: IMAGE is a stored id or path, or a new image file."""
+    from .errors import NotFoundError
+    from .search import similar_to_image
+
+    with open_readonly(db) as store:
+        try:
+            results = similar_to_image(store.conn, image, k, space)
+        except NotFoundError:
+            if not Path(image).is_file():
+                raise
+            from .embed import search_file
+
+            results = search_file(store, image, k, space)
+        emit(results, ["rank", "image_id", "path", "label", "distance"], as_json)
+
+
+@cli.command()
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.argument("image")
+@output_options
+@handle_errors
+def tags(db: str, image: str, k: int, as_json: bool) -> None:
+    """Image -> words: the nearest vocabulary words to IMAGE (id or stored path)."""
+    from .search import image_tags
+
+    with open_readonly(db) as store:
+        emit(image_tags(store.conn, image, k), ["rank", "word", "distance"], as_json)
+
+
+@cli.command()
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.argument("query")
+@output_options
+@handle_errors
+def words(db: str, query: str, k: int, as_json: bool) -> None:
+    """Word -> words: vocabulary words nearest to QUERY (e.g. said -> told, asked)."""
+    from .search import similar_words
+
+    with open_readonly(db) as store:
+        emit(similar_words(store.conn, query, k, allow_unknown=True), ["rank", "word", "distance"], as_json)
+
+
+@cli.command()
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.argument("image")
+@click.argument("word")
+@output_options
+@handle_errors
+def focus(db: str, image: str, word: str, k: int, as_json: bool) -> None:
+    """Images similar to IMAGE with respect to WORD's ImageNet class."""
+    from .search import focused_search
+
+    with open_readonly(db) as store:
+        emit(focused_search(store.conn, image, word, k), ["rank", "image_id", "path", "label", "distance"], as_json)
+
+
+@cli.command()
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def info(db: str, as_json: bool) -> None:
+    """What DB holds: counts, dimensions, sources, sizes."""
+    from .info import describe
+
+    with open_readonly(db) as store:
+        data = describe(store)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for key, value in data.items():
+        if isinstance(value, dict):
+            click.echo(f"{key}:")
+            for k2, v2 in value.items():
+                click.echo(f"  {k2}: {v2}")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+@cli.command()
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.argument("sql")
+@click.option("-p", "--param", "params", type=(str, str), multiple=True, help="Named parameter, e.g. -p q 'cat sofa'")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def sql(db: str, sql: str, params: tuple[tuple[str, str], ...], as_json: bool) -> None:
+    """Run SQL with the semsearch functions, e.g. select * from similar_images('cat')."""
+    import sqlite3
+
+    from .sqlfuncs import register_functions
+    from .store import Store
+
+    with Store.open(db) as store:
+        register_functions(store.conn)
+        try:
+            cur = store.conn.execute(sql, dict(params))
+        except sqlite3.Error as e:
+            raise click.ClickException(str(e)) from e
+        columns = [d[0] for d in cur.description or []]
+        rows = [dict(zip(columns, r)) for r in cur.fetchall()]
+    for r in rows:
+        for c, v in r.items():
+            if isinstance(v, bytes):
+                r[c] = f"<{len(v)} bytes>"
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        echo_table(rows, columns)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    cli()

@@ -1,0 +1,60 @@
+"""Typed errors. The CLI prints ``Error: <message>`` and exits 1; messages name the
+file or value at fault and the fix."""
+
+from __future__ import annotations
+
+
+class SemsearchError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ExtensionError(SemsearchError):
+    """sqlite-vec (or a table-valued function) could not be loaded on a connection."""
+
+
+class StoreError(SemsearchError):
+    """The database file is missing, not SQLite, not ours, or locked."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a newer version of semsearch-sqlite."""
+
+
+class WordsError(SemsearchError):
+    """A word-vector source is missing or malformed."""
+
+
+class QueryError(SemsearchError):
+    """A query string or parameter is invalid."""
+
+
+class UnknownWordsError(QueryError):
+    """Every word of a query is outside the stored vocabulary."""
+
+    def __init__(self, words: list[str]):
+        self.words = list(words)
+        listed = ", ".join(repr(w) for w in self.words)
+        super().__init__(
+            f"no known words in query: {listed} (none of them is in the stored vocabulary; "
+            "try another word, or re-run ingest with --vocab-file to add words)"
+        )
+
+
+class ImageError(SemsearchError):
+    """An image file could not be read."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+class BackboneError(SemsearchError):
+    """A CNN backbone could not be built or its weights could not be had."""
+
+
+class ProjectionError(SemsearchError):
+    """The image->word projection cannot be trained or is missing."""
+
+
+class NotFoundError(SemsearchError):
+    """An image id or path is not in the database."""
