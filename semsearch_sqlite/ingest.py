@@ -197,7 +197,7 @@ class _Run:
 
     def _check_backbone(self) -> None:
         stored = self.store.get_meta("backbone")
-        wanted = self.options.backbone
+        wanted = canonical_backbone(self.options.backbone) if self.options.backbone else None
         if stored and wanted and wanted != stored:
             if not self.options.rebuild:
                 raise StoreError(
@@ -465,6 +465,16 @@ class _Run:
             store.delete_vectors(VEC_SEMANTIC, ids)
             store.bump_generation()
         self.stats.embedded += len(ids)
+
+
+def canonical_backbone(name: str) -> str:
+    """The name a backbone is recorded under: built-ins by name, model files by absolute path."""
+    key = name.strip().lower().replace("_", "-")
+    if key in ("vgg16",):
+        return "vgg16"
+    if key in ("efficientnet-lite0", "effnet-lite0"):
+        return "efficientnet-lite0"
+    return str(Path(name).resolve())
 
 
 def _load(path: Path, max_pixels: int) -> tuple[Any, str | None]:

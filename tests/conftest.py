@@ -22,3 +22,93 @@ def words_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     with Store.open(path, create=True) as store:
         ensure_vocabulary(store)
     return str(path)
+
+
+# -- a real photo database for the Datasette plugin (tests/test_plugin.py, test_browser.py) --
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+# label folder -> (background colour, shape colour); the label words are real GloVe words
+PLUGIN_PHOTO_LABELS = {
+    "cat": ((214, 140, 60), (90, 50, 20)),
+    "dog": ((70, 90, 200), (230, 230, 240)),
+    "car": ((200, 30, 40), (30, 30, 30)),
+    "sofa": ((40, 150, 70), (240, 220, 120)),
+    "<script>alert(1)<script> dog": ((110, 110, 110), (250, 250, 250)),
+}
+PLUGIN_PHOTOS_PER_LABEL = 3
+# file names that must come out HTML-escaped on every page
+PLUGIN_EVIL_FILE = "<script>alert(1)<script>.png"
+PLUGIN_EVIL_LABEL = "<script>alert(1)<script> dog"
+
+
+def _plugin_photo(background: tuple[int, int, int], ink: tuple[int, int, int], n: int) -> Any:
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (160 + 20 * n, 120), background)
+    draw = ImageDraw.Draw(img)
+    draw.ellipse((20 + 10 * n, 15, 110 + 10 * n, 105), fill=ink)
+    draw.rectangle((5, 5, 25 + 8 * n, 20), fill=tuple(255 - c for c in ink))
+    return img
+
+
+def _plugin_backbone(path: Path) -> None:
+    """A tiny real Keras CNN with a 1000-class softmax head (random, seeded weights)."""
+    import keras
+
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((48, 48, 3), name="image")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", name="conv1")(x)
+    x = keras.layers.Conv2D(32, 3, strides=2, activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dense(1000, activation="softmax", name="predictions")(x)
+    keras.Model(inputs, x, name="tiny_cnn").save(path)
+
+
+@pytest.fixture(scope="session")
+def plugin_photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A database made by the real ingest pipeline: 15 drawn photos in 5 labelled
+    folders (one label and one file name contain ``<script>``), embedded with a tiny
+    real Keras CNN saved as a .keras file.
+
+    Returns ``{"db": path, "images": folder, "backbone": .keras path, "labels": {...},
+    "evil_file": ..., "evil_label": ...}``.
+    """
+    from semsearch_sqlite.ingest import IngestOptions, ingest
+
+    root = tmp_path_factory.mktemp("plugin")
+    images = root / "images"
+    for label, (background, ink) in PLUGIN_PHOTO_LABELS.items():
+        folder = images / label
+        folder.mkdir(parents=True)
+        for n in range(PLUGIN_PHOTOS_PER_LABEL):
+            name = PLUGIN_EVIL_FILE if (label == "cat" and n == 0) else f"{label.split()[-1]}{n}.png"
+            _plugin_photo(background, ink, n).save(folder / name)
+    backbone = root / "tiny_cnn.keras"
+    _plugin_backbone(backbone)
+    db = root / "photos.db"
+    stats = ingest(images, db, IngestOptions(backbone=str(backbone), vocab_size=20000, workers=1))
+    assert stats.added == len(PLUGIN_PHOTO_LABELS) * PLUGIN_PHOTOS_PER_LABEL, stats.problems
+    return {
+        "db": str(db), "images": str(images), "backbone": str(backbone), "labels": PLUGIN_PHOTO_LABELS,
+        "evil_file": PLUGIN_EVIL_FILE, "evil_label": PLUGIN_EVIL_LABEL,
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real, small Keras CNN (random weights, fixed seed) saved as a .keras file:
+    32x32 input, 32-d post-ReLU features ("fc"), 1000-class softmax head."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(32, activation="relu", name="fc")(x)
+    outputs = keras.layers.Dense(1000, activation="softmax", name="predictions")(x)
+    path = tmp_path_factory.mktemp("backbone") / "tiny.keras"
+    keras.Model(inputs, outputs, name="tiny").save(path)
+    return str(path)
