@@ -1,0 +1,155 @@
+"""Fault injection and concurrency: kill -9 at several points, readers during writes,
+hostile files, foreign databases. Nothing stored may be lost; a rerun converges."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semsearch_sqlite.errors import StoreError
+from semsearch_sqlite.ingest import IngestOptions, ingest
+from semsearch_sqlite.search import similar_images
+from semsearch_sqlite.store import VEC_SEMANTIC, VEC_VISUAL, Store
+
+from .test_ingest import make_folder, rows
+
+pytestmark = pytest.mark.slow
+
+# Runs ingest in a child process that SIGKILLs itself at a chosen point.
+CHILD = r"""
+import os, signal, sys
+from semsearch_sqlite import ingest as ing, semantic, store
+images, db, backbone, point, n = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+calls = [0]
+
+def die_on(owner, name, after):
+    original = getattr(owner, name)
+    def wrapper(*args, **kwargs):
+        if not after:
+            calls[0] += 1
+            if calls[0] == n:
+                os.kill(os.getpid(), signal.SIGKILL)
+        result = original(*args, **kwargs)
+        if after:
+            calls[0] += 1
+            if calls[0] == n:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return result
+    setattr(owner, name, wrapper)
+
+if point == "after_batch":      # batch n committed
+    die_on(ing._Run, "_write_batch", after=True)
+elif point == "mid_commit":     # inside batch n's transaction, its vectors written, not committed
+    die_on(store.Store, "delete_vectors", after=False)
+elif point == "tagging":        # while the word-space refit writes tags
+    die_on(semantic, "write_tags", after=False)
+elif point == "words":          # while the vocabulary is written
+    die_on(store.Store, "write_vectors", after=True)
+ing.ingest(images, db, ing.IngestOptions(backbone=backbone, batch_size=3))
+print("finished without being killed")
+"""
+
+KILL_POINTS = [("words", 2), ("after_batch", 1), ("after_batch", 3), ("mid_commit", 2), ("tagging", 1)]
+
+
+def check_consistent(db: Path) -> None:
+    conn = sqlite3.connect(db)
+    assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
+    conn.close()
+    with Store.open(db) as s:
+        c = s.conn
+        ids = {i for (i,) in c.execute("select id from images")}
+        if s.vec_dim(VEC_VISUAL):
+            visual = {i for (i,) in c.execute(f"select image_id from {VEC_VISUAL}")}
+            assert visual == ids, "every image row has its visual vector and vice versa"
+        files = {i for (i,) in c.execute("select image_id from image_files")}
+        assert files == ids
+        if s.vec_dim(VEC_SEMANTIC):
+            semantic = {i for (i,) in c.execute(f"select image_id from {VEC_SEMANTIC}")}
+            assert semantic <= ids
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: str) -> tuple[Path, dict[str, object]]:
+    folder = make_folder(tmp_path_factory.mktemp("ref") / "images")
+    db = folder.parent / "ref.db"
+    ingest(folder, db, IngestOptions(backbone=tiny_backbone, batch_size=3))
+    return folder, rows(db)
+
+
+@pytest.mark.parametrize("point, n", KILL_POINTS)
+def test_kill_9_then_rerun_converges(
+    point: str, n: int, tmp_path: Path, tiny_backbone: str, reference: tuple[Path, dict[str, object]]
+) -> None:
+    folder, expected = reference
+    db = tmp_path / "k.db"
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(folder), str(db), tiny_backbone, point, str(n)],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+    check_consistent(db)
+    ingest(folder, db, IngestOptions(backbone=tiny_backbone, batch_size=3))  # the same command again
+    check_consistent(db)
+    got = rows(db)
+    assert got["images"] == expected["images"]
+    assert got["files"] == expected["files"]
+    for space in ("visual", "semantic"):
+        assert np.array_equal(got[space][0], expected[space][0])
+        assert np.allclose(got[space][1], expected[space][1], atol=1e-4)
+    assert got["tags"] == expected["tags"]
+
+
+def test_readers_keep_answering_while_ingest_writes(tmp_path: Path, tiny_backbone: str) -> None:
+    folder = make_folder(tmp_path / "images", per_class=8)
+    db = tmp_path / "c.db"
+    small = make_folder(tmp_path / "small", per_class=1)
+    ingest(small, db, IngestOptions(backbone=tiny_backbone))
+    errors: list[BaseException] = []
+    answers = [0]
+    done = threading.Event()
+
+    def reader() -> None:
+        with Store.open(db, readonly=True) as s:
+            while not done.is_set():
+                try:
+                    similar_images(s.conn, "cat", 3)
+                    answers[0] += 1
+                except BaseException as e:  # noqa: BLE001 - collected, asserted below
+                    errors.append(e)
+                    return
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        ingest(folder, db, IngestOptions(batch_size=2))
+    finally:
+        done.set()
+        t.join()
+    assert errors == []
+    assert answers[0] > 0
+    check_consistent(db)
+
+
+def test_plain_sqlite_and_non_sqlite_files_are_untouched(tmp_path: Path, tiny_backbone: str) -> None:
+    folder = make_folder(tmp_path / "images", per_class=1)
+    plain = tmp_path / "plain.db"
+    conn = sqlite3.connect(plain)
+    conn.execute("create table t (x)")
+    conn.commit()
+    conn.close()
+    text = tmp_path / "notes.db"
+    text.write_bytes(b"just some bytes\n" * 10)
+    for path in (plain, text):
+        before = hashlib.sha256(path.read_bytes()).hexdigest()
+        with pytest.raises(StoreError):
+            ingest(folder, path, IngestOptions(backbone=tiny_backbone))
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == before
