@@ -334,6 +334,42 @@ def info(db: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.option("--zero-shot", type=click.FloatRange(0, 0.9), default=0.25, show_default=True,
+              help="Share of classes held out of training and queried by name")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--method", "methods", multiple=True, help="Word-space methods to compare [default: auto, conse]")
+@click.option("--no-save", is_flag=True, help="Don't record the figures in the evaluations table")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def evaluate(db: str, zero_shot: float, seed: int, methods: tuple[str, ...], no_save: bool, as_json: bool) -> None:
+    """Measure search quality with the folder labels as ground truth.
+
+    Image->image P@10 (visual, semantic), text->image P@10 and AP per label word,
+    tag accuracy, and a zero-shot refit, for the default model, ConSE and chance.
+    """
+    from .evaluate import evaluate as run_evaluate, summary_rows
+    from .store import Store
+
+    with Store.open(db, create=True) as store:
+        figures = run_evaluate(store, zero_shot=zero_shot, seed=seed, methods=methods or ("auto", "conse"), save=not no_save)
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+        return
+    def avg(d: dict[str, float] | None) -> str:
+        return "-" if not d else f"{sum(d.values()) / len(d):.3f}"
+    click.echo(f"{figures['images']} labelled images, {figures['classes']} classes")
+    click.echo(f"image->image P@10: visual {avg(figures['visual_p_at_10'])}, semantic {avg(figures.get('semantic_p_at_10'))}")
+    if "text" in figures:
+        text = figures["text"]
+        click.echo(f"text->image (stored model): P@10 {avg({c: v['p_at_10'] for c, v in text.items()})}, "
+                   f"AP {avg({c: v['ap'] for c, v in text.items()})}; tag@5 {figures['tag_at_5']:.3f}")
+    zs = figures["zero_shot"]
+    click.echo(f"zero-shot: held out {', '.join(zs['held_out']) or 'nothing'} (seed {zs['seed']})")
+    echo_table(summary_rows(figures), list(summary_rows(figures)[0]))
+
+
+@cli.command()
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
 @click.argument("sql")
 @click.option("-p", "--param", "params", type=(str, str), multiple=True, help="Named parameter, e.g. -p q 'cat sofa'")
 @click.option("--json", "as_json", is_flag=True)
