@@ -34,7 +34,7 @@ test-native:
 	  set -e; \
 	  [ -x $(NATIVE_VENV)/bin/python ] || $(NATIVE_PYTHON) -m venv $(NATIVE_VENV); \
 	  $(NATIVE_VENV)/bin/python -m pip install -q --upgrade pip; \
-	  $(NATIVE_VENV)/bin/python -m pip install -q -e '.[test]' 'datasette==1.0a41'; \
+	  $(NATIVE_VENV)/bin/python -m pip install -q -e '.[test]' 'datasette==1.0a41' pysqlite3-binary; \
 	  $(NATIVE_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" \
 	    tests/test_sqlite_ext.py tests/test_store.py tests/test_words.py tests/test_tablefunc.py tests/test_plugin.py; \
 	else echo "test-native: $(NATIVE_PYTHON) not found, skipped"; fi
