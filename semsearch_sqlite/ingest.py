@@ -89,12 +89,14 @@ class IngestStats:
     failed: int = 0
     embedded: int = 0
     seconds: float = 0.0
+    embed_seconds: float = 0.0
     problems: list[tuple[str, str]] = field(default_factory=list)
     semantic: dict[str, Any] | None = None
 
     @property
     def images_per_second(self) -> float:
-        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+        """Embedding speed (decode, CNN and writes; model loading excluded)."""
+        return self.embedded / self.embed_seconds if self.embed_seconds > 0 else 0.0
 
     def summary(self) -> str:
         """One line: counts, time and speed."""
@@ -354,6 +356,7 @@ class _Run:
         self._record_backbone(backbone)
         self.store.ensure_vec_table(VEC_VISUAL, backbone.dim)
         self.progress.stage("embedding", len(todo))
+        started = time.perf_counter()
         batch_size = max(1, self.options.batch_size)
         batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
         with ThreadPoolExecutor(max_workers=max(1, self.options.workers)) as pool:
@@ -376,6 +379,7 @@ class _Run:
                     features, probs = backbone.predict(np.stack([p.tensor for p in prepared]))
                     self._write_batch(prepared, features, probs)
                 self.progress.advance(len(futures))
+        self.stats.embed_seconds += time.perf_counter() - started
 
     def _prepare(self, item: _Item) -> _Prepared | None:
         try:
