@@ -1,38 +1,54 @@
 """Datasette plugin of semsearch-sqlite: SQL functions, search pages and stored images.
 
 ``datasette photos.db`` then gives ``select * from similar_images('cat sofa')`` in SQL,
-and ``/photos/-/semsearch`` (search), ``.../image/<id>``, ``.../words`` and ``.../upload``.
-Hook implementations only; the work is in :mod:`datasette_plugin.views`.
+and ``/photos/-/semsearch`` (search), ``.../image/<id>``, ``.../words``, ``.../upload``
+and ``.../report``. Hook implementations and the URL table only; the work is in
+:mod:`.views` (pages), :mod:`.upload`, :mod:`.report`, :mod:`.media` (image bytes,
+cells), :mod:`.databases` (connections, hidden tables) and :mod:`.compat` (permissions
+on Datasette 0.65 and 1.0a).
 """
 
 from __future__ import annotations
 
 from datasette import hookimpl
 
-from . import views
+from . import compat, databases, media, report, upload, views
+
+DATABASE = r"^/(?P<database>[^/]+)/-/semsearch"
+ROUTES = [
+    (DATABASE + r"$", views.search_page),
+    (DATABASE + r"/words$", views.words_page),
+    (DATABASE + r"/upload$", upload.upload_page),
+    (DATABASE + r"/report$", report.report_page),
+    (DATABASE + r"/image/(?P<id>[0-9]{1,20})$", views.image_page),
+    (DATABASE + r"/thumb/(?P<id>[0-9]{1,20})\.jpg$", media.thumb_route),
+    (DATABASE + r"/display/(?P<id>[0-9]{1,20})$", media.display_route),
+    # Anything else under /-/semsearch/ (a non-integer id...) is a clean 404 raised by a view.
+    (DATABASE + r"/.*$", views.not_found),
+]
 
 
 @hookimpl
 def prepare_connection(conn, database, datasette):
-    views.prepare(conn, database, datasette)
+    databases.prepare(conn, database, datasette)
 
 
 @hookimpl
 def startup(datasette):
     async def inner():
-        await views.startup(datasette)
+        await databases.startup(datasette)
 
     return inner
 
 
 @hookimpl
 def register_routes():
-    return views.ROUTES
+    return ROUTES
 
 
 @hookimpl
 def render_cell(value, column, table, row, database, datasette):
-    return views.render_thumbnail(value, column, table, row, database, datasette)
+    return media.render_thumbnail(value, column, table, row, database, datasette)
 
 
 @hookimpl
@@ -54,10 +70,22 @@ def database_actions(datasette, actor, database):
 @hookimpl
 def get_metadata(datasette, database):
     # Datasette 0.65 only: hide vec0 shadow tables (on 1.0a, startup marks them in its config)
-    return views.hidden_tables_metadata(datasette, database)
+    return databases.hidden_tables_metadata(datasette, database)
 
 
 @hookimpl
 def skip_csrf(scope):
     # Datasette 0.65 only: the upload view checks the multipart form's token itself
-    return views.skip_csrf(scope)
+    return upload.skip_csrf(scope)
+
+
+@hookimpl(hookwrapper=True)
+def handle_exception(exception):
+    # A 404 for a URL no route matches would crash Datasette's own handler when `rich`
+    # is installed (0.65 and 1.0a alike): see compat.guard_exception_handlers.
+    outcome = yield
+    try:
+        results = outcome.get_result()
+    except BaseException:  # noqa: BLE001 - another handler raised: leave that as it is
+        return
+    outcome.force_result(compat.guard_exception_handlers(results, exception))

@@ -23,7 +23,7 @@ from markupsafe import escape
 from PIL import Image
 
 import datasette_plugin
-from datasette_plugin import views
+from datasette_plugin import media, render, upload, views
 
 IS_1_0 = hasattr(Datasette, "allowed")
 EVIL = ["'; drop table images; --", '" onmouseover=alert(1) x="', "<script>alert(1)</script>"]
@@ -190,12 +190,12 @@ def test_render_cell_only_touches_image_thumbnails(ds: Datasette) -> None:
     jpeg = io.BytesIO()
     Image.new("RGB", (4, 4)).save(jpeg, "JPEG")
     data = jpeg.getvalue()
-    assert views.render_thumbnail(data, "other", None, {}, "photos", ds) is None
-    assert views.render_thumbnail(b"not an image", "thumbnail", None, {}, "photos", ds) is None
-    assert views.render_thumbnail("text", "thumbnail", None, {}, "photos", ds) is None
-    huge = b"\xff\xd8\xff" + b"0" * views.CELL_THUMBNAIL_LIMIT
-    assert views.render_thumbnail(huge, "thumbnail", None, {}, "x", ds) is None
-    html = views.render_thumbnail(data, "thumbnail", None, {}, "elsewhere", ds)
+    assert media.render_thumbnail(data, "other", None, {}, "photos", ds) is None
+    assert media.render_thumbnail(b"not an image", "thumbnail", None, {}, "photos", ds) is None
+    assert media.render_thumbnail("text", "thumbnail", None, {}, "photos", ds) is None
+    huge = b"\xff\xd8\xff" + b"0" * media.CELL_THUMBNAIL_LIMIT
+    assert media.render_thumbnail(huge, "thumbnail", None, {}, "x", ds) is None
+    html = media.render_thumbnail(data, "thumbnail", None, {}, "elsewhere", ds)
     assert html.startswith('<img class="semsearch-cell" src="data:image/jpeg;base64,')
 
 
@@ -342,6 +342,79 @@ async def test_bad_ids_are_404(ds: Datasette, path: str) -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "path, json_body",
+    [
+        ("/nonexistent-db", False),
+        ("/photos/nonexistent-table", False),
+        ("/photos/nonexistent-table.json", True),
+        # no route matches these: Datasette's own handler crashed here when rich is installed
+        ("/a/b/c/d/e", False),
+        ("/photos/images/1/2/3", False),
+        ("/photos/images/1/2/3.json", True),
+    ],
+)
+async def test_unknown_urls_anywhere_are_404(ds: Datasette, path: str, json_body: bool) -> None:
+    r = await get(ds, path)
+    assert r.status_code == 404
+    if json_body:
+        assert r.json()["ok"] is False and r.json()["status"] == 404
+    else:
+        assert "<title>Error 404</title>" in r.text
+
+
+def test_rich_is_installed_so_the_404_guard_is_exercised() -> None:
+    # keras pulls rich in; without it Datasette's handler never crashed
+    import datasette.handle_exception
+
+    assert datasette.handle_exception.rich is not None
+
+
+@pytest.mark.asyncio
+async def test_other_plugins_exception_handlers_still_answer(ds: Datasette) -> None:
+    from datasette import Response, hookimpl
+    from datasette.plugins import pm
+
+    class Custom:
+        __name__ = "custom_404"
+
+        @hookimpl
+        def handle_exception(self, exception):
+            return Response.text(f"custom: {exception}", status=418)
+
+    pm.register(Custom(), name="custom_404")
+    try:
+        r = await get(ds, "/a/b/c/d/e")
+        assert (r.status_code, r.text) == (418, "custom: 404")
+    finally:
+        pm.unregister(name="custom_404")
+
+
+@pytest.mark.asyncio
+async def test_guard_runs_the_default_handler_inside_except() -> None:
+    import sys
+
+    from datasette_plugin import compat
+
+    seen = []
+
+    async def inner() -> str:
+        seen.append(sys.exc_info()[1])
+        return "response"
+
+    inner.__module__ = compat.DEFAULT_HANDLER_MODULE
+    other = object()
+    exception = LookupError("404")
+    guarded = compat.guard_exception_handlers([other, inner], exception)
+    assert guarded[0] is other and guarded[1] is not inner
+    assert await guarded[1]() == "response" and seen == [exception]
+    try:
+        raise ValueError("being handled")
+    except ValueError:  # Datasette already in an except block: nothing to do
+        assert compat.guard_exception_handlers([other, inner], exception) == [other, inner]
+
+
+@pytest.mark.asyncio
 async def test_menu_and_database_action_links(ds: Datasette) -> None:
     home = (await get(ds, "/")).text
     assert '<a href="/photos/-/semsearch">Image search: photos</a>' in home
@@ -394,7 +467,7 @@ async def test_upload_rejects_non_images_and_oversized_files(ds: Datasette, monk
     from semsearch_sqlite import embed
 
     monkeypatch.setattr(embed, "MAX_UPLOAD_BYTES", 1000)
-    monkeypatch.setattr(views, "UPLOAD_SLACK", 1000)
+    monkeypatch.setattr(upload, "UPLOAD_SLACK", 1000)
     r = await post_upload(ds, png_bytes(size=(400, 400)) + b"\0" * 5000)
     assert r.status_code == 413 and "too large" in r.text
     r = await ds.client.post("/photos/-/semsearch/upload", data={"k": "3"}, cookies={})
@@ -553,7 +626,7 @@ def test_parse_multipart() -> None:
         b"--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
         b"Content-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\n\r\n--XyZ--\r\n"
     )
-    fields, files = views.parse_multipart(body, b"XyZ")
+    fields, files = upload.parse_multipart(body, b"XyZ")
     assert fields == {"k": "7"}
     assert files == {"image": ("a.png", b"\x89PNG\r\n\x1a\n")}
 
@@ -562,4 +635,4 @@ def test_parse_multipart() -> None:
     "raw, expected", [("5", 5), ("0", 1), ("-3", 1), ("1e9", 24), ("", 24), (None, 24), ("99999", 100)]
 )
 def test_page_k(raw: Any, expected: int) -> None:
-    assert views.page_k(raw) == expected
+    assert render.page_k(raw) == expected

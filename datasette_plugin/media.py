@@ -1,0 +1,131 @@
+"""Image bytes: stored thumbnails and display copies served from the database, and
+``render_cell`` turning ``thumbnail`` BLOBs into pictures on Datasette's own pages."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from datasette import NotFound, Response
+from markupsafe import Markup, escape
+
+from .compat import resolve
+from .databases import is_ours
+from .render import Urls
+
+CELL_THUMBNAIL_LIMIT = 200_000  # bytes: bigger BLOBs in a `thumbnail` column are left alone
+CACHE_SECONDS = 3600
+MAX_SQLITE_INT = 2**63 - 1
+IMAGE_MIMES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff")
+_MAGIC = [
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"BM", "image/bmp"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+]
+
+
+def sniff_image(data: bytes) -> str | None:
+    """The MIME type of image bytes by their magic number, or None."""
+    for magic, mime in _MAGIC:
+        if data.startswith(magic):
+            return mime
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def image_id(raw: str) -> int:
+    """The image id of a URL (the routes only match digits); 404 past SQLite's range."""
+    value = int(raw)
+    if value > MAX_SQLITE_INT:
+        raise NotFound("Image not found")
+    return value
+
+
+# -- routes --------------------------------------------------------------------------------
+
+
+async def thumb_route(datasette: Any, request: Any) -> Response:
+    """``/<db>/-/semsearch/thumb/<id>.jpg``: the stored thumbnail BLOB."""
+    db, private = await resolve(datasette, request)
+    iid = image_id(request.url_vars["id"])
+    row = (await db.execute("select thumbnail, sha256 from images where id = ?", [iid])).first()
+    if row is None or not row[0]:
+        raise NotFound("Image not found")
+    return _image_response(request, bytes(row[0]), sniff_image(bytes(row[0])), f"t{iid}-{row[1]}", private)
+
+
+async def display_route(datasette: Any, request: Any) -> Response:
+    """``/<db>/-/semsearch/display/<id>``: the stored display copy (or original)."""
+    db, private = await resolve(datasette, request)
+    iid = image_id(request.url_vars["id"])
+    row = (
+        await db.execute(
+            "select f.display, f.display_mime, i.sha256 from image_files f join images i on i.id = f.image_id "
+            "where f.image_id = ?",
+            [iid],
+        )
+    ).first()
+    if row is None or not row[0]:
+        raise NotFound("Image not found")
+    data = bytes(row[0])
+    mime = row[1] if row[1] in IMAGE_MIMES else sniff_image(data)
+    return _image_response(request, data, mime, f"d{iid}-{row[2]}", private)
+
+
+def _image_response(request: Any, data: bytes, mime: str | None, tag: str, private: bool) -> Response:
+    etag = f'"{tag}"'
+    headers = {
+        "Cache-Control": f"{'private' if private else 'public'}, max-age={CACHE_SECONDS}",
+        "ETag": etag,
+        "X-Content-Type-Options": "nosniff",
+    }
+    if etag in [t.strip() for t in (request.headers.get("if-none-match") or "").split(",")]:
+        return Response(b"", status=304, headers=headers, content_type=mime or "application/octet-stream")
+    return Response(data, headers=headers, content_type=mime or "application/octet-stream")
+
+
+# -- cells ---------------------------------------------------------------------------------
+
+
+def render_thumbnail(
+    value: Any, column: str, table: str | None, row: Any, database: str, datasette: Any
+) -> Markup | None:
+    """``render_cell``: a ``thumbnail`` column holding image bytes as an ``<img>``."""
+    if column != "thumbnail" or not isinstance(value, (bytes, bytearray, memoryview)):
+        return None
+    data = bytes(value)
+    mime = sniff_image(data)
+    if mime is None:
+        return None
+    ours = is_ours(datasette, database)
+    if ours and table == "images":
+        iid = _row_value(row, "id")
+        if isinstance(iid, int):
+            urls = Urls(datasette, database)
+            return Markup(
+                f'<a href="{escape(urls.image(iid))}"><img class="semsearch-cell" '
+                f'src="{escape(urls.thumb(iid))}" alt="image {iid}" loading="lazy" '
+                'style="max-width: 128px; max-height: 128px"></a>'
+            )
+    if len(data) > CELL_THUMBNAIL_LIMIT:
+        return None
+    img = (
+        f'<img class="semsearch-cell" src="data:{mime};base64,{base64.b64encode(data).decode("ascii")}" '
+        'alt="thumbnail" style="max-width: 128px; max-height: 128px">'
+    )
+    iid = _row_value(row, "image_id") if ours else None
+    if isinstance(iid, int):
+        return Markup(f'<a href="{escape(Urls(datasette, database).image(iid))}">{img}</a>')
+    return Markup(img)
+
+
+def _row_value(row: Any, key: str) -> Any:
+    try:
+        return row[key]
+    except (KeyError, IndexError, TypeError):
+        return None

@@ -1,0 +1,224 @@
+"""``/<db>/-/semsearch/report``: the latest ``semsearch-sqlite evaluate`` run, read back
+from the ``evaluations`` table and drawn: the methods side by side, per-label P@10 as an
+SVG bar chart, and the labels search finds worst, with their images and what a search
+for their name returns now."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+from typing import Any
+
+from datasette import Response
+
+from semsearch_sqlite import search
+
+from .chart import Series, bar_chart
+from .compat import resolve
+from .render import image_results, render
+
+WORST_SHOWN = 5  # labels shown with their images
+EXAMPLES_SHOWN = 4  # images of each of those labels
+TEXT_COLOUR = "#2f6db5"
+VISUAL_COLOUR = "#e0912f"
+MAKE_ONE = "semsearch-sqlite evaluate {path}"
+METHOD_NOTES = {
+    "auto": "the default word-space model, refitted without the held-out labels",
+    "conse": "ConSE: the CNN's ImageNet class probabilities mixing the class names' word vectors",
+    "chance": "a random ranking: each label's share of the scored images",
+}
+
+
+def fig(value: Any, digits: int = 3) -> str:
+    """A figure for the page: ``0.400``; None, NaN and non-numbers as a dash."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return "\u2013"
+    return f"{value:.{digits}f}"
+
+
+def _mean(values: Any) -> float | None:
+    nums = [v for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
+    return sum(nums) / len(nums) if nums else None
+
+
+def _latest(conn: sqlite3.Connection) -> tuple[Any, int] | None:
+    exists = conn.execute("select 1 from sqlite_master where type = 'table' and name = 'evaluations'").fetchone()
+    if not exists:
+        return None
+    row = conn.execute(
+        "select id, created_at, settings, provenance, figures from evaluations order by id desc limit 1"
+    ).fetchone()
+    if row is None:
+        return None
+    return row, conn.execute("select count(*) from evaluations").fetchone()[0]
+
+
+def _json(text: Any) -> Any:
+    try:
+        return json.loads(text) if text else {}
+    except (TypeError, ValueError):
+        return None
+
+
+def read_report(conn: sqlite3.Connection) -> dict[str, Any]:
+    """The report's figures, from the newest row of ``evaluations`` (``{}`` if none)."""
+    found = _latest(conn)
+    if found is None:
+        return {}
+    (eval_id, created_at, settings_json, provenance_json, figures_json), count = found
+    out: dict[str, Any] = {"id": eval_id, "created_at": created_at, "count": count}
+    figures, settings, provenance = _json(figures_json), _json(settings_json), _json(provenance_json)
+    if not isinstance(figures, dict) or not isinstance(figures.get("visual_p_at_10"), dict):
+        out["broken"] = f"evaluation {eval_id} has no readable figures"
+        return out
+    k = figures.get("k") if isinstance(figures.get("k"), int) and figures["k"] > 0 else 10
+    classes = _classes(conn, figures, k)
+    text = figures.get("text") or {}
+    out.update(
+        settings=settings if isinstance(settings, dict) else {},
+        provenance=_provenance(provenance),
+        figures=figures,
+        k=k,
+        classes=classes,
+        summary={
+            "visual_p": _mean(c["visual_p"] for c in classes),
+            "semantic_p": _mean(c["semantic_p"] for c in classes),
+            "text_p": _mean(c["text_p"] for c in classes) if text else None,
+            "text_ap": _mean(c["text_ap"] for c in classes) if text else None,
+            "tag_at_5": figures.get("tag_at_5"),
+        },
+    )
+    names = [c["name"] for c in classes]
+    series = []
+    if text:
+        series.append(Series("text", f"text \u2192 image P@{k}", TEXT_COLOUR,
+                             {c["name"]: c["text_p"] for c in classes}, {c["name"]: c["text_limit"] for c in classes}))
+    series.append(Series("visual", f"image \u2192 image P@{k} (visual)", VISUAL_COLOUR,
+                         {c["name"]: c["visual_p"] for c in classes}, {c["name"]: c["visual_limit"] for c in classes}))
+    out["chart"] = bar_chart(names, series, title=f"P@{k} per label, worst first")
+    out["methods"], out["held_out"] = _methods(figures)
+    worst = [c for c in classes if c["failing"]][:WORST_SHOWN]
+    for c in worst:
+        c["examples"] = _examples(conn, c["name"])
+        c["search"] = image_results(
+            conn, lambda name=c["name"]: search.similar_images(conn, name, k, allow_unknown=True)
+        )
+    out["worst"] = worst
+    return out
+
+
+def _classes(conn: sqlite3.Connection, figures: dict[str, Any], k: int) -> list[dict[str, Any]]:
+    """One row per label, worst first.
+
+    A label with fewer than ``k`` images can't fill a top ``k``: its P@k is at most
+    ``n/k`` (``(n - 1)/k`` image to image). Labels are ranked by P@k as a share of that
+    limit, then by AP (which has no such limit): text to image where the stored model
+    was measured, else visual.
+    """
+    visual = figures.get("visual_p_at_10") or {}
+    semantic = figures.get("semantic_p_at_10") or {}
+    text = figures.get("text") or {}
+    counts = dict(conn.execute("select label, count(*) from images where label is not null group by label"))
+    rows = []
+    for name in set(visual) | set(text):
+        n = counts.get(name, 0)
+        scores = text.get(name) if isinstance(text.get(name), dict) else {}
+        row = {
+            "name": name, "images": n, "text_p": _number(scores.get("p_at_10")), "text_ap": _number(scores.get("ap")),
+            "visual_p": _number(visual.get(name)), "semantic_p": _number(semantic.get(name)),
+            "text_limit": min(n, k) / k if n else None, "visual_limit": min(n - 1, k) / k if n > 1 else None,
+        }
+        p, limit = (row["text_p"], row["text_limit"]) if text else (row["visual_p"], row["visual_limit"])
+        share = p / limit if p is not None and limit else p
+        ap = row["text_ap"] if text else None
+        row["failing"] = (share is not None and share < 1 - 1e-9) or (ap is not None and ap < 1 - 1e-9)
+        row["_rank"] = (_sortable(share), _sortable(ap), _sortable(row["visual_p"]), name)
+        rows.append(row)
+    rows.sort(key=lambda r: r.pop("_rank"))
+    return rows
+
+
+def _provenance(provenance: Any) -> dict[str, str]:
+    """What made the evaluated database, for one line of the page (hashes shortened)."""
+    if not isinstance(provenance, dict):
+        return {}
+    out = {}
+    for key, value in provenance.items():
+        if value in (None, ""):
+            continue
+        text = str(value)
+        out[str(key).replace("_", " ")] = text[:12] if str(key).endswith("sha256") else text
+    return out
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def _examples(conn: sqlite3.Connection, label: str) -> list[dict[str, Any]]:
+    """The first few images of ``label``, as thumbnail-grid cards (no distance)."""
+    rows = conn.execute(
+        "select id, path, label, thumb_width, thumb_height from images where label = ? order by id limit ?",
+        [label, EXAMPLES_SHOWN],
+    ).fetchall()
+    return [
+        {"image_id": r[0], "path": r[1], "name": r[1].rsplit("/", 1)[-1], "label": r[2], "distance": None,
+         "rank": n + 1, "width": r[3], "height": r[4]}
+        for n, r in enumerate(rows)
+    ]
+
+
+def _sortable(value: Any) -> float:
+    return value if isinstance(value, (int, float)) and not math.isnan(value) else math.inf
+
+
+def _methods(figures: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The zero-shot comparison: one row per method, and the held-out labels' P@10."""
+    from semsearch_sqlite.evaluate import summary_rows
+
+    zero_shot = figures.get("zero_shot") or {}
+    try:
+        rows = summary_rows(figures)
+    except (KeyError, TypeError, AttributeError):
+        return [], {}
+    columns = [c for c in (rows[0] if rows else {}) if c != "method"]
+    # the best figure of each column among the fitted methods (not chance, not time),
+    # where they differ
+    best = {}
+    for col in columns:
+        values = [_number(r[col]) for r in rows if r["method"] != "chance" and not col.startswith("fit")]
+        values = [v for v in values if v is not None]
+        if values and max(values) > min(values):
+            best[col] = max(values)
+    for r in rows:
+        r["note"] = METHOD_NOTES.get(r["method"], "")
+        r["best"] = [c for c in best if r[c] == best[c]]
+    methods = zero_shot.get("methods") or {}
+    held = zero_shot.get("held_out") or []
+    held_out = {
+        "labels": held,
+        "methods": list(methods),
+        "rows": [
+            {"name": c, "p": {m: (methods[m].get("per_class_p_at_10") or {}).get(c) for m in methods}} for c in held
+        ],
+        "pool_images": zero_shot.get("pool_images"),
+        "fraction": zero_shot.get("fraction"),
+        "seed": zero_shot.get("seed"),
+        "test_share": zero_shot.get("test_share"),
+    }
+    return rows, held_out
+
+
+async def report_page(datasette: Any, request: Any) -> Response:
+    """``/<db>/-/semsearch/report``: how well search works here, and where it fails."""
+    db, _ = await resolve(datasette, request)
+    report = await db.execute_fn(read_report)
+    path = os.path.basename(getattr(db, "path", None) or f"{db.name}.db")
+    return await render(
+        datasette, request, "semsearch_report.html", db,
+        {"report": report, "make_one": MAKE_ONE.format(path=path), "fig": fig, "page": "report"},
+    )
