@@ -66,6 +66,10 @@ def _note_tables(conn: sqlite3.Connection, database: str, datasette: Any) -> Non
     )
     with _tables_lock:
         _tables.setdefault(datasette, {})[database] = (ours, shadow)
+    if ours:
+        from semsearch_sqlite.search import warm
+
+        warm(conn)
 
 
 def _known_tables(datasette: Any) -> dict[str, tuple[bool, list[str]]]:

@@ -15,6 +15,8 @@ from . import __version__
 from .errors import SemsearchError
 
 TABLE_MAX_WIDTH = 60
+IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance"]
+WORD_COLUMNS = ["rank", "word", "distance"]
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -244,7 +246,7 @@ def search(db: str, query: str, k: int, as_json: bool) -> None:
     from .search import similar_images
 
     with open_readonly(db) as store:
-        emit(similar_images(store.conn, query, k, allow_unknown=True), ["rank", "image_id", "path", "label", "distance"], as_json)
+        emit(similar_images(store.conn, query, k, allow_unknown=True), IMAGE_COLUMNS, as_json)
 
 
 @cli.command()
@@ -267,7 +269,7 @@ def similar(db: str, image: str, space: str, k: int, as_json: bool) -> None:
             from .embed import search_file
 
             results = search_file(store, image, k, space)
-        emit(results, ["rank", "image_id", "path", "label", "distance"], as_json)
+        emit(results, IMAGE_COLUMNS, as_json)
 
 
 @cli.command()
@@ -280,7 +282,7 @@ def tags(db: str, image: str, k: int, as_json: bool) -> None:
     from .search import image_tags
 
     with open_readonly(db) as store:
-        emit(image_tags(store.conn, image, k), ["rank", "word", "distance"], as_json)
+        emit(image_tags(store.conn, image, k), WORD_COLUMNS, as_json)
 
 
 @cli.command()
@@ -293,7 +295,7 @@ def words(db: str, query: str, k: int, as_json: bool) -> None:
     from .search import similar_words
 
     with open_readonly(db) as store:
-        emit(similar_words(store.conn, query, k, allow_unknown=True), ["rank", "word", "distance"], as_json)
+        emit(similar_words(store.conn, query, k, allow_unknown=True), WORD_COLUMNS, as_json)
 
 
 @cli.command()
@@ -307,7 +309,7 @@ def focus(db: str, image: str, word: str, k: int, as_json: bool) -> None:
     from .search import focused_search
 
     with open_readonly(db) as store:
-        emit(focused_search(store.conn, image, word, k), ["rank", "image_id", "path", "label", "distance"], as_json)
+        emit(focused_search(store.conn, image, word, k), IMAGE_COLUMNS, as_json)
 
 
 @cli.command()

@@ -636,3 +636,13 @@ def test_parse_multipart() -> None:
 )
 def test_page_k(raw: Any, expected: int) -> None:
     assert render.page_k(raw) == expected
+
+
+@pytest.mark.asyncio
+async def test_startup_loads_the_vectors_before_the_first_query(ds: Datasette, db: str) -> None:
+    from semsearch_sqlite import index
+
+    index.clear_cache()
+    await ds.invoke_startup()
+    cached = {key[1] for key in index._cache if key[0] == str(Path(db).resolve())}
+    assert cached == {"vec_words", "vec_visual", "vec_semantic"}
