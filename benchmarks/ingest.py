@@ -104,7 +104,7 @@ def main() -> None:
     }
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "ingest.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"| backbone | images | raw predict img/s | pipeline img/s | ratio | whole ingest | re-run (0 re-embedded) |")
+    print("| backbone | images | raw predict img/s | pipeline img/s | ratio | whole ingest | re-run (0 re-embedded) |")
     print("|---|---|---|---|---|---|---|")
     print(
         f"| {args.backbone} | {len(files)} | {raw:.1f} | {pipeline:.1f} | {pipeline / raw:.2f} | "

@@ -41,7 +41,8 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from semsearch_sqlite.images import discover, load_image  # noqa: E402
-from semsearch_sqlite.projection import class_word_vectors, conse_vectors, fit_semantic  # noqa: E402
+from semsearch_sqlite.conse import class_word_vectors, conse_vectors  # noqa: E402
+from semsearch_sqlite.semantic_model import fit_semantic  # noqa: E402
 from semsearch_sqlite.semantic import imagenet_class_names  # noqa: E402
 from semsearch_sqlite.tags import is_tag_word  # noqa: E402
 from semsearch_sqlite.words import (  # noqa: E402

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semsearch_sqlite.projection import fit_semantic
+from semsearch_sqlite.semantic_model import fit_semantic
 from semsearch_sqlite.semantic import _training_data, _VocabLookup, imagenet_class_names
 from semsearch_sqlite.store import Store
 from semsearch_sqlite.vocab import word_space
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1000)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    from semsearch_sqlite.projection import class_word_vectors
+    from semsearch_sqlite.conse import class_word_vectors
 
     results = []
     if args.db:

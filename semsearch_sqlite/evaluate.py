@@ -87,7 +87,7 @@ def _tag_accuracy(space: Any, image_vectors: np.ndarray, labels: np.ndarray, mas
 
 
 def _fit_vectors(data: _Data, labels: list[str | None], space: Any, class_vectors: np.ndarray, method: str, seed: int) -> tuple[np.ndarray, float]:
-    from .projection import fit_semantic
+    from .semantic_model import fit_semantic
 
     started = time.perf_counter()
     model = fit_semantic(data.X, data.probs, labels, _VocabLookup(space), class_vectors, method=method, seed=seed)

@@ -32,7 +32,7 @@ def imagenet_class_names() -> list[str]:
 
 def store_class_vectors(store: Store, wv: WordVectors) -> None:
     """Store the word vector of each ImageNet class (for ConSE and focus)."""
-    from .projection import class_word_vectors
+    from .conse import class_word_vectors
 
     names = imagenet_class_names()
     vectors, known = class_word_vectors(names, wv)
@@ -77,7 +77,7 @@ def refresh_semantic(
 
     Returns the training report.
     """
-    from .projection import fit_semantic
+    from .semantic_model import fit_semantic
 
     ids, X, probs, image_labels = _training_data(store, labels)
     if len(ids) == 0:
@@ -138,7 +138,7 @@ class _VocabLookup:
 
 def semantic_model(conn: sqlite3.Connection) -> Any:
     """The stored word-space model (numpy only), or None."""
-    from .projection import SemanticModel
+    from .semantic_model import SemanticModel
 
     stored = load_model(conn, SEMANTIC_MODEL)
     if stored is None:

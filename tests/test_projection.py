@@ -12,14 +12,9 @@ import numpy as np
 import pytest
 
 from semsearch_sqlite.errors import ProjectionError
-from semsearch_sqlite.projection import (
-    Projection,
-    SemanticModel,
-    class_word_vectors,
-    conse_vectors,
-    fit_projection,
-    fit_semantic,
-)
+from semsearch_sqlite.conse import class_word_vectors, conse_vectors
+from semsearch_sqlite.projection import Projection, fit_projection
+from semsearch_sqlite.semantic_model import SemanticModel, fit_semantic
 from semsearch_sqlite.semantic import imagenet_class_names
 from semsearch_sqlite.words import WordVectors, unit_rows
 
