@@ -177,11 +177,17 @@ def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, la
 
 
 def _semantic_line(report: dict[str, Any]) -> str:
+    """One line on the fitted word-space model: method, data, train/validation cosine."""
+    fit = {**report, **(report.get("projection_report") or {})}
     parts = [f"word space: {report.get('method')}"]
-    for key in ("train_images", "classes", "train_cosine", "val_cosine", "seconds"):
-        if report.get(key) is not None:
-            v = report[key]
-            parts.append(f"{key.replace('_', ' ')} {v:.3f}" if isinstance(v, float) else f"{key.replace('_', ' ')} {v}")
+    for key, name in (("labelled", "labelled images"), ("label_count", "labels"), ("train_cosine", "train cosine"),
+                      ("val_cosine", "validation cosine"), ("seen_share", "share gated to the projection"),
+                      ("seconds", "seconds")):
+        value = fit.get(key)
+        if value is not None:
+            parts.append(f"{name} {value:.3f}" if isinstance(value, float) else f"{name} {value}")
+    if report.get("skipped_labels"):
+        parts.append(f"labels with no known word (left out): {', '.join(report['skipped_labels'])}")
     return ", ".join(parts)
 
 
