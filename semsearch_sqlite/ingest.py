@@ -194,7 +194,11 @@ class _Run:
                 from .semantic import refresh_semantic
 
                 self.stats.semantic = refresh_semantic(self.store, method=self.options.method, tags=self.options.tags)
-        self.store.set_meta("images_root", str(self.root.resolve()))
+        with self.store.atomic():
+            self.store.set_meta("images_root", str(self.root.resolve()))
+        from .index import refresh_indexes
+
+        refresh_indexes(self.store)
         return self.stats
 
     def _check_backbone(self) -> None:

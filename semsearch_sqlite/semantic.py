@@ -106,6 +106,9 @@ def refresh_semantic(
         store.save_model(SEMANTIC_MODEL, model.method, model.to_arrays(), {**model.config, **_jsonable(report)})
         store.update_meta({"semantic_method": model.method, "semantic_report": _jsonable(report)})
         store.bump_generation()
+    from .index import refresh_index
+
+    refresh_index(store, VEC_SEMANTIC)
     return report
 
 

@@ -137,4 +137,5 @@ def ensure_vocabulary(
     }
     store_words(store, vocab, info)
     store_class_vectors(store, wv)
+    index.refresh_index(store, VEC_WORDS)
     return True

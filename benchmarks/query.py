@@ -1,0 +1,432 @@
+"""Query latency and recall at scale: numpy brute force, sqlite-vec, and this project's
+search layer, measured in one run over the same vectors.
+
+    python benchmarks/query.py            # every size (several minutes; peak memory ~6 GB)
+    python benchmarks/query.py --quick    # three small cases (about a minute)
+    python benchmarks/query.py --cases 100k:4096,1M:300 --queries 200
+
+Rows per case: numpy brute force (the reference, and the exact answers), sqlite-vec
+float (vec0 KNN), sqlite-vec bit + rescore (vec0 hamming top 100, then exact cosine
+from a plain BLOB table), the library's ``Matrix.top_k`` (auto: the stored IVF index
+when the table has one, else exact) and forced exact, and the SQL face
+``similar_to_image(id, 11)`` where the table holds images. Latency median and p95,
+recall@10 against numpy's exact answer, ratio to numpy, build time, memory and bytes
+per vector. Writes benchmarks/results/query.json and prints a markdown table.
+
+The vectors are synthetic but structured: a mixture of topics and sub-clusters with a
+low-dimensional continuous part and isotropic noise (word-like, 50/300-d); for the
+1280/4096-d "visual" spaces the same shifted and passed through a ReLU (about 70%
+zeros, like CNN features). Half the queries are stored vectors asking for their
+neighbours (image -> image; the vector itself excluded), half are sums of two stored
+vectors plus noise (like multi-word text queries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from semsearch_sqlite import ann, index
+from semsearch_sqlite.store import (
+    VEC_SEMANTIC,
+    VEC_VISUAL,
+    VEC_WORDS,
+    Store,
+    connect,
+    read_vectors,
+)
+
+HERE = Path(__file__).resolve().parent
+FULL = "10k:50,10k:300,10k:1280,10k:4096,100k:50,100k:300,100k:1280,100k:4096,1M:50,1M:300"
+QUICK = "10k:300,10k:4096,100k:300"
+K = 10
+RESCORE = 100
+CNN_IMAGES_PER_S = 50.0  # measured ingest speed (benchmarks/results/ingest.json)
+SQL_READ_MAX_CELLS = 40_000_000  # beyond this the SQL read is timed on a slice and scaled
+
+
+def parse_n(text: str) -> int:
+    text = text.strip().lower()
+    mult = {"k": 1_000, "m": 1_000_000}.get(text[-1], 1)
+    return int(float(text.rstrip("km")) * mult)
+
+
+# -- data ----------------------------------------------------------------------------------
+def structured(n: int, d: int, seed: int, visual: bool) -> np.ndarray:
+    """Topics x sub-clusters x a low-dimensional continuum x noise (float32, raw)."""
+    rng = np.random.default_rng(seed)
+    topics, subs, latent = 48, max(64, n // 150), 8
+    mu = 0.4 * rng.standard_normal(d).astype(np.float32)  # embeddings aren't centred
+    t = rng.standard_normal((topics, d)).astype(np.float32)
+    s = 0.9 * rng.standard_normal((subs, d)).astype(np.float32)
+    basis = 0.5 * rng.standard_normal((topics, latent, d)).astype(np.float32)
+    sub_topic = rng.integers(0, topics, subs)
+    sub = rng.choice(subs, n, p=rng.dirichlet(np.full(subs, 0.7)))
+    out = np.empty((n, d), dtype=np.float32)
+    step = max(1024, (1 << 22) // d)
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        tp = sub_topic[sub[a:b]]
+        z = rng.standard_normal((b - a, latent)).astype(np.float32)
+        x = mu + t[tp] + s[sub[a:b]] + np.einsum("nl,nld->nd", z, basis[tp])
+        x += 0.7 * rng.standard_normal((b - a, d)).astype(np.float32)
+        out[a:b] = x
+    if visual:
+        cut = np.quantile(out[: min(n, 2000)], 0.7)
+        np.maximum(out - cut, 0, out=out)
+    return out
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    n[n == 0] = 1
+    return (x / n).astype(np.float32)
+
+
+def make_queries(x: np.ndarray, ids: np.ndarray, nq: int, seed: int) -> list[tuple[np.ndarray, int | None]]:
+    """Half stored vectors (excluding themselves), half pair sums plus noise."""
+    rng = np.random.default_rng(seed)
+    out: list[tuple[np.ndarray, int | None]] = []
+    for i in rng.choice(len(x), nq // 2, replace=False):
+        out.append((x[i].copy(), int(ids[i])))
+    for _ in range(nq - nq // 2):
+        a, b = rng.integers(0, len(x), 2)
+        v = x[a] + x[b]
+        v = v / np.linalg.norm(v)
+        v = v + 0.3 * rng.standard_normal(len(v)).astype(np.float32) / np.sqrt(len(v))
+        out.append(((v / np.linalg.norm(v)).astype(np.float32), None))
+    return out
+
+
+# -- measurement ------------------------------------------------------------------------------
+def timed(fn: Callable[[np.ndarray, int | None], list[int]], queries: list[tuple[np.ndarray, int | None]]) -> tuple[list[float], list[list[int]]]:
+    lat, res = timed_together([fn], queries)
+    return lat[0], res[0]
+
+
+def timed_together(
+    fns: list[Callable[[np.ndarray, int | None], list[int]]], queries: list[tuple[np.ndarray, int | None]]
+) -> tuple[list[list[float]], list[list[list[int]]]]:
+    """Each query through every function in turn (so that they share the machine's
+    noise), after one warm-up call each."""
+    for fn in fns:
+        fn(*queries[0])
+    lat: list[list[float]] = [[] for _ in fns]
+    res: list[list[list[int]]] = [[] for _ in fns]
+    for q, self_id in queries:
+        for j, fn in enumerate(fns):
+            t = time.perf_counter()
+            got = fn(q, self_id)
+            lat[j].append(time.perf_counter() - t)
+            res[j].append(got)
+    return lat, res
+
+
+def recall(results: list[list[int]], truth: list[list[int]]) -> float:
+    return float(np.mean([len(set(r[:K]) & set(t[:K])) / K for r, t in zip(results, truth)]))
+
+
+def drop_self(hits: list[int], self_id: int | None) -> list[int]:
+    return [h for h in hits if h != self_id][:K]
+
+
+def rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def run_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_vec: bool) -> dict[str, Any]:
+    visual = d >= 1000
+    table = VEC_VISUAL if visual else (VEC_WORDS if n > 200_000 else VEC_SEMANTIC)
+    key = {VEC_VISUAL: "image_id", VEC_SEMANTIC: "image_id", VEC_WORDS: "word_id"}[table]
+    label = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M"
+    print(f"\n## {label} x {d} ({'visual, post-ReLU' if visual else 'word-like'}; {table})", file=sys.stderr, flush=True)
+    case: dict[str, Any] = {"n": n, "d": d, "table": table, "rows": {}}
+    raw = structured(n, d, seed=n + d, visual=visual)
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    path = work / f"bench_{label}_{d}.db"
+
+    # -- ingest: vec0 float (the product's table), timed
+    store = Store.open(path, create=True)
+    t = time.perf_counter()
+    with store.atomic():
+        store.ensure_vec_table(table, d)
+        step = 5000
+        for a in range(0, n, step):
+            store.conn.executemany(
+                f"insert into {table}({key}, embedding) values (?, ?)",
+                ((int(i), v.tobytes()) for i, v in zip(ids[a : a + step], raw[a : a + step])),
+            )
+        if table != VEC_WORDS:
+            store.conn.executemany(
+                "insert into images(id, path, sha256) values (?, ?, '')", ((int(i), f"img/{i}.jpg") for i in ids)
+            )
+        store.bump_generation()
+    case["vec0_insert_s"] = round(time.perf_counter() - t, 2)
+    store.conn.execute("pragma wal_checkpoint(truncate)")  # sizes: everything in the main file
+    size_vec0 = path.stat().st_size
+    print(f"  vec0 insert {case['vec0_insert_s']} s", file=sys.stderr, flush=True)
+
+    x = unit(raw)
+    queries = make_queries(x, ids, nq, seed=d)
+    slow_queries = queries[: nq_slow // 2] + queries[nq // 2 : nq // 2 + nq_slow - nq_slow // 2]
+
+    # -- numpy brute force: the reference
+    def numpy_exact(q: np.ndarray, self_id: int | None) -> list[int]:
+        s = x @ q
+        top = np.argpartition(s, len(s) - K - 1)[len(s) - K - 1 :]
+        top = top[np.argsort(-s[top], kind="stable")]
+        return drop_self([int(ids[i]) for i in top], self_id)
+
+    numpy_lat, truth = timed(numpy_exact, queries)
+    truth_of = {i: t for i, t in enumerate(truth)}
+    slow_truth = truth[: nq_slow // 2] + truth[nq // 2 : nq // 2 + nq_slow - nq_slow // 2]
+    base = float(np.median(numpy_lat))
+    rows = case["rows"]
+
+    def add(name: str, lat: list[float], rec: float, base: float = base, *, qs: list | None = None,
+            res: list | None = None, tr: list | None = None, **extra: Any) -> None:
+        med = float(np.median(lat))
+        rows[name] = {
+            "median_ms": round(med * 1e3, 3),
+            "p95_ms": round(float(np.percentile(lat, 95)) * 1e3, 3),
+            "recall@10": round(rec, 4),
+            "vs_numpy": round(med / base, 3),
+            "queries": len(lat),
+            **extra,
+        }
+        if qs is not None and res is not None and tr is not None:  # by kind of query
+            for kind, want in (("image", True), ("text", False)):
+                sel = [i for i, (_, self_id) in enumerate(qs) if (self_id is not None) == want]
+                if sel:
+                    rows[name][f"{kind}_median_ms"] = round(float(np.median([lat[i] for i in sel])) * 1e3, 3)
+                    rows[name][f"{kind}_recall@10"] = round(recall([res[i] for i in sel], [tr[i] for i in sel]), 4)
+        print(f"  {name}: {med * 1e3:.2f} ms, recall {rec:.3f}", file=sys.stderr, flush=True)
+
+    # -- sqlite-vec float and bit + rescore (slow: fewer queries; numpy's times on the same ones)
+    if not skip_sqlite_vec:
+        conn = store.conn
+
+        def vec_float(q: np.ndarray, self_id: int | None) -> list[int]:
+            got = conn.execute(f"select {key} from {table} where embedding match ? and k = ?", [q.tobytes(), K + 1]).fetchall()
+            return drop_self([r[0] for r in got], self_id)
+
+        lat, res = timed_together([numpy_exact, vec_float], slow_queries)
+        add("sqlite-vec float", lat[1], recall(res[1], slow_truth), float(np.median(lat[0])),
+            qs=slow_queries, res=res[1], tr=slow_truth, db_bytes_per_vector=round(size_vec0 / n, 1))
+
+        t = time.perf_counter()
+        with store.atomic():
+            dbits = 8 * ((d + 7) // 8)  # bit vectors come in whole bytes: pad with zeros
+            conn.execute(f"create virtual table bench_bits using vec0(id integer primary key, embedding bit[{dbits}])")
+            conn.execute("create table bench_floats(id integer primary key, embedding blob)")
+            for a in range(0, n, 5000):
+                bits = np.packbits(raw[a : a + 5000] > 0, axis=1, bitorder="little")
+                conn.executemany("insert into bench_bits(id, embedding) values (?, vec_bit(?))",
+                                 ((int(i), b.tobytes()) for i, b in zip(ids[a : a + 5000], bits)))
+                conn.executemany("insert into bench_floats(id, embedding) values (?, ?)",
+                                 ((int(i), v.tobytes()) for i, v in zip(ids[a : a + 5000], raw[a : a + 5000])))
+        bit_build = time.perf_counter() - t
+        conn.execute("pragma wal_checkpoint(truncate)")
+        size_bits = path.stat().st_size - size_vec0
+
+        def vec_bits(q: np.ndarray, self_id: int | None) -> list[int]:
+            got = conn.execute(
+                "with coarse as (select id from bench_bits where embedding match vec_bit(?) and k = ?) "
+                "select coarse.id, vec_distance_cosine(f.embedding, ?) as d from coarse "
+                "join bench_floats f on f.id = coarse.id order by d limit ?",
+                [np.packbits(q > 0, bitorder="little").tobytes(), RESCORE, q.tobytes(), K + 1],
+            ).fetchall()
+            return drop_self([r[0] for r in got], self_id)
+
+        lat, res = timed_together([numpy_exact, vec_bits], slow_queries)
+        add(f"sqlite-vec bit + rescore {RESCORE}", lat[1], recall(res[1], slow_truth), float(np.median(lat[0])),
+            qs=slow_queries, res=res[1], tr=slow_truth, build_s=round(bit_build, 2),
+            db_bytes_per_vector=round(size_bits / n, 1))
+        with store.atomic():
+            conn.execute("drop table bench_bits")
+            conn.execute("drop table bench_floats")
+
+    # -- this project: refresh_index (what ingest calls), then a reader's first load
+    del raw
+    gc.collect()
+    index.clear_cache()
+    t = time.perf_counter()
+    summary = index.refresh_index(store, table)
+    refresh_s = time.perf_counter() - t
+    index_blob = store.conn.execute("select length(weights) from models where name = ?", [ann.index_name(table)]).fetchone()
+    store.conn.execute("pragma wal_checkpoint(truncate)")
+    store.close()
+    index.clear_cache()
+    gc.collect()
+    case["refresh_index"] = {
+        "action": summary["action"],
+        "seconds": round(refresh_s, 2),
+        "vs_vec0_insert": round(refresh_s / max(case["vec0_insert_s"], 1e-9), 3),
+        "vs_cnn_ingest": round(refresh_s / (n / CNN_IMAGES_PER_S), 4) if table != VEC_WORDS else None,
+        "index_db_bytes_per_vector": round((index_blob[0] if index_blob else 0) / n, 1),
+        "config": {k: v for k, v in summary.get("config", {}).items() if k not in ("stamp",)},
+    }
+    print(f"  refresh_index: {summary['action']} in {refresh_s:.2f} s", file=sys.stderr, flush=True)
+
+    reader = connect(path, readonly=True)
+    t = time.perf_counter()
+    m = index.matrix(reader, table)
+    case["load_s"] = round(time.perf_counter() - t, 2)
+    cells = n * d
+    if cells <= SQL_READ_MAX_CELLS:
+        t = time.perf_counter()
+        read_vectors(reader, table)
+        case["sql_read_s"] = round(time.perf_counter() - t, 2)
+    else:  # the SQL read of a slice, scaled (the whole read takes minutes)
+        part = max(1000, SQL_READ_MAX_CELLS // (4 * d))
+        t = time.perf_counter()
+        reader.execute(f"select {key}, embedding from {table} where {key} <= ? order by {key}", [part]).fetchall()
+        case["sql_read_s_estimated"] = round((time.perf_counter() - t) * n / part, 1)
+    print(f"  first load {case['load_s']} s (SQL read: {case.get('sql_read_s', case.get('sql_read_s_estimated'))} s)",
+          file=sys.stderr, flush=True)
+
+    mem = m.vectors.nbytes + m.ids.nbytes + 16 * len(m)
+    if m.ivf is not None:
+        mem += m.ivf.centroids.nbytes + m.ivf.offsets.nbytes
+
+    def library(exact: bool | None) -> Callable[[np.ndarray, int | None], list[int]]:
+        def run(q: np.ndarray, self_id: int | None) -> list[int]:
+            return [i for i, _ in m.top_k(q, K, exclude={self_id} if self_id is not None else None, exact=exact)]
+
+        return run
+
+    # numpy and the library, query by query in turn (they share the machine's noise)
+    strategy = m.strategy(K, {1})
+    lat, res = timed_together([numpy_exact, library(None), library(True)], queries)
+    base = float(np.median(lat[0]))
+    add("numpy brute force", lat[0], 1.0, base, qs=queries, res=res[0], tr=truth, memory_bytes_per_vector=x.itemsize * d)
+    auto = f"Matrix.top_k (auto: {strategy})"
+    add(auto, lat[1], recall(res[1], truth), base, qs=queries, res=res[1], tr=truth, memory_bytes_per_vector=round(mem / n, 1),
+        first_load_s=case["load_s"], build_s=round(refresh_s, 2))
+    add("Matrix.top_k (exact=True)", lat[2], recall(res[2], truth), base, qs=queries, res=res[2], tr=truth)
+    if m.ivf is not None:
+        p = m.ivf.probes_for(K + 1)
+        rows[auto].update(nprobe=p, nlist=m.ivf.nlist, scanned_share=round(m.ivf.scan_share(K + 1), 4))
+    # -- the SQL face, where the table holds images
+    if table != VEC_WORDS:
+        try:
+            from semsearch_sqlite.sqlfuncs import register_functions
+
+            register_functions(reader)
+            space = "visual" if table == VEC_VISUAL else "semantic"
+            stored_q = [(q, s) for q, s in queries if s is not None]
+            stored_truth = [truth_of[i] for i, (_, s) in enumerate(queries) if s is not None]
+
+            def sql(q: np.ndarray, self_id: int | None) -> list[int]:
+                got = reader.execute("select image_id from similar_to_image(?, ?, ?)", [self_id, K, space]).fetchall()
+                return [r[0] for r in got]
+
+            lat, res = timed_together([numpy_exact, sql], stored_q)
+            add("SQL similar_to_image(id, 10)", lat[1], recall(res[1], stored_truth), float(np.median(lat[0])))
+        except Exception as e:  # noqa: BLE001 - the SQL face is optional here
+            print(f"  SQL face skipped: {e}", file=sys.stderr)
+    reader.close()
+    index.clear_cache()
+    first = ["numpy brute force"]
+    case["rows"] = {k: rows[k] for k in first + [k for k in rows if k not in first]}
+    # the product's file: vec0 table (+ images rows) and the stored index
+    case["db_file_bytes_per_vector"] = round((size_vec0 + (index_blob[0] if index_blob else 0)) / n, 1)
+    case["peak_rss_gib"] = round(rss_gib(), 2)
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    return case
+
+
+def markdown(cases: list[dict[str, Any]]) -> str:
+    lines = [
+        "| N | D | strategy | median ms | p95 ms | recall@10 | vs numpy | image->image ms (recall) | text-like ms (recall) | build s | memory B/vec | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cases:
+        for name, r in c["rows"].items():
+            mem = r.get("memory_bytes_per_vector") or r.get("db_bytes_per_vector") or ""
+            notes = []
+            if "nprobe" in r:
+                notes.append(f"nprobe {r['nprobe']}/{r['nlist']}, scans {100 * r['scanned_share']:.1f}%")
+            if "first_load_s" in r:
+                notes.append(f"first load {r['first_load_s']} s")
+            if "db_bytes_per_vector" in r:
+                notes.append("B/vec on disk")
+            build = r.get("build_s", "")
+            n = f"{c['n'] // 1000}k" if c["n"] < 1_000_000 else f"{c['n'] // 1_000_000}M"
+            kinds = [
+                f"{r[f'{k}_median_ms']:.2f} ({r[f'{k}_recall@10']:.3f})" if f"{k}_median_ms" in r else ""
+                for k in ("image", "text")
+            ]
+            lines.append(
+                f"| {n} | {c['d']} | {name} | {r['median_ms']:.2f} | {r['p95_ms']:.2f} | {r['recall@10']:.3f} | "
+                f"{r['vs_numpy']:.2f}x | {kinds[0]} | {kinds[1]} | {build} | {mem} | {'; '.join(notes)} |"
+            )
+    lines.append("")
+    lines.append("| N | D | vec0 insert s | refresh_index s | vs vec0 insert | vs CNN ingest (50 img/s) | index B/vec in DB | DB B/vec | first load s | SQL read s |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    for c in cases:
+        r = c["refresh_index"]
+        n = f"{c['n'] // 1000}k" if c["n"] < 1_000_000 else f"{c['n'] // 1_000_000}M"
+        sql = c.get("sql_read_s", f"~{c.get('sql_read_s_estimated')} (est.)")
+        cnn = "" if r["vs_cnn_ingest"] is None else f"{100 * r['vs_cnn_ingest']:.2f}%"
+        lines.append(
+            f"| {n} | {c['d']} | {c['vec0_insert_s']} | {r['seconds']} ({r['action']}) | {100 * r['vs_vec0_insert']:.0f}% | "
+            f"{cnn} | {r['index_db_bytes_per_vector']} | {c['db_file_bytes_per_vector']} | {c['load_s']} | {sql} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=f"only {QUICK}")
+    parser.add_argument("--cases", default=None, help=f"N:D list (default {FULL})")
+    parser.add_argument("--queries", type=int, default=100, help="queries per case (numpy and the library)")
+    parser.add_argument("--slow-queries", type=int, default=20, help="queries per case for sqlite-vec (slow at 1M)")
+    parser.add_argument("--skip-sqlite-vec", action="store_true")
+    parser.add_argument("--work", type=Path, default=None, help="folder for the temporary databases")
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "query.json")
+    args = parser.parse_args()
+    spec = args.cases or (QUICK if args.quick else FULL)
+    cases_spec = [(parse_n(a), int(b)) for a, b in (c.split(":") for c in spec.split(","))]
+    work = Path(tempfile.mkdtemp(prefix="semsearch-query-", dir=args.work))
+    started = time.perf_counter()
+    cases = []
+    try:
+        for n, d in cases_spec:
+            nq_slow = args.slow_queries if n * d <= 100_000_000 else max(6, args.slow_queries // 2)
+            cases.append(run_case(n, d, args.queries, nq_slow, work, args.skip_sqlite_vec))
+            gc.collect()  # the case's matrices go before the next one's arrive
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "numpy": np.__version__, "sqlite": sqlite3.sqlite_version},
+        "settings": {"k": K, "rescore": RESCORE, "target_recall": ann.TARGET_RECALL, "min_cells": ann.MIN_CELLS,
+                     "min_cells_words": ann.MIN_CELLS_WORDS,
+                     "queries": args.queries, "slow_queries": args.slow_queries},
+        "total_s": round(time.perf_counter() - started, 1),
+        "peak_rss_gib": round(rss_gib(), 2),
+        "cases": cases,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown(cases))
+    print(f"\ntotal {result['total_s']} s, peak RSS {result['peak_rss_gib']} GiB; written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
