@@ -296,8 +296,32 @@ def make_display(
 def make_thumbnail(
     img: Image.Image, longest: int = THUMBNAIL_LONGEST, fmt: str = "JPEG", quality: int = 80
 ) -> tuple[bytes, str, int, int]:
-    """A thumbnail: ``(bytes, mime, width, height)``."""
-    return make_display(img, longest, fmt, quality)
+    """A thumbnail: ``(bytes, mime, width, height)``.
+
+    Bilinear after a box reduce: at thumbnail size it looks the same as Lanczos and
+    costs half, which matters because ingest runs it beside the CNN.
+    """
+    w, h = img.size
+    small = img
+    if max(w, h) > longest:
+        scale = longest / max(w, h)
+        small = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR,
+                           reducing_gap=2.0)
+    data, mime = encode_image(small, fmt, quality)
+    return data, mime, small.width, small.height
+
+
+def usable_as_display(path: str | Path, img: Image.Image, longest: int = DISPLAY_LONGEST) -> bool:
+    """True when the file itself can be served as the display copy: a baseline RGB or
+    grey JPEG no larger than ``longest``, not rotated by EXIF (re-encoding it would only
+    cost time and quality)."""
+    if getattr(img, "source_format", None) != "JPEG" or max(img.size) > longest:
+        return False
+    try:
+        with Image.open(path) as raw:
+            return raw.mode in ("RGB", "L") and raw.size == img.size and raw.getexif().get(0x0112, 1) == 1
+    except (OSError, SyntaxError, ValueError):
+        return False
 
 
 def mime_for(fmt: str | None, path: str | Path | None = None) -> str:

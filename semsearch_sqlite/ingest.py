@@ -389,7 +389,8 @@ class _Run:
         try:
             img, fmt = _load(item.path, self.options.max_pixels)
             thumb = imglib.make_thumbnail(img, THUMB_SIZE)
-            if self.options.originals:
+            original = self.options.originals or imglib.usable_as_display(item.path, img, DISPLAY_SIZE)
+            if original:
                 data = item.path.read_bytes()
                 display = (data, imglib.mime_for(fmt, item.path), img.width, img.height)
             else:
@@ -397,7 +398,7 @@ class _Run:
             tensor = self.backbone().preprocess([img])[0]
             sha = item.sha256 or imglib.sha256_file(item.path)
             return _Prepared(item, sha, img.width, img.height, imglib.mime_for(fmt, item.path), thumb, display,
-                             self.options.originals, tensor)
+                             original, tensor)
         except ImageError as e:
             self._problem(item.path, e.reason)
             return None
