@@ -24,7 +24,7 @@ demo: install
 
 # The whole suite on this Python (no enable_load_extension on pyenv builds: the
 # ctypes path, Datasette 0.65), then the TF-free parts and the plugin again on a
-# Python that has enable_load_extension, with Datasette 1.0a.
+# Python that has enable_load_extension, with pysqlite3 and Datasette 1.0a.
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	$(MAKE) test-native
@@ -43,6 +43,7 @@ benchmarks: install
 	$(BIN)/python benchmarks/query.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/semantic.py
 
 clean:
 	rm -rf $(VENV) $(NATIVE_VENV) *.egg-info
