@@ -498,12 +498,36 @@ def _rgb(img: Image.Image) -> Image.Image:
 
 
 def _import_tf() -> Any:
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        import tensorflow as tf
+        # TF's C++ logging prints oneDNN/absl notices to fd 2 before any setting applies;
+        # they'd land in the middle of the progress output, so the import runs with fd 2
+        # pointed at /dev/null (Python-level errors are still raised normally).
+        with _quiet_fd2():
+            import tensorflow as tf
     except ImportError:
         raise BackboneError("TensorFlow is not installed; pip install semsearch-sqlite installs it") from None
     return tf
+
+
+@contextlib.contextmanager
+def _quiet_fd2() -> Any:
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (embedded interpreters): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _import_keras() -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ProjectionError
+from .errors import BackboneError, ProjectionError
 from .words import unit_rows
 
 
@@ -113,12 +113,11 @@ def _expected_keys(ops: list[str]) -> list[str]:
 
 
 def _import_keras() -> Any:
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        import keras
-    except ImportError as e:  # pragma: no cover - a dependency
+        from .backbones import _import_keras as import_quietly
+
+        keras = import_quietly()
+    except (ImportError, BackboneError) as e:  # pragma: no cover - a dependency
         raise ProjectionError("training an mlp or hinge projection needs Keras: pip install keras tensorflow-cpu") from e
     return keras
 
