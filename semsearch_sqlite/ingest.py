@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -165,8 +166,12 @@ def ingest(
     if not root.is_dir():
         raise ImageError(str(root), "not a folder of images; give the folder that holds them")
     started = time.perf_counter()
-    with Store.open(db_path, create=True) as store, writer_lock(str(db_path)):
-        stats = _Run(store, root, options, progress).run()
+    try:
+        with Store.open(db_path, create=True) as store, writer_lock(str(db_path)):
+            stats = _Run(store, root, options, progress).run()
+    except sqlite3.OperationalError as e:
+        # every write is a transaction, so what was stored before the failure stays
+        raise StoreError(f"{db_path}: {_storage_advice(e)}") from e
     stats.seconds = time.perf_counter() - started
     return stats
 
@@ -474,6 +479,17 @@ class _Run:
             store.delete_vectors(VEC_SEMANTIC, ids)
             store.bump_generation()
         self.stats.embedded += len(ids)
+
+
+def _storage_advice(e: sqlite3.OperationalError) -> str:
+    message = str(e)
+    if "full" in message:
+        return f"{message}; free some disk space and run the same command again to resume"
+    if "readonly" in message or "read-only" in message:
+        return f"{message}; the file or its folder is read-only: make it writable or give another file"
+    if "locked" in message:
+        return f"{message}; another program holds a write lock on it: close it and try again"
+    return message
 
 
 def canonical_backbone(name: str) -> str:

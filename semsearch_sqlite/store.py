@@ -271,8 +271,9 @@ class Store:
             try:
                 yield
             except BaseException:
-                conn.execute("rollback to semsearch_nested")
-                conn.execute("release semsearch_nested")
+                if conn.in_transaction:
+                    conn.execute("rollback to semsearch_nested")
+                    conn.execute("release semsearch_nested")
                 raise
             conn.execute("release semsearch_nested")
             return
@@ -280,7 +281,10 @@ class Store:
         try:
             yield
         except BaseException:
-            conn.execute("rollback")
+            # SQLite has already rolled back after some errors (SQLITE_FULL, SQLITE_IOERR):
+            # a second rollback would replace the real error with "no transaction is active"
+            if conn.in_transaction:
+                conn.execute("rollback")
             raise
         conn.execute("commit")
 

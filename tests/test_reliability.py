@@ -153,3 +153,30 @@ def test_plain_sqlite_and_non_sqlite_files_are_untouched(tmp_path: Path, tiny_ba
         with pytest.raises(StoreError):
             ingest(folder, path, IngestOptions(backbone=tiny_backbone))
         assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_disk_full_is_a_clear_error_and_keeps_what_was_stored(
+    tmp_path: Path, tiny_backbone: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from semsearch_sqlite import store as store_mod
+
+    folder = make_folder(tmp_path / "images", per_class=1)
+    db = tmp_path / "full.db"
+    ingest(folder, db, IngestOptions(backbone=tiny_backbone))
+    before = rows(db)
+    make_folder(tmp_path / "images", per_class=12)
+    connect = store_mod.connect
+
+    def capped(path: object, **kw: object) -> sqlite3.Connection:
+        conn = connect(path, **kw)  # type: ignore[arg-type]
+        pages = conn.execute("pragma page_count").fetchone()[0]
+        conn.execute(f"pragma max_page_count = {pages + 1}")  # SQLite's own "disk is full"
+        return conn
+
+    monkeypatch.setattr(store_mod, "connect", capped)
+    with pytest.raises(StoreError, match=r"full.db: database or disk is full; free some disk space and run the same"):
+        ingest(folder, db, IngestOptions(batch_size=2))
+    monkeypatch.undo()
+    check_consistent(db)
+    after = rows(db)
+    assert set(after["images"]) >= set(before["images"])
