@@ -207,6 +207,7 @@ def test_vec0_knn_inside_the_function(tmp_path: Path) -> None:
 def test_replacing_a_registration(conn: sqlite3.Connection) -> None:
     sql = "select * from numbers(2)"
     assert conn.execute(sql).fetchall() == [(0, 0, "#0"), (1, 1, "#1")]
+    gc.collect()  # registrations of connections dropped by earlier tests go now, not mid-test
     before = live_registrations()
     # same columns: swapped in place, the cached prepared statement sees the new fn
     register_table_function(conn, "numbers", lambda c, n, s: [(n, n, "new")], COLUMNS, ["n", "step"])
@@ -227,6 +228,7 @@ def test_replacing_a_registration(conn: sqlite3.Connection) -> None:
     assert conn.execute("select * from numbers(1)").fetchall() == [(10,), (11,)]
     # the replaced module is released when its last prepared statement goes, at the latest on close
     conn.close()
+    gc.collect()
     assert live_registrations() == before - 1
 
 
@@ -313,6 +315,7 @@ def test_one_connection_handed_between_threads(conn: sqlite3.Connection) -> None
 
 
 def test_open_close_cycles_return_to_the_baseline() -> None:
+    gc.collect()
     baseline = live_objects()
     for i in range(1500):
         c = sqlite3.connect(":memory:")
