@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from semsearch_sqlite.semantic_model import fit_semantic
-from semsearch_sqlite.semantic import _training_data, _VocabLookup, imagenet_class_names
+from semsearch_sqlite.semantic import _training_data, imagenet_class_names
 from semsearch_sqlite.store import Store
 from semsearch_sqlite.vocab import word_space
 from semsearch_sqlite.words import load_word_vectors
@@ -27,19 +27,6 @@ HERE = Path(__file__).resolve().parent
 LABELS = ("airplane butterfly camera chair crab cup dolphin elephant ferry helicopter "
           "kangaroo lamp laptop llama pizza revolver rooster starfish sunflower umbrella").split()
 METHODS = ("ridge", "conse", "auto", "mlp", "hinge")
-
-
-class _Words:
-    """GloVe vectors shaped like the stored vocabulary lookup."""
-
-    def __init__(self) -> None:
-        self.wv = load_word_vectors()
-
-    def get(self, word: str) -> np.ndarray | None:
-        return self.wv.get(word)
-
-    def phrase(self, text: str) -> tuple[np.ndarray | None, list[str]]:
-        return self.wv.phrase(text)
 
 
 def synthetic(rows: int, dim: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -64,13 +51,13 @@ def main() -> None:
     if args.db:
         with Store.open(args.db) as store:
             _, X, probs, labels = _training_data(store, None)
-            words = _VocabLookup(word_space(store.conn))
+            words = word_space(store.conn)
             classes = store.load_model("imagenet_classes")[0]["vectors"]  # type: ignore[index]
         take = rng.choice(len(X), size=args.rows, replace=len(X) < args.rows)
         cases = [(f"{args.db.name} ({X.shape[1]}-d)", X[take], None if probs is None else probs[take], [labels[i] for i in take])]
     else:
-        words = _Words()
-        classes, _ = class_word_vectors(imagenet_class_names(), words.wv)
+        words = load_word_vectors()
+        classes, _ = class_word_vectors(imagenet_class_names(), words)
         cases = [(f"synthetic {d}-d", *synthetic(args.rows, d, rng)) for d in (1280, 4096)]
     for name, X, probs, labels in cases:
         for method in METHODS:

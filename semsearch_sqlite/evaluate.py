@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ProjectionError
-from .semantic import CLASSES_MODEL, _training_data, _VocabLookup
+from .semantic import CLASSES_MODEL, _training_data
 from .store import VEC_SEMANTIC, Store, now, read_vectors
 from .tags import nearest_tags, tag_mask
 from .vocab import word_space
@@ -69,7 +69,7 @@ def _text_metrics(
     v = unit_rows(image_vectors)
     out = {}
     for c in classes:
-        q, _ = _VocabLookup(space).phrase(c)
+        q, _ = space.phrase(c)
         if q is None:
             continue
         scores = v @ q
@@ -90,7 +90,7 @@ def _fit_vectors(data: _Data, labels: list[str | None], space: Any, class_vector
     from .semantic_model import fit_semantic
 
     started = time.perf_counter()
-    model = fit_semantic(data.X, data.probs, labels, _VocabLookup(space), class_vectors, method=method, seed=seed)
+    model = fit_semantic(data.X, data.probs, labels, space, class_vectors, method=method, seed=seed)
     seconds = time.perf_counter() - started
     return model.image_vectors(data.X, data.probs), seconds
 

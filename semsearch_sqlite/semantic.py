@@ -15,7 +15,7 @@ from .errors import ProjectionError
 from .store import VEC_SEMANTIC, VEC_VISUAL, Store, decode_f32, load_model, now
 from .tags import write_tags
 from .vocab import word_space
-from .words import WordVectors, tokenize, unit
+from .words import WordVectors
 
 SEMANTIC_MODEL = "semantic"
 CLASSES_MODEL = "imagenet_classes"
@@ -90,7 +90,7 @@ def refresh_semantic(
     kwargs: dict[str, Any] = {"method": method or "auto", "seed": seed}
     if epochs:
         kwargs["epochs"] = epochs
-    model = fit_semantic(X, probs, image_labels, _VocabLookup(space), classes[0]["vectors"], **kwargs)
+    model = fit_semantic(X, probs, image_labels, space, classes[0]["vectors"], **kwargs)
     vectors = model.image_vectors(X, probs)
     report = dict(model.report)
     report.update(method=model.method, seconds=round(time.perf_counter() - started, 3), trained_at=now(),
@@ -120,23 +120,6 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
         if isinstance(v, (str, int, float, bool, list, dict)) or v is None:
             out[k] = v
     return out
-
-
-class _VocabLookup:
-    """The stored vocabulary, shaped like WordVectors for the projection code."""
-
-    def __init__(self, space: Any):
-        self.space = space
-
-    def get(self, word: str) -> np.ndarray | None:
-        return self.space.vector(word)
-
-    def phrase(self, text: str) -> tuple[np.ndarray | None, list[str]]:
-        vecs, unknown = [], []
-        for t in tokenize(text):
-            v = self.space.vector(t)
-            (unknown.append(t) if v is None else vecs.append(v))
-        return (unit(np.mean(vecs, axis=0)) if vecs else None), unknown
 
 
 def semantic_model(conn: sqlite3.Connection) -> Any:

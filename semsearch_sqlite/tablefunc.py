@@ -423,6 +423,13 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
         state.row = row
         state.rowid += 1
 
+    def fail(state, e):  # type: ignore[no-untyped-def]
+        # ends the cursor's rows and hands the exception's text to SQLite as the error
+        if state is None:
+            return ERROR
+        state.it, state.row = None, None
+        return set_error(state.reg.api, state.vtab, describe(e))
+
     def x_filter(cursor, idx_num, idx_str, argc, argv):  # type: ignore[no-untyped-def]
         state = None
         try:
@@ -447,10 +454,7 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
             advance(state)
             return OK
         except BaseException as e:  # noqa: BLE001 - reported as the SQL error
-            if state is None:
-                return ERROR
-            state.it, state.row = None, None
-            return set_error(state.reg.api, state.vtab, describe(e))
+            return fail(state, e)
 
     def x_next(cursor):  # type: ignore[no-untyped-def]
         state = None
@@ -459,10 +463,7 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
             advance(state)
             return OK
         except BaseException as e:  # noqa: BLE001 - reported as the SQL error
-            if state is None:
-                return ERROR
-            state.it, state.row = None, None
-            return set_error(state.reg.api, state.vtab, describe(e))
+            return fail(state, e)
 
     def x_eof(cursor):  # type: ignore[no-untyped-def]
         try:

@@ -14,7 +14,7 @@ import numpy as np
 from . import index
 from .errors import StoreError
 from .store import VEC_WORDS, Store
-from .words import QueryVector, WordVectors, combine_terms, parse_query
+from .words import QueryVector, WordVectors, combine_terms, parse_query, phrase_vector
 
 _BATCH = 5000
 
@@ -53,6 +53,13 @@ class WordSpace:
         """Unit vector of ``word`` or None."""
         i = self.ids.get(word.lower())
         return None if i is None else self.matrix.vector(i)
+
+    # the same lookups as WordVectors, so model fitting takes either
+    get = vector
+
+    def phrase(self, text: str) -> tuple[np.ndarray | None, list[str]]:
+        """Mean unit vector of the known words of ``text``, and the unknown ones."""
+        return phrase_vector(text, self.vector)
 
     def query(self, text: Any, *, allow_unknown: bool = False) -> QueryVector:
         """Parse and embed a query (see :func:`semsearch_sqlite.words.parse_query`)."""

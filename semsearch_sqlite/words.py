@@ -13,7 +13,7 @@ import io
 import os
 import re
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,20 +59,8 @@ class WordVectors:
         return None if i is None else np.asarray(self.vectors[i], dtype=np.float32)
 
     def phrase(self, text: str) -> tuple[np.ndarray | None, list[str]]:
-        """Mean unit vector of the known words of ``text`` and the unknown ones.
-
-        Used for labels ("dining table") and ImageNet class names.
-        """
-        vecs, unknown = [], []
-        for token in tokenize(text):
-            v = self.get(token)
-            if v is None:
-                unknown.append(token)
-            else:
-                vecs.append(unit(v))
-        if not vecs:
-            return None, unknown
-        return unit(np.mean(vecs, axis=0)), unknown
+        """Mean unit vector of the known words of ``text``, and the unknown ones."""
+        return phrase_vector(text, self.get)
 
     def subset(self, size: int | None, extra: Iterable[str] = ()) -> "WordVectors":
         """The ``size`` most frequent words plus any known ``extra`` words."""
@@ -101,6 +89,21 @@ def unit_rows(m: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(m, axis=1, keepdims=True)
     n[n == 0] = 1
     return m / n
+
+
+def phrase_vector(text: str, lookup: Callable[[str], np.ndarray | None]) -> tuple[np.ndarray | None, list[str]]:
+    """Mean unit vector of the words of a label or class name ("dining table") that
+    ``lookup`` knows, and the words it doesn't."""
+    vecs, unknown = [], []
+    for token in tokenize(text):
+        v = lookup(token)
+        if v is None:
+            unknown.append(token)
+        else:
+            vecs.append(unit(v))
+    if not vecs:
+        return None, unknown
+    return unit(np.mean(vecs, axis=0)), unknown
 
 
 def tokenize(text: str) -> list[str]:

@@ -61,6 +61,14 @@ def root_cookies(ds: Datasette) -> dict[str, str]:
     return {"ds_actor": ds.sign({"a": {"id": "root"}}, "actor")}
 
 
+# a private database, a private instance, a private images table
+PRIVATE_CONFIGS = [
+    {"databases": {"photos": {"allow": False}}},
+    {"allow": {"id": "root"}},
+    {"databases": {"photos": {"tables": {"images": {"allow": {"id": "root"}}}}}},
+]
+
+
 @pytest.fixture
 def db(plugin_photos: dict[str, Any]) -> str:
     return plugin_photos["db"]
@@ -545,12 +553,7 @@ async def test_file_names_and_labels_are_escaped(ds: Datasette, db: str, plugin_
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
-    "config",
-    [
-        {"databases": {"photos": {"allow": False}}},
-        {"allow": {"id": "root"}},
-        {"databases": {"photos": {"tables": {"images": {"allow": {"id": "root"}}}}}},
-    ],
+    "config", PRIVATE_CONFIGS
 )
 async def test_pages_honour_permissions(db: str, config: dict[str, Any]) -> None:
     ds = make_ds(db, config=config)

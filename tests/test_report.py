@@ -24,7 +24,7 @@ from datasette_plugin import chart, report
 from semsearch_sqlite.evaluate import evaluate
 from semsearch_sqlite.store import Store
 
-from .test_plugin import get, make_ds, root_cookies
+from .test_plugin import PRIVATE_CONFIGS, get, make_ds, root_cookies
 
 REPORT = "/photos/-/semsearch/report"
 
@@ -245,12 +245,7 @@ async def test_base_url_is_respected(evaluated: dict[str, Any]) -> None:
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
-    "config",
-    [
-        {"databases": {"photos": {"allow": False}}},
-        {"allow": {"id": "root"}},
-        {"databases": {"photos": {"tables": {"images": {"allow": {"id": "root"}}}}}},
-    ],
+    "config", PRIVATE_CONFIGS
 )
 async def test_report_honours_permissions(evaluated: dict[str, Any], config: dict[str, Any]) -> None:
     ds = make_ds(evaluated["db"], config=config)
