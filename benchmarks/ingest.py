@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from semsearch_sqlite.backbones import load_backbone
-from semsearch_sqlite.images import discover, load_image
-from semsearch_sqlite.ingest import IngestOptions, ingest
+from semsearch_sqlite.model.backbones import load_backbone
+from semsearch_sqlite.media.files import discover
+from semsearch_sqlite.media.images import load_image
+from semsearch_sqlite.pipeline.ingest import IngestOptions
+from semsearch_sqlite.pipeline.ingest import ingest
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_IMAGES = HERE.parent.parent / "shared" / "data" / "caltech101-dev"

@@ -39,15 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from semsearch_sqlite import ann, index
-from semsearch_sqlite.store import (
-    VEC_SEMANTIC,
-    VEC_VISUAL,
-    VEC_WORDS,
-    Store,
-    connect,
-    read_vectors,
-)
+from semsearch_sqlite.vectors import ivf as ann, matrix as index, upkeep
+from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS, read_vectors
+from semsearch_sqlite.storage.store import Store, connect
 
 HERE = Path(__file__).resolve().parent
 FULL = "10k:50,10k:300,10k:1280,10k:4096,100k:50,100k:300,100k:1280,100k:4096,1M:50,1M:300"
@@ -264,7 +258,7 @@ def run_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_vec:
     gc.collect()
     index.clear_cache()
     t = time.perf_counter()
-    summary = index.refresh_index(store, table)
+    summary = upkeep.refresh_index(store, table)
     refresh_s = time.perf_counter() - t
     index_blob = store.conn.execute("select length(weights) from models where name = ?", [ann.index_name(table)]).fetchone()
     store.conn.execute("pragma wal_checkpoint(truncate)")
@@ -323,7 +317,7 @@ def run_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_vec:
     # -- the SQL face, where the table holds images
     if table != VEC_WORDS:
         try:
-            from semsearch_sqlite.sqlfuncs import register_functions
+            from semsearch_sqlite.queries.sqlfuncs import register_functions
 
             register_functions(reader)
             space = "visual" if table == VEC_VISUAL else "semantic"

@@ -18,7 +18,7 @@ zero-shot image):
   punctuation left out, as the stored tags), for seen-label and zero-shot images.
 
 Figures are means over the seeds. Features and class probabilities come from the real
-backbone (``semsearch_sqlite.backbones.load_backbone``) and are cached in /tmp per backbone.
+backbone (``semsearch_sqlite.model.backbones.load_backbone``) and are cached in /tmp per backbone.
 Prints markdown tables and writes benchmarks/results/semantic.json.
 """
 
@@ -40,14 +40,15 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from semsearch_sqlite.images import discover, load_image  # noqa: E402
+from semsearch_sqlite.media.files import discover  # noqa: E402
+from semsearch_sqlite.media.images import load_image  # noqa: E402
 from semsearch_sqlite.conse import class_word_vectors, conse_vectors  # noqa: E402
-from semsearch_sqlite.semantic_model import fit_semantic  # noqa: E402
-from semsearch_sqlite.semantic import imagenet_class_names  # noqa: E402
-from semsearch_sqlite.tags import is_tag_word  # noqa: E402
-from semsearch_sqlite.words import (  # noqa: E402
-    DEFAULT_VOCAB_SIZE, WordVectors, load_word_vectors, tokenize, unit, unit_rows,
-)
+from semsearch_sqlite.model.semantic import fit_semantic  # noqa: E402
+from semsearch_sqlite.model.conse import imagenet_class_names  # noqa: E402
+from semsearch_sqlite.text.tags import is_tag_word  # noqa: E402
+from semsearch_sqlite.text.glove import DEFAULT_VOCAB_SIZE, WordVectors, load_word_vectors  # noqa: E402
+from semsearch_sqlite.text.query import tokenize  # noqa: E402
+from semsearch_sqlite.vectors.maths import unit, unit_rows  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_IMAGES = HERE.parent.parent / "shared" / "data" / "caltech101-dev"
@@ -76,7 +77,7 @@ def features(images: Path, backbone: str, batch_size: int = 32) -> tuple[np.ndar
     stem = CACHE / f"{Path(backbone).name.replace('.', '_')}-{key}"
     if stem.with_suffix(".X.npy").exists() and stem.with_suffix(".P.npy").exists():
         return np.load(stem.with_suffix(".X.npy")), np.load(stem.with_suffix(".P.npy")), labels
-    from semsearch_sqlite.backbones import load_backbone
+    from semsearch_sqlite.model.backbones import load_backbone
 
     model = load_backbone(backbone)
     X, P = [], []

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from semsearch_sqlite.semantic_model import fit_semantic
-from semsearch_sqlite.semantic import _training_data, imagenet_class_names
-from semsearch_sqlite.store import Store
-from semsearch_sqlite.vocab import word_space
-from semsearch_sqlite.words import load_word_vectors
+from semsearch_sqlite.model.semantic import fit_semantic
+from semsearch_sqlite.pipeline.train import training_data
+from semsearch_sqlite.model.conse import imagenet_class_names
+from semsearch_sqlite.storage.store import Store
+from semsearch_sqlite.text.vocabulary import word_space
+from semsearch_sqlite.text.glove import load_word_vectors
 
 HERE = Path(__file__).resolve().parent
 LABELS = ("airplane butterfly camera chair crab cup dolphin elephant ferry helicopter "
@@ -45,12 +46,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1000)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    from semsearch_sqlite.conse import class_word_vectors
+    from semsearch_sqlite.model.conse import class_word_vectors
 
     results = []
     if args.db:
         with Store.open(args.db) as store:
-            _, X, probs, labels = _training_data(store, None)
+            _, X, probs, labels = training_data(store, None)
             words = word_space(store.conn)
             classes = store.load_model("imagenet_classes")[0]["vectors"]  # type: ignore[index]
         take = rng.choice(len(X), size=args.rows, replace=len(X) < args.rows)

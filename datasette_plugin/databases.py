@@ -14,9 +14,10 @@ import threading
 import weakref
 from typing import Any
 
+from semsearch_sqlite.storage.rows import META_TABLE, table_definitions
+
 log = logging.getLogger(__name__)
 
-META_TABLE = "semsearch_meta"
 
 # per Datasette instance: database name -> (holds a semsearch store, its vec0 shadow
 # tables); filled by prepare_connection and startup, read synchronously by render_cell
@@ -31,13 +32,13 @@ def prepare(conn: sqlite3.Connection, database: str, datasette: Any = None) -> N
     if database == "_internal":
         return
     try:
-        from semsearch_sqlite.sqlite_ext import load_sqlite_vec
+        from semsearch_sqlite.sqlite.extensions import load_sqlite_vec
 
         load_sqlite_vec(conn)
     except Exception as e:  # noqa: BLE001 - a failure here would turn every request into a 500
         _warn_once("vec", "semsearch: sqlite-vec unavailable on database %s (%s)", database, e)
     try:
-        from semsearch_sqlite.sqlfuncs import register_functions
+        from semsearch_sqlite.queries.sqlfuncs import register_functions
 
         register_functions(conn)
     except Exception as e:  # noqa: BLE001
@@ -56,7 +57,7 @@ def _warn_once(key: str, message: str, *args: Any) -> None:
 
 
 def _note_tables(conn: sqlite3.Connection, database: str, datasette: Any) -> None:
-    rows = conn.execute("select name, sql from sqlite_master where type = 'table'").fetchall()
+    rows = table_definitions(conn)
     ours = any(name == META_TABLE for name, _ in rows)
     vec_tables = [name for name, sql in rows if sql and "using vec0" in " ".join(sql.lower().split())]
     shadow = sorted(
@@ -67,7 +68,7 @@ def _note_tables(conn: sqlite3.Connection, database: str, datasette: Any) -> Non
     with _tables_lock:
         _tables.setdefault(datasette, {})[database] = (ours, shadow)
     if ours:
-        from semsearch_sqlite.search import warm
+        from semsearch_sqlite.queries.search import warm
 
         warm(conn)
 

@@ -9,6 +9,8 @@ from typing import Any
 from datasette import NotFound, Response
 from markupsafe import Markup, escape
 
+from semsearch_sqlite.storage import rows
+
 from .compat import resolve
 from .databases import is_ours
 from .render import Urls
@@ -53,28 +55,23 @@ async def thumb_route(datasette: Any, request: Any) -> Response:
     """``/<db>/-/semsearch/thumb/<id>.jpg``: the stored thumbnail BLOB."""
     db, private = await resolve(datasette, request)
     iid = image_id(request.url_vars["id"])
-    row = (await db.execute("select thumbnail, sha256 from images where id = ?", [iid])).first()
-    if row is None or not row[0]:
+    found = await db.execute_fn(lambda conn: rows.thumbnail(conn, iid))
+    if found is None:
         raise NotFound("Image not found")
-    return _image_response(request, bytes(row[0]), sniff_image(bytes(row[0])), f"t{iid}-{row[1]}", private)
+    data, sha256 = found
+    return _image_response(request, data, sniff_image(data), f"t{iid}-{sha256}", private)
 
 
 async def display_route(datasette: Any, request: Any) -> Response:
     """``/<db>/-/semsearch/display/<id>``: the stored display copy (or original)."""
     db, private = await resolve(datasette, request)
     iid = image_id(request.url_vars["id"])
-    row = (
-        await db.execute(
-            "select f.display, f.display_mime, i.sha256 from image_files f join images i on i.id = f.image_id "
-            "where f.image_id = ?",
-            [iid],
-        )
-    ).first()
-    if row is None or not row[0]:
+    found = await db.execute_fn(lambda conn: rows.display_file(conn, iid))
+    if found is None:
         raise NotFound("Image not found")
-    data = bytes(row[0])
-    mime = row[1] if row[1] in IMAGE_MIMES else sniff_image(data)
-    return _image_response(request, data, mime, f"d{iid}-{row[2]}", private)
+    data, stored_mime, sha256 = found
+    mime = stored_mime if stored_mime in IMAGE_MIMES else sniff_image(data)
+    return _image_response(request, data, mime, f"d{iid}-{sha256}", private)
 
 
 def _image_response(request: Any, data: bytes, mime: str | None, tag: str, private: bool) -> Response:

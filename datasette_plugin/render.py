@@ -10,7 +10,8 @@ from typing import Any
 
 from datasette import Response
 
-from semsearch_sqlite import search
+from semsearch_sqlite.queries import search
+from semsearch_sqlite.storage import rows
 from semsearch_sqlite.errors import SemsearchError
 
 PLUGIN = "semsearch-sqlite"  # the distribution name: Datasette serves static files under it
@@ -76,31 +77,20 @@ def _query(params: dict[str, Any]) -> str:
     return ("?" + urllib.parse.urlencode(kept)) if kept else ""
 
 
+def card(row: rows.ImageRow, *, rank: int, distance: float | None = None) -> dict[str, Any]:
+    """What a thumbnail grid shows of one image."""
+    return {"image_id": row.id, "path": row.path, "name": row.name, "label": row.label, "distance": distance,
+            "rank": rank, "width": row.thumb_width, "height": row.thumb_height}
+
+
 def cards(conn: sqlite3.Connection, hits: list[Any]) -> list[dict[str, Any]]:
     """Image hits plus what a thumbnail grid shows (file name, thumbnail size)."""
-    ids = [h.image_id for h in hits]
-    if not ids:
-        return []
-    marks = ",".join("?" * len(ids))
-    sizes = {
-        r[0]: (r[1], r[2])
-        for r in conn.execute(f"select id, thumb_width, thumb_height from images where id in ({marks})", ids)
-    }
+    found = rows.image_rows(conn, [h.image_id for h in hits])
     out = []
     for h in hits:
-        w, h_ = sizes.get(h.image_id, (None, None))
-        out.append(
-            {
-                "image_id": h.image_id,
-                "path": h.path,
-                "name": h.path.rsplit("/", 1)[-1],
-                "label": h.label,
-                "distance": h.distance,
-                "rank": h.rank,
-                "width": w,
-                "height": h_,
-            }
-        )
+        row = found.get(h.image_id) or rows.ImageRow(h.image_id, h.path, h.label)
+        out.append(card(rows.ImageRow(h.image_id, h.path, h.label, row.thumb_width, row.thumb_height),
+                        rank=h.rank, distance=h.distance))
     return out
 
 

@@ -5,7 +5,6 @@ for their name returns now."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sqlite3
@@ -13,11 +12,12 @@ from typing import Any
 
 from datasette import Response
 
-from semsearch_sqlite import search
+from semsearch_sqlite.queries import search
+from semsearch_sqlite.storage import rows
 
 from .chart import Series, bar_chart
 from .compat import resolve
-from .render import image_results, render
+from .render import card, image_results, render
 
 WORST_SHOWN = 5  # labels shown with their images
 EXAMPLES_SHOWN = 4  # images of each of those labels
@@ -43,33 +43,14 @@ def _mean(values: Any) -> float | None:
     return sum(nums) / len(nums) if nums else None
 
 
-def _latest(conn: sqlite3.Connection) -> tuple[Any, int] | None:
-    exists = conn.execute("select 1 from sqlite_master where type = 'table' and name = 'evaluations'").fetchone()
-    if not exists:
-        return None
-    row = conn.execute(
-        "select id, created_at, settings, provenance, figures from evaluations order by id desc limit 1"
-    ).fetchone()
-    if row is None:
-        return None
-    return row, conn.execute("select count(*) from evaluations").fetchone()[0]
-
-
-def _json(text: Any) -> Any:
-    try:
-        return json.loads(text) if text else {}
-    except (TypeError, ValueError):
-        return None
-
-
 def read_report(conn: sqlite3.Connection) -> dict[str, Any]:
     """The report's figures, from the newest row of ``evaluations`` (``{}`` if none)."""
-    found = _latest(conn)
+    found = rows.latest_evaluation(conn)
     if found is None:
         return {}
-    (eval_id, created_at, settings_json, provenance_json, figures_json), count = found
-    out: dict[str, Any] = {"id": eval_id, "created_at": created_at, "count": count}
-    figures, settings, provenance = _json(figures_json), _json(settings_json), _json(provenance_json)
+    eval_id = found.id
+    out: dict[str, Any] = {"id": eval_id, "created_at": found.created_at, "count": found.runs}
+    figures, settings, provenance = found.figures, found.settings, found.provenance
     if not isinstance(figures, dict) or not isinstance(figures.get("visual_p_at_10"), dict):
         out["broken"] = f"evaluation {eval_id} has no readable figures"
         return out
@@ -120,8 +101,8 @@ def _classes(conn: sqlite3.Connection, figures: dict[str, Any], k: int) -> list[
     visual = figures.get("visual_p_at_10") or {}
     semantic = figures.get("semantic_p_at_10") or {}
     text = figures.get("text") or {}
-    counts = dict(conn.execute("select label, count(*) from images where label is not null group by label"))
-    rows = []
+    counts = rows.label_counts(conn)
+    out = []
     for name in set(visual) | set(text):
         n = counts.get(name, 0)
         scores = text.get(name) if isinstance(text.get(name), dict) else {}
@@ -135,9 +116,9 @@ def _classes(conn: sqlite3.Connection, figures: dict[str, Any], k: int) -> list[
         ap = row["text_ap"] if text else None
         row["failing"] = (share is not None and share < 1 - 1e-9) or (ap is not None and ap < 1 - 1e-9)
         row["_rank"] = (_sortable(share), _sortable(ap), _sortable(row["visual_p"]), name)
-        rows.append(row)
-    rows.sort(key=lambda r: r.pop("_rank"))
-    return rows
+        out.append(row)
+    out.sort(key=lambda r: r.pop("_rank"))
+    return out
 
 
 def _provenance(provenance: Any) -> dict[str, str]:
@@ -161,15 +142,7 @@ def _number(value: Any) -> float | None:
 
 def _examples(conn: sqlite3.Connection, label: str) -> list[dict[str, Any]]:
     """The first few images of ``label``, as thumbnail-grid cards (no distance)."""
-    rows = conn.execute(
-        "select id, path, label, thumb_width, thumb_height from images where label = ? order by id limit ?",
-        [label, EXAMPLES_SHOWN],
-    ).fetchall()
-    return [
-        {"image_id": r[0], "path": r[1], "name": r[1].rsplit("/", 1)[-1], "label": r[2], "distance": None,
-         "rank": n + 1, "width": r[3], "height": r[4]}
-        for n, r in enumerate(rows)
-    ]
+    return [card(r, rank=n + 1) for n, r in enumerate(rows.images_of_label(conn, label, EXAMPLES_SHOWN))]
 
 
 def _sortable(value: Any) -> float:
@@ -178,7 +151,7 @@ def _sortable(value: Any) -> float:
 
 def _methods(figures: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The zero-shot comparison: one row per method, and the held-out labels' P@10."""
-    from semsearch_sqlite.evaluate import summary_rows
+    from semsearch_sqlite.pipeline.evaluate import summary_rows
 
     zero_shot = figures.get("zero_shot") or {}
     try:

@@ -26,7 +26,7 @@ _upload_lock = threading.Lock()
 
 async def upload_page(datasette: Any, request: Any) -> Response:
     """``/<db>/-/semsearch/upload``: search by a new image (needs TensorFlow)."""
-    from semsearch_sqlite import embed
+    from semsearch_sqlite.queries import new_image as embed
 
     db, _ = await resolve(datasette, request)
     available, reason = embed.backbone_available()
@@ -78,7 +78,7 @@ async def _off_loop(db: Any, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         return await db.execute_fn(fn)
 
     def work() -> Any:
-        from semsearch_sqlite.store import connect
+        from semsearch_sqlite.storage.store import connect
 
         conn = connect(db.path, readonly=True)
         try:

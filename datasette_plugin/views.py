@@ -1,6 +1,6 @@
 """The search, image and words pages, and the plugin's menu and database-action links.
 
-Every query is a call into :mod:`semsearch_sqlite.search`; a page only checks
+Every query is a call into :mod:`semsearch_sqlite.queries.search`; a page only checks
 permissions (:func:`~datasette_plugin.compat.resolve`), reads request parameters and
 renders a template. The upload page is in :mod:`.upload`, the report in :mod:`.report`,
 image bytes in :mod:`.media`.
@@ -13,7 +13,9 @@ from typing import Any
 
 from datasette import NotFound, Response
 
-from semsearch_sqlite import search
+from semsearch_sqlite.queries import search
+from semsearch_sqlite.queries.sqlfuncs import EXAMPLE_SQL
+from semsearch_sqlite.storage import rows
 
 from .compat import can_execute_sql, can_view, resolve, semsearch_databases
 from .media import image_id as parse_image_id
@@ -36,7 +38,7 @@ async def search_page(datasette: Any, request: Any) -> Response:
     urls = Urls(datasette, db.name)
     sql_url = None
     if q and await can_execute_sql(datasette, request.actor, db.name):
-        sql_url = urls.sql("select * from similar_images(:q, :k)", q=q, k=k)
+        sql_url = urls.sql(EXAMPLE_SQL["similar_images"], q=q, k=k)
     status = 400 if found.get("error") else 200
     return await render(
         datasette, request, "semsearch_search.html", db,
@@ -52,18 +54,10 @@ async def image_page(datasette: Any, request: Any) -> Response:
     k = page_k(request.args.get("k"), default=12)
 
     def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
-        row = conn.execute(
-            "select i.id, i.path, i.label, i.width, i.height, i.mime, i.size, i.sha256, "
-            "f.display_width, f.display_height, f.display is not null "
-            "from images i left join image_files f on f.image_id = i.id where i.id = ?",
-            [image_id],
-        ).fetchone()
-        if row is None:
+        detail = rows.image_detail(conn, image_id)
+        if detail is None:
             return None
-        keys = ["id", "path", "label", "width", "height", "mime", "size", "sha256", "display_width",
-                "display_height", "has_display"]
-        out: dict[str, Any] = {"image": dict(zip(keys, row))}
-        out["image"]["name"] = row[1].rsplit("/", 1)[-1]
+        out: dict[str, Any] = {"image": detail}
         out["tags"] = section(lambda: search.image_tags(conn, image_id, TAGS_SHOWN).hits)
         out["visual"] = image_results(conn, lambda: search.similar_to_image(conn, image_id, k, "visual"))
         out["semantic"] = image_results(conn, lambda: search.similar_to_image(conn, image_id, k, "semantic"))
@@ -78,13 +72,13 @@ async def image_page(datasette: Any, request: Any) -> Response:
     sql_urls = {}
     if await can_execute_sql(datasette, request.actor, db.name):
         sql_urls = {
-            "tags": urls.sql("select * from image_tags(:id)", id=image_id),
-            "visual": urls.sql("select * from similar_to_image(:id, :k, 'visual')", id=image_id, k=k),
-            "semantic": urls.sql("select * from similar_to_image(:id, :k, 'semantic')", id=image_id, k=k),
+            "tags": urls.sql(EXAMPLE_SQL["image_tags"], id=image_id),
+            "visual": urls.sql(EXAMPLE_SQL["similar_to_image_visual"], id=image_id, k=k),
+            "semantic": urls.sql(EXAMPLE_SQL["similar_to_image_semantic"], id=image_id, k=k),
         }
         if focus:
             sql_urls["focused"] = urls.sql(
-                "select * from similar_images_focused(:id, :focus, :k)", id=image_id, focus=focus, k=k
+                EXAMPLE_SQL["similar_images_focused"], id=image_id, focus=focus, k=k
             )
     tags = data["tags"].get("results") or []
     return await render(
@@ -106,7 +100,7 @@ async def words_page(datasette: Any, request: Any) -> Response:
         )
     sql_url = None
     if q and await can_execute_sql(datasette, request.actor, db.name):
-        sql_url = Urls(datasette, db.name).sql("select * from similar_words(:q, :k)", q=q, k=k)
+        sql_url = Urls(datasette, db.name).sql(EXAMPLE_SQL["similar_words"], q=q, k=k)
     status = 400 if found.get("error") else 200
     return await render(
         datasette, request, "semsearch_words.html", db,

@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from . import __version__
-from .errors import SemsearchError
+from semsearch_sqlite import __version__
+from semsearch_sqlite.errors import SemsearchError
 
 TABLE_MAX_WIDTH = 60
 IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance"]
@@ -69,9 +69,15 @@ def emit(results: Any, columns: Sequence[str], as_json: bool) -> None:
 
 
 def open_readonly(db: str) -> Any:
-    from .store import Store
+    from semsearch_sqlite.storage.store import Store
 
     return Store.open(db)
+
+
+def open_collection(db: str) -> Any:
+    from semsearch_sqlite.collection import Collection
+
+    return Collection(open_readonly(db))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -152,7 +158,8 @@ def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, la
     \b
     semsearch-sqlite ingest ./images photos.db --backbone efficientnet-lite0
     """
-    from .ingest import IngestOptions, ingest as run_ingest
+    from semsearch_sqlite.pipeline.ingest import IngestOptions
+    from semsearch_sqlite.pipeline.ingest import ingest as run_ingest
 
     options = IngestOptions(
         backbone=backbone, weights=weights, layer=layer, glove=glove, vocab_size=vocab_size,
@@ -206,14 +213,14 @@ def vocab(db: Path, glove: str | None, vocab_size: int | None, vocab_file: str |
     semsearch-sqlite vocab words.db --vocab-size 100000
     semsearch-sqlite words words.db ocean
     """
-    from .semantic import refresh_semantic
-    from .store import VEC_VISUAL, Store
-    from .vocab import ensure_vocabulary
-    from .words import read_vocab_file
+    from semsearch_sqlite.pipeline.train import refresh_semantic, refresh_vocabulary
+    from semsearch_sqlite.storage.vectors import VEC_VISUAL
+    from semsearch_sqlite.storage.store import Store
+    from semsearch_sqlite.text.glove import read_vocab_file
 
     extra = read_vocab_file(vocab_file) if vocab_file else []
     with Store.open(db, create=True) as store:
-        changed = ensure_vocabulary(store, glove, vocab_size, extra, rebuild=rebuild)
+        changed = refresh_vocabulary(store, glove, vocab_size, extra, rebuild=rebuild)
         if changed and store.vec_dim(VEC_VISUAL):
             refresh_semantic(store)
         count, source = store.get_meta("words_count"), store.get_meta("words_source")
@@ -231,9 +238,9 @@ def vocab(db: Path, glove: str | None, vocab_size: int | None, vocab_file: str |
 @handle_errors
 def train(db: str, method: str | None, labels_file: str | None, epochs: int | None, n_tags: int, quiet: bool) -> None:
     """Refit the word-space model from the stored features, re-project and re-tag."""
-    from .images import read_labels_csv
-    from .semantic import refresh_semantic
-    from .store import Store
+    from semsearch_sqlite.media.files import read_labels_csv
+    from semsearch_sqlite.pipeline.train import refresh_semantic
+    from semsearch_sqlite.storage.store import Store
 
     with Store.open(db, create=True) as store:
         labels = read_labels_csv(labels_file) if labels_file else None
@@ -249,10 +256,8 @@ def train(db: str, method: str | None, labels_file: str | None, epochs: int | No
 @handle_errors
 def search(db: str, query: str, k: int, as_json: bool) -> None:
     """Text -> images: images nearest to QUERY ("cat sofa", "2:cat -dog")."""
-    from .search import similar_images
-
-    with open_readonly(db) as store:
-        emit(similar_images(store.conn, query, k, allow_unknown=True), IMAGE_COLUMNS, as_json)
+    with open_collection(db) as photos:
+        emit(photos.search(query, k, allow_unknown=True), IMAGE_COLUMNS, as_json)
 
 
 @cli.command()
@@ -263,19 +268,8 @@ def search(db: str, query: str, k: int, as_json: bool) -> None:
 @handle_errors
 def similar(db: str, image: str, space: str, k: int, as_json: bool) -> None:
     """Image -> images: IMAGE is a stored id or path, or a new image file."""
-    from .errors import NotFoundError
-    from .search import similar_to_image
-
-    with open_readonly(db) as store:
-        try:
-            results = similar_to_image(store.conn, image, k, space)
-        except NotFoundError:
-            if not Path(image).is_file():
-                raise
-            from .embed import search_file
-
-            results = search_file(store, image, k, space)
-        emit(results, IMAGE_COLUMNS, as_json)
+    with open_collection(db) as photos:
+        emit(photos.similar(image, k, space), IMAGE_COLUMNS, as_json)
 
 
 @cli.command()
@@ -285,10 +279,8 @@ def similar(db: str, image: str, space: str, k: int, as_json: bool) -> None:
 @handle_errors
 def tags(db: str, image: str, k: int, as_json: bool) -> None:
     """Image -> words: the nearest vocabulary words to IMAGE (id or stored path)."""
-    from .search import image_tags
-
-    with open_readonly(db) as store:
-        emit(image_tags(store.conn, image, k), WORD_COLUMNS, as_json)
+    with open_collection(db) as photos:
+        emit(photos.tags(image, k), WORD_COLUMNS, as_json)
 
 
 @cli.command()
@@ -298,10 +290,8 @@ def tags(db: str, image: str, k: int, as_json: bool) -> None:
 @handle_errors
 def words(db: str, query: str, k: int, as_json: bool) -> None:
     """Word -> words: vocabulary words nearest to QUERY (e.g. said -> told, asked)."""
-    from .search import similar_words
-
-    with open_readonly(db) as store:
-        emit(similar_words(store.conn, query, k, allow_unknown=True), WORD_COLUMNS, as_json)
+    with open_collection(db) as photos:
+        emit(photos.words(query, k, allow_unknown=True), WORD_COLUMNS, as_json)
 
 
 @cli.command()
@@ -312,10 +302,8 @@ def words(db: str, query: str, k: int, as_json: bool) -> None:
 @handle_errors
 def focus(db: str, image: str, word: str, k: int, as_json: bool) -> None:
     """Images similar to IMAGE with respect to WORD's ImageNet class."""
-    from .search import focused_search
-
-    with open_readonly(db) as store:
-        emit(focused_search(store.conn, image, word, k), IMAGE_COLUMNS, as_json)
+    with open_collection(db) as photos:
+        emit(photos.focus(image, word, k), IMAGE_COLUMNS, as_json)
 
 
 @cli.command()
@@ -324,7 +312,7 @@ def focus(db: str, image: str, word: str, k: int, as_json: bool) -> None:
 @handle_errors
 def info(db: str, as_json: bool) -> None:
     """What DB holds: counts, dimensions, sources, sizes."""
-    from .info import describe
+    from semsearch_sqlite.queries.info import describe
 
     with open_readonly(db) as store:
         data = describe(store)
@@ -355,8 +343,9 @@ def evaluate(db: str, zero_shot: float, seed: int, methods: tuple[str, ...], no_
     Image->image P@10 (visual, semantic), text->image P@10 and AP per label word,
     tag accuracy, and a zero-shot refit, for the default model, ConSE and chance.
     """
-    from .evaluate import evaluate as run_evaluate, summary_rows
-    from .store import Store
+    from semsearch_sqlite.pipeline.evaluate import evaluate as run_evaluate
+    from semsearch_sqlite.pipeline.evaluate import summary_rows
+    from semsearch_sqlite.storage.store import Store
 
     with Store.open(db, create=True) as store:
         figures = run_evaluate(store, zero_shot=zero_shot, seed=seed, methods=methods or ("auto", "conse"), save=not no_save)
@@ -386,8 +375,8 @@ def sql(db: str, sql: str, params: tuple[tuple[str, str], ...], as_json: bool) -
     """Run SQL with the semsearch functions, e.g. select * from similar_images('cat')."""
     import sqlite3
 
-    from .sqlfuncs import register_functions
-    from .store import Store
+    from semsearch_sqlite.queries.sqlfuncs import register_functions
+    from semsearch_sqlite.storage.store import Store
 
     with Store.open(db) as store:
         register_functions(store.conn)

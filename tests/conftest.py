@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from semsearch_sqlite.store import Store
-from semsearch_sqlite.vocab import ensure_vocabulary
-from semsearch_sqlite.words import WordVectors, load_word_vectors
+from semsearch_sqlite.storage.store import Store
+from semsearch_sqlite.pipeline.train import refresh_vocabulary
+from semsearch_sqlite.text.glove import WordVectors, load_word_vectors
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +20,7 @@ def words_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A database holding only the default vocabulary (50,000 words)."""
     path = tmp_path_factory.mktemp("words") / "words.db"
     with Store.open(path, create=True) as store:
-        ensure_vocabulary(store)
+        refresh_vocabulary(store)
     return str(path)
 
 
@@ -75,7 +75,8 @@ def plugin_photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     Returns ``{"db": path, "images": folder, "backbone": .keras path, "labels": {...},
     "evil_file": ..., "evil_label": ...}``.
     """
-    from semsearch_sqlite.ingest import IngestOptions, ingest
+    from semsearch_sqlite.pipeline.ingest import IngestOptions
+    from semsearch_sqlite.pipeline.ingest import ingest
 
     root = tmp_path_factory.mktemp("plugin")
     images = root / "images"

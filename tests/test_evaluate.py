@@ -10,9 +10,10 @@ from click.testing import CliRunner
 
 from semsearch_sqlite.cli import cli
 from semsearch_sqlite.errors import ProjectionError
-from semsearch_sqlite.evaluate import evaluate
-from semsearch_sqlite.ingest import IngestOptions, ingest
-from semsearch_sqlite.store import Store
+from semsearch_sqlite.pipeline.evaluate import evaluate
+from semsearch_sqlite.pipeline.ingest import IngestOptions
+from semsearch_sqlite.pipeline.ingest import ingest
+from semsearch_sqlite.storage.store import Store
 
 from .test_ingest import make_folder, rows
 

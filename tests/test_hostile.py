@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from semsearch_sqlite.cli import cli
-from semsearch_sqlite.store import VEC_VISUAL, Store
+from semsearch_sqlite.storage.vectors import VEC_VISUAL
+from semsearch_sqlite.storage.store import Store
 
 pytestmark = pytest.mark.slow
 RED, BLUE = (220, 30, 30), (30, 30, 220)

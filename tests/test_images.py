@@ -20,21 +20,8 @@ import pytest
 from PIL import Image
 
 from semsearch_sqlite.errors import ImageError
-from semsearch_sqlite.images import (
-    DEFAULT_MAX_PIXELS,
-    DiscoveryResult,
-    discover,
-    encode_image,
-    label_for,
-    load_image,
-    make_display,
-    make_thumbnail,
-    mime_for,
-    read_labels_csv,
-    resize_longest,
-    sha256_file,
-    to_rgb,
-)
+from semsearch_sqlite.media.images import DEFAULT_MAX_PIXELS, encode_image, load_image, make_display, make_thumbnail, mime_for, resize_longest, to_rgb
+from semsearch_sqlite.media.files import DiscoveryResult, discover, label_for, read_labels_csv, sha256_file
 
 RED, GREEN, WHITE = (255, 0, 0), (0, 255, 0), (255, 255, 255)
 

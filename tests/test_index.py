@@ -7,11 +7,15 @@ import hashlib
 import os
 from pathlib import Path
 
+import re
+
 import numpy as np
 import pytest
 
-from semsearch_sqlite import ann, index
-from semsearch_sqlite.store import VEC_SEMANTIC, VEC_VISUAL, Store, connect
+from semsearch_sqlite.storage import vectors as vec0
+from semsearch_sqlite.vectors import ivf as ann, matrix as index, upkeep
+from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL
+from semsearch_sqlite.storage.store import Store, connect
 
 
 def clustered(n: int, d: int, clusters: int, spread: float, seed: int = 0) -> np.ndarray:
@@ -156,12 +160,12 @@ def test_exact_can_be_forced(monkeypatch):
 
 def test_small_tables_get_no_index_and_stay_exact(tmp_path):
     store = make_db(tmp_path / "s.db", clustered(500, 16, 5, 0.3))
-    summary = index.refresh_index(store, VEC_VISUAL)
+    summary = upkeep.refresh_index(store, VEC_VISUAL)
     assert summary["action"] == "none"
     assert store.load_model(ann.index_name(VEC_VISUAL)) is None
     m = index.matrix(store.conn, VEC_VISUAL)
     assert m.ivf is None and m.strategy(10) == "exact"
-    assert index.refresh_index(store, VEC_SEMANTIC)["action"] == "none"  # no such table
+    assert upkeep.refresh_index(store, VEC_SEMANTIC)["action"] == "none"  # no such table
 
 
 # -- the stored index -------------------------------------------------------------------------
@@ -170,14 +174,14 @@ def test_stored_index_round_trip_and_incremental_rows(tmp_path):
     x = clustered(3000, 32, clusters=30, spread=0.2, seed=4)
     ids = np.arange(1, 3001) * 7  # ids are not row numbers
     store = make_db(path, x, ids=ids)
-    built = index.refresh_index(store, VEC_VISUAL, min_cells=0)
+    built = upkeep.refresh_index(store, VEC_VISUAL, min_cells=0)
     assert built["action"] == "built" and built["rows"] == 3000
     saved = store.load_model(ann.index_name(VEC_VISUAL))
     assert saved is not None
     arrays, config = saved
     assert config["table"] == VEC_VISUAL and config["count"] == 3000 and config["dim"] == 32
     assert sorted(arrays) == ["centroids", "fingerprints", "ids", "labels"]
-    assert index.refresh_index(store, VEC_VISUAL, min_cells=0)["action"] == "unchanged"
+    assert upkeep.refresh_index(store, VEC_VISUAL, min_cells=0)["action"] == "unchanged"
 
     # a reader in another connection (read-only) uses it as stored
     index.clear_cache()
@@ -204,7 +208,7 @@ def test_stored_index_round_trip_and_incremental_rows(tmp_path):
     assert np.allclose(m2.vector(int(ids[0])), unit(moved[None])[0], atol=1e-6)
 
     # the writer's refresh stores the new rows' lists: same answers, index updated
-    summary = index.refresh_index(store, VEC_VISUAL, min_cells=0)
+    summary = upkeep.refresh_index(store, VEC_VISUAL, min_cells=0)
     assert summary["action"] == "updated" and summary["config"]["count"] == 3040
     m3 = index.matrix(reader.conn, VEC_VISUAL)
     assert m3 is not m2  # the stored index changed, so the cache key did
@@ -215,23 +219,23 @@ def test_stored_index_round_trip_and_incremental_rows(tmp_path):
 
 def test_refresh_retrains_when_the_table_doubles_and_drops_when_small(tmp_path):
     store = make_db(tmp_path / "g.db", clustered(1500, 16, 15, 0.2, seed=5))
-    assert index.refresh_index(store, VEC_VISUAL, min_cells=0)["action"] == "built"
+    assert upkeep.refresh_index(store, VEC_VISUAL, min_cells=0)["action"] == "built"
     write(store, VEC_VISUAL, list(range(1501, 3101)), clustered(1600, 16, 15, 0.2, seed=6))
-    summary = index.refresh_index(store, VEC_VISUAL, min_cells=0)
+    summary = upkeep.refresh_index(store, VEC_VISUAL, min_cells=0)
     assert summary["action"] == "built" and summary["config"]["n_trained"] == 3100
     # re-embedding everything (same ids, new vectors) retrains too
     write(store, VEC_VISUAL, list(range(1, 3101)), clustered(3100, 16, 15, 0.2, seed=7))
-    assert index.refresh_index(store, VEC_VISUAL, min_cells=0)["action"] == "built"
-    assert index.refresh_index(store, VEC_VISUAL, min_cells=0, rebuild=True)["action"] == "built"
+    assert upkeep.refresh_index(store, VEC_VISUAL, min_cells=0)["action"] == "built"
+    assert upkeep.refresh_index(store, VEC_VISUAL, min_cells=0, rebuild=True)["action"] == "built"
     # below the size where an index pays, a stored one is dropped
-    assert index.refresh_index(store, VEC_VISUAL)["action"] == "dropped"
+    assert upkeep.refresh_index(store, VEC_VISUAL)["action"] == "dropped"
     assert store.load_model(ann.index_name(VEC_VISUAL)) is None
     store.close()
 
 
 def test_an_index_for_other_dimensions_is_ignored(tmp_path):
     store = make_db(tmp_path / "d.db", clustered(1200, 16, 12, 0.2))
-    index.refresh_index(store, VEC_VISUAL, min_cells=0)
+    upkeep.refresh_index(store, VEC_VISUAL, min_cells=0)
     with store.atomic():
         store.drop_vec_table(VEC_VISUAL)
         store.ensure_vec_table(VEC_VISUAL, 8)
@@ -256,7 +260,7 @@ def test_cache_follows_generation_and_index(tmp_path):
         store.bump_generation()
     m2 = index.matrix(store.conn, VEC_VISUAL)
     assert m2 is not m1 and m2.vector(5000) is not None
-    index.refresh_index(store, VEC_VISUAL, min_cells=0)
+    upkeep.refresh_index(store, VEC_VISUAL, min_cells=0)
     m3 = index.matrix(other, VEC_VISUAL)
     assert m3 is not m2 and m3.ivf is not None
     other.close()
@@ -271,9 +275,9 @@ def test_fast_reader_matches_the_sql_read_with_holes(tmp_path):
         store.delete_vectors(VEC_VISUAL, list(range(3, 2500, 7)))  # holes in every chunk
         store.write_vectors(VEC_VISUAL, [4, 9000], x[:2] * 3)  # rewritten + new
         store.bump_generation()
-    fast = ann.open_rows(store.conn, VEC_VISUAL, 12)
-    assert isinstance(fast, ann.ChunkRows)
-    slow = ann.SqlRows(store.conn, VEC_VISUAL)
+    fast = vec0.open_rows(store.conn, VEC_VISUAL, 12)
+    assert isinstance(fast, vec0.ChunkRows)
+    slow = vec0.SqlRows(store.conn, VEC_VISUAL)
     assert sorted(fast.ids.tolist()) == slow.ids.tolist()
     a = np.empty((len(fast.ids), 12), np.float32)
     b = np.empty((len(slow.ids), 12), np.float32)
@@ -283,10 +287,10 @@ def test_fast_reader_matches_the_sql_read_with_holes(tmp_path):
     rows = np.array([0, 17, len(fast.ids) - 1])
     assert np.array_equal(fast.read_rows(rows), a[rows])
     # the drop-in for store.read_vectors: same ids, same raw vectors
-    ids_fast, raw_fast = ann.read_vectors(store.conn, VEC_VISUAL)
+    ids_fast, raw_fast = vec0.read_vectors(store.conn, VEC_VISUAL)
     ids_sql, raw_sql = store.read_vectors(VEC_VISUAL)
     assert np.array_equal(ids_fast, ids_sql) and np.array_equal(raw_fast, raw_sql)
-    assert ann.read_vectors(store.conn, VEC_SEMANTIC)[0].shape == (0,)
+    assert vec0.read_vectors(store.conn, VEC_SEMANTIC)[0].shape == (0,)
     m = index.load_matrix(store.conn, VEC_VISUAL)
     m_sql = index.load_matrix(store.conn, VEC_VISUAL, fast=False)
     for i in (1, 4, 9000, 2499):
@@ -299,7 +303,7 @@ def test_fast_reader_notices_a_write_between_its_reads(tmp_path):
     path = tmp_path / "w.db"
     store = make_db(path, clustered(1500, 8, 10, 0.5))
     reader = connect(path, readonly=True)
-    src = ann.ChunkRows.open(reader, VEC_VISUAL, 8)
+    src = vec0.ChunkRows.open(reader, VEC_VISUAL, 8)
     assert src is not None
     write(store, VEC_VISUAL, [77], np.ones((1, 8), np.float32))  # moves row 77
     assert src.fill(np.empty((len(src.ids), 8), np.float32), None) is False
@@ -311,8 +315,8 @@ def test_fast_reader_notices_a_write_between_its_reads(tmp_path):
 
 def test_unknown_vec0_layouts_fall_back_to_sql(tmp_path, monkeypatch):
     store = make_db(tmp_path / "f.db", clustered(300, 8, 3, 0.5))
-    monkeypatch.setattr(ann, "_CHUNKS_SQL", ann.re.compile("never"))
-    assert isinstance(ann.open_rows(store.conn, VEC_VISUAL, 8), ann.SqlRows)
+    monkeypatch.setattr(vec0, "_CHUNKS_SQL", re.compile("never"))
+    assert isinstance(vec0.open_rows(store.conn, VEC_VISUAL, 8), vec0.SqlRows)
     m = index.matrix(store.conn, VEC_VISUAL)
     assert len(m) == 300 and m.top_k(m.vectors[0], 1)[0][0] == int(m.ids[0])
     store.close()
@@ -323,7 +327,7 @@ def test_readers_never_write(tmp_path):
     path = tmp_path / "ro.db"
     x = clustered(2000, 16, 20, 0.2)
     store = make_db(path, x)
-    index.refresh_index(store, VEC_VISUAL, min_cells=0)
+    upkeep.refresh_index(store, VEC_VISUAL, min_cells=0)
     write(store, VEC_VISUAL, list(range(5001, 5051)), x[:50] + 0.05)  # rows the index lacks
     store.close()
     before = file_state(path)

@@ -16,9 +16,11 @@ from PIL import Image, ImageDraw
 
 from semsearch_sqlite.cli import cli
 from semsearch_sqlite.errors import ImageError, StoreError
-from semsearch_sqlite.ingest import IngestOptions, ingest
-from semsearch_sqlite.search import image_tags, similar_images, similar_to_image
-from semsearch_sqlite.store import VEC_SEMANTIC, VEC_VISUAL, Store
+from semsearch_sqlite.pipeline.ingest import IngestOptions
+from semsearch_sqlite.pipeline.ingest import ingest
+from semsearch_sqlite.queries.search import image_tags, similar_images, similar_to_image
+from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL
+from semsearch_sqlite.storage.store import Store
 
 pytestmark = pytest.mark.slow
 COLOURS = {"cat": (200, 60, 40), "dog": (40, 160, 60), "car": (40, 60, 200)}

@@ -472,7 +472,7 @@ async def test_upload_finds_images_like_the_uploaded_one(ds: Datasette, db: str,
 async def test_upload_rejects_non_images_and_oversized_files(ds: Datasette, monkeypatch: pytest.MonkeyPatch) -> None:
     r = await post_upload(ds, b"just some text", filename="notes.txt")
     assert r.status_code == 400 and "not a JPEG, PNG" in r.text
-    from semsearch_sqlite import embed
+    from semsearch_sqlite.queries import new_image as embed
 
     monkeypatch.setattr(embed, "MAX_UPLOAD_BYTES", 1000)
     monkeypatch.setattr(upload, "UPLOAD_SLACK", 1000)
@@ -484,7 +484,7 @@ async def test_upload_rejects_non_images_and_oversized_files(ds: Datasette, monk
 
 @pytest.mark.asyncio
 async def test_upload_is_off_without_a_backbone(ds: Datasette, monkeypatch: pytest.MonkeyPatch) -> None:
-    from semsearch_sqlite import embed
+    from semsearch_sqlite.queries import new_image as embed
 
     monkeypatch.setattr(embed, "backbone_available", lambda: (False, "tensorflow is not installed here"))
     r = await get(ds, "/photos/-/semsearch/upload")
@@ -643,9 +643,9 @@ def test_page_k(raw: Any, expected: int) -> None:
 
 @pytest.mark.asyncio
 async def test_startup_loads_the_vectors_before_the_first_query(ds: Datasette, db: str) -> None:
-    from semsearch_sqlite import index
+    from semsearch_sqlite.vectors import matrix as index
 
     index.clear_cache()
     await ds.invoke_startup()
-    cached = {key[1] for key in index._cache if key[0] == str(Path(db).resolve())}
+    cached = index.cached_tables(str(Path(db).resolve()))
     assert cached == {"vec_words", "vec_visual", "vec_semantic"}

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from semsearch_sqlite.errors import ProjectionError
-from semsearch_sqlite.conse import class_word_vectors, conse_vectors
-from semsearch_sqlite.projection import Projection, fit_projection
-from semsearch_sqlite.semantic_model import SemanticModel, fit_semantic
-from semsearch_sqlite.semantic import imagenet_class_names
-from semsearch_sqlite.words import WordVectors, unit_rows
+from semsearch_sqlite.model.conse import class_word_vectors, conse_vectors
+from semsearch_sqlite.model.projection import Projection, fit_projection
+from semsearch_sqlite.model.semantic import SemanticModel, fit_semantic
+from semsearch_sqlite.model.conse import imagenet_class_names
+from semsearch_sqlite.text.glove import WordVectors
+from semsearch_sqlite.vectors.maths import unit_rows
 
 DIM = 64
 PER_LABEL = 30

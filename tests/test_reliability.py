@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 
 from semsearch_sqlite.errors import StoreError
-from semsearch_sqlite.ingest import IngestOptions, ingest
-from semsearch_sqlite.search import similar_images
-from semsearch_sqlite.store import VEC_SEMANTIC, VEC_VISUAL, Store
+from semsearch_sqlite.pipeline.ingest import IngestOptions
+from semsearch_sqlite.pipeline.ingest import ingest
+from semsearch_sqlite.queries.search import similar_images
+from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL
+from semsearch_sqlite.storage.store import Store
 
 from .test_ingest import make_folder, rows
 
@@ -26,7 +28,8 @@ pytestmark = pytest.mark.slow
 # Runs ingest in a child process that SIGKILLs itself at a chosen point.
 CHILD = r"""
 import os, signal, sys
-from semsearch_sqlite import ingest as ing, semantic, store
+from semsearch_sqlite.pipeline import ingest as ing, train as semantic
+from semsearch_sqlite.storage import store
 images, db, backbone, point, n = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 calls = [0]
 
@@ -158,7 +161,7 @@ def test_plain_sqlite_and_non_sqlite_files_are_untouched(tmp_path: Path, tiny_ba
 def test_disk_full_is_a_clear_error_and_keeps_what_was_stored(
     tmp_path: Path, tiny_backbone: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from semsearch_sqlite import store as store_mod
+    from semsearch_sqlite.storage import store as store_mod
 
     folder = make_folder(tmp_path / "images", per_class=1)
     db = tmp_path / "full.db"

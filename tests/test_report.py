@@ -21,8 +21,8 @@ from datasette.app import Datasette
 from markupsafe import escape
 
 from datasette_plugin import chart, report
-from semsearch_sqlite.evaluate import evaluate
-from semsearch_sqlite.store import Store
+from semsearch_sqlite.pipeline.evaluate import evaluate
+from semsearch_sqlite.storage.store import Store
 
 from .test_plugin import PRIVATE_CONFIGS, get, make_ds, root_cookies
 

@@ -10,9 +10,10 @@ from click.testing import CliRunner
 
 from semsearch_sqlite.cli import cli
 from semsearch_sqlite.errors import NotFoundError, QueryError
-from semsearch_sqlite.ingest import IngestOptions, ingest
-from semsearch_sqlite.search import focus_class, focused_search, similar_to_image
-from semsearch_sqlite.store import Store
+from semsearch_sqlite.pipeline.ingest import IngestOptions
+from semsearch_sqlite.pipeline.ingest import ingest
+from semsearch_sqlite.queries.search import focus_class, focused_search, similar_to_image
+from semsearch_sqlite.storage.store import Store
 
 from .test_ingest import COLOURS, draw, make_folder
 

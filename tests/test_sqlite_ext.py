@@ -13,7 +13,7 @@ import pytest
 import sqlite_vec
 
 from semsearch_sqlite.errors import ExtensionError
-from semsearch_sqlite.sqlite_ext import connection_handle, load_extension, load_sqlite_vec
+from semsearch_sqlite.sqlite.extensions import connection_handle, load_extension, load_sqlite_vec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +106,7 @@ def test_native_path_on_a_python_with_enable_load_extension(tmp_path: Path) -> N
     site = tmp_path / "site"
     shutil.copytree(Path(sqlite_vec.__file__).parent, site / "sqlite_vec")
     code = (
-        "import sqlite3; from semsearch_sqlite.sqlite_ext import load_sqlite_vec, load_extension\n"
+        "import sqlite3; from semsearch_sqlite.sqlite.extensions import load_sqlite_vec, load_extension\n"
         "import sqlite_vec\n"
         "c = sqlite3.connect(':memory:'); print(hasattr(c, 'enable_load_extension'), load_sqlite_vec(c))\n"
         "d = sqlite3.connect(':memory:'); print(load_extension(d, sqlite_vec.loadable_path(), method='ctypes'))\n"

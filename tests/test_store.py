@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semsearch_sqlite import store as store_mod
+from semsearch_sqlite.storage import store as store_mod
 from semsearch_sqlite.errors import SchemaVersionError, StoreError
-from semsearch_sqlite.store import VEC_VISUAL, Store, decode_f32, encode_f32, schema_version
+from semsearch_sqlite.storage.vectors import VEC_VISUAL
+from semsearch_sqlite.storage.store import Store, decode_f32, encode_f32, schema_version
 
 
 def digest(path: Path) -> str:
@@ -78,8 +79,8 @@ def test_older_schema_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     Store.open(path, create=True).close()
 
-    @store_mod.migrations(name="m002_test_upgrade")
-    def m002(db: object) -> None:
+    @store_mod.migration
+    def m002_test_upgrade(db: object) -> None:
         db.execute("create table upgraded (x)")  # type: ignore[attr-defined]
 
     try:
@@ -87,7 +88,8 @@ def test_older_schema_is_upgraded(tmp_path: Path) -> None:
             assert "upgraded" in s.db.table_names()
             assert s.get_meta("schema_version") == 2
     finally:
-        store_mod.migrations._migrations.pop()
+        store_mod.MIGRATION_STEPS.pop()
+        store_mod.migrations._migrations.pop()  # sqlite-utils offers no way to unregister
 
 
 def test_atomic_rolls_back_everything(tmp_path: Path) -> None:

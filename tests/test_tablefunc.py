@@ -24,16 +24,12 @@ import pytest
 import sqlite_vec
 
 from semsearch_sqlite.errors import ExtensionError, QueryError
-from semsearch_sqlite.sqlite_ext import load_sqlite_vec
-from semsearch_sqlite.tablefunc import (
-    live_objects,
-    live_registrations,
-    register_table_function,
-    to_sql_value,
-)
+from semsearch_sqlite.sqlite.extensions import load_sqlite_vec
+from semsearch_sqlite.sqlite.vtable import live_objects, live_registrations, register_table_function, to_sql_value
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_PYTHON = "/usr/bin/python3"
+SELF_CHECK = Path(__file__).resolve().parent / "vtable_selfcheck.py"
 COLUMNS = ["i", "square", "label"]
 
 
@@ -333,7 +329,7 @@ def test_connections_left_open_at_interpreter_exit(tmp_path: Path) -> None:
     script = tmp_path / "exit.py"
     script.write_text(
         "import sqlite3\n"
-        "from semsearch_sqlite.tablefunc import register_table_function\n"
+        "from semsearch_sqlite.sqlite.vtable import register_table_function\n"
         "def fn(c, n):\n    yield from ((i,) for i in range(n))\n"
         "keep = []\n"
         "for i in range(20):\n"
@@ -415,7 +411,7 @@ def test_self_test_on_other_pythons(target: str, tmp_path: Path) -> None:
     if target == "system-python":
         if not Path(SYSTEM_PYTHON).exists():
             pytest.skip(f"no {SYSTEM_PYTHON} here")
-        command = [SYSTEM_PYTHON, "-m", "semsearch_sqlite.tablefunc"]
+        command = [SYSTEM_PYTHON, str(SELF_CHECK)]
         path = [str(site), str(ROOT)]
     else:
         # Installed only in `make test-native`'s venv: here it would switch sqlite-utils
@@ -423,7 +419,7 @@ def test_self_test_on_other_pythons(target: str, tmp_path: Path) -> None:
         found = importlib.util.find_spec("pysqlite3")
         if found is None:
             pytest.skip("pysqlite3-binary is not installed in this venv (make test-native runs this)")
-        command = [sys.executable, "-m", "semsearch_sqlite.tablefunc", "--sqlite", "pysqlite3"]
+        command = [sys.executable, str(SELF_CHECK), "--sqlite", "pysqlite3"]
         path = [str(Path(found.origin).parent.parent), str(site), str(ROOT)]
     env = {"PYTHONPATH": os.pathsep.join(path), "PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"}
     proc = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)

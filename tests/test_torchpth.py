@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from semsearch_sqlite.backbones import BackboneError, efficientnet_lite0_weights_file
-from semsearch_sqlite.torchpth import LEGACY_MAGIC, load_state_dict
+from semsearch_sqlite.errors import BackboneError
+from semsearch_sqlite.model.efficientnet import efficientnet_lite0_weights_file
+from semsearch_sqlite.model.torchpth import LEGACY_MAGIC, load_state_dict
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from semsearch_sqlite.errors import QueryError, UnknownWordsError, WordsError
-from semsearch_sqlite.search import similar_words
-from semsearch_sqlite.store import Store
-from semsearch_sqlite.words import Term, WordVectors, combine_terms, load_word_vectors, parse_query
+from semsearch_sqlite.queries.search import similar_words
+from semsearch_sqlite.storage.store import Store
+from semsearch_sqlite.text.query import Term, combine_terms, parse_query
+from semsearch_sqlite.text.glove import WordVectors, load_word_vectors
 
 GLOVE_TXT = "the 0.1 0.2 0.3\ncat 1.0 0.0 0.0\ndog 0.9 0.1 0.0\nsofa 0.0 1.0 0.0\n"
 

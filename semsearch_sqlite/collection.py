@@ -1,0 +1,95 @@
+"""The Python front door: ``semsearch_sqlite.open("photos.db")`` gives a :class:`Collection`
+whose methods are the query functions the CLI, the SQL functions and the pages call."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from semsearch_sqlite.errors import NotFoundError
+from semsearch_sqlite.queries import search
+from semsearch_sqlite.queries.search import Results
+from semsearch_sqlite.storage.store import Store
+
+
+class Collection:
+    """A semsearch database opened for queries (read-only unless ``writable=True``).
+
+    Example::
+
+        import semsearch_sqlite
+        with semsearch_sqlite.open("photos.db") as photos:
+            for hit in photos.search("cat sofa", k=5).hits:
+                print(hit.rank, hit.path, hit.distance)
+
+    ``image`` arguments are an image id, a stored path, or (for :meth:`similar` and
+    :meth:`tags`) the path of a new image file, which is embedded with the database's
+    backbone (that needs ``pip install 'semsearch-sqlite[ingest]'``).
+    """
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The connection (sqlite-vec loaded), for SQL of your own."""
+        return self.store.conn
+
+    @property
+    def path(self) -> str:
+        return self.store.path
+
+    def search(self, query: str, k: int = 10, *, allow_unknown: bool = False) -> Results:
+        """Images nearest to a text query such as ``"cat sofa"`` or ``"2:cat -dog"``.
+
+        Unknown words raise :class:`~semsearch_sqlite.errors.UnknownWordsError`, or with
+        ``allow_unknown=True`` are left out and listed in ``Results.unknown``.
+        """
+        return search.similar_images(self.conn, query, k, allow_unknown=allow_unknown)
+
+    def similar(self, image: Any, k: int = 10, space: str = "visual") -> Results:
+        """Images similar to ``image`` in the ``visual`` (CNN) or ``semantic`` (word) space."""
+        try:
+            return search.similar_to_image(self.conn, image, k, space)
+        except NotFoundError:
+            if not isinstance(image, (str, os.PathLike)) or not Path(image).is_file():
+                raise
+        from semsearch_sqlite.queries.new_image import search_file
+
+        return search_file(self.store, str(image), k, space)
+
+    def tags(self, image: Any, k: int = 10) -> Results:
+        """The words nearest to ``image`` in word space."""
+        return search.image_tags(self.conn, image, k)
+
+    def words(self, query: str, k: int = 10, *, allow_unknown: bool = False) -> Results:
+        """The vocabulary words nearest to ``query``."""
+        return search.similar_words(self.conn, query, k, allow_unknown=allow_unknown)
+
+    def focus(self, image: Any, word: str, k: int = 10) -> Results:
+        """Images similar to ``image`` as far as the ImageNet class nearest to ``word`` goes."""
+        return search.focused_search(self.conn, image, word, k)
+
+    def tagged(self, word: str, k: int = 10) -> Results:
+        """Images whose stored tags include ``word``."""
+        return search.images_tagged(self.conn, word, k)
+
+    def close(self) -> None:
+        """Close the database."""
+        self.store.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Collection {self.path}>"
+
+
+def open(path: str | os.PathLike[str], *, writable: bool = False) -> Collection:  # noqa: A001 - the API's name
+    """Open the semsearch database at ``path`` for queries."""
+    return Collection(Store.open(path, readonly=not writable))

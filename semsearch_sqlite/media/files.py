@@ -1,0 +1,161 @@
+"""Finding image files in a folder, their labels (folder name or a CSV), and the one
+file-hash helper of the package."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from semsearch_sqlite.errors import ImageError
+
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+
+
+@dataclass
+class DiscoveryResult:
+    """Image files found under a root, and the directories that could not be read."""
+
+    files: list[Path] = field(default_factory=list)
+    problems: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def discover(root: str | Path) -> DiscoveryResult:
+    """Find image files under ``root``, recursively.
+
+    Hidden files and folders (leading '.') are skipped; symlinked folders are followed
+    once each, so symlink loops end; unreadable folders are reported, not fatal.
+
+    Args:
+        root: the folder to search.
+
+    Returns:
+        The files sorted by their path relative to ``root``, and ``(path, reason)`` problems.
+
+    Raises:
+        ImageError: ``root`` is not a readable folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        reason = "no such folder" if not root.exists() else "not a folder"
+        raise ImageError(str(root), f"{reason}; pass the folder that holds the images")
+    result = DiscoveryResult()
+    seen: set[Path] = set()
+    # Real folders first, symlinked ones after, each in name order: a folder reachable
+    # both ways is listed under its real path, and the walk is the same on every run.
+    stack: list[Path] = [root]
+    links: list[Path] = []
+    while stack or links:
+        folder = stack.pop() if stack else links.pop(0)
+        real = folder.resolve()
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name, reverse=True)
+        except OSError as e:
+            result.problems.append((folder, os_reason(e)))
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            try:
+                if entry.is_dir():  # follows symlinks; ``seen`` stops loops
+                    (links if entry.is_symlink() else stack).append(path)
+                elif path.suffix.lower() in IMAGE_EXTENSIONS:
+                    if entry.is_file():
+                        result.files.append(path)
+                    elif entry.is_symlink() and not path.exists():
+                        result.problems.append((path, "broken symlink"))
+            except OSError as e:
+                result.problems.append((path, os_reason(e)))
+        links.sort()
+    result.files.sort(key=lambda p: p.relative_to(root).as_posix())
+    return result
+
+
+def normalise_label(text: str) -> str:
+    """``"Dining_Table"`` -> ``"dining table"``: underscores and hyphens to spaces, lower-case."""
+    return " ".join(re.sub(r"[_\-]+", " ", text).split()).lower()
+
+
+def label_for(path: str | Path, root: str | Path) -> str | None:
+    """The label of an image from its folder: ``dining_table/x.jpg`` -> ``"dining table"``.
+
+    Nested folders give the immediate parent's name; files directly in ``root`` give None.
+    """
+    rel = Path(os.path.relpath(Path(path), Path(root)))
+    if len(rel.parts) < 2:
+        return None
+    return normalise_label(rel.parent.name) or None
+
+
+def read_labels_csv(path: str | Path) -> dict[str, str]:
+    """Read a ``path,label`` CSV (header optional) into ``{path: label}``.
+
+    Relative paths are kept as posix paths relative to the images root; absolute paths
+    are resolved. Labels are normalised like folder names.
+
+    Raises:
+        ImageError: the file can't be read, or a row is not ``path,label`` (names the line).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ImageError(str(path), "labels file is not UTF-8 text; save it as UTF-8 CSV") from None
+    except OSError as e:
+        raise ImageError(str(path), f"cannot read labels file ({os_reason(e)})") from None
+    labels: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    reader = csv.reader(io.StringIO(text))
+    for row in reader:
+        lineno = reader.line_num
+        cells = [c.strip() for c in row]
+        if not any(cells):
+            continue
+        if lineno == 1 and [c.lower() for c in cells] == ["path", "label"]:
+            continue
+        if len(cells) != 2 or not cells[0] or not normalise_label(cells[1]):
+            raise ImageError(str(path), f"line {lineno}: expected 'path,label', got {','.join(row)!r}")
+        key = _label_key(cells[0])
+        label = normalise_label(cells[1])
+        if key in labels and labels[key] != label:
+            raise ImageError(
+                str(path), f"line {lineno}: {cells[0]} is already labelled {labels[key]!r} on line {first_line[key]}"
+            )
+        labels[key] = label
+        first_line.setdefault(key, lineno)
+    return labels
+
+
+def _label_key(raw: str) -> str:
+    if os.path.isabs(raw):
+        return str(Path(raw).resolve())
+    posix = PurePosixPath(raw.replace("\\", "/")).as_posix()
+    return posix[2:] if posix.startswith("./") else posix
+
+
+def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def os_reason(e: OSError) -> str:
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    if isinstance(e, FileNotFoundError):
+        return "no such file"
+    if isinstance(e, IsADirectoryError):
+        return "is a folder, not an image file"
+    return f"cannot read ({e.strerror or e})"

@@ -1,0 +1,525 @@
+"""``ingest``: a folder of images -> one database file.
+
+Per batch, in one transaction: the image rows, their display copy and thumbnail, their
+backbone features and ImageNet class probabilities. A kill at any point loses at most
+the batch in flight; the next run skips what is stored (path + size + mtime, then
+sha256) and finishes the job. Once every image is embedded, the word-space model is
+fitted on the cached features and every image's semantic vector and tags are written,
+again in one transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from semsearch_sqlite.media import files as media_files, images as imglib
+from semsearch_sqlite.errors import ImageError, StoreError
+from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL
+from semsearch_sqlite.storage.models import CLASSIFIER_MODEL, SEMANTIC_MODEL
+from semsearch_sqlite.storage.store import Store, encode_f32, now
+
+DEFAULT_BACKBONE = "vgg16"
+DEFAULT_BATCH = 32
+DISPLAY_SIZE = 1024
+THUMB_SIZE = 256
+
+
+class Progress(Protocol):
+    """What ingest reports while it runs (the CLI draws a bar from it)."""
+
+    def stage(self, name: str, total: int | None) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+    def problem(self, path: str, reason: str) -> None: ...
+
+
+class NullProgress:
+    """Reports nothing."""
+
+    def stage(self, name: str, total: int | None) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def problem(self, path: str, reason: str) -> None:
+        pass
+
+
+@dataclass
+class IngestOptions:
+    """Settings of one ingest run (the CLI's options)."""
+
+    backbone: str | None = None
+    weights: str | None = None
+    layer: str | None = None
+    glove: str | None = None
+    vocab_size: int | None = None
+    vocab_file: str | None = None
+    labels_file: str | None = None
+    batch_size: int = DEFAULT_BATCH
+    originals: bool = False
+    prune: bool = True
+    strict: bool = False
+    rebuild: bool = False
+    max_pixels: int = imglib.DEFAULT_MAX_PIXELS
+    tags: int = 10
+    method: str | None = None
+    workers: int = 2
+
+
+@dataclass
+class IngestStats:
+    """What a run did."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    removed: int = 0
+    failed: int = 0
+    embedded: int = 0
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    semantic: dict[str, Any] | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        """Embedding speed (decode, CNN and writes; model loading excluded)."""
+        return self.embedded / self.embed_seconds if self.embed_seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """One line: counts, time and speed."""
+        return (
+            f"{self.added} added, {self.updated} updated, {self.moved} moved, {self.unchanged} unchanged, "
+            f"{self.removed} removed, {self.failed} failed in {self.seconds:.1f}s"
+            f" ({self.images_per_second:.1f} images/s)"
+        )
+
+
+@dataclass
+class _Item:
+    path: Path
+    rel: str
+    label: str | None
+    size: int
+    mtime: float
+    image_id: int | None = None  # existing row to replace
+    sha256: str | None = None
+
+
+@dataclass
+class _Prepared:
+    item: _Item
+    sha256: str
+    width: int
+    height: int
+    mime: str | None
+    thumb: tuple[bytes, str, int, int]
+    display: tuple[bytes, str, int, int]
+    original: bool
+    tensor: np.ndarray
+
+
+@contextlib.contextmanager
+def writer_lock(path: str) -> Iterator[None]:
+    """Hold an exclusive OS lock on the database file for one writer process."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: SQLite's own locking still applies
+        yield
+        return
+    with open(path, "rb") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise StoreError(
+                f"{path}: another semsearch-sqlite process is writing to this database; wait for it to finish"
+            ) from e
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def ingest(
+    images_dir: str | os.PathLike[str],
+    db_path: str | os.PathLike[str],
+    options: IngestOptions | None = None,
+    progress: Progress | None = None,
+) -> IngestStats:
+    """Add, update and remove the images of ``images_dir`` in the database ``db_path``."""
+    options = options or IngestOptions()
+    progress = progress or NullProgress()
+    root = Path(images_dir)
+    if not root.is_dir():
+        raise ImageError(str(root), "not a folder of images; give the folder that holds them")
+    started = time.perf_counter()
+    try:
+        with Store.open(db_path, create=True) as store, writer_lock(str(db_path)):
+            stats = _Run(store, root, options, progress).run()
+    except sqlite3.OperationalError as e:
+        # every write is a transaction, so what was stored before the failure stays
+        raise StoreError(f"{db_path}: {_storage_advice(e)}") from e
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+class _Run:
+    def __init__(self, store: Store, root: Path, options: IngestOptions, progress: Progress):
+        self.store, self.root, self.options, self.progress = store, root, options, progress
+        self.stats = IngestStats()
+        self._backbone: Any = None
+
+    # -- steps ---------------------------------------------------------------------------------
+    def run(self) -> IngestStats:
+        self._check_backbone()
+        found = self._discover()
+        labels = self._labels(found)
+        self._ensure_words({lab for lab in labels.values() if lab})
+        todo = self._plan(found, labels)
+        if todo:
+            self._embed(todo)
+        changed = self._prune(found) or bool(todo) or self.stats.moved or self.stats.updated
+        missing = self._count_missing_semantic()
+        if changed or missing or self.store.load_model(SEMANTIC_MODEL) is None:
+            if self.store.vec_dim(VEC_VISUAL):
+                self.progress.stage("fitting word space", None)
+                from semsearch_sqlite.pipeline.train import refresh_semantic
+
+                self.stats.semantic = refresh_semantic(self.store, method=self.options.method, tags=self.options.tags)
+        with self.store.atomic():
+            self.store.set_meta("images_root", str(self.root.resolve()))
+        from semsearch_sqlite.vectors.upkeep import refresh_indexes
+
+        refresh_indexes(self.store)
+        return self.stats
+
+    def _check_backbone(self) -> None:
+        stored = self.store.get_meta("backbone")
+        wanted = canonical_backbone(self.options.backbone) if self.options.backbone else None
+        if stored and wanted and wanted != stored:
+            if not self.options.rebuild:
+                raise StoreError(
+                    f"{self.store.path}: its images were embedded with backbone {stored!r}, not {wanted!r}; "
+                    "vector spaces can't be mixed: add --rebuild to re-embed every image"
+                )
+            self._clear_vectors()
+        elif self.options.rebuild:
+            self._clear_vectors()
+
+    def _clear_vectors(self) -> None:
+        with self.store.atomic():
+            for table in (VEC_VISUAL, VEC_SEMANTIC):
+                self.store.drop_vec_table(table)
+            for sql in (
+                "delete from image_classes",
+                "delete from tags",
+                "delete from models where name in ('semantic', 'classifier')",
+                # size 0 forces every image to be re-read and re-embedded
+                "update images set size = -1",
+            ):
+                self.store.conn.execute(sql)
+            for key in ("backbone", "backbone_provenance"):
+                self.store.conn.execute("delete from semsearch_meta where key = ?", [key])
+            self.store.bump_generation()
+
+    def backbone(self) -> Any:
+        if self._backbone is None:
+            from semsearch_sqlite.model.backbones import load_backbone
+
+            name = self.options.backbone or self.store.get_meta("backbone") or DEFAULT_BACKBONE
+            weights = self.options.weights or self.store.get_meta("backbone_weights_path")
+            layer = self.options.layer or self.store.get_meta("backbone_layer")
+            self.progress.stage(f"loading backbone {name}", None)
+            self._backbone = load_backbone(name, weights=weights, layer=layer)
+        return self._backbone
+
+    def _discover(self) -> list[Path]:
+        result = media_files.discover(self.root)
+        for path, reason in result.problems:
+            self._problem(path, reason)
+        return result.files
+
+    def _labels(self, files: list[Path]) -> dict[str, str | None]:
+        rels = {self._rel(p): p for p in files}
+        if self.options.labels_file:
+            table = media_files.read_labels_csv(self.options.labels_file)
+            out: dict[str, str | None] = {}
+            for rel, p in rels.items():
+                out[rel] = table.get(rel) or table.get(str(p.resolve()))
+            return out
+        return {rel: media_files.label_for(p, self.root) for rel, p in rels.items()}
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def _ensure_words(self, labels: set[str]) -> None:
+        from semsearch_sqlite.pipeline.train import refresh_vocabulary
+        from semsearch_sqlite.text.glove import read_vocab_file
+        from semsearch_sqlite.text.query import tokenize
+
+        opts = self.options
+        extra = read_vocab_file(opts.vocab_file) if opts.vocab_file else []
+        label_words = sorted({t for lab in labels for t in tokenize(lab)})
+        if refresh_vocabulary(self.store, opts.glove, opts.vocab_size, extra, label_words,
+                             rebuild=opts.rebuild, on_load=lambda: self.progress.stage("loading word vectors", None)):
+            # a new word space makes every semantic vector stale
+            self.store.drop_vec_table(VEC_SEMANTIC)
+
+    def _plan(self, files: list[Path], labels: dict[str, str | None]) -> list[_Item]:
+        conn = self.store.conn
+        existing = {r[1]: r for r in conn.execute("select id, path, size, mtime, sha256, label from images")}
+        found_rels = set()
+        todo: list[_Item] = []
+        label_updates = []
+        for p in files:
+            rel = self._rel(p)
+            found_rels.add(rel)
+            try:
+                st = p.stat()
+            except OSError as e:
+                self._problem(p, f"cannot read ({e.strerror})")
+                continue
+            label = labels.get(rel)
+            row = existing.get(rel)
+            if row is not None and row[2] == st.st_size and row[3] == st.st_mtime:
+                self.stats.unchanged += 1
+                if row[5] != label:
+                    label_updates.append((label, row[0]))
+                continue
+            todo.append(_Item(p, rel, label, st.st_size, st.st_mtime, image_id=row[0] if row else None))
+        if label_updates:
+            with self.store.atomic():
+                conn.executemany("update images set label = ? where id = ?", label_updates)
+                self.store.bump_generation()
+            self.stats.updated += len(label_updates)
+        # Files whose bytes are already stored (touched, or moved/renamed) need no CNN.
+        gone = {rel: r for rel, r in existing.items() if rel not in found_rels}
+        by_hash = {r[4]: r for r in gone.values()}
+        remaining = []
+        for item in todo:
+            try:
+                item.sha256 = media_files.sha256_file(item.path)
+            except OSError as e:
+                self._problem(item.path, f"cannot read ({e.strerror})")
+                continue
+            if item.image_id is not None:
+                row = existing[item.rel]
+                if row[4] == item.sha256 and row[2] != -1:
+                    with self.store.atomic():
+                        conn.execute(
+                            "update images set size = ?, mtime = ?, label = ?, updated_at = ? where id = ?",
+                            [item.size, item.mtime, item.label, now(), item.image_id],
+                        )
+                    self.stats.unchanged += 1
+                    continue
+            elif item.sha256 in by_hash and by_hash[item.sha256][2] != -1:
+                row = by_hash.pop(item.sha256)
+                with self.store.atomic():
+                    conn.execute(
+                        "update images set path = ?, size = ?, mtime = ?, label = ?, updated_at = ? where id = ?",
+                        [item.rel, item.size, item.mtime, item.label, now(), row[0]],
+                    )
+                    self.store.bump_generation()
+                self.stats.moved += 1
+                continue
+            remaining.append(item)
+        return remaining
+
+    def _prune(self, files: list[Path]) -> bool:
+        if not self.options.prune:
+            return False
+        present = {self._rel(p) for p in files}
+        stale = [(i, path) for i, path in self.store.conn.execute("select id, path from images") if path not in present]
+        if not stale:
+            return False
+        ids = [i for i, _ in stale]
+        with self.store.atomic():
+            delete_images(self.store, ids)
+        self.stats.removed += len(ids)
+        return True
+
+    def _count_missing_semantic(self) -> int:
+        if not self.store.vec_dim(VEC_VISUAL):
+            return 0
+        total = self.store.conn.execute("select count(*) from images").fetchone()[0]
+        if not self.store.vec_dim(VEC_SEMANTIC):
+            return total
+        have = self.store.conn.execute(f"select count(*) from {VEC_SEMANTIC}").fetchone()[0]
+        return total - have
+
+    # -- embedding -----------------------------------------------------------------------------
+    def _embed(self, todo: list[_Item]) -> None:
+        backbone = self.backbone()
+        self._record_backbone(backbone)
+        self.store.ensure_vec_table(VEC_VISUAL, backbone.dim)
+        self.progress.stage("embedding", len(todo))
+        started = time.perf_counter()
+        batch_size = max(1, self.options.batch_size)
+        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+        with ThreadPoolExecutor(max_workers=max(1, self.options.workers)) as pool:
+            window: deque[list[Future[_Prepared | None]]] = deque()
+            # Two batches decode ahead while the model runs on the current one.
+            for batch in batches[:2]:
+                window.append([pool.submit(self._prepare, it) for it in batch])
+            next_batch = 2
+            while window:
+                futures = window.popleft()
+                if next_batch < len(batches):
+                    window.append([pool.submit(self._prepare, it) for it in batches[next_batch]])
+                    next_batch += 1
+                prepared = []
+                for fut in futures:
+                    p = fut.result()
+                    if p is not None:
+                        prepared.append(p)
+                if prepared:
+                    features, probs = backbone.predict(np.stack([p.tensor for p in prepared]))
+                    self._write_batch(prepared, features, probs)
+                self.progress.advance(len(futures))
+        self.stats.embed_seconds += time.perf_counter() - started
+
+    def _prepare(self, item: _Item) -> _Prepared | None:
+        try:
+            img, fmt = _load(item.path, self.options.max_pixels)
+            thumb = imglib.make_thumbnail(img, THUMB_SIZE)
+            original = self.options.originals or imglib.usable_as_display(item.path, img, DISPLAY_SIZE)
+            if original:
+                data = item.path.read_bytes()
+                display = (data, imglib.mime_for(fmt, item.path), img.width, img.height)
+            else:
+                display = imglib.make_display(img, DISPLAY_SIZE)
+            tensor = self.backbone().preprocess([img])[0]
+            sha = item.sha256 or media_files.sha256_file(item.path)
+            return _Prepared(item, sha, img.width, img.height, imglib.mime_for(fmt, item.path), thumb, display,
+                             original, tensor)
+        except ImageError as e:
+            self._problem(item.path, e.reason)
+            return None
+        except OSError as e:
+            self._problem(item.path, f"cannot read ({e.strerror or e})")
+            return None
+
+    def _problem(self, path: Path | str, reason: str) -> None:
+        self.stats.failed += 1
+        self.stats.problems.append((str(path), reason))
+        self.progress.problem(str(path), reason)
+        if self.options.strict:
+            raise ImageError(str(path), reason + " (--strict stops at the first bad file)")
+
+    def _record_backbone(self, backbone: Any) -> None:
+        prov = backbone.provenance()
+        with self.store.atomic():
+            self.store.update_meta(
+                {
+                    "backbone": backbone.name,
+                    "backbone_dim": backbone.dim,
+                    "backbone_layer": backbone.layer,
+                    "backbone_weights_path": self.options.weights or self.store.get_meta("backbone_weights_path"),
+                    "backbone_weights_sha256": backbone.weights_sha256,
+                    "backbone_preprocessing": backbone.preprocessing,
+                    "backbone_provenance": prov,
+                }
+            )
+            head = backbone.classifier_weights()
+            if head is not None and self.store.load_model(CLASSIFIER_MODEL) is None:
+                kernel, bias = head
+                self.store.save_model(
+                    CLASSIFIER_MODEL, "dense", {"kernel": np.asarray(kernel, np.float32), "bias": np.asarray(bias, np.float32)},
+                    {"backbone": backbone.name, "classes": 1000},
+                )
+
+    def _write_batch(self, prepared: list[_Prepared], features: np.ndarray, probs: np.ndarray | None) -> None:
+        store, conn = self.store, self.store.conn
+        stamp = now()
+        with store.atomic():
+            ids = []
+            for p in prepared:
+                it = p.item
+                values = dict(
+                    path=it.rel, label=it.label, sha256=p.sha256, size=it.size, mtime=it.mtime,
+                    width=p.width, height=p.height, mime=p.mime, thumbnail=p.thumb[0],
+                    thumb_width=p.thumb[2], thumb_height=p.thumb[3], updated_at=stamp,
+                )
+                if it.image_id is not None:
+                    sets = ", ".join(f"{k} = :{k}" for k in values)
+                    conn.execute(f"update images set {sets} where id = :id", {**values, "id": it.image_id})
+                    image_id = it.image_id
+                    self.stats.updated += 1
+                else:
+                    cols = ", ".join(values) + ", added_at"
+                    marks = ", ".join(f":{k}" for k in values) + ", :added_at"
+                    cur = conn.execute(f"insert into images ({cols}) values ({marks})", {**values, "added_at": stamp})
+                    image_id = int(cur.lastrowid)
+                    self.stats.added += 1
+                ids.append(image_id)
+                conn.execute(
+                    "insert or replace into image_files(image_id, display, display_mime, display_width, "
+                    "display_height, is_original) values (?, ?, ?, ?, ?, ?)",
+                    [image_id, p.display[0], p.display[1], p.display[2], p.display[3], int(p.original)],
+                )
+            store.write_vectors(VEC_VISUAL, ids, features)
+            if probs is not None:
+                conn.executemany(
+                    "insert or replace into image_classes(image_id, probs) values (?, ?)",
+                    ((i, encode_f32(pr)) for i, pr in zip(ids, probs)),
+                )
+            # the semantic vectors of re-embedded images are stale until the refit
+            store.delete_vectors(VEC_SEMANTIC, ids)
+            store.bump_generation()
+        self.stats.embedded += len(ids)
+
+
+def _storage_advice(e: sqlite3.OperationalError) -> str:
+    message = str(e)
+    if "full" in message:
+        return f"{message}; free some disk space and run the same command again to resume"
+    if "readonly" in message or "read-only" in message:
+        return f"{message}; the file or its folder is read-only: make it writable or give another file"
+    if "locked" in message:
+        return f"{message}; another program holds a write lock on it: close it and try again"
+    return message
+
+
+def canonical_backbone(name: str) -> str:
+    """The name a backbone is recorded under: built-ins by name, model files by absolute path."""
+    key = name.strip().lower().replace("_", "-")
+    if key in ("vgg16",):
+        return "vgg16"
+    if key in ("efficientnet-lite0", "effnet-lite0"):
+        return "efficientnet-lite0"
+    return str(Path(name).resolve())
+
+
+def _load(path: Path, max_pixels: int) -> tuple[Any, str | None]:
+    img = imglib.load_image(path, max_pixels=max_pixels)
+    return img, getattr(img, "source_format", None)
+
+
+def delete_images(store: Store, ids: list[int]) -> None:
+    """Delete images and everything keyed by their ids (call inside a transaction)."""
+    conn = store.conn
+    params = [(i,) for i in ids]
+    for table in ("tags",):
+        conn.executemany(f"delete from {table} where image_id = ?", params)
+    for table in ("image_files", "image_classes"):
+        conn.executemany(f"delete from {table} where image_id = ?", params)
+    store.delete_vectors(VEC_VISUAL, ids)
+    store.delete_vectors(VEC_SEMANTIC, ids)
+    conn.executemany("delete from images where id = ?", params)
+    store.bump_generation()
+

@@ -1,0 +1,60 @@
+"""``info``: what a database file holds."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS
+from semsearch_sqlite.storage.models import SEMANTIC_MODEL
+from semsearch_sqlite.storage.store import Store
+
+
+def describe(store: Store) -> dict[str, Any]:
+    """Counts, dimensions, sources and sizes of a database, as plain data."""
+    conn = store.conn
+    meta = store.meta()
+
+    def one(sql: str) -> Any:
+        return conn.execute(sql).fetchone()[0]
+
+    def count(table: str) -> int:
+        return int(one(f"select count(*) from {table}")) if store.vec_dim(table) or table in ("images", "words", "tags") else 0
+
+    semantic = store.load_model(SEMANTIC_MODEL)
+    data: dict[str, Any] = {
+        "file": store.path,
+        "file_bytes": os.path.getsize(store.path),
+        "schema_version": meta.get("schema_version"),
+        "written_by": f"semsearch-sqlite {meta.get('package_version')}",
+        "created_at": meta.get("created_at"),
+        "updated_at": meta.get("updated_at"),
+        "images": {
+            "count": count("images"),
+            "labels": int(one("select count(distinct label) from images where label is not null")),
+            "unlabelled": int(one("select count(*) from images where label is null")),
+            "thumbnail_bytes": int(one("select coalesce(sum(length(thumbnail)), 0) from images")),
+            "display_bytes": int(one("select coalesce(sum(length(display)), 0) from image_files")),
+            "root": meta.get("images_root"),
+        },
+        "visual": {
+            "backbone": meta.get("backbone"),
+            "layer": meta.get("backbone_layer"),
+            "dims": store.vec_dim(VEC_VISUAL),
+            "vectors": count(VEC_VISUAL),
+            "weights_sha256": meta.get("backbone_weights_sha256"),
+        },
+        "words": {
+            "source": meta.get("words_source"),
+            "dims": store.vec_dim(VEC_WORDS),
+            "count": count("words"),
+        },
+        "semantic": {
+            "method": semantic[1].get("method") if semantic else None,
+            "dims": store.vec_dim(VEC_SEMANTIC),
+            "vectors": count(VEC_SEMANTIC),
+            "tags": count("tags"),
+            "trained_at": semantic[1].get("trained_at") if semantic else None,
+        },
+    }
+    return data

@@ -1,0 +1,215 @@
+"""The queries, written once: the CLI, the Python API, the SQL functions and the
+Datasette pages all call these.
+
+Every function takes a ``sqlite3`` connection with sqlite-vec loaded (a
+:class:`~semsearch_sqlite.storage.store.Store`'s ``conn``, or one of Datasette's).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from semsearch_sqlite.vectors import matrix as index
+from semsearch_sqlite.errors import NotFoundError, QueryError, StoreError
+from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL
+from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, load_model
+from semsearch_sqlite.text.tags import nearest_tags
+from semsearch_sqlite.storage import rows
+from semsearch_sqlite.text.vocabulary import word_space
+from semsearch_sqlite.vectors.maths import unit
+
+SPACES = ("visual", "semantic")
+_SPACE_TABLES = {"visual": VEC_VISUAL, "semantic": VEC_SEMANTIC}
+
+
+@dataclass
+class ImageHit:
+    """One image in a result list."""
+
+    image_id: int
+    path: str
+    label: str | None
+    distance: float
+    rank: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class WordHit:
+    """One word in a result list."""
+
+    word: str
+    distance: float
+    rank: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Results:
+    """Hits plus what the query was understood as."""
+
+    hits: list[Any]
+    unknown: list[str] = field(default_factory=list)
+    note: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"hits": [h.as_dict() for h in self.hits], "unknown": self.unknown, "note": self.note}
+
+
+def resolve_image(conn: sqlite3.Connection, image: Any) -> int:
+    """The id of ``image``: an id (int or digits) or a stored path."""
+    if isinstance(image, bool) or image is None:
+        raise QueryError("give an image id or stored path")
+    if isinstance(image, (int, np.integer)) or (isinstance(image, str) and image.strip().isdigit()):
+        if not rows.image_id_exists(conn, int(image)):
+            raise NotFoundError(f"no image with id {int(image)}; list them with: select id, path from images")
+        return int(image)
+    if isinstance(image, str):
+        found = rows.image_id_for_path(conn, image)
+        if found is None:
+            raise NotFoundError(f"no image stored with path {image!r}; list them with: select id, path from images")
+        return found
+    raise QueryError(f"an image is an id or a path, not {type(image).__name__}")
+
+
+def _hits(conn: sqlite3.Connection, pairs: list[tuple[int, float]]) -> list[ImageHit]:
+    if not pairs:
+        return []
+    found = rows.image_rows(conn, [i for i, _ in pairs])
+    out = []
+    for rank, (i, d) in enumerate(pairs, 1):
+        r = found.get(i)
+        if r is not None:  # a vector whose image row is gone (mid-write): skip it
+            out.append(ImageHit(i, r.path, r.label, round(d, 6), rank))
+    return out
+
+
+def space_matrix(conn: sqlite3.Connection, space: str) -> index.Matrix:
+    """The cached matrix of image vectors in ``space`` ("visual" or "semantic")."""
+    if space not in _SPACE_TABLES:
+        raise QueryError(f"space must be one of {', '.join(SPACES)}, not {space!r}")
+    m = index.matrix(conn, _SPACE_TABLES[space])
+    if len(m) == 0:
+        raise StoreError(f"this database has no {space} vectors yet; run semsearch-sqlite ingest")
+    return m
+
+
+def text_vector(conn: sqlite3.Connection, query: Any, *, allow_unknown: bool = False) -> tuple[np.ndarray, list[str]]:
+    """A text query as a unit vector in the images' semantic space, and its unknown words."""
+    qv = word_space(conn).query(query, allow_unknown=allow_unknown)
+    return qv.vector, qv.unknown
+
+
+def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_unknown: bool = False) -> Results:
+    """Text -> images: the ``k`` images nearest to a query such as ``"cat sofa"``."""
+    k = index.clamp_k(k)
+    vector, unknown = text_vector(conn, query, allow_unknown=allow_unknown)
+    m = space_matrix(conn, "semantic")
+    return Results(_hits(conn, m.top_k(vector, k)), unknown)
+
+
+def similar_to_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual") -> Results:
+    """Image -> images in the ``visual`` (CNN) or ``semantic`` (word) space."""
+    k = index.clamp_k(k)
+    image_id = resolve_image(conn, image)
+    m = space_matrix(conn, space)
+    v = m.vector(image_id)
+    if v is None:
+        raise NotFoundError(f"image {image_id} has no {space} vector yet; rerun semsearch-sqlite ingest")
+    return Results(_hits(conn, m.top_k(v, k, exclude={image_id})))
+
+
+def similar_to_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10, space: str = "visual") -> Results:
+    """Images nearest to a vector of the given space (e.g. a new image's features)."""
+    k = index.clamp_k(k)
+    m = space_matrix(conn, space)
+    v = unit(np.asarray(vector, dtype=np.float32))
+    if v.shape[0] != m.vectors.shape[1]:
+        raise QueryError(f"vector has {v.shape[0]} dimensions; the {space} space has {m.vectors.shape[1]}")
+    return Results(_hits(conn, m.top_k(v, k)))
+
+
+def image_tags(conn: sqlite3.Connection, image: Any, k: Any = 10) -> Results:
+    """Image -> its ``k`` nearest words (stored tags, computed when more are asked)."""
+    k = index.clamp_k(k)
+    image_id = resolve_image(conn, image)
+    tags = rows.stored_tags(conn, image_id, k)
+    if len(tags) < k:
+        m = index.matrix(conn, VEC_SEMANTIC)
+        v = m.vector(image_id)
+        if v is None:
+            if tags:
+                return Results([WordHit(w, round(d, 6), r) for r, (w, d) in enumerate(tags, 1)])
+            raise NotFoundError(f"image {image_id} has no semantic vector yet; rerun semsearch-sqlite ingest")
+        tags = nearest_tags(word_space(conn), v[None, :], k)[0]
+    return Results([WordHit(w, round(d, 6), r) for r, (w, d) in enumerate(tags, 1)])
+
+
+def images_tagged(conn: sqlite3.Connection, word: str, k: Any = 10) -> Results:
+    """Images whose stored tags include ``word``, best-ranked first."""
+    k = index.clamp_k(k)
+    return Results(_hits(conn, rows.images_with_tag(conn, word.lower(), k)))
+
+
+def similar_words(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_unknown: bool = False) -> Results:
+    """Word -> words: the ``k`` vocabulary words nearest to a query (its own words excluded)."""
+    k = index.clamp_k(k)
+    space = word_space(conn)
+    qv = space.query(query, allow_unknown=allow_unknown)
+    exclude = {space.ids[t.word] for t in qv.terms}
+    pairs = space.matrix.top_k(qv.vector, k, exclude=exclude)
+    return Results([WordHit(space.words[i], round(d, 6), r) for r, (i, d) in enumerate(pairs, 1)], qv.unknown)
+
+
+def focus_class(conn: sqlite3.Connection, focus: str) -> tuple[int, str]:
+    """The ImageNet class nearest to the word(s) ``focus`` in word space: (index, name)."""
+    classes = load_model(conn, CLASSES_MODEL)
+    if classes is None:
+        raise StoreError("this database has no ImageNet class vectors; re-run ingest with this version")
+    arrays, config = classes
+    qv = word_space(conn).query(focus)
+    vectors = arrays["vectors"]
+    scores = vectors @ qv.vector
+    scores[~arrays["known"].astype(bool)] = -np.inf
+    c = int(np.argmax(scores))
+    return c, config["names"][c]
+
+
+def focused_search(conn: sqlite3.Connection, image: Any, focus: str, k: Any = 10) -> Results:
+    """Images similar to ``image`` with respect to one class ("similar cats, not similar sofas").
+
+    As in the talk: the CNN's activations are re-weighted by the final-layer weights of
+    the ImageNet class nearest to ``focus`` (negative weights set to 0, so only the
+    evidence *for* that class counts), then compared by cosine.
+    """
+    k = index.clamp_k(k)
+    image_id = resolve_image(conn, image)
+    head = load_model(conn, CLASSIFIER_MODEL)
+    if head is None:
+        raise StoreError("this database's backbone has no classifier weights; focused search needs them")
+    c, name = focus_class(conn, focus)
+    weights = np.maximum(head[0]["kernel"][:, c], 0).astype(np.float32)
+    m = space_matrix(conn, "visual")
+    v = m.vector(image_id)
+    if v is None:
+        raise NotFoundError(f"image {image_id} has no visual vector yet; rerun semsearch-sqlite ingest")
+    if weights.shape[0] != m.vectors.shape[1]:
+        raise StoreError("the stored classifier weights don't match the visual vectors; re-run ingest --rebuild")
+    return Results(_hits(conn, m.top_k(v, k, exclude={image_id}, weights=weights)), note=f"focus class: {name}")
+
+
+def warm(conn: sqlite3.Connection) -> None:
+    """Load the word space and the image matrices into this process's caches, so the
+    first query doesn't pay for it (Datasette counts it against sql_time_limit_ms)."""
+    if rows.has_words(conn):
+        word_space(conn)
+    for table in _SPACE_TABLES.values():
+        index.matrix(conn, table)

@@ -1,0 +1,137 @@
+"""Load sqlite-vec into any ``sqlite3``/``pysqlite3`` connection.
+
+Many Pythons (pyenv, python.org macOS builds) are compiled without
+``enable_load_extension``. There the extension is loaded through SQLite's own C API
+on the connection's ``sqlite3*`` handle, so SQL-level ``load_extension()`` stays off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+import threading
+from typing import Any
+
+import sqlite_vec
+
+from semsearch_sqlite.errors import ExtensionError
+
+_P = ctypes.c_void_p
+_SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION = 1005
+_libs: dict[str, ctypes.CDLL] = {}
+_libs_lock = threading.Lock()
+
+
+def sqlite_library(conn: Any) -> ctypes.CDLL:
+    """The SQLite C library that created ``conn`` (stdlib ``_sqlite3`` or pysqlite3's)."""
+    top = type(conn).__module__.split(".")[0]
+    modname = "_sqlite3" if top == "sqlite3" else f"{top}._sqlite3"
+    module = sys.modules.get(modname)
+    path = getattr(module, "__file__", None)
+    if path is None:
+        raise ExtensionError(f"cannot find the SQLite library behind {type(conn)!r}")
+    with _libs_lock:
+        lib = _libs.get(path)
+        if lib is None:
+            # dlsym on this handle also searches the module's DT_NEEDED libsqlite3
+            lib = ctypes.CDLL(path)
+            for name, res, args in [
+                ("sqlite3_db_config", ctypes.c_int, [_P, ctypes.c_int, ctypes.c_int, _P]),
+                ("sqlite3_load_extension", ctypes.c_int,
+                 [_P, ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p)]),
+                ("sqlite3_db_filename", ctypes.c_char_p, [_P, ctypes.c_char_p]),
+                ("sqlite3_free", None, [_P]),
+            ]:
+                fn = getattr(lib, name)
+                fn.restype, fn.argtypes = res, args
+            _libs[path] = lib
+    return lib
+
+
+def connection_handle(conn: Any) -> int:
+    """The ``sqlite3*`` pointer of a Python connection object.
+
+    CPython 3.8-3.14 and pysqlite3 lay out ``pysqlite_Connection`` as
+    ``PyObject_HEAD; sqlite3 *db; ...``. The pointer is verified against the
+    connection's own file name before it is used.
+    """
+    handle = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
+    if not handle:
+        raise ExtensionError("the connection is closed or its SQLite handle cannot be found")
+    lib = sqlite_library(conn)
+    c_name = lib.sqlite3_db_filename(handle, b"main")
+    row = conn.execute("select file from pragma_database_list where name = 'main'").fetchone()
+    expected = (row[0] if row else "") or ""
+    if (c_name or b"").decode("utf-8", "replace") != expected:
+        raise ExtensionError(
+            f"the SQLite handle of this {sys.implementation.name} {sys.version.split()[0]} "
+            "connection does not match its file; this Python's sqlite3 layout is unsupported: "
+            "install pysqlite3-binary or use a Python built with --enable-loadable-sqlite-extensions"
+        )
+    return handle
+
+
+def load_extension(
+    conn: Any, path: str, entrypoint: str | None = None, method: str = "auto"
+) -> str:
+    """Load the SQLite extension at ``path`` into ``conn``.
+
+    ``method`` is ``"auto"`` (native where the Python has it), ``"native"`` or ``"ctypes"``.
+    Returns the method used: ``"native"`` or ``"ctypes"``.
+    """
+    if method not in ("auto", "native", "ctypes"):
+        raise ValueError(f"method must be auto, native or ctypes, not {method!r}")
+    native = hasattr(conn, "enable_load_extension")
+    if method == "native" and not native:
+        raise ExtensionError(f"{type(conn).__module__} on this Python has no enable_load_extension")
+    if native and method != "ctypes":
+        conn.enable_load_extension(True)
+        try:
+            conn.load_extension(path, **({"entrypoint": entrypoint} if entrypoint else {}))
+        finally:
+            conn.enable_load_extension(False)
+        return "native"
+    lib = sqlite_library(conn)
+    handle = connection_handle(conn)
+    err = ctypes.c_char_p()
+    lib.sqlite3_db_config(handle, _SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 1, None)
+    try:
+        rc = lib.sqlite3_load_extension(
+            handle, path.encode(), entrypoint.encode() if entrypoint else None, ctypes.byref(err)
+        )
+    finally:
+        lib.sqlite3_db_config(handle, _SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, None)
+    if rc != 0:
+        message = err.value.decode("utf-8", "replace") if err.value else f"rc={rc}"
+        raise ExtensionError(f"loading {path} failed: {message}")
+    return "ctypes"
+
+
+def has_sqlite_vec(conn: Any) -> bool:
+    """True when ``vec_version()`` already works on ``conn``."""
+    try:
+        conn.execute("select vec_version()").fetchone()
+        return True
+    except Exception:
+        return False
+
+
+def load_sqlite_vec(conn: Any) -> str:
+    """Make sqlite-vec available on ``conn`` (idempotent).
+
+    Returns how it was loaded: ``"already"``, ``"native"`` or ``"ctypes"``.
+    Raises ExtensionError naming this Python and the fix when neither way works.
+    """
+    if has_sqlite_vec(conn):
+        return "already"
+    try:
+        how = load_extension(conn, sqlite_vec.loadable_path())
+    except Exception as e:  # noqa: BLE001 - reported as one clear error below
+        raise ExtensionError(
+            f"cannot load sqlite-vec into {type(conn).__module__} on Python "
+            f"{sys.version.split()[0]} ({sys.executable}): {e}. Fix: pip install "
+            "pysqlite3-binary, or use a Python built with --enable-loadable-sqlite-extensions"
+        ) from e
+    if not has_sqlite_vec(conn):
+        raise ExtensionError("sqlite-vec loaded but vec_version() is missing")
+    return how

@@ -1,0 +1,210 @@
+"""Row readers over the plain tables (images, image_files, tags, words, evaluations,
+semsearch_meta): the one place queries, the CLI and the Datasette pages read them.
+
+Each takes any ``sqlite3`` connection (sqlite-vec needn't be loaded) and never writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+META_TABLE = "semsearch_meta"
+
+
+@dataclass
+class ImageRow:
+    """What a result card needs of one stored image."""
+
+    id: int
+    path: str
+    label: str | None
+    thumb_width: int | None = None
+    thumb_height: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The file name without its folders."""
+        return self.path.rsplit("/", 1)[-1]
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+# -- provenance ------------------------------------------------------------------------------
+def read_meta(conn: sqlite3.Connection, key: str, default: Any = None) -> Any:
+    """One ``semsearch_meta`` value (JSON-decoded), or ``default`` (also when there is no table)."""
+    try:
+        row = conn.execute(f"select value from {META_TABLE} where key = ?", [key]).fetchone()
+    except sqlite3.OperationalError:
+        return default
+    return default if row is None else json.loads(row[0])
+
+
+def generation(conn: sqlite3.Connection) -> int:
+    """The database's write generation, bumped by every writer (0 when never bumped)."""
+    return int(read_meta(conn, "generation", 0) or 0)
+
+
+def database_key(conn: sqlite3.Connection) -> str:
+    """What identifies the database behind ``conn`` across connections (for caches)."""
+    row = conn.execute("select file from pragma_database_list where name = 'main'").fetchone()
+    path = row[0] if row else ""
+    # in-memory databases are private to their connection
+    return path or f"memory:{id(conn)}"
+
+
+def table_definitions(conn: sqlite3.Connection) -> list[tuple[str, str | None]]:
+    """``(name, sql)`` of every table, virtual and shadow tables included."""
+    return conn.execute("select name, sql from sqlite_master where type = 'table'").fetchall()
+
+
+def is_semsearch_db(conn: sqlite3.Connection) -> bool:
+    """Whether the database behind ``conn`` holds a semsearch store."""
+    return any(name == META_TABLE for name, _ in table_definitions(conn))
+
+
+# -- images ----------------------------------------------------------------------------------
+def image_id_exists(conn: sqlite3.Connection, image_id: int) -> bool:
+    """Whether an image with this id is stored."""
+    return conn.execute("select 1 from images where id = ?", [int(image_id)]).fetchone() is not None
+
+
+def image_id_for_path(conn: sqlite3.Connection, path: str) -> int | None:
+    """The id of the image stored under ``path`` (relative to the ingested folder), or None."""
+    row = conn.execute("select id from images where path = ?", [path]).fetchone()
+    return None if row is None else int(row[0])
+
+
+def image_rows(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, ImageRow]:
+    """The rows of ``ids`` that exist, by id."""
+    if not ids:
+        return {}
+    ids = [int(i) for i in ids]
+    sql = f"select id, path, label, thumb_width, thumb_height from images where id in ({_marks(len(ids))})"
+    return {r[0]: ImageRow(*r) for r in conn.execute(sql, ids)}
+
+
+def thumbnails(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, bytes | None]:
+    """The thumbnail BLOBs of ``ids``, by id."""
+    if not ids:
+        return {}
+    ids = [int(i) for i in ids]
+    return dict(conn.execute(f"select id, thumbnail from images where id in ({_marks(len(ids))})", ids).fetchall())
+
+
+def thumbnail(conn: sqlite3.Connection, image_id: int) -> tuple[bytes, str] | None:
+    """``(thumbnail JPEG, sha256 of the original)`` of one image, or None."""
+    row = conn.execute("select thumbnail, sha256 from images where id = ?", [int(image_id)]).fetchone()
+    if row is None or not row[0]:
+        return None
+    return bytes(row[0]), row[1]
+
+
+def display_file(conn: sqlite3.Connection, image_id: int) -> tuple[bytes, str | None, str] | None:
+    """``(display copy bytes, its MIME type, sha256 of the original)`` of one image, or None."""
+    row = conn.execute(
+        "select f.display, f.display_mime, i.sha256 from image_files f join images i on i.id = f.image_id "
+        "where f.image_id = ?",
+        [int(image_id)],
+    ).fetchone()
+    if row is None or not row[0]:
+        return None
+    return bytes(row[0]), row[1], row[2]
+
+
+IMAGE_DETAIL_KEYS = ("id", "path", "label", "width", "height", "mime", "size", "sha256",
+                     "display_width", "display_height", "has_display")
+
+
+def image_detail(conn: sqlite3.Connection, image_id: int) -> dict[str, Any] | None:
+    """Everything the image page shows about one stored image, or None."""
+    row = conn.execute(
+        "select i.id, i.path, i.label, i.width, i.height, i.mime, i.size, i.sha256, "
+        "f.display_width, f.display_height, f.display is not null "
+        "from images i left join image_files f on f.image_id = i.id where i.id = ?",
+        [int(image_id)],
+    ).fetchone()
+    if row is None:
+        return None
+    out = dict(zip(IMAGE_DETAIL_KEYS, row))
+    out["name"] = row[1].rsplit("/", 1)[-1]
+    return out
+
+
+def label_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Number of images of each label."""
+    return dict(conn.execute("select label, count(*) from images where label is not null group by label"))
+
+
+def images_of_label(conn: sqlite3.Connection, label: str, limit: int) -> list[ImageRow]:
+    """The first ``limit`` images of ``label`` (by id)."""
+    rows = conn.execute(
+        "select id, path, label, thumb_width, thumb_height from images where label = ? order by id limit ?",
+        [label, int(limit)],
+    ).fetchall()
+    return [ImageRow(*r) for r in rows]
+
+
+# -- tags and words --------------------------------------------------------------------------
+def stored_tags(conn: sqlite3.Connection, image_id: int, k: int) -> list[tuple[str, float]]:
+    """The stored tags of one image, best first."""
+    return conn.execute(
+        "select word, distance from tags where image_id = ? order by rank limit ?", [int(image_id), int(k)]
+    ).fetchall()
+
+
+def images_with_tag(conn: sqlite3.Connection, word: str, k: int) -> list[tuple[int, float]]:
+    """``(image_id, distance)`` of the images tagged ``word``, nearest first."""
+    rows = conn.execute(
+        "select image_id, distance from tags where word = ? order by distance limit ?", [word, int(k)]
+    ).fetchall()
+    return [(int(i), float(d)) for i, d in rows]
+
+
+def vocabulary(conn: sqlite3.Connection) -> dict[int, str]:
+    """The stored vocabulary, id -> word."""
+    return dict(conn.execute("select id, word from words").fetchall())
+
+
+def has_words(conn: sqlite3.Connection) -> bool:
+    """Whether a vocabulary is stored."""
+    return conn.execute("select 1 from words limit 1").fetchone() is not None
+
+
+# -- evaluations -----------------------------------------------------------------------------
+@dataclass
+class Evaluation:
+    """One stored ``evaluate`` run, JSON columns decoded (None where unreadable)."""
+
+    id: int
+    created_at: str | None
+    settings: Any
+    provenance: Any
+    figures: Any
+    runs: int
+
+
+def _json(text: Any) -> Any:
+    try:
+        return json.loads(text) if text else {}
+    except (TypeError, ValueError):
+        return None
+
+
+def latest_evaluation(conn: sqlite3.Connection) -> Evaluation | None:
+    """The newest ``evaluations`` row and how many there are, or None."""
+    exists = conn.execute("select 1 from sqlite_master where type = 'table' and name = 'evaluations'").fetchone()
+    if not exists:
+        return None
+    row = conn.execute(
+        "select id, created_at, settings, provenance, figures from evaluations order by id desc limit 1"
+    ).fetchone()
+    if row is None:
+        return None
+    runs = conn.execute("select count(*) from evaluations").fetchone()[0]
+    return Evaluation(row[0], row[1], _json(row[2]), _json(row[3]), _json(row[4]), int(runs))

@@ -1,0 +1,276 @@
+"""The vec0 vector tables: their names and DDL, and reading them back fast.
+
+``select key, embedding from vec_x`` costs ~1 ms per 4096-d row, so whole tables are
+read from vec0's own shadow tables (``vec_x_chunks`` holds each chunk's validity bitmap
+and rowids, ``vec_x_vector_chunks00`` its vectors as one BLOB), after checking that their
+layout is the one this code knows; anything unexpected falls back to the SQL read.
+Readers hand back raw float32 rows; a ``transform`` (e.g. row normalisation) is applied
+block by block while the data is in cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+log = logging.getLogger("semsearch_sqlite")
+
+# vec0 tables are named here and created lazily once their dimensions are known.
+VEC_VISUAL = "vec_visual"
+VEC_SEMANTIC = "vec_semantic"
+VEC_WORDS = "vec_words"
+VEC_TABLES = (VEC_VISUAL, VEC_SEMANTIC, VEC_WORDS)
+VEC_KEYS = {VEC_VISUAL: "image_id", VEC_SEMANTIC: "image_id", VEC_WORDS: "word_id"}
+# rows per block when copying a table: a few MB, so a block stays in cache
+BLOCK_CELLS = 1 << 22
+
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+def _identity(block: np.ndarray) -> np.ndarray:
+    return block
+
+
+def block_rows(dim: int) -> int:
+    """Rows per copy block for ``dim``-d vectors."""
+    return max(1, BLOCK_CELLS // max(dim, 1))
+
+
+def check_vec_name(table: str) -> None:
+    if table not in VEC_KEYS:
+        raise ValueError(f"unknown vector table {table!r}")
+
+
+def vec_table_dim(conn: sqlite3.Connection, table: str) -> int | None:
+    """The dimension of vec0 table ``table`` on ``conn``, or None if it doesn't exist."""
+    row = conn.execute("select sql from sqlite_master where type = 'table' and name = ?", [table]).fetchone()
+    if row is None:
+        return None
+    match = re.search(r"float\[(\d+)\]", row[0] or "")
+    return int(match.group(1)) if match else None
+
+
+def read_vectors_sql(conn: sqlite3.Connection, table: str) -> tuple[np.ndarray, np.ndarray]:
+    """All ``(ids, matrix)`` of vec0 table ``table`` on ``conn``, through SQL."""
+    check_vec_name(table)
+    dim = vec_table_dim(conn, table)
+    if dim is None:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    key = VEC_KEYS[table]
+    rows = conn.execute(f"select {key}, embedding from {table} order by {key}").fetchall()
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
+    return ids, matrix
+
+
+# -- reading vec0 ----------------------------------------------------------------------------
+class RowSource:
+    """The rows of a vec0 table: ``ids`` (in the source's own order) plus readers."""
+
+    ids: np.ndarray
+    dim: int
+
+    transform: Transform = staticmethod(_identity)
+
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The (transformed) vectors of the given row numbers."""
+        raise NotImplementedError
+
+    def fill(self, out: np.ndarray, targets: np.ndarray | None) -> bool:
+        """Write every row's (transformed) vector to ``out[targets[i]]`` (``out[i]`` when None).
+
+        False when the table changed under the read (the caller retries).
+        """
+        raise NotImplementedError
+
+
+class SqlRows(RowSource):
+    """Fallback: ``select key, embedding ... order by key`` (slow, always works)."""
+
+    def __init__(self, conn: sqlite3.Connection, table: str, transform: Transform | None = None):
+        self.ids, self._raw = read_vectors_sql(conn, table)
+        self.dim = self._raw.shape[1] if self._raw.ndim == 2 else 0
+        if transform is not None:
+            self.transform = transform
+
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        return self.transform(np.array(self._raw[rows], dtype=np.float32))
+
+    def fill(self, out: np.ndarray, targets: np.ndarray | None) -> bool:
+        step = block_rows(self.dim)
+        for s in range(0, len(self.ids), step):
+            block = self.transform(np.array(self._raw[s : s + step], dtype=np.float32))
+            if targets is None:
+                out[s : s + len(block)] = block
+            else:
+                out[targets[s : s + len(block)]] = block
+        self._raw = np.zeros((0, self.dim), dtype=np.float32)  # done: free it
+        return True
+
+
+_CHUNKS_SQL = re.compile(
+    r'^CREATE TABLE "?(\w+)_chunks"?\s*\(\s*chunk_id INTEGER PRIMARY KEY AUTOINCREMENT\s*,\s*size INTEGER NOT NULL\s*,'
+    r"\s*validity BLOB NOT NULL\s*,\s*rowids BLOB NOT NULL\s*\)$",
+    re.IGNORECASE,
+)
+
+
+class ChunkRows(RowSource):
+    """vec0's shadow tables read directly: one BLOB per 1024 vectors."""
+
+    def __init__(self, conn: sqlite3.Connection, table: str, dim: int, meta: list[tuple[int, int, bytes, bytes]], ids: np.ndarray, where: list[tuple[int, np.ndarray]]):
+        self.conn = conn
+        self.table = table
+        self.dim = dim
+        self._meta = meta
+        self.ids = ids
+        self._where = where  # per chunk: (first row number, valid offsets)
+
+    @classmethod
+    def open(cls, conn: sqlite3.Connection, table: str, dim: int, transform: Transform | None = None) -> ChunkRows | None:
+        """The chunk reader of ``table``, or None when the layout isn't the known one."""
+        try:
+            shadow = dict(
+                conn.execute(
+                    "select name, sql from sqlite_master where type = 'table' and name in (?, ?, ?, ?)",
+                    [f"{table}_chunks", f"{table}_rowids", f"{table}_vector_chunks00", f"{table}_vector_chunks01"],
+                ).fetchall()
+            )
+            if (
+                f"{table}_vector_chunks01" in shadow
+                or f"{table}_rowids" not in shadow
+                or f"{table}_vector_chunks00" not in shadow
+                or not _CHUNKS_SQL.match((shadow.get(f"{table}_chunks") or "").strip())
+            ):
+                return None
+            rows = conn.execute(
+                f'select (select count(*) from "{table}_rowids"), chunk_id, size, validity, rowids '
+                f'from "{table}_chunks" order by chunk_id'
+            ).fetchall()
+        except sqlite3.Error:
+            return None
+        expected = rows[0][0] if rows else conn.execute(f'select count(*) from "{table}_rowids"').fetchone()[0]
+        meta, where, id_parts, at = [], [], [], 0
+        for _, chunk_id, size, validity, rowids in rows:
+            if (
+                not isinstance(size, int)
+                or size <= 0
+                or not isinstance(validity, bytes)
+                or not isinstance(rowids, bytes)
+                or len(validity) != (size + 7) // 8
+                or len(rowids) != 8 * size
+            ):
+                return None
+            valid = np.flatnonzero(np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little", count=size))
+            meta.append((chunk_id, size, validity, rowids))
+            where.append((at, valid))
+            id_parts.append(np.frombuffer(rowids, "<i8")[valid])
+            at += len(valid)
+        ids = np.concatenate(id_parts) if id_parts else np.zeros(0, dtype=np.int64)
+        ordered = np.sort(ids)
+        if at != expected or (len(ordered) > 1 and not (ordered[1:] != ordered[:-1]).all()):
+            return None
+        src = cls(conn, table, dim, meta, ids.astype(np.int64), where)
+        if transform is not None:
+            src.transform = transform
+        return src
+
+    def _chunk_rows(self, i: int, blob: Any) -> np.ndarray | None:
+        _, size, _, _ = self._meta[i]
+        if not isinstance(blob, bytes) or len(blob) != 4 * size * self.dim:
+            return None
+        src = np.frombuffer(blob, "<f4").reshape(size, self.dim)
+        valid = self._where[i][1]
+        block = src[valid] if len(valid) < size else src.copy()
+        return self.transform(block)
+
+    def chunk_of(self, rows: np.ndarray) -> np.ndarray:
+        """The chunk (index into this reader's chunks) holding each row number."""
+        firsts = np.array([w[0] for w in self._where], dtype=np.int64)
+        return np.searchsorted(firsts, rows, side="right") - 1
+
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        firsts = np.array([w[0] for w in self._where], dtype=np.int64)
+        chunk_of = self.chunk_of(rows)
+        sql = f'select vectors from "{self.table}_vector_chunks00" where rowid = ?'
+        for c in np.unique(chunk_of).tolist():
+            got = self.conn.execute(sql, [self._meta[c][0]]).fetchone()
+            block = self._chunk_rows(c, got[0] if got else None)
+            if block is None:
+                raise sqlite3.DatabaseError(f"{self.table}: chunk {self._meta[c][0]} changed while reading")
+            mine = np.flatnonzero(chunk_of == c)
+            out[mine] = block[rows[mine] - firsts[c]]
+        return out
+
+    def fill(self, out: np.ndarray, targets: np.ndarray | None) -> bool:
+        t = self.table
+        # one statement, so one snapshot; vectors table first and no ORDER BY, so that
+        # SQLite streams the BLOBs instead of sorting them in a temporary b-tree
+        cur = self.conn.execute(
+            f'select c.chunk_id, c.validity, c.rowids, v.vectors from "{t}_vector_chunks00" v '
+            f'cross join "{t}_chunks" c on c.chunk_id = v.rowid'
+        )
+        slot = {m[0]: i for i, m in enumerate(self._meta)}
+        seen = np.zeros(len(self._meta), dtype=bool)
+        for chunk_id, validity, rowids, blob in cur:
+            i = slot.get(chunk_id)
+            if i is None or seen[i] or self._meta[i][2] != validity or self._meta[i][3] != rowids:
+                cur.close()
+                return False
+            block = self._chunk_rows(i, blob)
+            if block is None:
+                cur.close()
+                return False
+            seen[i] = True
+            first = self._where[i][0]
+            if targets is None:
+                out[first : first + len(block)] = block
+            else:
+                out[targets[first : first + len(block)]] = block
+        return bool(seen.all())
+
+
+def read_vectors(conn: sqlite3.Connection, table: str) -> tuple[np.ndarray, np.ndarray]:
+    """All ``(ids, matrix)`` of vec0 table ``table`` (ids ascending, raw float32 rows),
+    read from vec0's chunks: 30x faster at 100k x 4096-d. Falls back
+    to the SQL read when the layout is unexpected or a writer keeps changing the table."""
+    dim = vec_table_dim(conn, table)
+    if dim is not None:
+        for _ in range(2):
+            src = ChunkRows.open(conn, table, dim)
+            if src is None:
+                break
+            order = np.argsort(src.ids, kind="stable")
+            targets = np.empty(len(order), dtype=np.int64)
+            targets[order] = np.arange(len(order))
+            out = np.empty((len(order), dim), dtype=np.float32)
+            if src.fill(out, targets):
+                return src.ids[order], out
+    return read_vectors_sql(conn, table)
+
+
+def open_rows(conn: sqlite3.Connection, table: str, dim: int, *, fast: bool = True,
+              transform: Transform | None = None) -> RowSource:
+    """The fastest reader that works for ``table``; ``transform`` is applied to every block."""
+    if fast:
+        src = ChunkRows.open(conn, table, dim, transform)
+        if src is not None:
+            return src
+        log.info("semsearch: reading %s through SQL (unexpected vec0 layout)", table)
+    return SqlRows(conn, table, transform)
+
+
+def count_rows(conn: sqlite3.Connection, table: str) -> int:
+    """Number of rows of vec0 table ``table``."""
+    check_vec_name(table)
+    try:  # vec0's id table: a plain b-tree, much cheaper to count than the vec0 table
+        return int(conn.execute(f'select count(*) from "{table}_rowids"').fetchone()[0])
+    except sqlite3.OperationalError:
+        return int(conn.execute(f'select count(*) from "{table}"').fetchone()[0])

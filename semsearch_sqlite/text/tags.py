@@ -1,0 +1,74 @@
+"""Generated tags: the nearest vocabulary words to an image's semantic vector, with
+stopwords, punctuation and numbers left out."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from semsearch_sqlite.storage.store import Store
+from semsearch_sqlite.text.vocabulary import WordSpace, word_space
+
+DEFAULT_TAGS = 10
+# Words that are near everything in GloVe space and describe nothing in a photo.
+STOPWORDS = frozenset(
+    """a about above after again against all also am an and any are as at be because been before
+    being below between both but by can could did do does doing down during each either else ever
+    few for from further had has have having he her here hers herself him himself his how however i
+    if in into is it its itself just least less let like many may me might more most much must my
+    myself neither no nor not now of off often on once one only or other ought our ours ourselves
+    out over own per perhaps rather same shall she should since so some such than that the their
+    theirs them themselves then there these they this those though through thus to too under until
+    up upon us very was we well were what whatever when where whether which while who whom whose why
+    will with within without would yet you your yours yourself yourselves mr mrs ms dr st jr
+    inc ltd co corp said says say told according although instead another anyone anything
+    everyone everything someone something nothing else etc via unless whereas whom whose ie eg
+    two three four five six seven eight nine ten first second third new""".split()
+)
+_WORDLIKE = re.compile(r"^[a-z][a-z'-]*[a-z]$")
+
+
+def is_tag_word(word: str) -> bool:
+    """True for alphabetic, non-stopword vocabulary entries of 2+ letters."""
+    return bool(_WORDLIKE.match(word)) and word not in STOPWORDS and "'" not in word
+
+
+def tag_mask(space: WordSpace) -> np.ndarray:
+    """Boolean mask over the word matrix rows: which words may be tags."""
+    return np.array([is_tag_word(space.words.get(int(i), "")) for i in space.matrix.ids], dtype=bool)
+
+
+def nearest_tags(space: WordSpace, vectors: np.ndarray, k: int, mask: np.ndarray | None = None) -> list[list[tuple[str, float]]]:
+    """For each row of ``vectors``, the ``k`` nearest tag words and cosine distances."""
+    if mask is None:
+        mask = tag_mask(space)
+    allowed = np.flatnonzero(mask)
+    words = space.matrix.vectors[allowed]
+    v = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    norms[norms == 0] = 1
+    v = v / norms
+    out = []
+    kk = min(k, len(allowed))
+    # chunks keep the score matrix small (rows x vocabulary)
+    for start in range(0, len(v), 256):
+        for row in v[start : start + 256] @ words.T:
+            part = np.argpartition(-row, kk - 1)[:kk]
+            order = part[np.argsort(-row[part], kind="stable")]
+            out.append([(space.words[int(space.matrix.ids[allowed[j]])], float(1.0 - row[j])) for j in order])
+    return out
+
+
+def write_tags(store: Store, ids: Sequence[int], vectors: np.ndarray, k: int = DEFAULT_TAGS) -> None:
+    """Replace the stored tags of ``ids`` (call inside a transaction)."""
+    space = word_space(store.conn)
+    mask = tag_mask(space)
+    rows = []
+    for image_id, tags in zip(ids, nearest_tags(space, vectors, k, mask)):
+        rows.extend((int(image_id), rank, word, dist) for rank, (word, dist) in enumerate(tags, 1))
+    store.conn.executemany("delete from tags where image_id = ?", ((int(i),) for i in ids))
+    store.conn.executemany("insert into tags(image_id, rank, word, distance) values (?, ?, ?, ?)", rows)
+
+

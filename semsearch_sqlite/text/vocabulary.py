@@ -1,0 +1,146 @@
+"""The vocabulary stored in a database: writing it, and reading it back for queries
+(so that a shipped ``.db`` answers word queries without any GloVe file)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from semsearch_sqlite.errors import StoreError
+from semsearch_sqlite.storage.cache import ProcessCache
+from semsearch_sqlite.storage.rows import database_key, generation, vocabulary
+from semsearch_sqlite.storage.store import Store
+from semsearch_sqlite.storage.vectors import VEC_WORDS
+from semsearch_sqlite.text.glove import WordVectors
+from semsearch_sqlite.text.query import QueryVector, combine_terms, parse_query, phrase_vector
+from semsearch_sqlite.vectors import matrix as index
+
+_BATCH = 5000
+# word spaces kept per process (one per database file)
+CACHE_ENTRIES = 8
+
+
+def store_words(store: Store, wv: WordVectors, source_info: dict[str, Any]) -> int:
+    """Replace the stored vocabulary with ``wv`` (ids follow frequency order, from 1).
+
+    Runs in one transaction; returns the number of words stored.
+    """
+    with store.atomic():
+        store.drop_vec_table(VEC_WORDS)
+        store.conn.execute("delete from words")
+        store.ensure_vec_table(VEC_WORDS, wv.dim)
+        ids = list(range(1, len(wv.words) + 1))
+        store.conn.executemany("insert into words(id, word) values (?, ?)", zip(ids, wv.words))
+        for start in range(0, len(ids), _BATCH):
+            store.write_vectors(VEC_WORDS, ids[start : start + _BATCH], wv.vectors[start : start + _BATCH])
+        store.update_meta({**source_info, "words_dims": wv.dim, "words_count": len(wv.words)})
+        store.bump_generation()
+    return len(wv.words)
+
+
+@dataclass
+class WordSpace:
+    """The stored vocabulary in memory: word -> id, and unit vectors by id."""
+
+    words: dict[int, str]
+    ids: dict[str, int]
+    matrix: index.Matrix
+
+    @property
+    def dim(self) -> int:
+        return int(self.matrix.vectors.shape[1]) if len(self.matrix) else 0
+
+    def vector(self, word: str) -> np.ndarray | None:
+        """Unit vector of ``word`` or None."""
+        i = self.ids.get(word.lower())
+        return None if i is None else self.matrix.vector(i)
+
+    # the same lookups as WordVectors, so model fitting takes either
+    get = vector
+
+    def phrase(self, text: str) -> tuple[np.ndarray | None, list[str]]:
+        """Mean unit vector of the known words of ``text``, and the unknown ones."""
+        return phrase_vector(text, self.vector)
+
+    def query(self, text: Any, *, allow_unknown: bool = False) -> QueryVector:
+        """Parse and embed a query (see :func:`semsearch_sqlite.text.query.parse_query`)."""
+        return combine_terms(parse_query(text), self.vector, allow_unknown=allow_unknown)
+
+
+_spaces: ProcessCache[WordSpace] = ProcessCache(CACHE_ENTRIES)
+
+
+def word_space(conn: sqlite3.Connection) -> WordSpace:
+    """The cached stored vocabulary of the database behind ``conn``."""
+    m = index.matrix(conn, VEC_WORDS)
+    if len(m) == 0:
+        raise StoreError("this database holds no word vectors; run semsearch-sqlite ingest (or words import) first")
+    db = database_key(conn)
+    key = (db, generation(conn), id(m))
+
+    def load() -> WordSpace:
+        words = vocabulary(conn)
+        return WordSpace(words, {w: i for i, w in words.items()}, m)
+
+    return _spaces.get_or_load(key, load, group=db)
+
+
+def ensure_vocabulary(
+    store: Store,
+    glove: str | None = None,
+    vocab_size: int | None = None,
+    extra_words: Sequence[str] = (),
+    required_words: Sequence[str] = (),
+    *,
+    rebuild: bool = False,
+    on_load: Callable[[], None] | None = None,
+) -> WordVectors | None:
+    """Load word vectors into ``store`` when it has none, when the source or size
+    changes, or when ``extra_words``/``required_words`` (label words) are missing.
+
+    Returns the whole word vectors loaded when the vocabulary was (re)written, else
+    None. ``glove`` None means the stored source, else the bundled vectors.
+    """
+    from semsearch_sqlite.media.files import sha256_file
+    from semsearch_sqlite.text.glove import DEFAULT_VOCAB_SIZE, load_word_vectors
+
+    stored_source = store.get_meta("words_source_arg")
+    stored_size = store.get_meta("words_vocab_size")
+    stored_extra = list(store.get_meta("words_extra", []))
+    have = {w for (w,) in store.conn.execute("select word from words")}
+    size = vocab_size or stored_size or DEFAULT_VOCAB_SIZE
+    source = glove if glove is not None else stored_source
+    wanted_extra = sorted(set(stored_extra) | {w.lower() for w in extra_words})
+    changed_source = glove is not None and glove != stored_source
+    needed = (
+        not have
+        or changed_source
+        or (vocab_size is not None and vocab_size != stored_size)
+        or any(w not in have for w in wanted_extra)
+        or any(w not in have for w in required_words)
+    )
+    if not needed:
+        return None
+    if on_load:
+        on_load()
+    wv = load_word_vectors(source)
+    old_dims = store.get_meta("words_dims")
+    if have and changed_source and old_dims not in (None, wv.dim) and store.vec_dim("vec_semantic") and not rebuild:
+        raise StoreError(
+            f"{store.path}: its word space has {old_dims} dimensions and {source} has {wv.dim}; "
+            "add --rebuild to refit every image"
+        )
+    vocab = wv.subset(size, sorted(set(wanted_extra) | set(required_words)))
+    info: dict[str, Any] = {
+        "words_source": wv.source,
+        "words_source_arg": source,
+        "words_source_sha256": sha256_file(source) if source is not None else None,
+        "words_vocab_size": size,
+        "words_extra": wanted_extra,
+    }
+    store_words(store, vocab, info)
+    return wv
