@@ -227,6 +227,18 @@ class TFLiteBackbone(Backbone):
         return self._output is not None
 
 
+# other spellings users type for the built-in backbones
+ALIASES = {"vgg16": "vgg16", "efficientnet-lite0": "efficientnet-lite0", "effnet-lite0": "efficientnet-lite0"}
+
+
+def canonical_backbone(name: str) -> str:
+    """The name a backbone is recorded under: built-ins by name, model files by absolute path."""
+    key = name.strip().lower().replace("_", "-")
+    if key in ALIASES:
+        return ALIASES[key]
+    return str(Path(name).resolve())
+
+
 def load_backbone(name: str, weights: str | None = None, layer: str | None = None) -> Backbone:
     """Load a backbone by name or model path.
 
@@ -238,10 +250,10 @@ def load_backbone(name: str, weights: str | None = None, layer: str | None = Non
     Raises:
         BackboneError: unknown name, unreadable model, or weights that can't be had.
     """
-    key = name.strip().lower().replace("_", "-")
+    key = canonical_backbone(name)
     if key == "vgg16":
         return _vgg16(weights, layer)
-    if key in ("efficientnet-lite0", "effnet-lite0"):
+    if key == "efficientnet-lite0":
         return _efficientnet_lite0(weights, layer)
     suffix = Path(name).suffix.lower()
     if suffix == ".tflite":

@@ -210,6 +210,8 @@ class _Run:
 
     def _check_backbone(self) -> None:
         stored = self.store.get_meta("backbone")
+        from semsearch_sqlite.model.backbones import canonical_backbone
+
         wanted = canonical_backbone(self.options.backbone) if self.options.backbone else None
         if stored and wanted and wanted != stored:
             if not self.options.rebuild:
@@ -493,16 +495,6 @@ def _storage_advice(e: sqlite3.OperationalError) -> str:
     if "locked" in message:
         return f"{message}; another program holds a write lock on it: close it and try again"
     return message
-
-
-def canonical_backbone(name: str) -> str:
-    """The name a backbone is recorded under: built-ins by name, model files by absolute path."""
-    key = name.strip().lower().replace("_", "-")
-    if key in ("vgg16",):
-        return "vgg16"
-    if key in ("efficientnet-lite0", "effnet-lite0"):
-        return "efficientnet-lite0"
-    return str(Path(name).resolve())
 
 
 def _load(path: Path, max_pixels: int) -> tuple[Any, str | None]:
