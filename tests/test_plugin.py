@@ -264,9 +264,90 @@ async def test_search_page_notices_unknown_words_and_errors(ds: Datasette) -> No
     assert "semsearch-card" in r.text
     r = await get(ds, "/photos/-/semsearch?q=zzzqqxx")
     assert r.status_code == 400
-    assert 'class="message-error semsearch-error">no known words in query' in r.text
+    assert "<q>zzzqqxx</q> is not a word this database knows" in r.text
+    assert "--vocab-file" not in r.text and "ingest" not in r.text  # no command-line advice on a web page
+    assert 'class="semsearch-chips semsearch-labels"' in r.text  # somewhere to go from here
     r = await get(ds, "/photos/-/semsearch")
     assert r.status_code == 200 and "semsearch-card" not in r.text and 'name="q"' in r.text
+
+
+@pytest.mark.asyncio
+async def test_an_unknown_word_suggests_the_known_words_spelt_like_it(ds: Datasette) -> None:
+    r = await get(ds, "/photos/-/semsearch?q=sofaa")
+    assert r.status_code == 400
+    suggested = re.findall(r'<a href="/photos/-/semsearch\?q=(\w+)">\w+</a>', r.text.split("Did you mean", 1)[1])
+    assert suggested[0] == "sofa"  # a label comes first
+    # a partly unknown query keeps its known words in the suggested query
+    r = await get(ds, "/photos/-/semsearch?q=2%3Adogg+car")
+    assert r.status_code == 200 and "Not in the vocabulary, so ignored: <q>dogg</q>" in r.text
+    assert 'href="/photos/-/semsearch?q=2%3Adog+car"' in r.text
+
+
+@pytest.mark.asyncio
+async def test_the_empty_search_page_lists_labels_and_example_queries(
+    ds: Datasette, db: str, plugin_photos: dict[str, Any]
+) -> None:
+    r = await get(ds, "/photos/-/semsearch")
+    assert r.status_code == 200
+    labels = r.text.split('class="semsearch-chips semsearch-labels"', 1)[1].split("</ul>", 1)[0]
+    with sqlite3.connect(db) as conn:
+        counts = dict(conn.execute("select label, count(*) from images group by label"))
+    for label, n in counts.items():
+        if " " not in label:
+            assert f'<a href="/photos/-/semsearch?q={label}">{label}</a> <span class="semsearch-count">{n}</span>' in labels
+    assert f'<span title="not a vocabulary word' in labels  # the "<script> dog" label: listed, not linked
+    assert str(escape(plugin_photos["evil_label"])) in labels and "<script>" not in labels
+    examples = re.findall(r'<li><a href="/photos/-/semsearch\?q=[^"]+">([^<]+)</a></li>',
+                          r.text.split("semsearch-examples", 1)[1].split("</ul>", 1)[0])
+    assert examples and examples[0] in counts
+    for example in examples:  # every example finds images
+        found = await get(ds, "/photos/-/semsearch?" + urlencode({"q": example.replace("&amp;", "&")}))
+        assert found.status_code == 200 and "semsearch-card" in found.text, example
+
+
+@pytest.mark.asyncio
+async def test_pages_continue_where_the_last_one_stopped(ds: Datasette, db: str) -> None:
+    def ids(html: str) -> list[str]:
+        return re.findall(r'<li class="semsearch-card[^"]*">\s*<a href="/photos/-/semsearch/image/(\d+)"', html)
+
+    everything = ids((await get(ds, "/photos/-/semsearch?q=dog&k=15")).text)
+    assert len(everything) == 15
+    pages, url = [], "/photos/-/semsearch?q=dog&k=4"
+    while url:
+        r = await get(ds, url)
+        assert r.status_code == 200
+        pages.append(ids(r.text))
+        n = len(pages)
+        assert f"Showing <b>{4 * n - 3}&ndash;{min(4 * n, 15)}</b> of 15" in r.text
+        nxt = re.search(r'<a href="([^"]+)" rel="next">', r.text)
+        url = nxt.group(1).replace("&amp;", "&") if nxt else None
+        if n > 1:
+            assert 'rel="prev"' in r.text
+    assert [len(p) for p in pages] == [4, 4, 4, 3]
+    assert sum(pages, []) == everything  # no overlap, nothing skipped, the same order
+    # past the end: the last page
+    r = await get(ds, "/photos/-/semsearch?q=dog&k=4&page=99")
+    assert ids(r.text) == pages[-1] and 'rel="next"' not in r.text
+    r = await get(ds, "/photos/-/semsearch?q=dog&k=4&page=nonsense")
+    assert ids(r.text) == pages[0] and 'rel="prev"' not in r.text
+
+
+@pytest.mark.asyncio
+async def test_image_page_sections_page_on_their_own(ds: Datasette, db: str) -> None:
+    image_id = first_id(db, "car")
+
+    def section_ids(html: str, name: str) -> list[str]:
+        part = html.split(f'<section class="semsearch-section" id="{name}">')[1].split("</section>")[0]
+        return re.findall(r'<li class="semsearch-card[^"]*">\s*<a href="/photos/-/semsearch/image/(\d+)"', part)
+
+    first = await get(ds, f"/photos/-/semsearch/image/{image_id}?k=5")
+    nxt = re.search(r'<a href="([^"]*visual_page=2[^"]*)" rel="next">', first.text).group(1).replace("&amp;", "&")
+    assert nxt.endswith("#visual") and "k=5" in nxt
+    second = await get(ds, nxt)
+    all_visual = section_ids((await get(ds, f"/photos/-/semsearch/image/{image_id}?k=10")).text, "visual")
+    assert section_ids(first.text, "visual") + section_ids(second.text, "visual") == all_visual
+    assert section_ids(second.text, "semantic") == section_ids(first.text, "semantic")  # still page 1
+    assert "Showing <b>6&ndash;10</b> of 14" in second.text
 
 
 @pytest.mark.asyncio
@@ -290,13 +371,13 @@ async def test_image_page(ds: Datasette, db: str) -> None:
     assert 'id="visual"' in html and 'id="semantic"' in html
     for section in ("visual", "semantic"):
         part = html.split(f'id="{section}"')[1]
-        ids = re.findall(r'<a href="/photos/-/semsearch/image/(\d+)" title=', part.split("<h2")[0])
-        assert len(ids) == 12 and str(image_id) not in ids
+        ids = re.findall(r'<a href="/photos/-/semsearch/image/(\d+)" title=', part.split("</section>")[0])
+        assert len(ids) == 14 and str(image_id) not in ids  # every other image: fewer than a page
     focus = re.findall(r'href="/photos/-/semsearch/image/\d+\?focus=(\w+)#focused"', html)
     assert focus == tags[: views.FOCUS_LINKS]
     r = await get(ds, f"/photos/-/semsearch/image/{image_id}?focus={focus[0]}&k=4")
     assert r.status_code == 200
-    part = r.text.split('id="focused"')[1].split("<h2")[0]
+    part = r.text.split('id="focused"')[1].split("</section>")[0]
     assert "focus class:" in part
     assert len(re.findall(r'class="semsearch-card"', part)) == 4
 
@@ -305,10 +386,10 @@ async def test_image_page(ds: Datasette, db: str) -> None:
 async def test_words_page(ds: Datasette) -> None:
     r = await get(ds, "/photos/-/semsearch/words?q=cat&k=5")
     assert r.status_code == 200
-    words = re.findall(r'<td><a href="/photos/-/semsearch/words\?q=(\w+)">', r.text)
+    words = re.findall(r'<td data-label="word"><a href="/photos/-/semsearch/words\?q=(\w+)">', r.text)
     assert len(words) == 5 and "cat" not in words and "dog" in words
     r = await get(ds, "/photos/-/semsearch/words?q=zzzqqxx")
-    assert r.status_code == 400 and "no known words" in r.text
+    assert r.status_code == 400 and "<q>zzzqqxx</q> is not a word this database knows" in r.text
 
 
 @pytest.mark.asyncio
