@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -46,11 +47,19 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(plugin_photos: dict[str, Any]) -> Iterator[str]:
-    """``datasette photos.db`` on a free localhost port; yields its base URL."""
+def server(plugin_photos: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``datasette photos.db`` (a copy, with one evaluation stored for the report) on a
+    free localhost port; yields its base URL."""
+    from semsearch_sqlite.pipeline.evaluate import evaluate
+    from semsearch_sqlite.storage.store import Store
+
+    db = tmp_path_factory.mktemp("browser") / "photos.db"
+    shutil.copy(plugin_photos["db"], db)
+    with Store.open(db) as store:
+        evaluate(store, zero_shot=0.4, seed=3)
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "datasette", plugin_photos["db"], "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "datasette", str(db), "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -142,10 +151,14 @@ def test_a_phone_gets_columns_and_no_sideways_scrolling(server: str, browser: Br
     assert len(set(tabs)) <= 1  # the tabs fit on one line
     if browser.eval("!!document.querySelector('.semsearch-grid')"):
         assert browser.eval(COLUMNS) >= 2
-    if "words" in path:  # the table keeps its column names, as labels of each cell
-        labels = browser.eval("Array.from(document.querySelectorAll('.semsearch-words td')).slice(0, 4)"
+    if "words" in path:  # a narrow table stays a table, its column names showing
+        heads = browser.eval("Array.from(document.querySelectorAll('.semsearch-words th'))"
+                             ".map(th => th.getBoundingClientRect().height > 0 ? th.innerText : null)")
+        assert heads == ["rank", "word", "distance", "images"]
+    if "report" in path:  # a wide one becomes cards, each value labelled with its column's name
+        labels = browser.eval("Array.from(document.querySelectorAll('.semsearch-labels-table tr:first-child td'))"
                               ".map(td => getComputedStyle(td, '::before').content)")
-        assert labels == ['"rank"', '"word"', '"distance"', '"images"']
+        assert labels[:2] == ['"label"', '"images"']
     if path == "/photos/-/semsearch?q=dog":
         _shot(browser, "search-390")
 
@@ -168,13 +181,16 @@ def test_upload_shows_progress_the_query_image_and_keeps_the_settings(
     browser.set_files("#semsearch-image", [str(image)])
     browser.eval("document.querySelector('#semsearch-image').dispatchEvent(new Event('change'))")
     assert browser.wait_for("document.querySelector('.semsearch-chosen').naturalWidth") > 0  # a preview at once
-    browser.eval("document.querySelector('input[name=k]').value = '5';"
-                 "document.querySelector('select[name=space]').value = 'semantic';"
-                 "document.querySelector('form.semsearch-upload').requestSubmit()")
-    # while the server embeds the image, the form says so
-    busy = browser.eval("document.querySelector('form.semsearch-upload').classList.contains('semsearch-busy') && "
-                        "getComputedStyle(document.querySelector('.semsearch-progress')).display")
-    assert busy in ("flex", None)  # None: the answer already came back
+    # while the server embeds the image, the form says so (read in the same task as the
+    # submit, before the answer can replace the page)
+    busy = browser.eval("(() => { const form = document.querySelector('form.semsearch-upload');"
+                        "document.querySelector('input[name=k]').value = '5';"
+                        "document.querySelector('select[name=space]').value = 'semantic';"
+                        "form.requestSubmit();"
+                        "return [form.classList.contains('semsearch-busy'),"
+                        "getComputedStyle(form.querySelector('.semsearch-progress')).display,"
+                        "form.querySelector('input[type=submit]').disabled]; })()")
+    assert busy == [True, "flex", True]
     browser.wait_for("!!document.querySelector('.semsearch-query-image') && document.readyState === 'complete'",
                      timeout=BROWSER_TIMEOUT)
     browser.settle()

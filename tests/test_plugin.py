@@ -452,6 +452,15 @@ async def test_unknown_urls_anywhere_are_404(ds: Datasette, path: str, json_body
         assert "<title>Error 404</title>" in r.text
 
 
+@pytest.mark.asyncio
+async def test_404s_leave_no_traceback_in_the_log(ds: Datasette, capsys: pytest.CaptureFixture[str]) -> None:
+    for path in ("/photos/nonexistent-table", "/a/b/c/d/e", "/photos/-/semsearch/image/999999", "/photos/x.json"):
+        r = await get(ds, path)
+        assert r.status_code == 404
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err and "locals" not in out.out + out.err
+
+
 def test_rich_is_installed_so_the_404_guard_is_exercised() -> None:
     # keras pulls rich in; without it Datasette's handler never crashed
     import datasette.handle_exception

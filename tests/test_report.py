@@ -77,7 +77,7 @@ async def test_report_shows_each_methods_figures(evaluated: dict[str, Any]) -> N
     figures = evaluated["figures"]
     methods = figures["zero_shot"]["methods"]
     assert set(methods) == {"auto", "conse", "chance"}
-    table = part(r.text, 'class="semsearch-table semsearch-methods"', "</table>")
+    table = part(r.text, 'class="semsearch-table semsearch-cards semsearch-methods"', "</table>")
     for name, m in methods.items():
         row = re.search(rf'<tr class="semsearch-method-{name}">(.*?)</tr>', table, re.S).group(1)
         cells = [re.sub(r"<[^>]+>", "", c) for c in re.findall(r'<td class="semsearch-num" data-label="[^"]*">(.*?)</td>', row, re.S)]
