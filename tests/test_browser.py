@@ -163,6 +163,28 @@ def test_a_phone_gets_columns_and_no_sideways_scrolling(server: str, browser: Br
         _shot(browser, "search-390")
 
 
+# WCAG contrast of an element's text against the first opaque background behind it
+CONTRAST = """(selector) => {
+  const rgb = c => c.match(/[\\d.]+/g).map(Number);
+  const lum = c => { const v = rgb(c).slice(0, 3).map(x => { x /= 255;
+    return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); });
+    return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
+  const el = document.querySelector(selector);
+  let bg = el, colour = 'rgb(255, 255, 255)';
+  while (bg) { const c = getComputedStyle(bg).backgroundColor; const a = rgb(c);
+    if (a.length < 4 || a[3] > 0) { colour = c; break; } bg = bg.parentElement; }
+  const [hi, lo] = [lum(getComputedStyle(el).color), lum(colour)].sort((a, b) => b - a);
+  return (hi + 0.05) / (lo + 0.05);
+}"""
+
+
+@pytest.mark.parametrize("selector", [".semsearch-name", ".semsearch-distance", ".semsearch-help", ".semsearch-showing",
+                                      ".semsearch-legend summary"])
+def test_small_text_has_enough_contrast(server: str, browser: Browser, selector: str) -> None:
+    browser.open(f"{server}/photos/-/semsearch?q=dog")
+    assert browser.eval(f"({CONTRAST})({selector!r})") >= 4.5
+
+
 def test_the_empty_search_page_offers_labels_and_examples(server: str, browser: Browser) -> None:
     browser.open(f"{server}/photos/-/semsearch")
     labels = browser.eval("Array.from(document.querySelectorAll('.semsearch-labels li')).map(li => li.innerText)")

@@ -7,6 +7,7 @@ pipeline's output (``plugin_photos`` in conftest.py).
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 import sqlite3
@@ -518,6 +519,41 @@ async def test_menu_and_database_action_links(ds: Datasette) -> None:
     assert '<a href="/photos/-/semsearch">Image search: photos</a>' in home
     page = (await get(ds, "/photos")).text
     assert 'href="/photos/-/semsearch"' in page and "Semantic image search" in page
+    # a visible link too, not only the gear menu's
+    visible = page.split('<p class="semsearch-database-link"', 1)[1].split("</p>", 1)[0]
+    assert '<a href="/photos/-/semsearch"><strong>Image search</strong></a>' in visible
+
+
+@pytest.mark.asyncio
+async def test_the_database_page_link_honours_permissions(db: str) -> None:
+    ds = make_ds(db, {"databases": {"photos": {"tables": {"images": {"allow": {"id": "root"}}}}}})
+    page = (await get(ds, "/photos")).text
+    assert "semsearch-database-link" not in page
+    page = (await get(ds, "/photos", cookies=root_cookies(ds))).text
+    assert "semsearch-database-link" in page
+
+
+@pytest.mark.asyncio
+async def test_thumbnails_say_what_they_show_and_ids_link_to_image_pages(ds: Datasette, db: str) -> None:
+    with sqlite3.connect(db) as conn:
+        rows = {i: (p, lab) for i, p, lab in conn.execute("select id, path, label from images")}
+    r = await get(ds, "/photos/-/semsearch?q=dog&k=15")
+    alts = re.findall(r'<a href="/photos/-/semsearch/image/(\d+)" title="[^"]*">\s*<img [^>]*alt="([^"]*)"', r.text)
+    assert len(alts) == 15 and len({alt for _, alt in alts}) == 15  # no two alike
+    for image_id, alt in alts:
+        path, label = rows[int(image_id)]
+        assert alt == str(escape(f"{label}, {path.rsplit('/', 1)[-1]}"))
+    # the images table: a small thumbnail beside the path (its second column), linked
+    r = await get(ds, "/photos/images?_size=3")
+    cell = re.search(r'<td class="col-path[^"]*">(.*?)</td>', r.text, re.S).group(1)
+    assert cell.startswith('<a href="/photos/-/semsearch/image/1" class="semsearch-path-cell"><img ')
+    assert cell.endswith(f"{escape(rows[1][0])}</a>")
+    thumb = re.search(r'<td class="col-thumbnail[^"]*">(.*?)</td>', r.text, re.S).group(1)
+    assert f'alt="{escape(rows[1][1])}, {escape(rows[1][0].rsplit("/", 1)[-1])}"' in thumb
+    # image_id cells, in tables and query results, link to the image page
+    r = await get(ds, "/photos?sql=select+image_id,+label+from+similar_images(:q,+2)&q=cat")
+    ids = re.findall(r'<td class="col-image_id[^"]*"><a href="/photos/-/semsearch/image/(\d+)">(\d+)</a></td>', r.text)
+    assert len(ids) == 2 and all(a == b for a, b in ids)
 
 
 @pytest.mark.asyncio
@@ -554,8 +590,14 @@ async def test_upload_finds_images_like_the_uploaded_one(ds: Datasette, db: str,
     assert len(ids) == 3
     assert labels_by_id(db)[ids[0]] == "car"  # the same picture is in the database
     assert "&lt;b&gt;my car&lt;/b&gt;.png" in r.text and "<b>my car" not in r.text
+    # the query image is shown beside its results, a small JPEG made from the upload
+    preview = re.search(r'<div class="semsearch-query-image">\s*<img src="data:image/jpeg;base64,([^"]+)"', r.text)
+    with Image.open(io.BytesIO(base64.b64decode(preview.group(1)))) as shown:
+        assert shown.format == "JPEG" and max(shown.size) <= 256
     r = await post_upload(ds, path.read_bytes(), k="2", space="semantic")
     assert r.status_code == 200 and r.text.count('class="semsearch-card"') == 2
+    # the settings are kept for the next search
+    assert 'name="k" value="2"' in r.text and '<option value="semantic" selected>' in r.text
 
 
 @pytest.mark.asyncio
