@@ -100,7 +100,7 @@ class Paging:
     total: int
 
     @classmethod
-    def of(cls, page: int, per_page: int, total: int) -> "Paging":
+    def of(cls, page: int, per_page: int, total: int) -> Paging:
         """``page`` clamped to the pages that exist (the last one past the end)."""
         total = max(0, min(total, MAX_K))
         pages = max(1, -(-total // per_page))

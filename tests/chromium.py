@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 CHROMIUM = "/usr/bin/chromium"
 TIMEOUT = 60.0
@@ -37,16 +37,18 @@ class Browser:
         self._profile = tempfile.mkdtemp(prefix="semsearch-chromium-")
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
-        # Chromium reads commands on fd 3 and writes replies on fd 4. os.pipe()'s fds are
-        # not inheritable, so with close_fds=False only the two dup2'ed copies reach it.
+        # Chromium reads commands on fd 3 and writes replies on fd 4: bash moves the pipe
+        # ends there before exec'ing it (no preexec_fn, which isn't safe beside threads)
+        command = [
+            executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+            "--hide-scrollbars", "--remote-debugging-pipe", f"--user-data-dir={self._profile}", "about:blank",
+        ]
         self._proc = subprocess.Popen(
-            [
-                executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                "--hide-scrollbars", "--remote-debugging-pipe", f"--user-data-dir={self._profile}", "about:blank",
-            ],
+            ["bash", "-c", f'exec "$@" 3<&{to_chrome_r} 4>&{from_chrome_w} {to_chrome_r}<&- {from_chrome_w}>&-',
+             "chromium", *command],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            close_fds=False, preexec_fn=_pipes_to_3_and_4(to_chrome_r, from_chrome_w),
+            pass_fds=(to_chrome_r, from_chrome_w),
         )
         os.close(to_chrome_r)
         os.close(from_chrome_w)
@@ -117,9 +119,9 @@ class Browser:
         if lazy:
             self.eval("document.querySelectorAll('img[loading=lazy]').forEach(i => { i.loading = 'eager'; })")
         self.eval(
-            "Promise.race([new Promise(r => setTimeout(r, %d)), Promise.all(Array.from(document.images)"
+            f"Promise.race([new Promise(r => setTimeout(r, {int(timeout_ms)})), Promise.all(Array.from(document.images)"
             ".filter(i => !i.complete && i.loading !== 'lazy').map(i => new Promise(r => "
-            "{i.addEventListener('load', r); i.addEventListener('error', r);})))])" % timeout_ms,
+            "{i.addEventListener('load', r); i.addEventListener('error', r);})))])",
             await_promise=True,
         )
 
@@ -178,20 +180,8 @@ class Browser:
                 pass
         shutil.rmtree(self._profile, ignore_errors=True)
 
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _pipes_to_3_and_4(read_end: int, write_end: int) -> Any:
-    """A ``preexec_fn`` putting the pipe ends on the fds Chromium's pipe mode expects."""
-
-    def move() -> None:
-        # dup both first: one of them may already sit on fd 3 or 4
-        r, w = os.dup(read_end), os.dup(write_end)
-        os.dup2(r, 3)
-        os.dup2(w, 4)
-
-    return move

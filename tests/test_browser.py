@@ -197,7 +197,7 @@ def test_the_empty_search_page_offers_labels_and_examples(server: str, browser: 
 def test_upload_shows_progress_the_query_image_and_keeps_the_settings(
     server: str, browser: Browser, plugin_photos: dict[str, Any], tmp_path: Path
 ) -> None:
-    image = sorted(Path(plugin_photos["images"], "car").iterdir())[0]
+    image = min(Path(plugin_photos["images"], "car").iterdir())
     browser.open(f"{server}/photos/-/semsearch/upload")
     assert browser.eval("document.querySelector('label[for=semsearch-image]').innerText").startswith("Image file")
     browser.set_files("#semsearch-image", [str(image)])
@@ -224,13 +224,14 @@ def test_upload_shows_progress_the_query_image_and_keeps_the_settings(
 
 
 def test_a_dropped_image_is_searched(server: str, browser: Browser, plugin_photos: dict[str, Any]) -> None:
-    data = sorted(Path(plugin_photos["images"], "dog").iterdir())[0].read_bytes()
+    data = min(Path(plugin_photos["images"], "dog").iterdir()).read_bytes()
     browser.open(f"{server}/photos/-/semsearch/upload")
+    encoded = base64.b64encode(data).decode("ascii")
     browser.eval(
-        "(() => { const bytes = Uint8Array.from(atob('%s'), c => c.charCodeAt(0));"
+        f"(() => {{ const bytes = Uint8Array.from(atob('{encoded}'), c => c.charCodeAt(0));"
         "const t = new DataTransfer(); t.items.add(new File([bytes], 'dropped.png', {type: 'image/png'}));"
         "document.querySelector('.semsearch-drop').dispatchEvent(new DragEvent('drop', {dataTransfer: t, bubbles: true,"
-        " cancelable: true})); })()" % base64.b64encode(data).decode("ascii")
+        " cancelable: true})); })()"
     )
     browser.wait_for("!!document.querySelector('.semsearch-query-image') && document.readyState === 'complete'",
                      timeout=BROWSER_TIMEOUT)
