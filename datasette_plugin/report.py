@@ -22,7 +22,7 @@ from .compat import resolve
 from .render import card, cards, render, section
 
 WORST_SHOWN = 5  # labels shown with their images
-EXAMPLES_SHOWN = 4  # images of each of those labels
+EXAMPLES_SHOWN = 3  # images of each of those labels (one row of the grid)
 INTRUDERS_SHOWN = 12  # wrong images shown per label
 LAST_SHOWN = 4  # a label's own images ranked last
 TEXT_COLOUR = "#2f6db5"

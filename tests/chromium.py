@@ -11,6 +11,7 @@ needs nothing but the standard library and Debian's ``chromium``.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import select
@@ -37,6 +38,8 @@ class Browser:
         self._profile = tempfile.mkdtemp(prefix="semsearch-chromium-")
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
+        # the child's ends, moved above 9 so that putting them on 3 and 4 can't clobber them
+        to_chrome_r, from_chrome_w = (_above_9(fd) for fd in (to_chrome_r, from_chrome_w))
         # Chromium reads commands on fd 3 and writes replies on fd 4: bash moves the pipe
         # ends there before exec'ing it (no preexec_fn, which isn't safe beside threads)
         command = [
@@ -185,3 +188,10 @@ class Browser:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _above_9(fd: int) -> int:
+    """``fd`` moved to a descriptor number of at least 10 (the old one is closed)."""
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return moved
