@@ -781,3 +781,29 @@ async def test_startup_loads_the_vectors_before_the_first_query(ds: Datasette, d
     await ds.invoke_startup()
     cached = index.cached_tables(str(Path(db).resolve()))
     assert cached == {"vec_words", "vec_visual", "vec_semantic"}
+
+
+@pytest.mark.asyncio
+async def test_cards_show_a_hits_match_cue_when_it_has_one(ds: Datasette, db: str) -> None:
+    from dataclasses import dataclass
+
+    from semsearch_sqlite.queries.search import ImageHit
+    from semsearch_sqlite.storage.store import connect
+
+    @dataclass
+    class CuedHit(ImageHit):  # what a later version's hits may carry
+        match: str = "weak"
+
+    conn = connect(db, readonly=True)
+    try:
+        plain = render.cards(conn, [ImageHit(1, "p", "cat", 0.2, 1)])
+        cued = render.cards(conn, [CuedHit(1, "p", "cat", 0.4, 1)])
+    finally:
+        conn.close()
+    assert plain[0]["match"] is None and cued[0]["match"] == "weak"
+    await ds.invoke_startup()
+    template = ds.jinja_env.from_string('{% from "_semsearch_grid.html" import grid %}{{ grid(cards, semsearch, 1) }}')
+    urls = render.Urls(ds, "photos")
+    html = await template.render_async(cards=cued, semsearch=urls)
+    assert 'class="semsearch-card semsearch-match-weak"' in html and '<span class="semsearch-match"' in html
+    assert "semsearch-match" not in await template.render_async(cards=plain, semsearch=urls)
