@@ -48,7 +48,7 @@ def register_routes():
 
 @hookimpl
 def render_cell(value, column, table, row, database, datasette):
-    return media.render_thumbnail(value, column, table, row, database, datasette)
+    return media.render_cell(value, column, table, row, database, datasette)
 
 
 @hookimpl
@@ -68,6 +68,17 @@ def database_actions(datasette, actor, database):
 
 
 @hookimpl
+def extra_template_vars(template, database, view_name, datasette, request):
+    if view_name != "database" or not database:
+        return None
+
+    async def inner():
+        return await views.database_page_vars(datasette, request.actor if request else None, database)
+
+    return inner
+
+
+@hookimpl
 def get_metadata(datasette, database):
     # Datasette 0.65 only: hide vec0 shadow tables (on 1.0a, startup marks them in its config)
     return databases.hidden_tables_metadata(datasette, database)
@@ -80,12 +91,14 @@ def skip_csrf(scope):
 
 
 @hookimpl(hookwrapper=True)
-def handle_exception(exception):
-    # A 404 for a URL no route matches would crash Datasette's own handler when `rich`
-    # is installed (0.65 and 1.0a alike): see compat.guard_exception_handlers.
+def handle_exception(datasette, request, exception):
+    # Datasette awaits every handler's answer. For a 404 its own handler's prints a
+    # `rich` traceback (0.4-0.9 s, ~100 log lines), and for a URL no route matches it
+    # crashes when `rich` is installed: see compat.guard_exception_handlers.
     outcome = yield
     try:
         results = outcome.get_result()
     except BaseException:  # noqa: BLE001 - another handler raised: leave that as it is
         return
+    results = compat.quiet_not_found(results, datasette, request, exception)
     outcome.force_result(compat.guard_exception_handlers(results, exception))

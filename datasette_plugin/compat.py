@@ -13,8 +13,8 @@ import sys
 from functools import partial
 from typing import Any
 
-from datasette import Forbidden, NotFound
-from datasette.utils import await_me_maybe, tilde_decode
+from datasette import Forbidden, NotFound, Response
+from datasette.utils import add_cors_headers, await_me_maybe, tilde_decode
 
 from .databases import is_semsearch
 
@@ -84,6 +84,36 @@ async def resolve(datasette: Any, request: Any) -> tuple[Any, bool]:
 
 
 # -- Datasette's default exception handler -------------------------------------------------
+
+
+def quiet_not_found(results: list[Any], datasette: Any, request: Any, exception: BaseException) -> list[Any]:
+    """``handle_exception`` results with, for a 404 anywhere on the server, Datasette's
+    default handler swapped for :func:`not_found`: the same error page without its
+    ``rich`` traceback (``show_locals``), which costs 0.4-0.9 s and ~100 log lines per
+    mistyped URL. Other plugins' answers, and every other error, are left as they are."""
+    if not isinstance(exception, NotFound):
+        return results
+    return [
+        not_found(datasette, request, exception) if getattr(r, "__module__", None) == DEFAULT_HANDLER_MODULE else r
+        for r in results
+    ]
+
+
+def not_found(datasette: Any, request: Any, exception: BaseException) -> Any:
+    """Datasette's 404 page (JSON for ``.json`` URLs), as its default handler renders it."""
+
+    async def inner() -> Response:
+        message = exception.args[0] if exception.args else "Not found"
+        info = {"ok": False, "error": message, "status": 404, "title": None}
+        headers: dict[str, str] = {}
+        if getattr(datasette, "cors", False):
+            add_cors_headers(headers)
+        if request is not None and request.path.split("?")[0].endswith(".json"):
+            return Response.json(info, status=404, headers=headers)
+        html = await datasette.render_template(["404.html", "error.html"], info, request=request)
+        return Response.html(html, status=404, headers=headers)
+
+    return inner
 
 
 def guard_exception_handlers(results: list[Any], exception: BaseException) -> list[Any]:

@@ -13,7 +13,7 @@ from semsearch_sqlite.storage import rows
 
 from .compat import resolve
 from .databases import is_ours
-from .render import Urls
+from .render import Urls, alt_text
 
 CELL_THUMBNAIL_LIMIT = 200_000  # bytes: bigger BLOBs in a `thumbnail` column are left alone
 CACHE_SECONDS = 3600
@@ -89,10 +89,33 @@ def _image_response(request: Any, data: bytes, mime: str | None, tag: str, priva
 # -- cells ---------------------------------------------------------------------------------
 
 
+def render_cell(value: Any, column: str, table: str | None, row: Any, database: str, datasette: Any) -> Markup | None:
+    """``render_cell``: pictures for thumbnails, links to image pages for image ids."""
+    if column == "thumbnail":
+        return render_thumbnail(value, column, table, row, database, datasette)
+    if not is_ours(datasette, database):
+        return None
+    if column == "path" and table == "images":
+        # the images table's thumbnail column is its 10th, off-screen: show a small one
+        # beside the path, which is the second (alt="": the link's text is the path)
+        iid = _row_value(row, "id")
+        if isinstance(iid, int) and isinstance(value, str):
+            urls = Urls(datasette, database)
+            return Markup(
+                f'<a href="{escape(urls.image(iid))}" class="semsearch-path-cell"><img class="semsearch-cell" '
+                f'src="{escape(urls.thumb(iid))}" alt="" loading="lazy" '
+                f'style="max-width: 64px; max-height: 48px; vertical-align: middle; margin-right: 0.4em">'
+                f"{escape(value)}</a>"
+            )
+    if column == "image_id" and isinstance(value, int) and not isinstance(value, bool):
+        return Markup(f'<a href="{escape(Urls(datasette, database).image(value))}">{value}</a>')
+    return None
+
+
 def render_thumbnail(
     value: Any, column: str, table: str | None, row: Any, database: str, datasette: Any
 ) -> Markup | None:
-    """``render_cell``: a ``thumbnail`` column holding image bytes as an ``<img>``."""
+    """A ``thumbnail`` column holding image bytes as an ``<img>`` (alt: label, file name)."""
     if column != "thumbnail" or not isinstance(value, (bytes, bytearray, memoryview)):
         return None
     data = bytes(value)
@@ -100,20 +123,22 @@ def render_thumbnail(
     if mime is None:
         return None
     ours = is_ours(datasette, database)
+    path = _row_value(row, "path")
+    alt = escape(alt_text(_row_value(row, "label"), path.rsplit("/", 1)[-1]) if isinstance(path, str) else "thumbnail")
     if ours and table == "images":
         iid = _row_value(row, "id")
         if isinstance(iid, int):
             urls = Urls(datasette, database)
             return Markup(
                 f'<a href="{escape(urls.image(iid))}"><img class="semsearch-cell" '
-                f'src="{escape(urls.thumb(iid))}" alt="image {iid}" loading="lazy" '
+                f'src="{escape(urls.thumb(iid))}" alt="{alt}" loading="lazy" '
                 'style="max-width: 128px; max-height: 128px"></a>'
             )
     if len(data) > CELL_THUMBNAIL_LIMIT:
         return None
     img = (
         f'<img class="semsearch-cell" src="data:{mime};base64,{base64.b64encode(data).decode("ascii")}" '
-        'alt="thumbnail" style="max-width: 128px; max-height: 128px">'
+        f'alt="{alt}" style="max-width: 128px; max-height: 128px">'
     )
     iid = _row_value(row, "image_id") if ours else None
     if isinstance(iid, int):

@@ -1,18 +1,22 @@
-"""What every page of the plugin shares: its URLs, request parameters, the thumbnail
-grid's cards, and rendering a template with the common context."""
+"""What every page of the plugin shares: its URLs, request parameters, paging, the
+thumbnail grid's cards, unknown-word suggestions, and rendering a template with the
+common context."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import urllib.parse
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from datasette import Response
 
-from semsearch_sqlite.queries import search
+from semsearch_sqlite.errors import SemsearchError, UnknownWordsError
+from semsearch_sqlite.queries import hints, search
 from semsearch_sqlite.storage import rows
-from semsearch_sqlite.errors import SemsearchError
+from semsearch_sqlite.vectors.matrix import MAX_K
 
 PLUGIN = "semsearch-sqlite"  # the distribution name: Datasette serves static files under it
 DEFAULT_K = 24
@@ -37,8 +41,8 @@ class Urls:
         self.database = database
         self.base = datasette.urls.database(database) + "/-/semsearch"
 
-    def search(self, q: str | None = None, k: int | None = None) -> str:
-        return self.base + _query({"q": q, "k": k})
+    def search(self, q: str | None = None, k: int | None = None, page: int | None = None) -> str:
+        return self.base + _query({"q": q, "k": k, "page": page if page != 1 else None})
 
     def words(self, q: str | None = None) -> str:
         return self.base + "/words" + _query({"q": q})
@@ -49,8 +53,10 @@ class Urls:
     def report(self) -> str:
         return self.base + "/report"
 
-    def image(self, image_id: int, focus: str | None = None) -> str:
-        return f"{self.base}/image/{int(image_id)}" + _query({"focus": focus})
+    def image(self, image_id: int, focus: str | None = None, **pages: Any) -> str:
+        """An image page; ``pages`` are its sections' page numbers (``visual_page=2``)."""
+        kept = {name: n for name, n in pages.items() if not (name.endswith("_page") and n == 1)}
+        return f"{self.base}/image/{int(image_id)}" + _query({"focus": focus, **kept})
 
     def thumb(self, image_id: int) -> str:
         return f"{self.base}/thumb/{int(image_id)}.jpg"
@@ -77,10 +83,68 @@ def _query(params: dict[str, Any]) -> str:
     return ("?" + urllib.parse.urlencode(kept)) if kept else ""
 
 
-def card(row: rows.ImageRow, *, rank: int, distance: float | None = None) -> dict[str, Any]:
-    """What a thumbnail grid shows of one image."""
+def page_number(raw: Any) -> int:
+    """``page`` from a query string: a whole number from 1 (anything else: 1)."""
+    try:
+        return max(1, int(str(raw).strip()))
+    except (TypeError, ValueError):
+        return 1
+
+
+@dataclass(frozen=True)
+class Paging:
+    """One page of a ranking: results ``first``..``last`` of ``total``."""
+
+    page: int
+    per_page: int
+    total: int
+
+    @classmethod
+    def of(cls, page: int, per_page: int, total: int) -> Paging:
+        """``page`` clamped to the pages that exist (the last one past the end)."""
+        total = max(0, min(total, MAX_K))
+        pages = max(1, -(-total // per_page))
+        return cls(max(1, min(page, pages)), per_page, total)
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+    @property
+    def k(self) -> int:
+        """How many results to ask the library for: this page and every one before it."""
+        return min(self.page * self.per_page, MAX_K)
+
+    @property
+    def first(self) -> int:
+        return min((self.page - 1) * self.per_page + 1, self.total)
+
+    @property
+    def last(self) -> int:
+        return min(self.page * self.per_page, self.total)
+
+    @property
+    def previous(self) -> int | None:
+        return self.page - 1 if self.page > 1 else None
+
+    @property
+    def next(self) -> int | None:
+        return self.page + 1 if self.page < self.pages else None
+
+    def slice(self, hits: list[Any]) -> list[Any]:
+        return hits[(self.page - 1) * self.per_page : self.page * self.per_page]
+
+
+def card(row: rows.ImageRow, *, rank: int, distance: float | None = None, match: Any = None) -> dict[str, Any]:
+    """What a thumbnail grid shows of one image; ``match`` is a hit's strong/weak cue, if any."""
     return {"image_id": row.id, "path": row.path, "name": row.name, "label": row.label, "distance": distance,
-            "rank": rank, "width": row.thumb_width, "height": row.thumb_height}
+            "rank": rank, "width": row.thumb_width, "height": row.thumb_height, "match": match,
+            "alt": alt_text(row.label, row.name)}
+
+
+def alt_text(label: str | None, name: str) -> str:
+    """What a screen reader says for a thumbnail: its label and file name."""
+    return f"{label}, {name}" if label else name
 
 
 def cards(conn: sqlite3.Connection, hits: list[Any]) -> list[dict[str, Any]]:
@@ -90,25 +154,63 @@ def cards(conn: sqlite3.Connection, hits: list[Any]) -> list[dict[str, Any]]:
     for h in hits:
         row = found.get(h.image_id) or rows.ImageRow(h.image_id, h.path, h.label)
         out.append(card(rows.ImageRow(h.image_id, h.path, h.label, row.thumb_width, row.thumb_height),
-                        rank=h.rank, distance=h.distance))
+                        rank=h.rank, distance=h.distance, match=getattr(h, "match", None)))
     return out
 
 
-def section(fn: Callable[[], Any]) -> dict[str, Any]:
-    """Run one query of a page; a SemsearchError becomes the section's error message."""
+def section(fn: Callable[[], Any], conn: sqlite3.Connection | None = None, q: str | None = None) -> dict[str, Any]:
+    """Run one query of a page; a SemsearchError becomes the section's error message.
+
+    With ``conn``, a query of unknown words gets ``unknown_words`` and ``suggestions``
+    (the known words spelt like them) instead of the library's command-line advice.
+    """
     try:
         res = fn()
+    except UnknownWordsError as e:
+        if conn is None:
+            return {"error": str(e)}
+        return {"error": "unknown", "unknown_words": e.words, "suggestions": suggestions(conn, e.words, q)}
     except SemsearchError as e:
         return {"error": str(e)}
     return {"results": res}
 
 
-def image_results(conn: sqlite3.Connection, fn: Callable[[], search.Results]) -> dict[str, Any]:
-    """:func:`section` for a query returning images: their ``cards``, unknown words, note."""
-    out = section(fn)
+def suggestions(conn: sqlite3.Connection, words: list[str], q: str | None) -> list[dict[str, Any]]:
+    """For each unknown word: the known words spelt like it, each with the query it makes."""
+    out = []
+    for word in words:
+        try:
+            near = hints.suggest_words(conn, word)
+        except SemsearchError:
+            near = []
+        out.append({"word": word, "near": [{"word": w, "q": replace_word(q or word, word, w)} for w in near]})
+    return out
+
+
+def replace_word(q: str, word: str, new: str) -> str:
+    """``q`` with the whole word ``word`` (any case) replaced by ``new``."""
+    pattern = r"(?<![\w])" + re.escape(word) + r"(?![\w])"
+    replaced = re.sub(pattern, lambda _: new, q, flags=re.IGNORECASE)
+    return replaced if replaced != q else new
+
+
+def image_results(
+    conn: sqlite3.Connection,
+    fn: Callable[[], search.Results],
+    paging: Paging | None = None,
+    q: str | None = None,
+) -> dict[str, Any]:
+    """:func:`section` for a query returning images: their ``cards``, unknown words, note.
+
+    With ``paging``, ``fn`` was asked for ``paging.k`` results and this page's slice is
+    kept (so page 2 continues exactly where page 1 stopped).
+    """
+    out = section(fn, conn, q)
     if "results" in out:
         res = out["results"]
-        out = {"cards": cards(conn, res.hits), "unknown": res.unknown, "note": res.note}
+        hits = paging.slice(res.hits) if paging is not None else res.hits
+        out = {"cards": cards(conn, hits), "unknown": res.unknown, "note": res.note, "paging": paging,
+               "suggestions": suggestions(conn, res.unknown, q) if res.unknown else []}
     return out
 
 

@@ -1,13 +1,15 @@
 """``/<db>/-/semsearch/report``: the latest ``semsearch-sqlite evaluate`` run, read back
-from the ``evaluations`` table and drawn: the methods side by side, per-label P@10 as an
-SVG bar chart, and the labels search finds worst, with their images and what a search
-for their name returns now."""
+from the ``evaluations`` table and told in plain words: the headline figures, each with
+a line saying what it measures; the methods side by side; per-label P@10 as an SVG bar
+chart; and the labels a search by name ranks worst (lowest average precision), with the
+wrong images that get ahead of their own and the own images it ranks last."""
 
 from __future__ import annotations
 
 import math
 import os
 import sqlite3
+from datetime import datetime
 from typing import Any
 
 from datasette import Response
@@ -17,18 +19,47 @@ from semsearch_sqlite.storage import rows
 
 from .chart import Series, bar_chart
 from .compat import resolve
-from .render import card, image_results, render
+from .render import card, cards, render, section
 
 WORST_SHOWN = 5  # labels shown with their images
-EXAMPLES_SHOWN = 4  # images of each of those labels
+EXAMPLES_SHOWN = 3  # images of each of those labels (one row of the grid)
+INTRUDERS_SHOWN = 12  # wrong images shown per label
+LAST_SHOWN = 4  # a label's own images ranked last
 TEXT_COLOUR = "#2f6db5"
 VISUAL_COLOUR = "#e0912f"
 MAKE_ONE = "semsearch-sqlite evaluate {path}"
 METHOD_NOTES = {
-    "auto": "the default word-space model, refitted without the held-out labels",
-    "conse": "ConSE: the CNN's ImageNet class probabilities mixing the class names' word vectors",
-    "chance": "a random ranking: each label's share of the scored images",
+    "auto": "this database's own model, trained again without the new labels",
+    "conse": "no training: the image model's 1,000 ImageNet guesses, mixed as words (ConSE)",
+    "chance": "a random order, for comparison",
 }
+# the methods table's columns (summary_rows' names) in plain words
+METHOD_COLUMNS = {
+    "seen P@10": "right in top 10, known labels",
+    "zero-shot P@10": "right in top 10, new labels",
+    "seen AP": "ranking, known labels",
+    "zero-shot AP": "ranking, new labels",
+    "tag@5 seen": "label in top 5 tags, known",
+    "tag@5 zero-shot": "label in top 5 tags, new",
+    "fit s": "training time (s)",
+}
+# provenance keys in plain words; hashes are left out
+PROVENANCE_NAMES = {
+    "backbone": "image model",
+    "words_source": "word vectors",
+    "semantic_method": "word-space model",
+    "package_version": "semsearch-sqlite",
+}
+
+
+def when(iso: Any) -> str:
+    """A stored ISO timestamp for people: ``1 December 2026, 20:21 UTC`` (as stored if unreadable)."""
+    try:
+        t = datetime.fromisoformat(str(iso))
+    except ValueError:
+        return str(iso or "")
+    zone = " UTC" if t.utcoffset() is not None and not t.utcoffset() else (t.strftime(" %z") if t.tzinfo else "")
+    return f"{t.day} {t.strftime('%B %Y, %H:%M')}{zone}"
 
 
 def fig(value: Any, digits: int = 3) -> str:
@@ -49,7 +80,8 @@ def read_report(conn: sqlite3.Connection) -> dict[str, Any]:
     if found is None:
         return {}
     eval_id = found.id
-    out: dict[str, Any] = {"id": eval_id, "created_at": found.created_at, "count": found.runs}
+    out: dict[str, Any] = {"id": eval_id, "created_at": found.created_at, "created": when(found.created_at),
+                           "count": found.runs}
     figures, settings, provenance = found.figures, found.settings, found.provenance
     if not isinstance(figures, dict) or not isinstance(figures.get("visual_p_at_10"), dict):
         out["broken"] = f"evaluation {eval_id} has no readable figures"
@@ -80,14 +112,45 @@ def read_report(conn: sqlite3.Connection) -> dict[str, Any]:
                          {c["name"]: c["visual_p"] for c in classes}, {c["name"]: c["visual_limit"] for c in classes}))
     out["chart"] = bar_chart(names, series, title=f"P@{k} per label, worst first")
     out["methods"], out["held_out"] = _methods(figures)
-    worst = [c for c in classes if c["failing"]][:WORST_SHOWN]
-    for c in worst:
-        c["examples"] = _examples(conn, c["name"])
-        c["search"] = image_results(
-            conn, lambda name=c["name"]: search.similar_images(conn, name, k, allow_unknown=True)
-        )
-    out["worst"] = worst
+    out["worst"] = [_worst(conn, c) for c in worst_classes(classes)]
     return out
+
+
+def worst_classes(classes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The labels a search by name ranks worst: lowest text AP first (visual P@k as a
+    share of its limit where no text figures were stored), only those short of perfect."""
+    if any(c["text_ap"] is not None for c in classes):
+        failing = [c for c in classes if c["text_ap"] is not None and c["text_ap"] < 1 - 1e-9]
+        failing.sort(key=lambda c: (c["text_ap"], c["name"]))
+    else:
+        failing = [c for c in classes if c["failing"]]  # already worst first
+    return failing[:WORST_SHOWN]
+
+
+def _worst(conn: sqlite3.Connection, c: dict[str, Any]) -> dict[str, Any]:
+    """One failing label: its first images, and where a search for its name goes wrong:
+    the wrong images ranked among the first ``n`` (``n`` = its number of images, so a
+    perfect search would show none) and its own images ranked last."""
+    c["examples"] = _examples(conn, c["name"])
+    n = max(1, c["images"])
+
+    def ranking() -> search.Results:
+        total = search.ranked_count(conn, "semantic")
+        return search.similar_images(conn, c["name"], total, allow_unknown=True)
+
+    found = section(ranking, conn, c["name"])
+    if "results" in found:
+        hits = found["results"].hits
+        own = [h for h in hits if h.label == c["name"]]
+        wrong = [h for h in hits[:n] if h.label != c["name"]]
+        found = {
+            "window": n, "wrong_count": len(wrong), "own_in_window": n - len(wrong),
+            "wrong": cards(conn, wrong[:INTRUDERS_SHOWN]),
+            "last": cards(conn, own[-LAST_SHOWN:]) if len(own) > n - len(wrong) else [],
+            "unknown": found["results"].unknown,
+        }
+    c["search"] = found
+    return c
 
 
 def _classes(conn: sqlite3.Connection, figures: dict[str, Any], k: int) -> list[dict[str, Any]]:
@@ -122,15 +185,15 @@ def _classes(conn: sqlite3.Connection, figures: dict[str, Any], k: int) -> list[
 
 
 def _provenance(provenance: Any) -> dict[str, str]:
-    """What made the evaluated database, for one line of the page (hashes shortened)."""
+    """What made the evaluated database, for one line of the page, in plain words
+    (hashes are left out: they identify files, they don't describe them)."""
     if not isinstance(provenance, dict):
         return {}
     out = {}
     for key, value in provenance.items():
-        if value in (None, ""):
+        if value in (None, "") or str(key).endswith("sha256"):
             continue
-        text = str(value)
-        out[str(key).replace("_", " ")] = text[:12] if str(key).endswith("sha256") else text
+        out[PROVENANCE_NAMES.get(str(key), str(key).replace("_", " "))] = str(value)
     return out
 
 
@@ -170,6 +233,7 @@ def _methods(figures: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, A
     for r in rows:
         r["note"] = METHOD_NOTES.get(r["method"], "")
         r["best"] = [c for c in best if r[c] == best[c]]
+        r["headings"] = {c: METHOD_COLUMNS.get(c, c) for c in columns}
     methods = zero_shot.get("methods") or {}
     held = zero_shot.get("held_out") or []
     held_out = {

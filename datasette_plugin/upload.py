@@ -4,6 +4,7 @@ off the event loop, and the CSRF check Datasette 0.65 can't do for multipart bod
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import secrets
 import sqlite3
@@ -14,8 +15,9 @@ from typing import Any
 from datasette import Forbidden, Response
 
 from .compat import resolve
+from .config import settings
 from .media import sniff_image
-from .render import DEFAULT_K, image_results, page_k, render
+from .render import image_results, page_k, render
 
 UPLOAD_SLACK = 64 * 1024  # multipart overhead allowed on top of the image itself
 SPACES = ("visual", "semantic")
@@ -29,10 +31,12 @@ async def upload_page(datasette: Any, request: Any) -> Response:
     from semsearch_sqlite.queries import new_image as embed
 
     db, _ = await resolve(datasette, request)
+    config = settings(datasette, db.name)
     available, reason = embed.backbone_available()
     context: dict[str, Any] = {
-        "available": available, "reason": reason, "page": "upload", "k": DEFAULT_K, "space": "visual",
-        "max_mb": embed.MAX_UPLOAD_BYTES // (1024 * 1024), "section": {}, "filename": None,
+        "available": available, "reason": reason, "page": "upload", "k": config.per_page, "space": "visual",
+        "max_mb": embed.MAX_UPLOAD_BYTES // (1024 * 1024), "section": {}, "filename": None, "preview": None,
+        "max_k": config.max_k,
     }
     if request.method != "POST":
         return await render(datasette, request, "semsearch_upload.html", db, context)
@@ -46,7 +50,7 @@ async def upload_page(datasette: Any, request: Any) -> Response:
         return await render(datasette, request, "semsearch_upload.html", db, context, status=e.status)
     if not _csrf_ok(datasette, request, fields.get("csrftoken", "")):
         raise Forbidden("The form's CSRF token is missing or wrong; reload the page and try again")
-    k = page_k(fields.get("k"))
+    k = min(page_k(fields.get("k"), default=config.per_page), config.max_k)
     space = fields.get("space") if fields.get("space") in SPACES else "visual"
     context.update(k=k, space=space)
     upload = files.get("image")
@@ -64,9 +68,15 @@ async def upload_page(datasette: Any, request: Any) -> Response:
 
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
         with _upload_lock:  # one CNN run at a time: it is memory-hungry
-            return image_results(conn, lambda: embed.search_bytes(conn, data, k, space, name=filename))
+            found = image_results(conn, lambda: embed.search_bytes(conn, data, k, space, name=filename))
+        if "cards" in found:  # the query image, shown beside its results (it is not stored)
+            jpeg, width, height = embed.preview_bytes(data, name=filename)
+            found["preview"] = {"src": "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii"),
+                                "width": width, "height": height}
+        return found
 
     context["section"] = await _off_loop(db, run)
+    context["preview"] = context["section"].pop("preview", None)
     status = 400 if context["section"].get("error") else 200
     return await render(datasette, request, "semsearch_upload.html", db, context, status=status)
 

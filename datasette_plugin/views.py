@@ -13,45 +13,74 @@ from typing import Any
 
 from datasette import NotFound, Response
 
-from semsearch_sqlite.queries import search
+from semsearch_sqlite.errors import SemsearchError
+from semsearch_sqlite.queries import hints, search
 from semsearch_sqlite.queries.sqlfuncs import EXAMPLE_SQL
 from semsearch_sqlite.storage import rows
 
 from .compat import can_execute_sql, can_view, resolve, semsearch_databases
+from .config import settings
 from .media import image_id as parse_image_id
-from .render import Urls, image_results, page_k, render, section
+from .render import Paging, Urls, image_results, page_k, page_number, render, section
 
 TAGS_SHOWN = 10
 FOCUS_LINKS = 5
+# the image page's paged sections: name -> (query-string parameter, space)
+IMAGE_SECTIONS = {"visual": ("visual_page", "visual"), "semantic": ("semantic_page", "semantic"),
+                  "focused": ("focus_page", "visual")}
+
+
+def per_page(datasette: Any, database: str, raw: Any) -> int:
+    """Results per page: ``?k=`` if given (up to ``max_k``), else the ``per_page`` setting."""
+    config = settings(datasette, database)
+    return min(page_k(raw, default=config.per_page), config.max_k)
+
+
+def _total(conn: sqlite3.Connection, space: str, exclude_self: bool = False) -> int:
+    try:
+        return search.ranked_count(conn, space, exclude_self=exclude_self)
+    except SemsearchError:  # no vectors yet: the query itself reports it
+        return 0
 
 
 async def search_page(datasette: Any, request: Any) -> Response:
-    """``/<db>/-/semsearch?q=cat+sofa&k=24``: text -> images."""
+    """``/<db>/-/semsearch?q=cat+sofa&page=2``: text -> images, a page at a time."""
     db, _ = await resolve(datasette, request)
     q = (request.args.get("q") or "").strip()
-    k = page_k(request.args.get("k"))
-    found: dict[str, Any] = {}
-    if q:
-        found = await db.execute_fn(
-            lambda conn: image_results(conn, lambda: search.similar_images(conn, q, k, allow_unknown=True))
-        )
+    k = per_page(datasette, db.name, request.args.get("k"))
+    page = page_number(request.args.get("page"))
+
+    def read(conn: sqlite3.Connection) -> dict[str, Any]:
+        if not q:
+            return {"start": hints.starting_points(conn)}
+        paging = Paging.of(page, k, _total(conn, "semantic"))
+        out = image_results(conn, lambda: search.similar_images(conn, q, paging.k, allow_unknown=True), paging, q=q)
+        if out.get("error") == "unknown":  # somewhere to go from here
+            out["start"] = hints.starting_points(conn)
+        return out
+
+    found = await db.execute_fn(read)
     urls = Urls(datasette, db.name)
     sql_url = None
     if q and await can_execute_sql(datasette, request.actor, db.name):
         sql_url = urls.sql(EXAMPLE_SQL["similar_images"], q=q, k=k)
     status = 400 if found.get("error") else 200
+    k_param = k if request.args.get("k") else None  # kept in links only when asked for
     return await render(
         datasette, request, "semsearch_search.html", db,
-        {"q": q, "k": k, "section": found, "sql_url": sql_url, "page": "search"}, status,
+        {"q": q, "k": k, "k_param": k_param, "section": found, "start": found.get("start"),
+         "sql_url": sql_url, "page": "search", "page_url": lambda n: urls.search(q, k=k_param, page=n)}, status,
     )
 
 
 async def image_page(datasette: Any, request: Any) -> Response:
-    """``/<db>/-/semsearch/image/<id>[?focus=word]``: one image, its tags, its neighbours."""
+    """``/<db>/-/semsearch/image/<id>[?focus=word][&visual_page=2]``: one image, its
+    tags, its neighbours in both spaces (and by focus), each list paged."""
     db, _ = await resolve(datasette, request)
     image_id = parse_image_id(request.url_vars["id"])
     focus = (request.args.get("focus") or "").strip() or None
-    k = page_k(request.args.get("k"), default=12)
+    k = per_page(datasette, db.name, request.args.get("k"))
+    pages = {name: page_number(request.args.get(param)) for name, (param, _) in IMAGE_SECTIONS.items()}
 
     def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
         detail = rows.image_detail(conn, image_id)
@@ -59,10 +88,20 @@ async def image_page(datasette: Any, request: Any) -> Response:
             return None
         out: dict[str, Any] = {"image": detail}
         out["tags"] = section(lambda: search.image_tags(conn, image_id, TAGS_SHOWN).hits)
-        out["visual"] = image_results(conn, lambda: search.similar_to_image(conn, image_id, k, "visual"))
-        out["semantic"] = image_results(conn, lambda: search.similar_to_image(conn, image_id, k, "semantic"))
+        paging = {name: Paging.of(pages[name], k, _total(conn, space, exclude_self=True))
+                  for name, (_, space) in IMAGE_SECTIONS.items()}
+        out["visual"] = image_results(
+            conn, lambda: search.similar_to_image(conn, image_id, paging["visual"].k, "visual"), paging["visual"]
+        )
+        out["semantic"] = image_results(
+            conn, lambda: search.similar_to_image(conn, image_id, paging["semantic"].k, "semantic"),
+            paging["semantic"],
+        )
         if focus:
-            out["focused"] = image_results(conn, lambda: search.focused_search(conn, image_id, focus, k))
+            out["focused"] = image_results(
+                conn, lambda: search.focused_search(conn, image_id, focus, paging["focused"].k),
+                paging["focused"], q=focus,
+            )
         return out
 
     data = await db.execute_fn(read)
@@ -81,10 +120,16 @@ async def image_page(datasette: Any, request: Any) -> Response:
                 EXAMPLE_SQL["similar_images_focused"], id=image_id, focus=focus, k=k
             )
     tags = data["tags"].get("results") or []
+    k_param = k if request.args.get("k") else None
+
+    def page_url(name: str) -> Any:
+        # a section's pages; the other sections go back to their first page
+        return lambda n: urls.image(image_id, focus, k=k_param, **{IMAGE_SECTIONS[name][0]: n}) + f"#{name}"
+
     return await render(
         datasette, request, "semsearch_image.html", db,
         {**data, "focus": focus, "k": k, "focus_words": [t.word for t in tags[:FOCUS_LINKS]],
-         "sql_urls": sql_urls, "page": "image"},
+         "sql_urls": sql_urls, "page": "image", "page_url": page_url},
     )
 
 
@@ -92,11 +137,11 @@ async def words_page(datasette: Any, request: Any) -> Response:
     """``/<db>/-/semsearch/words?q=cat``: the nearest vocabulary words."""
     db, _ = await resolve(datasette, request)
     q = (request.args.get("q") or "").strip()
-    k = page_k(request.args.get("k"))
+    k = per_page(datasette, db.name, request.args.get("k"))
     found: dict[str, Any] = {}
     if q:
         found = await db.execute_fn(
-            lambda conn: section(lambda: search.similar_words(conn, q, k, allow_unknown=True))
+            lambda conn: section(lambda: search.similar_words(conn, q, k, allow_unknown=True), conn, q)
         )
     sql_url = None
     if q and await can_execute_sql(datasette, request.actor, db.name):
@@ -136,3 +181,12 @@ async def database_actions(datasette: Any, actor: Any, database: str) -> list[di
         {"href": urls.report(), "label": "Search quality report",
          "description": "How well search finds each label, from semsearch-sqlite evaluate."},
     ]
+
+
+async def database_page_vars(datasette: Any, actor: Any, database: str) -> dict[str, Any]:
+    """``semsearch_links`` for the database page's visible "Image search" link
+    (templates/database.html), where the actor may see the pages."""
+    if not await can_view(datasette, actor, database):
+        return {}
+    urls = Urls(datasette, database)
+    return {"semsearch_links": {"search": urls.search(), "report": urls.report()}}

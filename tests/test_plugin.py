@@ -7,6 +7,7 @@ pipeline's output (``plugin_photos`` in conftest.py).
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 import sqlite3
@@ -264,9 +265,90 @@ async def test_search_page_notices_unknown_words_and_errors(ds: Datasette) -> No
     assert "semsearch-card" in r.text
     r = await get(ds, "/photos/-/semsearch?q=zzzqqxx")
     assert r.status_code == 400
-    assert 'class="message-error semsearch-error">no known words in query' in r.text
+    assert "<q>zzzqqxx</q> is not a word this database knows" in r.text
+    assert "--vocab-file" not in r.text and "ingest" not in r.text  # no command-line advice on a web page
+    assert 'class="semsearch-chips semsearch-labels"' in r.text  # somewhere to go from here
     r = await get(ds, "/photos/-/semsearch")
     assert r.status_code == 200 and "semsearch-card" not in r.text and 'name="q"' in r.text
+
+
+@pytest.mark.asyncio
+async def test_an_unknown_word_suggests_the_known_words_spelt_like_it(ds: Datasette) -> None:
+    r = await get(ds, "/photos/-/semsearch?q=sofaa")
+    assert r.status_code == 400
+    suggested = re.findall(r'<a href="/photos/-/semsearch\?q=(\w+)">\w+</a>', r.text.split("Did you mean", 1)[1])
+    assert suggested[0] == "sofa"  # a label comes first
+    # a partly unknown query keeps its known words in the suggested query
+    r = await get(ds, "/photos/-/semsearch?q=2%3Adogg+car")
+    assert r.status_code == 200 and "Not in the vocabulary, so ignored: <q>dogg</q>" in r.text
+    assert 'href="/photos/-/semsearch?q=2%3Adog+car"' in r.text
+
+
+@pytest.mark.asyncio
+async def test_the_empty_search_page_lists_labels_and_example_queries(
+    ds: Datasette, db: str, plugin_photos: dict[str, Any]
+) -> None:
+    r = await get(ds, "/photos/-/semsearch")
+    assert r.status_code == 200
+    labels = r.text.split('class="semsearch-chips semsearch-labels"', 1)[1].split("</ul>", 1)[0]
+    with sqlite3.connect(db) as conn:
+        counts = dict(conn.execute("select label, count(*) from images group by label"))
+    for label, n in counts.items():
+        if " " not in label:
+            assert f'<a href="/photos/-/semsearch?q={label}">{label}</a> <span class="semsearch-count">{n}</span>' in labels
+    assert f'<span title="not a vocabulary word' in labels  # the "<script> dog" label: listed, not linked
+    assert str(escape(plugin_photos["evil_label"])) in labels and "<script>" not in labels
+    examples = re.findall(r'<li><a href="/photos/-/semsearch\?q=[^"]+">([^<]+)</a></li>',
+                          r.text.split("semsearch-examples", 1)[1].split("</ul>", 1)[0])
+    assert examples and examples[0] in counts
+    for example in examples:  # every example finds images
+        found = await get(ds, "/photos/-/semsearch?" + urlencode({"q": example.replace("&amp;", "&")}))
+        assert found.status_code == 200 and "semsearch-card" in found.text, example
+
+
+@pytest.mark.asyncio
+async def test_pages_continue_where_the_last_one_stopped(ds: Datasette, db: str) -> None:
+    def ids(html: str) -> list[str]:
+        return re.findall(r'<li class="semsearch-card[^"]*">\s*<a href="/photos/-/semsearch/image/(\d+)"', html)
+
+    everything = ids((await get(ds, "/photos/-/semsearch?q=dog&k=15")).text)
+    assert len(everything) == 15
+    pages, url = [], "/photos/-/semsearch?q=dog&k=4"
+    while url:
+        r = await get(ds, url)
+        assert r.status_code == 200
+        pages.append(ids(r.text))
+        n = len(pages)
+        assert f"Showing <b>{4 * n - 3}&ndash;{min(4 * n, 15)}</b> of 15" in r.text
+        nxt = re.search(r'<a href="([^"]+)" rel="next">', r.text)
+        url = nxt.group(1).replace("&amp;", "&") if nxt else None
+        if n > 1:
+            assert 'rel="prev"' in r.text
+    assert [len(p) for p in pages] == [4, 4, 4, 3]
+    assert sum(pages, []) == everything  # no overlap, nothing skipped, the same order
+    # past the end: the last page
+    r = await get(ds, "/photos/-/semsearch?q=dog&k=4&page=99")
+    assert ids(r.text) == pages[-1] and 'rel="next"' not in r.text
+    r = await get(ds, "/photos/-/semsearch?q=dog&k=4&page=nonsense")
+    assert ids(r.text) == pages[0] and 'rel="prev"' not in r.text
+
+
+@pytest.mark.asyncio
+async def test_image_page_sections_page_on_their_own(ds: Datasette, db: str) -> None:
+    image_id = first_id(db, "car")
+
+    def section_ids(html: str, name: str) -> list[str]:
+        part = html.split(f'<section class="semsearch-section" id="{name}">')[1].split("</section>")[0]
+        return re.findall(r'<li class="semsearch-card[^"]*">\s*<a href="/photos/-/semsearch/image/(\d+)"', part)
+
+    first = await get(ds, f"/photos/-/semsearch/image/{image_id}?k=5")
+    nxt = re.search(r'<a href="([^"]*visual_page=2[^"]*)" rel="next">', first.text).group(1).replace("&amp;", "&")
+    assert nxt.endswith("#visual") and "k=5" in nxt
+    second = await get(ds, nxt)
+    all_visual = section_ids((await get(ds, f"/photos/-/semsearch/image/{image_id}?k=10")).text, "visual")
+    assert section_ids(first.text, "visual") + section_ids(second.text, "visual") == all_visual
+    assert section_ids(second.text, "semantic") == section_ids(first.text, "semantic")  # still page 1
+    assert "Showing <b>6&ndash;10</b> of 14" in second.text
 
 
 @pytest.mark.asyncio
@@ -290,13 +372,13 @@ async def test_image_page(ds: Datasette, db: str) -> None:
     assert 'id="visual"' in html and 'id="semantic"' in html
     for section in ("visual", "semantic"):
         part = html.split(f'id="{section}"')[1]
-        ids = re.findall(r'<a href="/photos/-/semsearch/image/(\d+)" title=', part.split("<h2")[0])
-        assert len(ids) == 12 and str(image_id) not in ids
+        ids = re.findall(r'<a href="/photos/-/semsearch/image/(\d+)" title=', part.split("</section>")[0])
+        assert len(ids) == 14 and str(image_id) not in ids  # every other image: fewer than a page
     focus = re.findall(r'href="/photos/-/semsearch/image/\d+\?focus=(\w+)#focused"', html)
     assert focus == tags[: views.FOCUS_LINKS]
     r = await get(ds, f"/photos/-/semsearch/image/{image_id}?focus={focus[0]}&k=4")
     assert r.status_code == 200
-    part = r.text.split('id="focused"')[1].split("<h2")[0]
+    part = r.text.split('id="focused"')[1].split("</section>")[0]
     assert "focus class:" in part
     assert len(re.findall(r'class="semsearch-card"', part)) == 4
 
@@ -305,10 +387,10 @@ async def test_image_page(ds: Datasette, db: str) -> None:
 async def test_words_page(ds: Datasette) -> None:
     r = await get(ds, "/photos/-/semsearch/words?q=cat&k=5")
     assert r.status_code == 200
-    words = re.findall(r'<td><a href="/photos/-/semsearch/words\?q=(\w+)">', r.text)
+    words = re.findall(r'<td data-label="word"><a href="/photos/-/semsearch/words\?q=(\w+)">', r.text)
     assert len(words) == 5 and "cat" not in words and "dog" in words
     r = await get(ds, "/photos/-/semsearch/words?q=zzzqqxx")
-    assert r.status_code == 400 and "no known words" in r.text
+    assert r.status_code == 400 and "<q>zzzqqxx</q> is not a word this database knows" in r.text
 
 
 @pytest.mark.asyncio
@@ -371,6 +453,15 @@ async def test_unknown_urls_anywhere_are_404(ds: Datasette, path: str, json_body
         assert "<title>Error 404</title>" in r.text
 
 
+@pytest.mark.asyncio
+async def test_404s_leave_no_traceback_in_the_log(ds: Datasette, capsys: pytest.CaptureFixture[str]) -> None:
+    for path in ("/photos/nonexistent-table", "/a/b/c/d/e", "/photos/-/semsearch/image/999999", "/photos/x.json"):
+        r = await get(ds, path)
+        assert r.status_code == 404
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err and "locals" not in out.out + out.err
+
+
 def test_rich_is_installed_so_the_404_guard_is_exercised() -> None:
     # keras pulls rich in; without it Datasette's handler never crashed
     import datasette.handle_exception
@@ -428,6 +519,41 @@ async def test_menu_and_database_action_links(ds: Datasette) -> None:
     assert '<a href="/photos/-/semsearch">Image search: photos</a>' in home
     page = (await get(ds, "/photos")).text
     assert 'href="/photos/-/semsearch"' in page and "Semantic image search" in page
+    # a visible link too, not only the gear menu's
+    visible = page.split('<p class="semsearch-database-link"', 1)[1].split("</p>", 1)[0]
+    assert '<a href="/photos/-/semsearch"><strong>Image search</strong></a>' in visible
+
+
+@pytest.mark.asyncio
+async def test_the_database_page_link_honours_permissions(db: str) -> None:
+    ds = make_ds(db, {"databases": {"photos": {"tables": {"images": {"allow": {"id": "root"}}}}}})
+    page = (await get(ds, "/photos")).text
+    assert "semsearch-database-link" not in page
+    page = (await get(ds, "/photos", cookies=root_cookies(ds))).text
+    assert "semsearch-database-link" in page
+
+
+@pytest.mark.asyncio
+async def test_thumbnails_say_what_they_show_and_ids_link_to_image_pages(ds: Datasette, db: str) -> None:
+    with sqlite3.connect(db) as conn:
+        rows = {i: (p, lab) for i, p, lab in conn.execute("select id, path, label from images")}
+    r = await get(ds, "/photos/-/semsearch?q=dog&k=15")
+    alts = re.findall(r'<a href="/photos/-/semsearch/image/(\d+)" title="[^"]*">\s*<img [^>]*alt="([^"]*)"', r.text)
+    assert len(alts) == 15 and len({alt for _, alt in alts}) == 15  # no two alike
+    for image_id, alt in alts:
+        path, label = rows[int(image_id)]
+        assert alt == str(escape(f"{label}, {path.rsplit('/', 1)[-1]}"))
+    # the images table: a small thumbnail beside the path (its second column), linked
+    r = await get(ds, "/photos/images?_size=3")
+    cell = re.search(r'<td class="col-path[^"]*">(.*?)</td>', r.text, re.S).group(1)
+    assert cell.startswith('<a href="/photos/-/semsearch/image/1" class="semsearch-path-cell"><img ')
+    assert cell.endswith(f"{escape(rows[1][0])}</a>")
+    thumb = re.search(r'<td class="col-thumbnail[^"]*">(.*?)</td>', r.text, re.S).group(1)
+    assert f'alt="{escape(rows[1][1])}, {escape(rows[1][0].rsplit("/", 1)[-1])}"' in thumb
+    # image_id cells, in tables and query results, link to the image page
+    r = await get(ds, "/photos?sql=select+image_id,+label+from+similar_images(:q,+2)&q=cat")
+    ids = re.findall(r'<td class="col-image_id[^"]*"><a href="/photos/-/semsearch/image/(\d+)">(\d+)</a></td>', r.text)
+    assert len(ids) == 2 and all(a == b for a, b in ids)
 
 
 @pytest.mark.asyncio
@@ -464,8 +590,14 @@ async def test_upload_finds_images_like_the_uploaded_one(ds: Datasette, db: str,
     assert len(ids) == 3
     assert labels_by_id(db)[ids[0]] == "car"  # the same picture is in the database
     assert "&lt;b&gt;my car&lt;/b&gt;.png" in r.text and "<b>my car" not in r.text
+    # the query image is shown beside its results, a small JPEG made from the upload
+    preview = re.search(r'<div class="semsearch-query-image">\s*<img src="data:image/jpeg;base64,([^"]+)"', r.text)
+    with Image.open(io.BytesIO(base64.b64decode(preview.group(1)))) as shown:
+        assert shown.format == "JPEG" and max(shown.size) <= 256
     r = await post_upload(ds, path.read_bytes(), k="2", space="semantic")
     assert r.status_code == 200 and r.text.count('class="semsearch-card"') == 2
+    # the settings are kept for the next search
+    assert 'name="k" value="2"' in r.text and '<option value="semantic" selected>' in r.text
 
 
 @pytest.mark.asyncio
@@ -649,3 +781,29 @@ async def test_startup_loads_the_vectors_before_the_first_query(ds: Datasette, d
     await ds.invoke_startup()
     cached = index.cached_tables(str(Path(db).resolve()))
     assert cached == {"vec_words", "vec_visual", "vec_semantic"}
+
+
+@pytest.mark.asyncio
+async def test_cards_show_a_hits_match_cue_when_it_has_one(ds: Datasette, db: str) -> None:
+    from dataclasses import dataclass
+
+    from semsearch_sqlite.queries.search import ImageHit
+    from semsearch_sqlite.storage.store import connect
+
+    @dataclass
+    class CuedHit(ImageHit):  # what a later version's hits may carry
+        match: str = "weak"
+
+    conn = connect(db, readonly=True)
+    try:
+        plain = render.cards(conn, [ImageHit(1, "p", "cat", 0.2, 1)])
+        cued = render.cards(conn, [CuedHit(1, "p", "cat", 0.4, 1)])
+    finally:
+        conn.close()
+    assert plain[0]["match"] is None and cued[0]["match"] == "weak"
+    await ds.invoke_startup()
+    template = ds.jinja_env.from_string('{% from "_semsearch_grid.html" import grid %}{{ grid(cards, semsearch, 1) }}')
+    urls = render.Urls(ds, "photos")
+    html = await template.render_async(cards=cued, semsearch=urls)
+    assert 'class="semsearch-card semsearch-match-weak"' in html and '<span class="semsearch-match"' in html
+    assert "semsearch-match" not in await template.render_async(cards=plain, semsearch=urls)

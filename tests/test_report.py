@@ -77,22 +77,25 @@ async def test_report_shows_each_methods_figures(evaluated: dict[str, Any]) -> N
     figures = evaluated["figures"]
     methods = figures["zero_shot"]["methods"]
     assert set(methods) == {"auto", "conse", "chance"}
-    table = part(r.text, 'class="rows-and-columns semsearch-methods"', "</table>")
+    table = part(r.text, 'class="semsearch-table semsearch-cards semsearch-methods"', "</table>")
     for name, m in methods.items():
         row = re.search(rf'<tr class="semsearch-method-{name}">(.*?)</tr>', table, re.S).group(1)
-        cells = [re.sub(r"<[^>]+>", "", c) for c in re.findall(r'<td class="semsearch-num">(.*?)</td>', row, re.S)]
+        cells = [re.sub(r"<[^>]+>", "", c) for c in re.findall(r'<td class="semsearch-num" data-label="[^"]*">(.*?)</td>', row, re.S)]
         expected = [m["seen_p_at_10"], m["zero_shot_p_at_10"], m["seen_ap"], m["zero_shot_ap"],
                     m["tag_at_5_seen"], m["tag_at_5_zero_shot"], m["fit_seconds"]]
         assert cells == [report.fig(v) for v in expected], name
     for label in figures["zero_shot"]["held_out"]:
         held = part(r.text, "by method</h3>", "</table>")
         assert f'?q={quote_plus(label)}">{escape(label)}</a></td>' in held
+    for jargon in ("P@10", "AP<", "fit s", "sha256"):  # plain words, each figure explained
+        assert jargon not in r.text.split("<h2")[0] + table, jargon
     # the headline figures: means over the labels
     text_p = sum(v["p_at_10"] for v in figures["text"].values()) / len(figures["text"])
     visual_p = sum(figures["visual_p_at_10"].values()) / len(figures["visual_p_at_10"])
-    assert f"<dt>text &rarr; image P@10</dt><dd>{report.fig(text_p)}</dd>" in r.text
-    assert f"<dt>image &rarr; image P@10, visual</dt><dd>{report.fig(visual_p)}</dd>" in r.text
-    assert "15 labelled images, 5 labels" in r.text
+    assert f"<dt>Search by a label's name: right in the top 10</dt><dd>{report.fig(text_p)}</dd>" in r.text
+    assert f"<dt>Similar-looking images: right in the top 10</dt><dd>{report.fig(visual_p)}</dd>" in r.text
+    assert r.text.count('<dd class="semsearch-explain">') == 5
+    assert "over 15 labelled images, 5 labels" in r.text
     assert "<code>semsearch-sqlite evaluate photos.db</code>" in r.text
 
 
@@ -126,22 +129,30 @@ async def test_the_worst_labels_show_their_images_and_what_search_returns(
     add_evaluation(fresh_copy, figures)
     r = await get(make_ds(fresh_copy), REPORT)
     assert r.status_code == 200
-    assert 'Evaluation 2 (the latest of <a href="/photos/evaluations">2</a>)' in r.text
+    assert '(evaluation 2, the latest of <a href="/photos/evaluations">2</a>)' in r.text
+    assert "Measured on <time datetime=\"2025-01-02T03:04:05+00:00\">2 January 2025, 03:04 UTC</time>" in r.text
     sections = r.text.split('<section class="semsearch-worst">')[1:]
     assert 1 <= len(sections) <= report.WORST_SHOWN
     worst = sections[0]
     assert '<a href="/photos/-/semsearch?q=car">car</a>' in worst
-    assert "text P@10 0.10 &middot; AP 0.05" in worst
+    assert "ranking 0.05 &middot; right in the top 10: 0.10" in worst
     mine = part(worst, "<h4>Its images</h4>", "<h4>")
     ids = image_ids(fresh_copy, "car")
     assert re.findall(r'<a href="/photos/-/semsearch/image/(\d+)"', mine) == [str(i) for i in ids]
     assert re.findall(r'<img src="/photos/-/semsearch/thumb/(\d+)\.jpg"', mine) == [str(i) for i in ids]
-    found = part(worst, "returns now</h4>", "</section>")
-    cards = re.findall(r'<li class="semsearch-card( semsearch-miss)?">.*?class="semsearch-label">(.*?)</span>\s*<span',
-                       found, re.S)
-    assert len(cards) == figures["k"]
-    for miss, label in cards:  # images of other labels are marked as misses
-        assert bool(miss) == ("semsearch-miss-mark" in label) == (not label.endswith(">car") and label != "car")
+    # the wrong images among the first 3 results (car has 3 images), marked, with their place
+    with sqlite3.connect(fresh_copy) as conn:
+        from semsearch_sqlite.queries.search import similar_images
+        from semsearch_sqlite.sqlite.extensions import load_sqlite_vec
+
+        load_sqlite_vec(conn)
+        ranking = similar_images(conn, "car", 15).hits
+    wrong = [h for h in ranking[:3] if h.label != "car"]
+    assert f"Of the first 3 results for <q>car</q>, {3 - len(wrong)} are car" in worst
+    if wrong:
+        found = part(worst, "Wrong images among the first 3</h4>", "<h4>")
+        cards = re.findall(r'<li class="semsearch-card semsearch-miss">.*?#(\d+)</span>', found, re.S)
+        assert cards == [str(h.rank) for h in wrong]
     # the chart is in the same order: worst first
     labels = re.findall(r'class="semsearch-chart-label"><title>(.*?)</title>', r.text)
     assert labels[0] == "car" and len(labels) == 5
@@ -214,7 +225,7 @@ async def test_figures_missing_from_older_evaluations_show_as_dashes(
     add_evaluation(fresh_copy, figures)
     r = await get(make_ds(fresh_copy), REPORT)
     assert r.status_code == 200
-    assert "<dt>text &rarr; image P@10</dt><dd>\u2013</dd>" in r.text
+    assert "<dt>Search by a label's name: right in the top 10</dt><dd>\u2013</dd>" in r.text
     assert "semsearch-methods" not in r.text
     assert r.text.count('<rect class="semsearch-bar semsearch-bar-visual"') == 4
     assert r.text.count('<rect class="semsearch-bar semsearch-bar-text"') == 0

@@ -81,3 +81,17 @@ def search_bytes(conn: sqlite3.Connection, data: bytes, k: Any = 10, space: str 
     if len(data) > MAX_UPLOAD_BYTES:
         raise ImageError(name, f"too large ({len(data)} bytes; at most {MAX_UPLOAD_BYTES})")
     return search_image(conn, load_image(io.BytesIO(data), name=name), k, space)
+
+
+PREVIEW_LONGEST = 256
+
+
+def preview_bytes(data: bytes, name: str = "upload", longest: int = PREVIEW_LONGEST) -> tuple[bytes, int, int]:
+    """A small JPEG of an uploaded image, to show it beside its results: ``(bytes, width, height)``."""
+    from semsearch_sqlite.errors import ImageError
+    from semsearch_sqlite.media.images import load_image, make_thumbnail
+
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise ImageError(name, f"too large ({len(data)} bytes; at most {MAX_UPLOAD_BYTES})")
+    jpeg, _, width, height = make_thumbnail(load_image(io.BytesIO(data), name=name), longest)
+    return jpeg, width, height

@@ -213,3 +213,10 @@ def warm(conn: sqlite3.Connection) -> None:
         word_space(conn)
     for table in _SPACE_TABLES.values():
         index.matrix(conn, table)
+
+
+def ranked_count(conn: sqlite3.Connection, space: str = "semantic", *, exclude_self: bool = False) -> int:
+    """How many images one ranking in ``space`` can return (for "1-24 of N" and paging):
+    every image with a vector, less the query image itself, at most ``MAX_K``."""
+    n = len(space_matrix(conn, space)) - (1 if exclude_self else 0)
+    return max(0, min(n, index.MAX_K))
