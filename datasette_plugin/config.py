@@ -7,7 +7,7 @@
         max_k: 100              # the most results one page asks for
         uploads: true           # the search-by-upload page
         max_upload_bytes: 20971520
-        thumbnail_px: 256       # the size thumbnails are shown at in grids
+        thumbnail_px: 170       # the box thumbnails are shown in, in grids (stored: 256 px)
     databases:
       photos:
         plugins:
@@ -39,7 +39,7 @@ class Settings:
     max_k: int = 100
     uploads: bool = True
     max_upload_bytes: int = 20 * 1024 * 1024
-    thumbnail_px: int = 256
+    thumbnail_px: int = 170
 
 
 # name -> (type, smallest, largest)

@@ -19,9 +19,10 @@ from semsearch_sqlite.storage import rows
 
 from .compat import can_execute_sql, can_view, resolve, semsearch_databases
 from .media import image_id as parse_image_id
-from .render import Urls, image_results, page_k, render, section
+from .render import Urls, image_results, render, request_k, section
 
 TAGS_SHOWN = 10
+IMAGE_PAGE_K = 12  # neighbours per space on an image page (at most the configured max_k)
 FOCUS_LINKS = 5
 
 
@@ -29,7 +30,7 @@ async def search_page(datasette: Any, request: Any) -> Response:
     """``/<db>/-/semsearch?q=cat+sofa&k=24``: text -> images."""
     db, _ = await resolve(datasette, request)
     q = (request.args.get("q") or "").strip()
-    k = page_k(request.args.get("k"))
+    k = request_k(datasette, db.name, request.args.get("k"))
     found: dict[str, Any] = {}
     if q:
         found = await db.execute_fn(
@@ -51,7 +52,7 @@ async def image_page(datasette: Any, request: Any) -> Response:
     db, _ = await resolve(datasette, request)
     image_id = parse_image_id(request.url_vars["id"])
     focus = (request.args.get("focus") or "").strip() or None
-    k = page_k(request.args.get("k"), default=12)
+    k = request_k(datasette, db.name, request.args.get("k"), default=IMAGE_PAGE_K)
 
     def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
         detail = rows.image_detail(conn, image_id)
@@ -92,7 +93,7 @@ async def words_page(datasette: Any, request: Any) -> Response:
     """``/<db>/-/semsearch/words?q=cat``: the nearest vocabulary words."""
     db, _ = await resolve(datasette, request)
     q = (request.args.get("q") or "").strip()
-    k = page_k(request.args.get("k"))
+    k = request_k(datasette, db.name, request.args.get("k"))
     found: dict[str, Any] = {}
     if q:
         found = await db.execute_fn(
