@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from click.testing import CliRunner
@@ -255,10 +256,18 @@ def test_datasette_serves_the_immutable_file_in_the_reader(reader: Path, shipped
     assert got["POST upload"]["status"] == 503 and str(escape(INSTALL_INGEST)) in got["POST upload"]["text"]
 
 
-def test_datasette_dash_i_answers_from_the_command_line(reader: Path, shipped: Path) -> None:
+def test_the_datasette_publish_commands_serve_the_file(reader: Path, shipped: Path, tmp_path: Path) -> None:
+    # what the Dockerfile of `datasette publish` / `datasette package` runs: inspect at
+    # build time, then serve -i with the inspect file
+    inspected = tmp_path / "inspect-data.json"
+    done = run(reader, "datasette", "inspect", str(shipped), "--inspect-file", str(inspected))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(inspected.read_text())["photos"]["tables"]["images"]["count"] > 0
+    serve = ["datasette", "serve", "-i", str(shipped), "--inspect-file", str(inspected), "--get"]
     sql = "select * from similar_images('elephant', 10)"
-    done = run(reader, "datasette", "serve", "-i", str(shipped), "--get",
-               "/photos.json?_shape=array&sql=" + sql.replace(" ", "+").replace("'", "%27").replace(",", "%2C"))
+    done = run(reader, *serve, "/photos.json?" + urlencode({"sql": sql, "_shape": "array"}))
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(done.stdout)
     assert [r["image_id"] for r in rows] == [r["image_id"] for r in full_sql(shipped, sql)]
+    done = run(reader, *serve, "/photos/-/semsearch?q=elephant")
+    assert done.returncode == 0 and 'class="semsearch-card"' in done.stdout, done.stderr[-2000:]
