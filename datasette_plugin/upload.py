@@ -70,7 +70,9 @@ async def upload_page(datasette: Any, request: Any) -> Response:
 
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
         with _upload_lock:  # one CNN run at a time: it is memory-hungry
-            return image_results(conn, lambda: embed.search_bytes(conn, data, k, space, name=filename, max_bytes=max_bytes))
+            return image_results(
+                conn, lambda: embed.search_bytes(conn, data, k, space, name=filename, max_bytes=max_bytes)
+            )
 
     context["section"] = await _off_loop(db, run)
     status = 400 if context["section"].get("error") else 200
