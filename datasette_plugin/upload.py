@@ -96,7 +96,7 @@ async def _off_loop(db: Any, fn: Callable[[sqlite3.Connection], Any]) -> Any:
     def work() -> Any:
         from semsearch_sqlite.storage.store import connect
 
-        conn = connect(db.path, readonly=True)
+        conn = connect(db.path, readonly=True, immutable=not getattr(db, "is_mutable", True))
         try:
             return fn(conn)
         finally:

@@ -189,3 +189,13 @@ async def test_immutable_read_only_file_serves_every_page_and_function(shipped: 
     # nothing was written: no journal, no WAL, the bytes as shipped
     assert sorted(p.name for p in shipped.parent.iterdir()) == ["photos.db"]
     assert sha256(shipped) == before
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_upload_searches_an_immutable_read_only_file(shipped: Path) -> None:
+    before = sha256(shipped)
+    ds = make_ds(str(shipped), immutable=True)
+    r = await post_upload(ds, png_bytes(), k="3")
+    assert r.status_code == 200 and card_count(r.text) == 3, r.text[-1500:]
+    assert sorted(p.name for p in shipped.parent.iterdir()) == ["photos.db"] and sha256(shipped) == before
