@@ -215,6 +215,9 @@ def test_what_needs_the_ingest_extra_says_so_in_one_line(reader: Path, shipped: 
         "the mlp projection": ["train", str(writable), "--method", "mlp"],
         "search by a new image": ["similar", str(shipped), str(query)],
     }
+    # refitting the default (numpy) word-space model needs no extra
+    done = run(reader, "semsearch-sqlite", "train", str(writable))
+    assert done.returncode == 0 and done.stderr.startswith("word space: "), done.stderr
     for what, args in failing.items():
         done = run(reader, "semsearch-sqlite", *args)
         assert done.returncode == 1, (args, done.stdout, done.stderr)
