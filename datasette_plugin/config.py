@@ -7,15 +7,16 @@
         max_k: 100              # the most results one page asks for
         uploads: true           # the search-by-upload page
         max_upload_bytes: 20971520
-        thumbnail_px: 256       # the size thumbnails are shown at in grids
+        thumbnail_px: 170       # the box thumbnails are shown in, in grids (stored: 256 px)
     databases:
       photos:
         plugins:
           semsearch-sqlite:
             uploads: false      # per database, where it makes sense
 
-Read with ``datasette.plugin_config``, which falls back from the database to the top
-level. A value of the wrong type or out of range is ignored (with one warning) so a
+Read with ``datasette.plugin_config``; a database's settings override the top level's
+one by one (Datasette's own fallback would drop every top-level setting as soon as a
+database sets one). A value of the wrong type or out of range is ignored (with one warning) so a
 typo never takes the pages down.
 """
 
@@ -39,7 +40,7 @@ class Settings:
     max_k: int = 100
     uploads: bool = True
     max_upload_bytes: int = 20 * 1024 * 1024
-    thumbnail_px: int = 256
+    thumbnail_px: int = 170
 
 
 # name -> (type, smallest, largest)
@@ -54,10 +55,17 @@ _LIMITS: dict[str, tuple[type, int | None, int | None]] = {
 
 def settings(datasette: Any, database: str | None = None) -> Settings:
     """The settings in force for ``database`` (defaults where none are configured)."""
-    raw = datasette.plugin_config(PLUGIN_NAME, database=database) or {}
-    if not isinstance(raw, dict):
-        _warn("*", f"plugins.{PLUGIN_NAME} should be a mapping of settings; using the defaults")
-        return Settings()
+    raw: dict[str, Any] = {}
+    levels = [datasette.plugin_config(PLUGIN_NAME)]
+    if database is not None:
+        levels.append(datasette.plugin_config(PLUGIN_NAME, database=database, fallback=False))
+    for level in levels:
+        if level is None:
+            continue
+        if not isinstance(level, dict):
+            _warn("*", f"plugins.{PLUGIN_NAME} should be a mapping of settings; ignored")
+            continue
+        raw.update(level)
     values: dict[str, Any] = {}
     for name, value in raw.items():
         if name not in _LIMITS:

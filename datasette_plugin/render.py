@@ -18,19 +18,30 @@ from semsearch_sqlite.queries import hints, search
 from semsearch_sqlite.storage import rows
 from semsearch_sqlite.vectors.matrix import MAX_K
 
+from .config import Settings, settings
+
 PLUGIN = "semsearch-sqlite"  # the distribution name: Datasette serves static files under it
-DEFAULT_K = 24
-MAX_PAGE_K = 100
+DEFAULT_K = Settings.per_page
+MAX_PAGE_K = Settings.max_k
 EAGER_IMAGES = 24  # the first thumbnails of a grid load at once, the rest lazily
 
 
-def page_k(raw: Any, default: int = DEFAULT_K) -> int:
-    """``k`` from a query string, clamped to 1..MAX_PAGE_K (anything else: ``default``)."""
+def page_k(raw: Any, default: int = DEFAULT_K, maximum: int = MAX_PAGE_K) -> int:
+    """``k`` from a query string, clamped to 1..``maximum`` (anything else: ``default``).
+
+    The pages pass the database's configured ``per_page`` and ``max_k`` (see :mod:`.config`).
+    """
     try:
         value = int(str(raw).strip())
     except (TypeError, ValueError):
-        return default
-    return max(1, min(value, MAX_PAGE_K))
+        value = default
+    return max(1, min(value, maximum))
+
+
+def request_k(datasette: Any, database: str, raw: Any, default: int | None = None) -> int:
+    """:func:`page_k` with ``database``'s settings: ``default`` (else ``per_page``), at most ``max_k``."""
+    found = settings(datasette, database)
+    return page_k(raw, found.per_page if default is None else default, found.max_k)
 
 
 class Urls:
@@ -219,12 +230,15 @@ async def render(
 ) -> Response:
     """``template`` with the plugin's common context (URLs, CSS and JS) as a response."""
     urls = Urls(datasette, db.name)
+    found = settings(datasette, db.name)
     ctx = {
         "database": db.name,
         "semsearch": urls,
         "css_url": urls.static("semsearch.css"),
         "js_url": urls.static("semsearch.js"),
         "eager_images": EAGER_IMAGES,
+        "max_k": found.max_k,
+        "thumbnail_px": found.thumbnail_px,
         **context,
     }
     html = await datasette.render_template(template, ctx, request=request)

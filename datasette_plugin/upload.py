@@ -15,42 +15,46 @@ from typing import Any
 from datasette import Forbidden, Response
 
 from .compat import resolve
-from .config import settings
+from .config import PLUGIN_NAME, settings
 from .media import sniff_image
 from .render import image_results, page_k, render
 
 UPLOAD_SLACK = 64 * 1024  # multipart overhead allowed on top of the image itself
 SPACES = ("visual", "semantic")
 UPLOAD_PATH = re.compile(r"/-/semsearch/upload$")
+UPLOADS_OFF = f"uploads are turned off for this database (plugins: {PLUGIN_NAME}: uploads: false)"
 
 _upload_lock = threading.Lock()
 
 
 async def upload_page(datasette: Any, request: Any) -> Response:
-    """``/<db>/-/semsearch/upload``: search by a new image (needs TensorFlow)."""
+    """``/<db>/-/semsearch/upload``: search by a new image (needs the [ingest] extra,
+    and ``uploads`` not turned off in the plugin's settings)."""
     from semsearch_sqlite.queries import new_image as embed
 
     db, _ = await resolve(datasette, request)
     config = settings(datasette, db.name)
-    available, reason = embed.backbone_available()
+    available, reason = embed.backbone_available() if config.uploads else (False, UPLOADS_OFF)
+    max_bytes = config.max_upload_bytes
     context: dict[str, Any] = {
         "available": available, "reason": reason, "page": "upload", "k": config.per_page, "space": "visual",
-        "max_mb": embed.MAX_UPLOAD_BYTES // (1024 * 1024), "section": {}, "filename": None, "preview": None,
+        "max_size": byte_size(max_bytes), "section": {}, "filename": None, "preview": None,
         "max_k": config.max_k,
     }
     if request.method != "POST":
         return await render(datasette, request, "semsearch_upload.html", db, context)
     if not available:
         context["section"] = {"error": f"Search by image is off here: {reason}"}
-        return await render(datasette, request, "semsearch_upload.html", db, context, status=503)
+        return await render(datasette, request, "semsearch_upload.html", db, context,
+                            status=503 if config.uploads else 403)
     try:
-        fields, files = await _read_form(request, embed.MAX_UPLOAD_BYTES + UPLOAD_SLACK)
+        fields, files = await _read_form(request, max_bytes + UPLOAD_SLACK)
     except _UploadError as e:
         context["section"] = {"error": str(e)}
         return await render(datasette, request, "semsearch_upload.html", db, context, status=e.status)
     if not _csrf_ok(datasette, request, fields.get("csrftoken", "")):
         raise Forbidden("The form's CSRF token is missing or wrong; reload the page and try again")
-    k = min(page_k(fields.get("k"), default=config.per_page), config.max_k)
+    k = page_k(fields.get("k"), config.per_page, config.max_k)
     space = fields.get("space") if fields.get("space") in SPACES else "visual"
     context.update(k=k, space=space)
     upload = files.get("image")
@@ -62,13 +66,15 @@ async def upload_page(datasette: Any, request: Any) -> Response:
     if sniff_image(data) is None:
         context["section"] = {"error": f"{filename}: not a JPEG, PNG, WebP, GIF, BMP or TIFF image."}
         return await render(datasette, request, "semsearch_upload.html", db, context, status=400)
-    if len(data) > embed.MAX_UPLOAD_BYTES:
-        context["section"] = {"error": f"{filename}: too large (at most {context['max_mb']} MB)."}
+    if len(data) > max_bytes:
+        context["section"] = {"error": f"{filename}: too large (at most {context['max_size']})."}
         return await render(datasette, request, "semsearch_upload.html", db, context, status=413)
 
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
         with _upload_lock:  # one CNN run at a time: it is memory-hungry
-            found = image_results(conn, lambda: embed.search_bytes(conn, data, k, space, name=filename))
+            found = image_results(
+                conn, lambda: embed.search_bytes(conn, data, k, space, name=filename, max_bytes=max_bytes)
+            )
         if "cards" in found:  # the query image, shown beside its results (it is not stored)
             jpeg, width, height = embed.preview_bytes(data, name=filename)
             found["preview"] = {"src": "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii"),
@@ -81,6 +87,14 @@ async def upload_page(datasette: Any, request: Any) -> Response:
     return await render(datasette, request, "semsearch_upload.html", db, context, status=status)
 
 
+def byte_size(n: int) -> str:
+    """``n`` bytes for people: "20 MB", "512 KB", "1.5 MB"."""
+    for unit, size in (("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= size:
+            return f"{round(n / size, 1):g} {unit}"
+    return f"{n} bytes"
+
+
 async def _off_loop(db: Any, fn: Callable[[sqlite3.Connection], Any]) -> Any:
     """Run a slow ``fn(conn)`` (the CNN) in a worker thread on its own read-only
     connection, so Datasette's SQL threads stay free for other requests."""
@@ -90,7 +104,7 @@ async def _off_loop(db: Any, fn: Callable[[sqlite3.Connection], Any]) -> Any:
     def work() -> Any:
         from semsearch_sqlite.storage.store import connect
 
-        conn = connect(db.path, readonly=True)
+        conn = connect(db.path, readonly=True, immutable=not getattr(db, "is_mutable", True))
         try:
             return fn(conn)
         finally:

@@ -19,21 +19,15 @@ from semsearch_sqlite.queries.sqlfuncs import EXAMPLE_SQL
 from semsearch_sqlite.storage import rows
 
 from .compat import can_execute_sql, can_view, resolve, semsearch_databases
-from .config import settings
 from .media import image_id as parse_image_id
-from .render import Paging, Urls, image_results, page_k, page_number, render, section
+from .render import Paging, Urls, image_results, page_number, render, request_k, section
 
 TAGS_SHOWN = 10
+IMAGE_PAGE_K = 12  # neighbours per space on an image page (at most the configured max_k)
 FOCUS_LINKS = 5
 # the image page's paged sections: name -> (query-string parameter, space)
 IMAGE_SECTIONS = {"visual": ("visual_page", "visual"), "semantic": ("semantic_page", "semantic"),
                   "focused": ("focus_page", "visual")}
-
-
-def per_page(datasette: Any, database: str, raw: Any) -> int:
-    """Results per page: ``?k=`` if given (up to ``max_k``), else the ``per_page`` setting."""
-    config = settings(datasette, database)
-    return min(page_k(raw, default=config.per_page), config.max_k)
 
 
 def _total(conn: sqlite3.Connection, space: str, exclude_self: bool = False) -> int:
@@ -47,7 +41,7 @@ async def search_page(datasette: Any, request: Any) -> Response:
     """``/<db>/-/semsearch?q=cat+sofa&page=2``: text -> images, a page at a time."""
     db, _ = await resolve(datasette, request)
     q = (request.args.get("q") or "").strip()
-    k = per_page(datasette, db.name, request.args.get("k"))
+    k = request_k(datasette, db.name, request.args.get("k"))
     page = page_number(request.args.get("page"))
 
     def read(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -79,7 +73,7 @@ async def image_page(datasette: Any, request: Any) -> Response:
     db, _ = await resolve(datasette, request)
     image_id = parse_image_id(request.url_vars["id"])
     focus = (request.args.get("focus") or "").strip() or None
-    k = per_page(datasette, db.name, request.args.get("k"))
+    k = request_k(datasette, db.name, request.args.get("k"), default=IMAGE_PAGE_K)
     pages = {name: page_number(request.args.get(param)) for name, (param, _) in IMAGE_SECTIONS.items()}
 
     def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
@@ -137,7 +131,7 @@ async def words_page(datasette: Any, request: Any) -> Response:
     """``/<db>/-/semsearch/words?q=cat``: the nearest vocabulary words."""
     db, _ = await resolve(datasette, request)
     q = (request.args.get("q") or "").strip()
-    k = per_page(datasette, db.name, request.args.get("k"))
+    k = request_k(datasette, db.name, request.args.get("k"))
     found: dict[str, Any] = {}
     if q:
         found = await db.execute_fn(

@@ -71,7 +71,8 @@ def emit(results: Any, columns: Sequence[str], as_json: bool) -> None:
 def open_readonly(db: str) -> Any:
     from semsearch_sqlite.storage.store import Store
 
-    return Store.open(db)
+    # read commands never write: a shipped file may sit on read-only media
+    return Store.open(db, readonly=True)
 
 
 def open_collection(db: str) -> Any:
@@ -216,9 +217,11 @@ def vocab(db: Path, glove: str | None, vocab_size: int | None, vocab_file: str |
     from semsearch_sqlite.pipeline.train import refresh_semantic, refresh_vocabulary
     from semsearch_sqlite.storage.vectors import VEC_VISUAL
     from semsearch_sqlite.storage.store import Store
-    from semsearch_sqlite.text.glove import read_vocab_file
+    from semsearch_sqlite.text.glove import bundled_data_dir, read_vocab_file
 
     extra = read_vocab_file(vocab_file) if vocab_file else []
+    if glove is None and not db.exists():
+        bundled_data_dir()  # without the [ingest] extra there are no bundled vectors: say so before making DB
     with Store.open(db, create=True) as store:
         changed = refresh_vocabulary(store, glove, vocab_size, extra, rebuild=rebuild)
         if changed and store.vec_dim(VEC_VISUAL):

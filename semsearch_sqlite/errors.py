@@ -58,3 +58,8 @@ class ProjectionError(SemsearchError):
 
 class NotFoundError(SemsearchError):
     """An image id or path is not in the database."""
+
+
+class MissingExtraError(SemsearchError):
+    """Something needs the ``[ingest]`` extra (TensorFlow, Keras, Pillow, GloVe files),
+    which a reader-only install (``pip install semsearch-sqlite``) leaves out."""

@@ -601,14 +601,12 @@ async def test_upload_finds_images_like_the_uploaded_one(ds: Datasette, db: str,
 
 
 @pytest.mark.asyncio
-async def test_upload_rejects_non_images_and_oversized_files(ds: Datasette, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_upload_rejects_non_images_and_oversized_files(ds: Datasette, db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     r = await post_upload(ds, b"just some text", filename="notes.txt")
     assert r.status_code == 400 and "not a JPEG, PNG" in r.text
-    from semsearch_sqlite.queries import new_image as embed
-
-    monkeypatch.setattr(embed, "MAX_UPLOAD_BYTES", 1000)
     monkeypatch.setattr(upload, "UPLOAD_SLACK", 1000)
-    r = await post_upload(ds, png_bytes(size=(400, 400)) + b"\0" * 5000)
+    small = make_ds(db, {"plugins": {"semsearch-sqlite": {"max_upload_bytes": 1024}}})
+    r = await post_upload(small, png_bytes(size=(400, 400)) + b"\0" * 5000)
     assert r.status_code == 413 and "too large" in r.text
     r = await ds.client.post("/photos/-/semsearch/upload", data={"k": "3"}, cookies={})
     assert r.status_code in (400, 403)  # no multipart (1.0a) / no CSRF token (0.65)

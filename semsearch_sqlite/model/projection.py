@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from semsearch_sqlite.errors import BackboneError, ProjectionError
+from semsearch_sqlite.errors import ProjectionError
 from semsearch_sqlite.vectors.maths import unit_rows
 
 
@@ -112,14 +112,10 @@ def _expected_keys(ops: list[str]) -> list[str]:
     return [f"{i}.{n}" for i, op in enumerate(ops) for n in names.get(op, ())]
 
 
-def import_keras() -> Any:
-    try:
-        from semsearch_sqlite.model.keras_env import import_keras as import_quietly
+def import_keras(what: str = "an mlp or hinge projection") -> Any:
+    from semsearch_sqlite.model.keras_env import import_keras as import_quietly
 
-        keras = import_quietly()
-    except (ImportError, BackboneError) as e:  # pragma: no cover - a dependency
-        raise ProjectionError("training an mlp or hinge projection needs Keras: pip install keras tensorflow-cpu") from e
-    return keras
+    return import_quietly(what)
 
 
 def _build_keras(keras: Any, ops: list[str], input_dim: int, arrays: dict[str, np.ndarray], *,
@@ -278,7 +274,7 @@ def _fit_ridge(X: np.ndarray, Y: np.ndarray, train: np.ndarray, val: np.ndarray)
 
 def _fit_keras(X: np.ndarray, Y: np.ndarray, train: np.ndarray, val: np.ndarray, method: str, seed: int,
                epochs: int, word_vectors: Any, on_epoch: Callable[[int, dict[str, float]], None] | None) -> Projection:
-    keras = import_keras()
+    keras = import_keras(f"the {method} projection")
     keras.utils.set_random_seed(seed)
     mean, std = _standardiser(X[train])
     ops = list(MLP_OPS)

@@ -23,11 +23,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from semsearch_sqlite.media import files as media_files, images as imglib
-from semsearch_sqlite.errors import ImageError, StoreError
-from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL
-from semsearch_sqlite.storage.models import CLASSIFIER_MODEL, SEMANTIC_MODEL
-from semsearch_sqlite.storage.store import Store, encode_f32, now
+from semsearch_sqlite.extras import require_ingest
+
+# Ingesting needs the [ingest] extra's Pillow and CNN: a reader-only install says so here,
+# with the fix, before anything (a new database file included) is made.
+require_ingest("ingest")
+
+from semsearch_sqlite.media import files as media_files, images as imglib  # noqa: E402
+from semsearch_sqlite.errors import ImageError, StoreError  # noqa: E402
+from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL  # noqa: E402
+from semsearch_sqlite.storage.models import CLASSIFIER_MODEL, SEMANTIC_MODEL  # noqa: E402
+from semsearch_sqlite.storage.store import Store, encode_f32, now  # noqa: E402
 
 DEFAULT_BACKBONE = "vgg16"
 DEFAULT_BATCH = 32

@@ -1,9 +1,9 @@
 """Queries by a NEW image (not in the database): embed it with the database's own
-backbone, then search. Needs TensorFlow; everything else in the package doesn't."""
+backbone, then search. Needs the [ingest] extra (TensorFlow, Pillow); everything else
+in the package doesn't."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import sqlite3
@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from semsearch_sqlite.errors import BackboneError, StoreError
+from semsearch_sqlite.extras import missing_message, require_ingest
 from semsearch_sqlite.queries.search import Results, similar_to_vector
 from semsearch_sqlite.storage.cache import ProcessCache
 from semsearch_sqlite.storage.rows import read_meta
@@ -21,18 +22,18 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 # loaded CNNs kept per process (each is tens to hundreds of MB)
 BACKBONES_KEPT = 2
 _backbones: ProcessCache[Any] = ProcessCache(BACKBONES_KEPT)
+SEARCH_BY_IMAGE = "search by a new image"
 
 
 def backbone_available() -> tuple[bool, str]:
-    """Whether new images can be embedded here, and why not."""
-    for module in ("tensorflow", "keras"):
-        if importlib.util.find_spec(module) is None:
-            return False, f"{module} is not installed here (pip install semsearch-sqlite installs it)"
-    return True, ""
+    """Whether new images can be embedded here, and why not (one line naming the fix)."""
+    message = missing_message(SEARCH_BY_IMAGE)
+    return (False, message) if message else (True, "")
 
 
 def database_backbone(conn: sqlite3.Connection) -> Any:
     """The backbone this database was embedded with, loaded once per process."""
+    require_ingest(SEARCH_BY_IMAGE)
     from semsearch_sqlite.model.backbones import load_backbone
 
     name = read_meta(conn, "backbone")
@@ -68,18 +69,22 @@ def search_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str =
 
 def search_file(store: Store, path: str, k: Any = 10, space: str = "visual") -> Results:
     """Images nearest to the image file at ``path``."""
+    require_ingest(SEARCH_BY_IMAGE)
     from semsearch_sqlite.media.images import load_image
 
     return search_image(store.conn, load_image(path), k, space)
 
 
-def search_bytes(conn: sqlite3.Connection, data: bytes, k: Any = 10, space: str = "visual", name: str = "upload") -> Results:
-    """Images nearest to an uploaded image given as bytes (size-limited)."""
+def search_bytes(conn: sqlite3.Connection, data: bytes, k: Any = 10, space: str = "visual", name: str = "upload",
+                 max_bytes: int = MAX_UPLOAD_BYTES) -> Results:
+    """Images nearest to an uploaded image given as bytes (at most ``max_bytes``)."""
     from semsearch_sqlite.errors import ImageError
+
+    if len(data) > max_bytes:
+        raise ImageError(name, f"too large ({len(data)} bytes; at most {max_bytes})")
+    require_ingest(SEARCH_BY_IMAGE)
     from semsearch_sqlite.media.images import load_image
 
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise ImageError(name, f"too large ({len(data)} bytes; at most {MAX_UPLOAD_BYTES})")
     return search_image(conn, load_image(io.BytesIO(data), name=name), k, space)
 
 

