@@ -23,7 +23,6 @@ from .media import image_id as parse_image_id
 from .render import Paging, Urls, image_results, page_number, render, request_k, section
 
 TAGS_SHOWN = 10
-IMAGE_PAGE_K = 12  # neighbours per space on an image page (at most the configured max_k)
 FOCUS_LINKS = 5
 # the image page's paged sections: name -> (query-string parameter, space)
 IMAGE_SECTIONS = {"visual": ("visual_page", "visual"), "semantic": ("semantic_page", "semantic"),
@@ -73,7 +72,7 @@ async def image_page(datasette: Any, request: Any) -> Response:
     db, _ = await resolve(datasette, request)
     image_id = parse_image_id(request.url_vars["id"])
     focus = (request.args.get("focus") or "").strip() or None
-    k = request_k(datasette, db.name, request.args.get("k"), default=IMAGE_PAGE_K)
+    k = request_k(datasette, db.name, request.args.get("k"))
     pages = {name: page_number(request.args.get(param)) for name, (param, _) in IMAGE_SECTIONS.items()}
 
     def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
