@@ -370,20 +370,27 @@ def evaluate(db: str, zero_shot: float, seed: int, methods: tuple[str, ...], no_
 @click.argument("sql")
 @click.option("-p", "--param", "params", type=(str, str), multiple=True, help="Named parameter, e.g. -p q 'cat sofa'")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--write", is_flag=True, help="Allow SQL that changes DB (it is opened read-only by default)")
 @handle_errors
-def sql(db: str, sql: str, params: tuple[tuple[str, str], ...], as_json: bool) -> None:
-    """Run SQL with the semsearch functions, e.g. select * from similar_images('cat')."""
+def sql(db: str, sql: str, params: tuple[tuple[str, str], ...], as_json: bool, write: bool) -> None:
+    """Run SQL with the semsearch functions, e.g. select * from similar_images('cat').
+
+    DB is opened read-only, as Datasette does; --write allows changes.
+    """
     import sqlite3
 
     from semsearch_sqlite.queries.sqlfuncs import register_functions
     from semsearch_sqlite.storage.store import Store
 
-    with Store.open(db) as store:
+    with Store.open(db, readonly=not write) as store:
         register_functions(store.conn)
         try:
             cur = store.conn.execute(sql, dict(params))
         except sqlite3.Error as e:
-            raise click.ClickException(str(e)) from e
+            message = str(e)
+            if not write and "readonly" in message:
+                message += f"; {db} is opened read-only: add --write to change it"
+            raise click.ClickException(message) from e
         columns = [d[0] for d in cur.description or []]
         rows = [dict(zip(columns, r)) for r in cur.fetchall()]
     for r in rows:

@@ -6,6 +6,7 @@ Each function calls the same library function as the CLI and the pages.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -106,13 +107,19 @@ def register_functions(conn: sqlite3.Connection) -> list[str]:
     global _warned
     names = []
     scalars: list[tuple[str, int, Callable[..., Any]]] = [
-        ("semsearch_text_vector", 1, lambda q: text_vector_blob(conn, q)),
-        ("semsearch_word_vector", 1, lambda q: word_vector_blob(conn, q)),
-        ("semsearch_image_vector", 1, lambda i: image_vector_blob(conn, i)),
-        ("semsearch_image_vector", 2, lambda i, s: image_vector_blob(conn, i, s)),
+        ("semsearch_text_vector", 1, text_vector_blob),
+        ("semsearch_word_vector", 1, word_vector_blob),
+        ("semsearch_image_vector", 1, image_vector_blob),
+        ("semsearch_image_vector", 2, image_vector_blob),
     ]
     for name, nargs, fn in scalars:
-        conn.create_function(name, nargs, fn, deterministic=True)
+        try:
+            from semsearch_sqlite.sqlite.scalar import register_scalar_function
+
+            # through SQLite's C API, so the library's message is the SQL error
+            register_scalar_function(conn, name, nargs, fn)
+        except Exception:  # noqa: BLE001 - plain sqlite3 still works, with a generic error
+            conn.create_function(name, nargs, functools.partial(fn, conn), deterministic=True)
         names.append(name)
     try:
         from semsearch_sqlite.sqlite.vtable import register_table_function

@@ -277,15 +277,26 @@ def _assemble(src: RowSource, stored: ann.StoredIndex | None) -> Matrix | None:
 
 
 def clamp_k(k: Any, default: int = 10) -> int:
-    """``k`` as an int in 1..MAX_K (None -> default)."""
+    """``k`` as an int in 1..MAX_K (None -> default).
+
+    Accepts ints, whole finite floats (SQLite hands ``5.0`` over as a float) and ASCII
+    digit strings; anything else is a QueryError naming the value.
+    """
     if k is None:
         return default
-    if isinstance(k, bool) or not isinstance(k, (int, float, str)):
+    if isinstance(k, bool) or not isinstance(k, (int, float, str, np.integer, np.floating)):
         raise QueryError(f"k must be a whole number, not {type(k).__name__}")
-    try:
+    if isinstance(k, (float, np.floating)):
+        if not np.isfinite(k) or float(k) != int(k):
+            raise QueryError(f"k must be a whole number, not {float(k)!r}")
         value = int(k)
-    except (TypeError, ValueError) as e:
-        raise QueryError(f"k must be a whole number, not {k!r}") from e
+    elif isinstance(k, str):
+        text = k.strip()
+        if not (text.isascii() and text.lstrip("+-").isdigit()):
+            raise QueryError(f"k must be a whole number, not {k!r}")
+        value = int(text)
+    else:
+        value = int(k)
     if value < 1:
         raise QueryError(f"k must be at least 1, not {value}")
     return min(value, MAX_K)

@@ -1,0 +1,113 @@
+"""Security and reliability, round 2 (issue 18): each defect found by probing the pages,
+the SQL functions and the CLI, on real files, real SQLite and a real Datasette."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from semsearch_sqlite.cli import cli
+from semsearch_sqlite.queries.sqlfuncs import register_functions
+from semsearch_sqlite.storage.store import Store
+
+pytestmark = pytest.mark.slow
+
+
+def sha(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def photos_copy(plugin_photos: dict[str, Any], tmp_path: Path) -> Path:
+    """A private copy of the plugin's photo database (tests that change it)."""
+    target = tmp_path / "photos.db"
+    with sqlite3.connect(plugin_photos["db"]) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    return target
+
+
+# -- 4. every SQL function argument is validated; the library's message is the SQL error --
+
+BAD_CALLS = [
+    ("select * from similar_images('cat', 1e999)", "k must be a whole number, not inf"),
+    ("select * from similar_images('cat', 2.5)", "k must be a whole number, not 2.5"),
+    ("select * from similar_images('cat', '５')", "k must be a whole number, not '５'"),
+    ("select * from similar_to_image('¹')", "no image stored with path '¹'; list them with: select id, path from images"),
+    ("select * from similar_to_image(1.5)", "an image id is a whole number, not 1.5"),
+    ("select * from image_tags(1e999)", "an image id is a whole number, not inf"),
+    ("select * from images_tagged(5)", "the tag word must be text, not int"),
+    ("select * from images_tagged(null)", "the tag word must be text, not null"),
+    ("select * from similar_words(null)", "a query must be text, not null"),
+    ("select * from similar_to_image(1, 3, 5)", "space must be one of visual, semantic, not 5"),
+    ("select semsearch_text_vector('zzqqzz')", "no known words in query: 'zzqqzz'"),
+    ("select semsearch_word_vector(null)", "a query must be text, not null"),
+    ("select semsearch_image_vector(1, 'x')", "space must be one of visual, semantic, not 'x'"),
+    ("select semsearch_image_vector(99999)", "no image with id 99999"),
+]
+
+
+@pytest.mark.parametrize("sql, message", BAD_CALLS)
+def test_sql_functions_report_the_library_message(plugin_photos: dict[str, Any], sql: str, message: str) -> None:
+    with Store.open(plugin_photos["db"], readonly=True) as store:
+        register_functions(store.conn)
+        with pytest.raises(sqlite3.OperationalError) as caught:
+            store.conn.execute(sql).fetchall()
+    text = str(caught.value)
+    assert text.startswith(message), text
+    assert "\n" not in text
+    for raw in ("OverflowError", "ValueError", "AttributeError", "user-defined function raised exception"):
+        assert raw not in text
+
+
+def test_scalar_functions_still_answer_and_release_their_state(plugin_photos: dict[str, Any]) -> None:
+    from semsearch_sqlite.sqlite.scalar import live_scalars
+
+    before = live_scalars()
+    store = Store.open(plugin_photos["db"], readonly=True)
+    register_functions(store.conn)
+    blob = store.conn.execute("select semsearch_text_vector('cat')").fetchone()[0]
+    dim = store.conn.execute("select vec_length(semsearch_image_vector(1, 'semantic'))").fetchone()[0]
+    assert len(blob) == 4 * dim
+    assert live_scalars() == before + 4
+    store.close()
+    assert live_scalars() == before
+
+
+@pytest.mark.asyncio
+async def test_datasette_shows_the_sql_function_message(plugin_photos: dict[str, Any]) -> None:
+    from datasette.app import Datasette
+
+    ds = Datasette([plugin_photos["db"]])
+    response = await ds.client.get("/photos.json", params={"sql": "select semsearch_text_vector('zzqqzz')"})
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("no known words in query: 'zzqqzz'")
+
+
+def test_cli_similar_with_a_superscript_digit_is_one_line(plugin_photos: dict[str, Any]) -> None:
+    result = CliRunner().invoke(cli, ["similar", plugin_photos["db"], "¹"])
+    assert result.exit_code == 1
+    assert result.output == "Error: no image stored with path '¹'; list them with: select id, path from images\n"
+
+
+# -- 3. `sql` is read-only unless --write ------------------------------------------------------
+
+
+def test_sql_command_is_read_only_by_default(photos_copy: Path) -> None:
+    before = sha(photos_copy)
+    result = CliRunner().invoke(cli, ["sql", str(photos_copy), "delete from tags"])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: attempt to write a readonly database; {photos_copy} is opened read-only: add --write to change it\n")
+    assert sha(photos_copy) == before
+    counted = CliRunner().invoke(cli, ["sql", str(photos_copy), "select count(*) as n from tags", "--json"])
+    assert counted.exit_code == 0 and '"n": 0' not in counted.output
+    written = CliRunner().invoke(cli, ["sql", str(photos_copy), "delete from tags", "--write"])
+    assert written.exit_code == 0, written.output
+    with sqlite3.connect(photos_copy) as conn:
+        assert conn.execute("select count(*) from tags").fetchone() == (0,)
