@@ -16,7 +16,7 @@ from typing import Any
 from datasette import Forbidden, NotFound
 from datasette.utils import await_me_maybe, tilde_decode
 
-from .databases import is_semsearch
+from .databases import is_semsearch, skipped_because
 
 # where Datasette's own (trylast) handle_exception implementation lives
 DEFAULT_HANDLER_MODULE = "datasette.handle_exception"
@@ -55,7 +55,7 @@ async def semsearch_databases(datasette: Any, actor: Any) -> list[str]:
     """Names of the databases holding a semsearch store that ``actor`` may view."""
     names = []
     for name, db in list(datasette.databases.items()):
-        if name == "_internal" or not await is_semsearch(db):
+        if name == "_internal" or not await is_semsearch(db) or await skipped_because(db):
             continue
         if (await visibility(datasette, actor, name))[0]:
             names.append(name)
@@ -65,7 +65,8 @@ async def semsearch_databases(datasette: Any, actor: Any) -> list[str]:
 async def can_view(datasette: Any, actor: Any, database: str) -> bool:
     """Whether ``database`` holds a store whose pages ``actor`` may see (for links)."""
     db = datasette.databases.get(database)
-    return db is not None and await is_semsearch(db) and (await visibility(datasette, actor, database))[0]
+    return (db is not None and await is_semsearch(db) and not await skipped_because(db)
+            and (await visibility(datasette, actor, database))[0])
 
 
 async def resolve(datasette: Any, request: Any) -> tuple[Any, bool]:
@@ -80,6 +81,9 @@ async def resolve(datasette: Any, request: Any) -> tuple[Any, bool]:
         raise Forbidden("You do not have permission to view this database")
     if not await is_semsearch(db):
         raise NotFound("This database holds no semsearch-sqlite store")
+    problem = await skipped_because(db)
+    if problem:
+        raise NotFound(f"Skipped: {problem}")
     return db, private
 
 

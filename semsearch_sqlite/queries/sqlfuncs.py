@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+from semsearch_sqlite.errors import SchemaVersionError
 from semsearch_sqlite.queries import search
 from semsearch_sqlite.storage.cache import ProcessCache
 from semsearch_sqlite.storage.rows import database_key, generation, thumbnails
@@ -98,11 +99,20 @@ def image_vector_blob(conn: sqlite3.Connection, image: Any, space: Any = "visual
     return encode_f32(v)
 
 
-def register_functions(conn: sqlite3.Connection) -> list[str]:
+def _refusing(message: str) -> Callable[..., Any]:
+    def refuse(conn: sqlite3.Connection, *args: Any) -> Any:
+        raise SchemaVersionError(message)
+
+    return refuse
+
+
+def register_functions(conn: sqlite3.Connection, *, refuse: str | None = None) -> list[str]:
     """Register every semsearch SQL function on ``conn``; never raises.
 
     Scalar functions always work; if the table-valued ones can't be registered on this
-    Python, that is logged once. Returns the names registered.
+    Python, that is logged once. With ``refuse`` (a store this version can't read, such
+    as one from a newer version) every function raises that message instead of reading
+    it. Returns the names registered.
     """
     global _warned
     names = []
@@ -113,6 +123,7 @@ def register_functions(conn: sqlite3.Connection) -> list[str]:
         ("semsearch_image_vector", 2, image_vector_blob),
     ]
     for name, nargs, fn in scalars:
+        fn = _refusing(refuse) if refuse else fn
         try:
             from semsearch_sqlite.sqlite.scalar import register_scalar_function
 
@@ -125,7 +136,8 @@ def register_functions(conn: sqlite3.Connection) -> list[str]:
         from semsearch_sqlite.sqlite.vtable import register_table_function
 
         for name, (_, columns, params) in TABLE_FUNCTIONS.items():
-            register_table_function(conn, name, _table_function(name), columns, params)
+            call = _refusing(refuse) if refuse else _table_function(name)
+            register_table_function(conn, name, call, columns, params)
             names.append(name)
     except Exception as e:  # noqa: BLE001 - must never break the connection
         if not _warned:
