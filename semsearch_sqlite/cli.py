@@ -215,11 +215,11 @@ def vocab(db: Path, glove: str | None, vocab_size: int | None, vocab_file: str |
     """
     from semsearch_sqlite.pipeline.train import refresh_semantic, refresh_vocabulary
     from semsearch_sqlite.storage.vectors import VEC_VISUAL
-    from semsearch_sqlite.storage.store import Store
+    from semsearch_sqlite.storage.store import writing
     from semsearch_sqlite.text.glove import read_vocab_file
 
     extra = read_vocab_file(vocab_file) if vocab_file else []
-    with Store.open(db, create=True) as store:
+    with writing(db) as store:
         changed = refresh_vocabulary(store, glove, vocab_size, extra, rebuild=rebuild)
         if changed and store.vec_dim(VEC_VISUAL):
             refresh_semantic(store)
@@ -240,10 +240,10 @@ def train(db: str, method: str | None, labels_file: str | None, epochs: int | No
     """Refit the word-space model from the stored features, re-project and re-tag."""
     from semsearch_sqlite.media.files import read_labels_csv
     from semsearch_sqlite.pipeline.train import refresh_semantic
-    from semsearch_sqlite.storage.store import Store
+    from semsearch_sqlite.storage.store import writing
 
-    with Store.open(db, create=True) as store:
-        labels = read_labels_csv(labels_file) if labels_file else None
+    labels = read_labels_csv(labels_file) if labels_file else None
+    with writing(db) as store:
         report = refresh_semantic(store, method=method, tags=n_tags, labels=labels, epochs=epochs)
     if not quiet:
         click.echo(_semantic_line(report), err=True)
@@ -345,9 +345,9 @@ def evaluate(db: str, zero_shot: float, seed: int, methods: tuple[str, ...], no_
     """
     from semsearch_sqlite.pipeline.evaluate import evaluate as run_evaluate
     from semsearch_sqlite.pipeline.evaluate import summary_rows
-    from semsearch_sqlite.storage.store import Store
+    from semsearch_sqlite.storage.store import Store, writing
 
-    with Store.open(db, create=True) as store:
+    with (Store.open(db, readonly=True) if no_save else writing(db)) as store:
         figures = run_evaluate(store, zero_shot=zero_shot, seed=seed, methods=methods or ("auto", "conse"), save=not no_save)
     if as_json:
         click.echo(json.dumps(figures, indent=2))

@@ -4,7 +4,6 @@ the SQL functions and the CLI, on real files, real SQLite and a real Datasette."
 from __future__ import annotations
 
 import hashlib
-import shutil
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -170,3 +169,58 @@ async def test_plugin_skips_a_store_from_a_newer_version(photos_copy: Path, capl
         assert "/photos/-/semsearch" not in home.text
     skipped = [r.getMessage() for r in caplog.records if "skipping database photos" in r.getMessage()]
     assert skipped == [f"semsearch: skipping database photos: {message} (this is 0.1.0, schema 1)"]
+
+
+# -- 7. every writer: one clean line on a read-only file, and ingest's writer lock ----------
+
+
+@pytest.fixture
+def read_only_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every connection the package opens is SQLite's read-only mode (root ignores file
+    permissions, so chmod can't make a read-only file in these tests)."""
+    from semsearch_sqlite.storage import store as store_mod
+
+    connect = store_mod.connect
+    monkeypatch.setattr(store_mod, "connect", lambda path, **kw: connect(path, readonly=True))
+
+
+@pytest.mark.parametrize("command", [["train"], ["vocab", "-q"], ["evaluate"]])
+def test_writers_on_a_read_only_file_say_one_line(photos_copy: Path, read_only_sqlite: None, command: list[str]) -> None:
+    before = sha(photos_copy)
+    result = CliRunner().invoke(cli, [command[0], str(photos_copy), *command[1:]] + (
+        ["--vocab-size", "30000"] if command[0] == "vocab" else []))
+    assert result.exit_code == 1, result.output
+    assert result.output == (f"Error: {photos_copy}: attempt to write a readonly database; the file or its "
+                             "folder is read-only: make it writable or give another file\n")
+    assert sha(photos_copy) == before
+
+
+def test_evaluate_no_save_reads_a_read_only_file(photos_copy: Path, read_only_sqlite: None) -> None:
+    result = CliRunner().invoke(cli, ["evaluate", str(photos_copy), "--no-save", "--method", "ridge"])
+    assert result.exit_code == 0, result.output
+    assert "labelled images" in result.output
+
+
+@pytest.mark.parametrize("command", [["train"], ["vocab", "--vocab-size", "30000"], ["evaluate"]])
+def test_writers_wait_for_the_ingest_writer_lock(photos_copy: Path, command: list[str]) -> None:
+    from semsearch_sqlite.storage.store import writer_lock
+
+    before = sha(photos_copy)
+    with writer_lock(str(photos_copy)):  # what a running ingest holds
+        result = CliRunner().invoke(cli, [command[0], str(photos_copy), *command[1:]])
+    assert result.exit_code == 1, result.output
+    assert result.output == (f"Error: {photos_copy}: another semsearch-sqlite process is writing to this "
+                             "database; wait for it to finish\n")
+    assert sha(photos_copy) == before
+
+
+def test_train_reads_its_rows_inside_the_write_transaction(photos_copy: Path) -> None:
+    from semsearch_sqlite.pipeline.train import refresh_semantic
+
+    with Store.open(photos_copy) as store:
+        seen: list[bool] = []
+        store.conn.set_trace_callback(lambda sql: seen.append(store.conn.in_transaction)
+                                      if "from images" in sql and "label" in sql else None)
+        refresh_semantic(store, method="ridge")
+        store.conn.set_trace_callback(None)
+    assert seen and all(seen)

@@ -195,6 +195,52 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.
     return conn
 
 
+@contextlib.contextmanager
+def writer_lock(path: str) -> Iterator[None]:
+    """Hold an exclusive OS lock on the database file for one writer process."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: SQLite's own locking still applies
+        yield
+        return
+    with open(path, "rb") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise StoreError(
+                f"{path}: another semsearch-sqlite process is writing to this database; wait for it to finish"
+            ) from e
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def storage_advice(e: sqlite3.OperationalError) -> str:
+    """SQLite's storage error with what to do about it."""
+    message = str(e)
+    if "full" in message:
+        return f"{message}; free some disk space and run the same command again to resume"
+    if "readonly" in message or "read-only" in message:
+        return f"{message}; the file or its folder is read-only: make it writable or give another file"
+    if "locked" in message:
+        return f"{message}; another program holds a write lock on it: close it and try again"
+    return message
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str], *, create: bool = True) -> Iterator[Store]:
+    """The store at ``path`` opened for one writer: every writer (ingest, train, vocab,
+    evaluate) holds the same OS lock, so two never interleave, and SQLite's storage
+    errors (read-only, disk full, locked) become one StoreError line. Every write is a
+    transaction, so what was stored before such an error stays."""
+    try:
+        with Store.open(path, create=create) as store, writer_lock(str(path)):
+            yield store
+    except sqlite3.OperationalError as e:
+        raise StoreError(f"{path}: {storage_advice(e)}") from e
+
+
 class Store:
     """A semsearch-sqlite database file.
 
