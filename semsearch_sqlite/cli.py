@@ -115,10 +115,11 @@ class _Bar:
             self.bar.update(n)
 
     def problem(self, path: str, reason: str) -> None:
+        # --quiet silences progress, never a skipped file
         message = f"Skipped {path}: {reason}"
         if self.bar is not None:
             self.bar.write(message, file=sys.stderr)
-        elif not self.quiet:
+        else:
             click.echo(message, err=True)
 
     def close(self) -> None:
@@ -144,12 +145,13 @@ class _Bar:
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image")
 @click.option("--rebuild", is_flag=True, help="Re-embed every image (e.g. with another backbone)")
 @click.option("--max-pixels", type=click.IntRange(1), help="Refuse images larger than this many pixels")
-@click.option("-q", "--quiet", is_flag=True, help="No progress output")
+@click.option("--follow-links", is_flag=True, help="Also follow symlinks that lead outside IMAGES (each folder is still read once)")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output (skipped files and failures are still reported)")
 @handle_errors
 def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, layer: str | None,
            glove: str | None, vocab_size: int | None, vocab_file: str | None, labels_file: str | None,
            method: str | None, batch_size: int, originals: bool, no_prune: bool, strict: bool, rebuild: bool,
-           max_pixels: int | None, quiet: bool) -> None:
+           max_pixels: int | None, follow_links: bool, quiet: bool) -> None:
     """Embed a folder of images (folder name = label) into DB.
 
     Re-running it adds new files, re-embeds changed ones, recognises moved ones
@@ -164,7 +166,7 @@ def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, la
     options = IngestOptions(
         backbone=backbone, weights=weights, layer=layer, glove=glove, vocab_size=vocab_size,
         vocab_file=vocab_file, labels_file=labels_file, method=method, batch_size=batch_size,
-        originals=originals, prune=not no_prune, strict=strict, rebuild=rebuild,
+        originals=originals, prune=not no_prune, strict=strict, rebuild=rebuild, follow_links=follow_links,
     )
     if max_pixels:
         options.max_pixels = max_pixels
@@ -177,8 +179,9 @@ def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, la
         sys.exit(130)
     finally:
         bar.close()
-    if not quiet:
+    if not quiet or stats.failed or stats.problems:
         click.echo(stats.summary(), err=True)
+    if not quiet:
         if stats.semantic:
             click.echo(_semantic_line(stats.semantic), err=True)
 

@@ -4,6 +4,7 @@ the SQL functions and the CLI, on real files, real SQLite and a real Datasette."
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -224,3 +225,75 @@ def test_train_reads_its_rows_inside_the_write_transaction(photos_copy: Path) ->
         refresh_semantic(store, method="ridge")
         store.conn.set_trace_callback(None)
     assert seen and all(seen)
+
+
+# -- 8. symlinks out of the folder are skipped (reported once) unless --follow-links -------
+
+
+def linked_folder(tmp_path: Path) -> tuple[Path, Path]:
+    from .test_ingest import draw, make_folder
+
+    folder = make_folder(tmp_path / "in", per_class=1)
+    elsewhere = tmp_path / "elsewhere" / "dog"
+    draw(elsewhere / "far0.png", (40, 160, 60), 11)
+    draw(elsewhere / "far1.png", (40, 160, 60), 12)
+    os.symlink(elsewhere, folder / "away")
+    os.symlink(elsewhere, folder / "again")  # the same real folder through a second link
+    os.symlink(elsewhere / "far0.png", folder / "cat" / "linked.png")
+    os.symlink(folder / "dog", folder / "inside")  # inside the folder: followed, read once
+    return folder, elsewhere
+
+
+def stored_paths(db: Path) -> list[str]:
+    with Store.open(db, readonly=True) as store:
+        return [p for (p,) in store.conn.execute("select path from images order by path")]
+
+
+def test_ingest_skips_links_out_of_the_folder_and_says_so_once(tmp_path: Path, tiny_backbone: str) -> None:
+    folder, elsewhere = linked_folder(tmp_path)
+    db = tmp_path / "links.db"
+    result = CliRunner().invoke(cli, ["ingest", str(folder), str(db), "--backbone", tiny_backbone, "-q"])
+    assert result.exit_code == 0, result.output
+    assert stored_paths(db) == ["car/car_0.png", "cat/cat_0.png", "dog/dog_0.png"]
+    skipped = sorted(line for line in result.stderr.splitlines() if line.startswith("Skipped "))
+    assert skipped == [
+        f"Skipped {folder / name}: symlink to {target} leads outside the folder (add --follow-links to include it)"
+        for name, target in [("again", elsewhere), ("away", elsewhere), ("cat/linked.png", elsewhere / "far0.png")]
+    ]
+
+
+def test_follow_links_reads_each_real_folder_once(tmp_path: Path, tiny_backbone: str) -> None:
+    folder, _ = linked_folder(tmp_path)
+    db = tmp_path / "links.db"
+    result = CliRunner().invoke(cli, ["ingest", str(folder), str(db), "--backbone", tiny_backbone, "-q",
+                                      "--follow-links"])
+    assert result.exit_code == 0, result.output
+    assert "Skipped" not in result.stderr
+    paths = stored_paths(db)
+    assert [p for p in paths if p.endswith(("far0.png", "far1.png"))] in (
+        [f"again/{n}" for n in ("far0.png", "far1.png")], [f"away/{n}" for n in ("far0.png", "far1.png")])
+    assert "cat/linked.png" in paths and not any(p.startswith("inside/") for p in paths)
+
+
+# -- 9. --quiet hides progress only: skipped files and the summary still show ------------------
+
+
+def test_quiet_still_reports_every_skipped_file(tmp_path: Path, tiny_backbone: str) -> None:
+    from .test_ingest import make_folder
+
+    folder = make_folder(tmp_path / "in", per_class=1)
+    (folder / "cat" / "empty.png").write_bytes(b"")
+    (folder / "cat" / "notes.jpg").write_bytes(b"not an image at all\n" * 4)
+    good = (folder / "dog" / "dog_0.png").read_bytes()
+    (folder / "dog" / "cut.png").write_bytes(good[: len(good) // 2])
+    result = CliRunner().invoke(cli, ["ingest", str(folder), str(tmp_path / "q.db"), "--backbone", tiny_backbone,
+                                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    skipped = sorted(line.split(":")[0] for line in lines if line.startswith("Skipped "))
+    assert skipped == [f"Skipped {folder / name}" for name in ("cat/empty.png", "cat/notes.jpg", "dog/cut.png")]
+    assert lines[-1].startswith("3 added, 0 updated, 0 moved, 0 unchanged, 0 removed, 3 failed in ")
+    assert not any("fitting" in line or "%" in line for line in lines)
+    clean = CliRunner().invoke(cli, ["ingest", str(make_folder(tmp_path / "ok", per_class=1)), str(tmp_path / "ok.db"),
+                                     "--backbone", tiny_backbone, "--quiet"])
+    assert (clean.exit_code, clean.stderr) == (0, "")

@@ -75,6 +75,7 @@ class IngestOptions:
     tags: int = 10
     method: str | None = None
     workers: int = 2
+    follow_links: bool = False  # follow symlinks that lead outside the folder too
 
 
 @dataclass
@@ -92,6 +93,7 @@ class IngestStats:
     embed_seconds: float = 0.0
     problems: list[tuple[str, str]] = field(default_factory=list)
     semantic: dict[str, Any] | None = None
+    outside_links: list[str] = field(default_factory=list)  # left out, reported once each
 
     @property
     def images_per_second(self) -> float:
@@ -221,9 +223,12 @@ class _Run:
         return self._backbone
 
     def _discover(self) -> list[Path]:
-        result = media_files.discover(self.root)
+        result = media_files.discover(self.root, follow_links=self.options.follow_links)
         for path, reason in result.problems:
             self._problem(path, reason)
+        for link in result.outside_links:
+            self.stats.outside_links.append(str(link))
+            self.progress.problem(str(link), media_files.OUTSIDE_LINK.format(target=os.path.realpath(link)))
         return result.files
 
     def _labels(self, files: list[Path]) -> dict[str, str | None]:
