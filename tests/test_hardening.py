@@ -297,3 +297,22 @@ def test_quiet_still_reports_every_skipped_file(tmp_path: Path, tiny_backbone: s
     clean = CliRunner().invoke(cli, ["ingest", str(make_folder(tmp_path / "ok", per_class=1)), str(tmp_path / "ok.db"),
                                      "--backbone", tiny_backbone, "--quiet"])
     assert (clean.exit_code, clean.stderr) == (0, "")
+
+
+# -- 1. the CSRF exemption covers exactly the plugin's upload route ------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("base_url", ["/", "/prefix/"])
+async def test_csrf_exemption_is_exactly_the_upload_route(plugin_photos: dict[str, Any], base_url: str) -> None:
+    from datasette.app import Datasette
+
+    ds = Datasette([plugin_photos["db"]], settings={"base_url": base_url})  # ds.client adds base_url
+    cookies = {"ds_csrftoken": "x"}  # a browser with ambient cookies, no token in the form
+    encoded = await ds.client.post("/photos/images%2F-%2Fsemsearch%2Fupload", data={"a": "1"}, cookies=cookies)
+    assert encoded.status_code == 403, encoded.text  # asgi-csrf refuses it; it never reaches the table POST
+    assert "form-urlencoded POST field did not match cookie" in encoded.text
+    own = await ds.client.post("/photos/-/semsearch/upload", files={"image": ("a.png", b"x")},
+                               data={"csrftoken": "wrong"}, cookies=cookies)
+    assert own.status_code == 403  # the upload view checks its own form's token
+    assert "CSRF token is missing or wrong; reload the page and try again" in own.text
