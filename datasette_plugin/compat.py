@@ -4,7 +4,8 @@ default exception handler.
 Permissions: 1.0a has ``datasette.allowed`` with resource objects; 0.65 has
 ``permission_allowed`` and ``check_visibility(permissions=[...])``. Every page of the
 plugin calls :func:`resolve`, so all of them check the same thing: may the actor view
-the ``images`` table of the database in the URL.
+the ``images`` table of the database in the URL; a page that shows rows of another
+table checks that one too (:func:`may_view_table`) and leaves out what is denied.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from .databases import is_semsearch, skipped_because
 DEFAULT_HANDLER_MODULE = "datasette.handle_exception"
 
 
-async def visibility(datasette: Any, actor: Any, database: str) -> tuple[bool, bool]:
-    """(visible, private) of the ``images`` table of ``database`` for ``actor``.
+async def visibility(datasette: Any, actor: Any, database: str, table: str = "images") -> tuple[bool, bool]:
+    """(visible, private) of ``table`` (the ``images`` table unless told) of ``database``
+    for ``actor``.
 
     Datasette 1.0a: ``allowed``/``check_visibility`` with resource objects, which cascade
     from instance to database to table. 0.65: the ``permissions=`` list that its own
@@ -33,12 +35,19 @@ async def visibility(datasette: Any, actor: Any, database: str) -> tuple[bool, b
         from datasette.resources import TableResource
 
         return await datasette.check_visibility(
-            actor, action="view-table", resource=TableResource(database=database, table="images")
+            actor, action="view-table", resource=TableResource(database=database, table=table)
         )
     return await datasette.check_visibility(
         actor,
-        permissions=[("view-table", (database, "images")), ("view-database", database), "view-instance"],
+        permissions=[("view-table", (database, table)), ("view-database", database), "view-instance"],
     )
+
+
+async def may_view_table(datasette: Any, request: Any, database: str, table: str) -> bool:
+    """Whether the request's actor may view ``table``: every page checks each table it
+    shows rows of (``image_files`` for display copies, ``tags``, ``evaluations``), as
+    Datasette's own table page would."""
+    return (await visibility(datasette, request.actor, database, table))[0]
 
 
 async def can_execute_sql(datasette: Any, actor: Any, database: str) -> bool:

@@ -10,13 +10,13 @@ import os
 import sqlite3
 from typing import Any
 
-from datasette import Response
+from datasette import Forbidden, Response
 
 from semsearch_sqlite.queries import search
 from semsearch_sqlite.storage import rows
 
 from .chart import Series, bar_chart
-from .compat import resolve
+from .compat import may_view_table, resolve
 from .render import card, image_results, render
 
 WORST_SHOWN = 5  # labels shown with their images
@@ -189,6 +189,8 @@ def _methods(figures: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, A
 async def report_page(datasette: Any, request: Any) -> Response:
     """``/<db>/-/semsearch/report``: how well search works here, and where it fails."""
     db, _ = await resolve(datasette, request)
+    if not await may_view_table(datasette, request, db.name, "evaluations"):
+        raise Forbidden("You do not have permission to view the evaluations table")
     report = await db.execute_fn(read_report)
     path = os.path.basename(getattr(db, "path", None) or f"{db.name}.db")
     return await render(

@@ -316,3 +316,41 @@ async def test_csrf_exemption_is_exactly_the_upload_route(plugin_photos: dict[st
                                data={"csrftoken": "wrong"}, cookies=cookies)
     assert own.status_code == 403  # the upload view checks its own form's token
     assert "CSRF token is missing or wrong; reload the page and try again" in own.text
+
+
+# -- 2. pages check view-table on every table they show rows of ---------------------------
+
+
+@pytest.mark.asyncio
+async def test_pages_hide_the_tables_metadata_denies(photos_copy: Path, tmp_path: Path) -> None:
+    import json
+
+    from datasette.app import Datasette
+    from datasette.utils import parse_metadata
+
+    evaluated = CliRunner().invoke(cli, ["evaluate", str(photos_copy), "--method", "ridge"])
+    assert evaluated.exit_code == 0, evaluated.output
+    root_only = {"allow": {"id": "root"}}
+    metadata_file = tmp_path / "metadata.json"
+    metadata_file.write_text(json.dumps({"databases": {"photos": {"tables": {
+        "image_files": root_only, "tags": root_only, "evaluations": root_only}}}}))
+    ds = Datasette([str(photos_copy)], metadata=parse_metadata(metadata_file.read_text()))
+    await ds.invoke_startup()
+    with Store.open(photos_copy, readonly=True) as store:
+        image_id, tag = store.conn.execute("select image_id, word from tags where rank = 1 limit 1").fetchone()
+    root = {"ds_actor": ds.sign({"a": {"id": "root"}}, "actor")}
+
+    async def pages(cookies: dict[str, str]) -> tuple[int, str, int]:
+        display = await ds.client.get(f"/photos/-/semsearch/display/{image_id}", cookies=cookies)
+        page = await ds.client.get(f"/photos/-/semsearch/image/{image_id}", cookies=cookies)
+        assert page.status_code == 200
+        report = await ds.client.get("/photos/-/semsearch/report", cookies=cookies)
+        return display.status_code, page.text, report.status_code
+
+    display, page, report = await pages({})
+    assert (display, report) == (403, 403)
+    assert f"/display/{image_id}" not in page and f'title="distance' not in page and "tags in SQL" not in page
+    assert f"/thumb/{image_id}.jpg" in page  # the images table itself is still shown
+    display, page, report = await pages(root)
+    assert (display, report) == (200, 200)
+    assert f"/display/{image_id}" in page and f">{tag}</a>" in page
