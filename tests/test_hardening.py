@@ -354,3 +354,48 @@ async def test_pages_hide_the_tables_metadata_denies(photos_copy: Path, tmp_path
     display, page, report = await pages(root)
     assert (display, report) == (200, 200)
     assert f"/display/{image_id}" in page and f">{tag}</a>" in page
+
+
+# -- 5. time limits stop table functions, and read as the caller's own time limit -------------
+
+
+def interrupt_inside_functions(conn: sqlite3.Connection) -> None:
+    """A progress handler that stops every statement a semsearch function runs (a time
+    limit that passes while the function works) and none of the caller's own steps."""
+    import sys
+
+    def handler() -> int:
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_globals.get("__name__") == "semsearch_sqlite.queries.sqlfuncs":
+                return 1
+            frame = frame.f_back
+        return 0
+
+    conn.set_progress_handler(handler, 1)
+
+
+@pytest.mark.parametrize("sql", ["select * from similar_images('cat', 100)", "select count(*) from image_tags(3, 4096)",
+                                 "select * from similar_words('cat', 4096)", "select semsearch_text_vector('cat')"])
+def test_a_time_limit_inside_a_function_is_sqlites_interrupted(photos_copy: Path, sql: str) -> None:
+    with Store.open(photos_copy, readonly=True) as store:
+        register_functions(store.conn)
+        interrupt_inside_functions(store.conn)
+        with pytest.raises(sqlite3.OperationalError) as caught:
+            store.conn.execute(sql).fetchall()
+        assert caught.value.args == ("interrupted",)  # what Datasette turns into its time-limit page
+        store.conn.set_progress_handler(None, 0)
+        assert store.conn.execute(sql).fetchall()  # and the connection still answers
+
+
+@pytest.mark.asyncio
+async def test_datasette_time_limit_message_for_table_functions(photos_copy: Path) -> None:
+    from datasette.app import Datasette
+
+    ds = Datasette([str(photos_copy)], settings={"sql_time_limit_ms": 1})
+    await ds.invoke_startup()
+    for sql in ("select * from similar_images('cat', 100)", "select count(*) from image_tags(3, 4096)"):
+        response = await ds.client.get("/photos.json", params={"sql": sql})
+        assert response.status_code == 400, sql
+        assert response.json()["title"] == "SQL Interrupted", sql
+        assert "SQL query took too long" in response.json()["error"]

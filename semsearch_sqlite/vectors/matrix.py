@@ -143,15 +143,11 @@ class Matrix:
                 rows, found = _best(self.vectors @ q, want)
         # best first; ties by id so that the answer doesn't depend on the row order
         order = np.lexsort((self.ids[rows], -found))
-        out = []
-        for j in order.tolist():
-            item = int(self.ids[rows[j]])
-            if exclude and item in exclude:
-                continue
-            out.append((item, float(1.0 - found[j])))
-            if len(out) >= k:
-                break
-        return out
+        items, distances = self.ids[rows[order]], 1.0 - found[order]
+        if exclude:  # vectorised: k may be in the thousands
+            keep = ~np.isin(items, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
+            items, distances = items[keep], distances[keep]
+        return list(zip(items[:k].tolist(), distances[:k].tolist()))
 
     def _weighted_scores(self, q: np.ndarray, w: np.ndarray) -> np.ndarray:
         """Cosine of ``q * w`` with every ``row * w``, in blocks (no full-size copy)."""
