@@ -204,10 +204,11 @@ def test_evaluate_no_save_reads_a_read_only_file(photos_copy: Path, read_only_sq
 
 @pytest.mark.parametrize("command", [["train"], ["vocab", "--vocab-size", "30000"], ["evaluate"]])
 def test_writers_wait_for_the_ingest_writer_lock(photos_copy: Path, command: list[str]) -> None:
-    from semsearch_sqlite.storage.store import writer_lock
+    import fcntl
 
     before = sha(photos_copy)
-    with writer_lock(str(photos_copy)):  # what a running ingest holds
+    with open(photos_copy, "rb") as held:  # the OS lock a running ingest holds on the file
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         result = CliRunner().invoke(cli, [command[0], str(photos_copy), *command[1:]])
     assert result.exit_code == 1, result.output
     assert result.output == (f"Error: {photos_copy}: another semsearch-sqlite process is writing to this "
