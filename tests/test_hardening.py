@@ -33,6 +33,24 @@ def photos_copy(plugin_photos: dict[str, Any], tmp_path: Path) -> Path:
     return target
 
 
+@pytest.fixture
+def datasette() -> Any:
+    """Makes real Datasette instances; their SQL threads, and so their connections, end
+    with the test (not at some later garbage collection, mid-way through another test)."""
+    from datasette.app import Datasette
+
+    made: list[Any] = []
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        made.append(Datasette(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for ds in made:
+        if ds.executor is not None:
+            ds.executor.shutdown(wait=True)
+
+
 # -- 4. every SQL function argument is validated; the library's message is the SQL error --
 
 BAD_CALLS = [
@@ -81,10 +99,8 @@ def test_scalar_functions_still_answer_and_release_their_state(plugin_photos: di
 
 
 @pytest.mark.asyncio
-async def test_datasette_shows_the_sql_function_message(plugin_photos: dict[str, Any]) -> None:
-    from datasette.app import Datasette
-
-    ds = Datasette([plugin_photos["db"]])
+async def test_datasette_shows_the_sql_function_message(plugin_photos: dict[str, Any], datasette: Any) -> None:
+    ds = datasette([plugin_photos["db"]])
     response = await ds.client.get("/photos.json", params={"sql": "select semsearch_text_vector('zzqqzz')"})
     assert response.status_code == 400
     assert response.json()["error"].startswith("no known words in query: 'zzqqzz'")
@@ -149,12 +165,12 @@ def test_cli_refuses_a_newer_schema_version(photos_copy: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_plugin_skips_a_store_from_a_newer_version(photos_copy: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from datasette.app import Datasette
-
+async def test_plugin_skips_a_store_from_a_newer_version(
+    photos_copy: Path, caplog: pytest.LogCaptureFixture, datasette: Any
+) -> None:
     set_schema_version(photos_copy, "99")
     message = "photos: schema version 99 is newer than this semsearch-sqlite; upgrade with: pip install -U semsearch-sqlite"
-    ds = Datasette([str(photos_copy)])
+    ds = datasette([str(photos_copy)])
     with caplog.at_level("WARNING"):
         await ds.invoke_startup()
         page = await ds.client.get("/photos/-/semsearch", params={"q": "cat"})
@@ -305,10 +321,10 @@ def test_quiet_still_reports_every_skipped_file(tmp_path: Path, tiny_backbone: s
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("base_url", ["/", "/prefix/"])
-async def test_csrf_exemption_is_exactly_the_upload_route(plugin_photos: dict[str, Any], base_url: str) -> None:
-    from datasette.app import Datasette
-
-    ds = Datasette([plugin_photos["db"]], settings={"base_url": base_url})  # ds.client adds base_url
+async def test_csrf_exemption_is_exactly_the_upload_route(
+    plugin_photos: dict[str, Any], base_url: str, datasette: Any
+) -> None:
+    ds = datasette([plugin_photos["db"]], settings={"base_url": base_url})  # ds.client adds base_url
     cookies = {"ds_csrftoken": "x"}  # a browser with ambient cookies, no token in the form
     encoded = await ds.client.post("/photos/images%2F-%2Fsemsearch%2Fupload", data={"a": "1"}, cookies=cookies)
     assert encoded.status_code == 403, encoded.text  # asgi-csrf refuses it; it never reaches the table POST
@@ -323,10 +339,9 @@ async def test_csrf_exemption_is_exactly_the_upload_route(plugin_photos: dict[st
 
 
 @pytest.mark.asyncio
-async def test_pages_hide_the_tables_metadata_denies(photos_copy: Path, tmp_path: Path) -> None:
+async def test_pages_hide_the_tables_metadata_denies(photos_copy: Path, tmp_path: Path, datasette: Any) -> None:
     import json
 
-    from datasette.app import Datasette
     from datasette.utils import parse_metadata
 
     evaluated = CliRunner().invoke(cli, ["evaluate", str(photos_copy), "--method", "ridge"])
@@ -335,7 +350,7 @@ async def test_pages_hide_the_tables_metadata_denies(photos_copy: Path, tmp_path
     metadata_file = tmp_path / "metadata.json"
     metadata_file.write_text(json.dumps({"databases": {"photos": {"tables": {
         "image_files": root_only, "tags": root_only, "evaluations": root_only}}}}))
-    ds = Datasette([str(photos_copy)], metadata=parse_metadata(metadata_file.read_text()))
+    ds = datasette([str(photos_copy)], metadata=parse_metadata(metadata_file.read_text()))
     await ds.invoke_startup()
     with Store.open(photos_copy, readonly=True) as store:
         image_id, tag = store.conn.execute("select image_id, word from tags where rank = 1 limit 1").fetchone()
@@ -350,7 +365,7 @@ async def test_pages_hide_the_tables_metadata_denies(photos_copy: Path, tmp_path
 
     display, page, report = await pages({})
     assert (display, report) == (403, 403)
-    assert f"/display/{image_id}" not in page and f'title="distance' not in page and "tags in SQL" not in page
+    assert f"/display/{image_id}" not in page and 'title="distance' not in page and "tags in SQL" not in page
     assert f"/thumb/{image_id}.jpg" in page  # the images table itself is still shown
     display, page, report = await pages(root)
     assert (display, report) == (200, 200)
@@ -390,10 +405,8 @@ def test_a_time_limit_inside_a_function_is_sqlites_interrupted(photos_copy: Path
 
 
 @pytest.mark.asyncio
-async def test_datasette_time_limit_message_for_table_functions(photos_copy: Path) -> None:
-    from datasette.app import Datasette
-
-    ds = Datasette([str(photos_copy)], settings={"sql_time_limit_ms": 1})
+async def test_datasette_time_limit_message_for_table_functions(photos_copy: Path, datasette: Any) -> None:
+    ds = datasette([str(photos_copy)], settings={"sql_time_limit_ms": 1})
     await ds.invoke_startup()
     for sql in ("select * from similar_images('cat', 100)", "select count(*) from image_tags(3, 4096)"):
         response = await ds.client.get("/photos.json", params={"sql": sql})

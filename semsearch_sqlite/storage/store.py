@@ -134,7 +134,9 @@ def schema_check(conn: sqlite3.Connection, name: str) -> None:
     and only known migration steps applied. Reads only, so a refused file is untouched.
     """
     upgrade = f"upgrade with: pip install -U semsearch-sqlite (this is {__version__}, schema {schema_version()})"
-    applied = {m.name for m in migrations.applied(sqlite_utils.Database(conn))}
+    # a wrapper that changes nothing on the connection (it may be one of Datasette's)
+    view = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
+    applied = {m.name for m in migrations.applied(view)}
     unknown = sorted(applied - set(MIGRATION_STEPS))
     if unknown:
         raise SchemaVersionError(
