@@ -10,15 +10,18 @@ on Datasette 0.65 and 1.0a).
 
 from __future__ import annotations
 
+import re
+
 from datasette import hookimpl
 
 from . import compat, databases, media, report, upload, views
 
 DATABASE = r"^/(?P<database>[^/]+)/-/semsearch"
+UPLOAD_ROUTE = DATABASE + r"/upload$"
 ROUTES = [
     (DATABASE + r"$", views.search_page),
     (DATABASE + r"/words$", views.words_page),
-    (DATABASE + r"/upload$", upload.upload_page),
+    (UPLOAD_ROUTE, upload.upload_page),
     (DATABASE + r"/report$", report.report_page),
     (DATABASE + r"/image/(?P<id>[0-9]{1,20})$", views.image_page),
     (DATABASE + r"/thumb/(?P<id>[0-9]{1,20})\.jpg$", media.thumb_route),
@@ -85,9 +88,9 @@ def get_metadata(datasette, database):
 
 
 @hookimpl
-def skip_csrf(scope):
+def skip_csrf(datasette, scope):
     # Datasette 0.65 only: the upload view checks the multipart form's token itself
-    return upload.skip_csrf(scope)
+    return upload.skip_csrf(datasette, scope, re.compile(UPLOAD_ROUTE))
 
 
 @hookimpl(hookwrapper=True)

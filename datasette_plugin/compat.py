@@ -4,7 +4,8 @@ default exception handler.
 Permissions: 1.0a has ``datasette.allowed`` with resource objects; 0.65 has
 ``permission_allowed`` and ``check_visibility(permissions=[...])``. Every page of the
 plugin calls :func:`resolve`, so all of them check the same thing: may the actor view
-the ``images`` table of the database in the URL.
+the ``images`` table of the database in the URL; a page that shows rows of another
+table checks that one too (:func:`may_view_table`) and leaves out what is denied.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from typing import Any
 from datasette import Forbidden, NotFound, Response
 from datasette.utils import add_cors_headers, await_me_maybe, tilde_decode
 
-from .databases import is_semsearch
+from .databases import is_semsearch, skipped_because
 
 # where Datasette's own (trylast) handle_exception implementation lives
 DEFAULT_HANDLER_MODULE = "datasette.handle_exception"
 
 
-async def visibility(datasette: Any, actor: Any, database: str) -> tuple[bool, bool]:
-    """(visible, private) of the ``images`` table of ``database`` for ``actor``.
+async def visibility(datasette: Any, actor: Any, database: str, table: str = "images") -> tuple[bool, bool]:
+    """(visible, private) of ``table`` (the ``images`` table unless told) of ``database``
+    for ``actor``.
 
     Datasette 1.0a: ``allowed``/``check_visibility`` with resource objects, which cascade
     from instance to database to table. 0.65: the ``permissions=`` list that its own
@@ -33,12 +35,19 @@ async def visibility(datasette: Any, actor: Any, database: str) -> tuple[bool, b
         from datasette.resources import TableResource
 
         return await datasette.check_visibility(
-            actor, action="view-table", resource=TableResource(database=database, table="images")
+            actor, action="view-table", resource=TableResource(database=database, table=table)
         )
     return await datasette.check_visibility(
         actor,
-        permissions=[("view-table", (database, "images")), ("view-database", database), "view-instance"],
+        permissions=[("view-table", (database, table)), ("view-database", database), "view-instance"],
     )
+
+
+async def may_view_table(datasette: Any, request: Any, database: str, table: str) -> bool:
+    """Whether the request's actor may view ``table``: every page checks each table it
+    shows rows of (``image_files`` for display copies, ``tags``, ``evaluations``), as
+    Datasette's own table page would."""
+    return (await visibility(datasette, request.actor, database, table))[0]
 
 
 async def can_execute_sql(datasette: Any, actor: Any, database: str) -> bool:
@@ -55,7 +64,7 @@ async def semsearch_databases(datasette: Any, actor: Any) -> list[str]:
     """Names of the databases holding a semsearch store that ``actor`` may view."""
     names = []
     for name, db in list(datasette.databases.items()):
-        if name == "_internal" or not await is_semsearch(db):
+        if name == "_internal" or not await is_semsearch(db) or await skipped_because(db):
             continue
         if (await visibility(datasette, actor, name))[0]:
             names.append(name)
@@ -65,7 +74,8 @@ async def semsearch_databases(datasette: Any, actor: Any) -> list[str]:
 async def can_view(datasette: Any, actor: Any, database: str) -> bool:
     """Whether ``database`` holds a store whose pages ``actor`` may see (for links)."""
     db = datasette.databases.get(database)
-    return db is not None and await is_semsearch(db) and (await visibility(datasette, actor, database))[0]
+    return (db is not None and await is_semsearch(db) and not await skipped_because(db)
+            and (await visibility(datasette, actor, database))[0])
 
 
 async def resolve(datasette: Any, request: Any) -> tuple[Any, bool]:
@@ -80,6 +90,9 @@ async def resolve(datasette: Any, request: Any) -> tuple[Any, bool]:
         raise Forbidden("You do not have permission to view this database")
     if not await is_semsearch(db):
         raise NotFound("This database holds no semsearch-sqlite store")
+    problem = await skipped_because(db)
+    if problem:
+        raise NotFound(f"Skipped: {problem}")
     return db, private
 
 

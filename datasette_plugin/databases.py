@@ -31,6 +31,9 @@ def prepare(conn: sqlite3.Connection, database: str, datasette: Any = None) -> N
     """Load sqlite-vec and register the semsearch SQL functions on ``conn``; never raises."""
     if database == "_internal":
         return
+    problem = schema_problem(conn, database)
+    if problem:
+        _warn_once(f"schema:{database}", "semsearch: skipping database %s: %s", database, problem)
     try:
         from semsearch_sqlite.sqlite.extensions import load_sqlite_vec
 
@@ -40,7 +43,7 @@ def prepare(conn: sqlite3.Connection, database: str, datasette: Any = None) -> N
     try:
         from semsearch_sqlite.queries.sqlfuncs import register_functions
 
-        register_functions(conn)
+        register_functions(conn, refuse=problem)
     except Exception as e:  # noqa: BLE001
         _warn_once("functions", "semsearch: SQL functions unavailable on database %s (%s)", database, e)
     try:
@@ -56,9 +59,32 @@ def _warn_once(key: str, message: str, *args: Any) -> None:
         log.warning(message, *args)
 
 
+def schema_problem(conn: sqlite3.Connection, database: str) -> str | None:
+    """Why the plugin must skip ``database`` (a schema version this package doesn't
+    know, such as one from a newer version), or None."""
+    from semsearch_sqlite.errors import SchemaVersionError
+    from semsearch_sqlite.storage.store import schema_check
+
+    try:
+        schema_check(conn, database)
+    except SchemaVersionError as e:
+        return str(e)
+    except Exception:  # noqa: BLE001 - not readable as a store: the other checks say so
+        return None
+    return None
+
+
+async def skipped_because(db: Any) -> str | None:
+    """:func:`schema_problem` of the Datasette ``Database`` ``db``, now."""
+    try:
+        return await db.execute_fn(lambda conn: schema_problem(conn, db.name))
+    except Exception:  # noqa: BLE001 - an unreadable database is simply not ours
+        return None
+
+
 def _note_tables(conn: sqlite3.Connection, database: str, datasette: Any) -> None:
     rows = table_definitions(conn)
-    ours = any(name == META_TABLE for name, _ in rows)
+    ours = any(name == META_TABLE for name, _ in rows) and schema_problem(conn, database) is None
     vec_tables = [name for name, sql in rows if sql and "using vec0" in " ".join(sql.lower().split())]
     shadow = sorted(
         name

@@ -6,12 +6,12 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from datasette import NotFound, Response
+from datasette import Forbidden, NotFound, Response
 from markupsafe import Markup, escape
 
 from semsearch_sqlite.storage import rows
 
-from .compat import resolve
+from .compat import may_view_table, resolve
 from .databases import is_ours
 from .render import Urls, alt_text
 
@@ -65,6 +65,8 @@ async def thumb_route(datasette: Any, request: Any) -> Response:
 async def display_route(datasette: Any, request: Any) -> Response:
     """``/<db>/-/semsearch/display/<id>``: the stored display copy (or original)."""
     db, private = await resolve(datasette, request)
+    if not await may_view_table(datasette, request, db.name, "image_files"):
+        raise Forbidden("You do not have permission to view the image_files table")
     iid = image_id(request.url_vars["id"])
     found = await db.execute_fn(lambda conn: rows.display_file(conn, iid))
     if found is None:

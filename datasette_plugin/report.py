@@ -12,13 +12,13 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from datasette import Response
+from datasette import Forbidden, Response
 
 from semsearch_sqlite.queries import search
 from semsearch_sqlite.storage import rows
 
 from .chart import Series, bar_chart
-from .compat import resolve
+from .compat import may_view_table, resolve
 from .render import card, cards, render, section
 
 WORST_SHOWN = 5  # labels shown with their images
@@ -253,6 +253,8 @@ def _methods(figures: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, A
 async def report_page(datasette: Any, request: Any) -> Response:
     """``/<db>/-/semsearch/report``: how well search works here, and where it fails."""
     db, _ = await resolve(datasette, request)
+    if not await may_view_table(datasette, request, db.name, "evaluations"):
+        raise Forbidden("You do not have permission to view the evaluations table")
     report = await db.execute_fn(read_report)
     path = os.path.basename(getattr(db, "path", None) or f"{db.name}.db")
     return await render(

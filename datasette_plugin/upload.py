@@ -21,7 +21,6 @@ from .render import image_results, page_k, render
 
 UPLOAD_SLACK = 64 * 1024  # multipart overhead allowed on top of the image itself
 SPACES = ("visual", "semantic")
-UPLOAD_PATH = re.compile(r"/-/semsearch/upload$")
 UPLOADS_OFF = f"uploads are turned off for this database (plugins: {PLUGIN_NAME}: uploads: false)"
 
 _upload_lock = threading.Lock()
@@ -116,10 +115,23 @@ async def _off_loop(db: Any, fn: Callable[[sqlite3.Connection], Any]) -> Any:
 # -- CSRF ----------------------------------------------------------------------------------
 
 
-def skip_csrf(scope: dict[str, Any]) -> bool:
+def skip_csrf(datasette: Any, scope: dict[str, Any], route: re.Pattern[str]) -> bool:
     """``skip_csrf`` (Datasette 0.65): asgi-csrf can't read multipart bodies with
-    python-multipart >= 0.0.13 (it crashes), so the upload view checks the token itself."""
-    return scope.get("method") == "POST" and bool(UPLOAD_PATH.search(scope.get("path", "")))
+    python-multipart >= 0.0.13 (it crashes), so the upload view checks the token itself.
+
+    Exactly the requests Datasette routes to the upload view skip asgi-csrf: the path is
+    read as Datasette's router reads it (the raw path, less ``base_url``) and matched
+    against the upload route itself, so ``/db/images%2F-%2Fsemsearch%2Fupload`` (the
+    decoded path ends the same way, but it routes to the table) is still checked.
+    """
+    if scope.get("method") != "POST" or scope.get("type") != "http":
+        return False
+    raw = scope.get("raw_path")
+    path = (raw.decode("latin-1") if raw else scope.get("path", "")).partition("?")[0]
+    base_url = (datasette.setting("base_url") if datasette is not None else None) or "/"
+    if base_url != "/" and path.startswith(base_url):  # as Datasette's route_path does
+        path = "/" + path[len(base_url):]
+    return route.match(path) is not None
 
 
 def _csrf_ok(datasette: Any, request: Any, token: str) -> bool:

@@ -18,7 +18,7 @@ from semsearch_sqlite.queries import hints, search
 from semsearch_sqlite.queries.sqlfuncs import EXAMPLE_SQL
 from semsearch_sqlite.storage import rows
 
-from .compat import can_execute_sql, can_view, resolve, semsearch_databases
+from .compat import can_execute_sql, can_view, may_view_table, resolve, semsearch_databases
 from .media import image_id as parse_image_id
 from .render import Paging, Urls, image_results, page_number, render, request_k, section
 
@@ -74,13 +74,18 @@ async def image_page(datasette: Any, request: Any) -> Response:
     focus = (request.args.get("focus") or "").strip() or None
     k = request_k(datasette, db.name, request.args.get("k"))
     pages = {name: page_number(request.args.get(param)) for name, (param, _) in IMAGE_SECTIONS.items()}
+    # rows of other tables are left out when the actor may not view those tables
+    show_display = await may_view_table(datasette, request, db.name, "image_files")
+    show_tags = await may_view_table(datasette, request, db.name, "tags")
 
     def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
         detail = rows.image_detail(conn, image_id)
         if detail is None:
             return None
+        if not show_display:
+            detail.update(has_display=False, display_width=None, display_height=None)
         out: dict[str, Any] = {"image": detail}
-        out["tags"] = section(lambda: search.image_tags(conn, image_id, TAGS_SHOWN).hits)
+        out["tags"] = section(lambda: search.image_tags(conn, image_id, TAGS_SHOWN).hits) if show_tags else {}
         paging = {name: Paging.of(pages[name], k, _total(conn, space, exclude_self=True))
                   for name, (_, space) in IMAGE_SECTIONS.items()}
         out["visual"] = image_results(
@@ -104,7 +109,7 @@ async def image_page(datasette: Any, request: Any) -> Response:
     sql_urls = {}
     if await can_execute_sql(datasette, request.actor, db.name):
         sql_urls = {
-            "tags": urls.sql(EXAMPLE_SQL["image_tags"], id=image_id),
+            "tags": urls.sql(EXAMPLE_SQL["image_tags"], id=image_id) if show_tags else None,
             "visual": urls.sql(EXAMPLE_SQL["similar_to_image_visual"], id=image_id, k=k),
             "semantic": urls.sql(EXAMPLE_SQL["similar_to_image_semantic"], id=image_id, k=k),
         }

@@ -116,10 +116,11 @@ class _Bar:
             self.bar.update(n)
 
     def problem(self, path: str, reason: str) -> None:
+        # --quiet silences progress, never a skipped file
         message = f"Skipped {path}: {reason}"
         if self.bar is not None:
             self.bar.write(message, file=sys.stderr)
-        elif not self.quiet:
+        else:
             click.echo(message, err=True)
 
     def close(self) -> None:
@@ -145,12 +146,13 @@ class _Bar:
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image")
 @click.option("--rebuild", is_flag=True, help="Re-embed every image (e.g. with another backbone)")
 @click.option("--max-pixels", type=click.IntRange(1), help="Refuse images larger than this many pixels")
-@click.option("-q", "--quiet", is_flag=True, help="No progress output")
+@click.option("--follow-links", is_flag=True, help="Also follow symlinks that lead outside IMAGES (each folder is still read once)")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output (skipped files and failures are still reported)")
 @handle_errors
 def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, layer: str | None,
            glove: str | None, vocab_size: int | None, vocab_file: str | None, labels_file: str | None,
            method: str | None, batch_size: int, originals: bool, no_prune: bool, strict: bool, rebuild: bool,
-           max_pixels: int | None, quiet: bool) -> None:
+           max_pixels: int | None, follow_links: bool, quiet: bool) -> None:
     """Embed a folder of images (folder name = label) into DB.
 
     Re-running it adds new files, re-embeds changed ones, recognises moved ones
@@ -165,7 +167,7 @@ def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, la
     options = IngestOptions(
         backbone=backbone, weights=weights, layer=layer, glove=glove, vocab_size=vocab_size,
         vocab_file=vocab_file, labels_file=labels_file, method=method, batch_size=batch_size,
-        originals=originals, prune=not no_prune, strict=strict, rebuild=rebuild,
+        originals=originals, prune=not no_prune, strict=strict, rebuild=rebuild, follow_links=follow_links,
     )
     if max_pixels:
         options.max_pixels = max_pixels
@@ -178,8 +180,9 @@ def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, la
         sys.exit(130)
     finally:
         bar.close()
-    if not quiet:
+    if not quiet or stats.failed or stats.problems:
         click.echo(stats.summary(), err=True)
+    if not quiet:
         if stats.semantic:
             click.echo(_semantic_line(stats.semantic), err=True)
 
@@ -216,13 +219,13 @@ def vocab(db: Path, glove: str | None, vocab_size: int | None, vocab_file: str |
     """
     from semsearch_sqlite.pipeline.train import refresh_semantic, refresh_vocabulary
     from semsearch_sqlite.storage.vectors import VEC_VISUAL
-    from semsearch_sqlite.storage.store import Store
+    from semsearch_sqlite.storage.store import writing
     from semsearch_sqlite.text.glove import bundled_data_dir, read_vocab_file
 
     extra = read_vocab_file(vocab_file) if vocab_file else []
     if glove is None and not db.exists():
         bundled_data_dir()  # without the [ingest] extra there are no bundled vectors: say so before making DB
-    with Store.open(db, create=True) as store:
+    with writing(db) as store:
         changed = refresh_vocabulary(store, glove, vocab_size, extra, rebuild=rebuild)
         if changed and store.vec_dim(VEC_VISUAL):
             refresh_semantic(store)
@@ -243,10 +246,10 @@ def train(db: str, method: str | None, labels_file: str | None, epochs: int | No
     """Refit the word-space model from the stored features, re-project and re-tag."""
     from semsearch_sqlite.media.files import read_labels_csv
     from semsearch_sqlite.pipeline.train import refresh_semantic
-    from semsearch_sqlite.storage.store import Store
+    from semsearch_sqlite.storage.store import writing
 
-    with Store.open(db, create=True) as store:
-        labels = read_labels_csv(labels_file) if labels_file else None
+    labels = read_labels_csv(labels_file) if labels_file else None
+    with writing(db) as store:
         report = refresh_semantic(store, method=method, tags=n_tags, labels=labels, epochs=epochs)
     if not quiet:
         click.echo(_semantic_line(report), err=True)
@@ -348,9 +351,9 @@ def evaluate(db: str, zero_shot: float, seed: int, methods: tuple[str, ...], no_
     """
     from semsearch_sqlite.pipeline.evaluate import evaluate as run_evaluate
     from semsearch_sqlite.pipeline.evaluate import summary_rows
-    from semsearch_sqlite.storage.store import Store
+    from semsearch_sqlite.storage.store import Store, writing
 
-    with Store.open(db, create=True) as store:
+    with (Store.open(db, readonly=True) if no_save else writing(db)) as store:
         figures = run_evaluate(store, zero_shot=zero_shot, seed=seed, methods=methods or ("auto", "conse"), save=not no_save)
     if as_json:
         click.echo(json.dumps(figures, indent=2))
@@ -373,20 +376,27 @@ def evaluate(db: str, zero_shot: float, seed: int, methods: tuple[str, ...], no_
 @click.argument("sql")
 @click.option("-p", "--param", "params", type=(str, str), multiple=True, help="Named parameter, e.g. -p q 'cat sofa'")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--write", is_flag=True, help="Allow SQL that changes DB (it is opened read-only by default)")
 @handle_errors
-def sql(db: str, sql: str, params: tuple[tuple[str, str], ...], as_json: bool) -> None:
-    """Run SQL with the semsearch functions, e.g. select * from similar_images('cat')."""
+def sql(db: str, sql: str, params: tuple[tuple[str, str], ...], as_json: bool, write: bool) -> None:
+    """Run SQL with the semsearch functions, e.g. select * from similar_images('cat').
+
+    DB is opened read-only, as Datasette does; --write allows changes.
+    """
     import sqlite3
 
     from semsearch_sqlite.queries.sqlfuncs import register_functions
     from semsearch_sqlite.storage.store import Store
 
-    with Store.open(db) as store:
+    with Store.open(db, readonly=not write) as store:
         register_functions(store.conn)
         try:
             cur = store.conn.execute(sql, dict(params))
         except sqlite3.Error as e:
-            raise click.ClickException(str(e)) from e
+            message = str(e)
+            if not write and "readonly" in message:
+                message += f"; {db} is opened read-only: add --write to change it"
+            raise click.ClickException(message) from e
         columns = [d[0] for d in cur.description or []]
         rows = [dict(zip(columns, r)) for r in cur.fetchall()]
     for r in rows:

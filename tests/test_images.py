@@ -66,10 +66,14 @@ def test_discover_survives_symlink_loops_and_follows_linked_folders_once(tmp_pat
     (root / "linked-again").symlink_to(outside, target_is_directory=True)
     (root / "a-shortcut").symlink_to(root / "cats", target_is_directory=True)
     (root / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
-    result = discover(root)
+    result = discover(root, follow_links=True)
     # a folder reachable twice is listed once: under its real path, else the first link by name
     assert [p.relative_to(root).as_posix() for p in result.files] == ["cats/c.png", "linked/o.png"]
     assert result.problems == [(root / "gone.jpg", "broken symlink")]
+    # by default links that lead outside the root are left out, each listed once
+    default = discover(root)
+    assert [p.relative_to(root).as_posix() for p in default.files] == ["cats/c.png"]
+    assert default.outside_links == [root / "linked", root / "linked-again"]
 
 
 def test_discover_missing_root_is_an_image_error(tmp_path: Path) -> None:

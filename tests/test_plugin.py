@@ -296,7 +296,7 @@ async def test_the_empty_search_page_lists_labels_and_example_queries(
     for label, n in counts.items():
         if " " not in label:
             assert f'<a href="/photos/-/semsearch?q={label}">{label}</a> <span class="semsearch-count">{n}</span>' in labels
-    assert f'<span title="not a vocabulary word' in labels  # the "<script> dog" label: listed, not linked
+    assert '<span title="not a vocabulary word' in labels  # the "<script> dog" label: listed, not linked
     assert str(escape(plugin_photos["evil_label"])) in labels and "<script>" not in labels
     examples = re.findall(r'<li><a href="/photos/-/semsearch\?q=[^"]+">([^<]+)</a></li>',
                           r.text.split("semsearch-examples", 1)[1].split("</ul>", 1)[0])

@@ -24,8 +24,9 @@ import pytest
 import sqlite_vec
 
 from semsearch_sqlite.errors import ExtensionError, QueryError
-from semsearch_sqlite.sqlite.extensions import load_sqlite_vec
-from semsearch_sqlite.sqlite.vtable import live_objects, live_registrations, register_table_function, to_sql_value
+from semsearch_sqlite.sqlite import vtable
+from semsearch_sqlite.sqlite.extensions import connection_handle, load_sqlite_vec
+from semsearch_sqlite.sqlite.vtable import live_objects, register_table_function, to_sql_value
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -204,10 +205,17 @@ def test_replacing_a_registration(conn: sqlite3.Connection) -> None:
     sql = "select * from numbers(2)"
     assert conn.execute(sql).fetchall() == [(0, 0, "#0"), (1, 1, "#1")]
     gc.collect()  # registrations of connections dropped by earlier tests go now, not mid-test
-    before = live_registrations()
+    handle = connection_handle(conn)
+
+    def live_here() -> int:
+        # counted on this connection only: earlier tests' Datasette threads may still end
+        # (closing their connections) while this test runs
+        return sum(1 for r in list(vtable._registrations.values()) if r.db == handle)
+
+    before = live_here()
     # same columns: swapped in place, the cached prepared statement sees the new fn
     register_table_function(conn, "numbers", lambda c, n, s: [(n, n, "new")], COLUMNS, ["n", "step"])
-    assert live_registrations() == before
+    assert live_here() == before
     assert conn.execute(sql).fetchall() == [(2, 2, "new")]
     # other columns: a new module; prepared statements are re-prepared against it
     register_table_function(conn, "NUMBERS", lambda c, n: [(n * 10,), (n * 10 + 1,)], ["tens"], ["n"])
@@ -225,7 +233,7 @@ def test_replacing_a_registration(conn: sqlite3.Connection) -> None:
     # the replaced module is released when its last prepared statement goes, at the latest on close
     conn.close()
     gc.collect()
-    assert live_registrations() == before - 1
+    assert live_here() == before - 1
 
 
 def test_self_check_and_clear_errors(tmp_path: Path) -> None:

@@ -19,23 +19,32 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", 
 
 @dataclass
 class DiscoveryResult:
-    """Image files found under a root, and the directories that could not be read."""
+    """Image files found under a root, the directories that could not be read, and the
+    symlinks left out because they lead outside the root."""
 
     files: list[Path] = field(default_factory=list)
     problems: list[tuple[Path, str]] = field(default_factory=list)
+    outside_links: list[Path] = field(default_factory=list)
 
 
-def discover(root: str | Path) -> DiscoveryResult:
+OUTSIDE_LINK = "symlink to {target} leads outside the folder (add --follow-links to include it)"
+
+
+def discover(root: str | Path, *, follow_links: bool = False) -> DiscoveryResult:
     """Find image files under ``root``, recursively.
 
-    Hidden files and folders (leading '.') are skipped; symlinked folders are followed
-    once each, so symlink loops end; unreadable folders are reported, not fatal.
+    Hidden files and folders (leading '.') are skipped. Symlinks (to folders or files)
+    that lead outside ``root`` are left out and listed in ``outside_links``, unless
+    ``follow_links``; a folder is never walked twice, however many links lead to it, so
+    symlink loops end. Unreadable folders are reported, not fatal.
 
     Args:
         root: the folder to search.
+        follow_links: also follow symlinks that lead outside ``root``.
 
     Returns:
-        The files sorted by their path relative to ``root``, and ``(path, reason)`` problems.
+        The files sorted by their path relative to ``root``, ``(path, reason)`` problems
+        and the links left out.
 
     Raises:
         ImageError: ``root`` is not a readable folder.
@@ -45,7 +54,18 @@ def discover(root: str | Path) -> DiscoveryResult:
         reason = "no such folder" if not root.exists() else "not a folder"
         raise ImageError(str(root), f"{reason}; pass the folder that holds the images")
     result = DiscoveryResult()
+    real_root = root.resolve()
     seen: set[Path] = set()
+
+    def outside(path: Path) -> bool:
+        if follow_links:
+            return False
+        target = path.resolve()
+        if target == real_root or target.is_relative_to(real_root):
+            return False
+        result.outside_links.append(path)
+        return True
+
     # Real folders first, symlinked ones after, each in name order: a folder reachable
     # both ways is listed under its real path, and the walk is the same on every run.
     stack: list[Path] = [root]
@@ -67,16 +87,21 @@ def discover(root: str | Path) -> DiscoveryResult:
             path = Path(entry.path)
             try:
                 if entry.is_dir():  # follows symlinks; ``seen`` stops loops
-                    (links if entry.is_symlink() else stack).append(path)
+                    if not entry.is_symlink():
+                        stack.append(path)
+                    elif not outside(path):
+                        links.append(path)
                 elif path.suffix.lower() in IMAGE_EXTENSIONS:
                     if entry.is_file():
-                        result.files.append(path)
+                        if not (entry.is_symlink() and outside(path)):
+                            result.files.append(path)
                     elif entry.is_symlink() and not path.exists():
                         result.problems.append((path, "broken symlink"))
             except OSError as e:
                 result.problems.append((path, os_reason(e)))
         links.sort()
     result.files.sort(key=lambda p: p.relative_to(root).as_posix())
+    result.outside_links.sort()
     return result
 
 

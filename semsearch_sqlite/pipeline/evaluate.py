@@ -107,7 +107,19 @@ def evaluate(
     k: int = K,
     save: bool = True,
 ) -> dict[str, Any]:
-    """Measure search quality; returns the figures (and stores them when ``save``)."""
+    """Measure search quality; returns the figures (and stores them when ``save``).
+
+    When saving, the rows are read inside the write transaction that stores the
+    figures, so they describe exactly the data they are stored beside.
+    """
+    if not save:
+        return _measure(store, zero_shot, seed, methods, k, save)
+    with store.atomic():
+        return _measure(store, zero_shot, seed, methods, k, save)
+
+
+def _measure(store: Store, zero_shot: float, seed: int, methods: tuple[str, ...], k: int,
+             save: bool) -> dict[str, Any]:
     ids, X, probs, labels = training_data(store, None)
     keep = [i for i, lab in enumerate(labels) if lab]
     if len(keep) < 2 or len({labels[i] for i in keep}) < 2:

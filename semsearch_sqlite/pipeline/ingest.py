@@ -10,12 +10,9 @@ again in one transaction.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sqlite3
 import time
 from collections import deque
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +30,7 @@ from semsearch_sqlite.media import files as media_files, images as imglib  # noq
 from semsearch_sqlite.errors import ImageError, StoreError  # noqa: E402
 from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL  # noqa: E402
 from semsearch_sqlite.storage.models import CLASSIFIER_MODEL, SEMANTIC_MODEL  # noqa: E402
-from semsearch_sqlite.storage.store import Store, encode_f32, now  # noqa: E402
+from semsearch_sqlite.storage.store import Store, encode_f32, now, writing  # noqa: E402
 
 DEFAULT_BACKBONE = "vgg16"
 DEFAULT_BATCH = 32
@@ -84,6 +81,7 @@ class IngestOptions:
     tags: int = 10
     method: str | None = None
     workers: int = 2
+    follow_links: bool = False  # follow symlinks that lead outside the folder too
 
 
 @dataclass
@@ -101,6 +99,7 @@ class IngestStats:
     embed_seconds: float = 0.0
     problems: list[tuple[str, str]] = field(default_factory=list)
     semantic: dict[str, Any] | None = None
+    outside_links: list[str] = field(default_factory=list)  # left out, reported once each
 
     @property
     def images_per_second(self) -> float:
@@ -140,27 +139,6 @@ class _Prepared:
     tensor: np.ndarray
 
 
-@contextlib.contextmanager
-def writer_lock(path: str) -> Iterator[None]:
-    """Hold an exclusive OS lock on the database file for one writer process."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: SQLite's own locking still applies
-        yield
-        return
-    with open(path, "rb") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            raise StoreError(
-                f"{path}: another semsearch-sqlite process is writing to this database; wait for it to finish"
-            ) from e
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
 def ingest(
     images_dir: str | os.PathLike[str],
     db_path: str | os.PathLike[str],
@@ -174,12 +152,8 @@ def ingest(
     if not root.is_dir():
         raise ImageError(str(root), "not a folder of images; give the folder that holds them")
     started = time.perf_counter()
-    try:
-        with Store.open(db_path, create=True) as store, writer_lock(str(db_path)):
-            stats = _Run(store, root, options, progress).run()
-    except sqlite3.OperationalError as e:
-        # every write is a transaction, so what was stored before the failure stays
-        raise StoreError(f"{db_path}: {_storage_advice(e)}") from e
+    with writing(db_path) as store:
+        stats = _Run(store, root, options, progress).run()
     stats.seconds = time.perf_counter() - started
     return stats
 
@@ -257,9 +231,12 @@ class _Run:
         return self._backbone
 
     def _discover(self) -> list[Path]:
-        result = media_files.discover(self.root)
+        result = media_files.discover(self.root, follow_links=self.options.follow_links)
         for path, reason in result.problems:
             self._problem(path, reason)
+        for link in result.outside_links:
+            self.stats.outside_links.append(str(link))
+            self.progress.problem(str(link), media_files.OUTSIDE_LINK.format(target=os.path.realpath(link)))
         return result.files
 
     def _labels(self, files: list[Path]) -> dict[str, str | None]:
@@ -492,15 +469,6 @@ class _Run:
         self.stats.embedded += len(ids)
 
 
-def _storage_advice(e: sqlite3.OperationalError) -> str:
-    message = str(e)
-    if "full" in message:
-        return f"{message}; free some disk space and run the same command again to resume"
-    if "readonly" in message or "read-only" in message:
-        return f"{message}; the file or its folder is read-only: make it writable or give another file"
-    if "locked" in message:
-        return f"{message}; another program holds a write lock on it: close it and try again"
-    return message
 
 
 def _load(path: Path, max_pixels: int) -> tuple[Any, str | None]:

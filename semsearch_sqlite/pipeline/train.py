@@ -64,8 +64,18 @@ def refresh_semantic(
 ) -> dict[str, Any]:
     """Refit the word-space model and rewrite every semantic vector and tag, in one transaction.
 
+    The training rows are read inside that write transaction, so a write that lands
+    while the model is fitted can't be overwritten with vectors fitted without it.
     Returns the training report.
     """
+    with store.atomic():
+        report = _refit(store, method, tags, labels, epochs, seed)
+    refresh_index(store, VEC_SEMANTIC)
+    return report
+
+
+def _refit(store: Store, method: str | None, tags: int, labels: dict[str, str] | None,
+           epochs: int | None, seed: int) -> dict[str, Any]:
     from semsearch_sqlite.model.semantic import fit_semantic
 
     ids, X, probs, image_labels = training_data(store, labels)
@@ -95,7 +105,6 @@ def refresh_semantic(
         store.save_model(SEMANTIC_MODEL, model.method, model.to_arrays(), {**model.config, **_jsonable(report)})
         store.update_meta({"semantic_method": model.method, "semantic_report": _jsonable(report)})
         store.bump_generation()
-    refresh_index(store, VEC_SEMANTIC)
     return report
 
 

@@ -23,6 +23,7 @@ from semsearch_sqlite.text.vocabulary import word_space
 from semsearch_sqlite.vectors.maths import unit
 
 SPACES = ("visual", "semantic")
+_INT64 = (-(2**63), 2**63 - 1)
 _SPACE_TABLES = {"visual": VEC_VISUAL, "semantic": VEC_SEMANTIC}
 
 
@@ -65,19 +66,35 @@ class Results:
 
 
 def resolve_image(conn: sqlite3.Connection, image: Any) -> int:
-    """The id of ``image``: an id (int or digits) or a stored path."""
+    """The id of ``image``: an id (int, whole float or ASCII digits) or a stored path."""
     if isinstance(image, bool) or image is None:
         raise QueryError("give an image id or stored path")
-    if isinstance(image, (int, np.integer)) or (isinstance(image, str) and image.strip().isdigit()):
-        if not rows.image_id_exists(conn, int(image)):
-            raise NotFoundError(f"no image with id {int(image)}; list them with: select id, path from images")
-        return int(image)
+    if isinstance(image, (float, np.floating)):
+        if not np.isfinite(image) or float(image) != int(image):
+            raise QueryError(f"an image id is a whole number, not {float(image)!r}")
+        image = int(image)
+    if isinstance(image, str) and image.strip().isascii() and image.strip().isdigit():
+        image = int(image.strip())
+    if isinstance(image, (int, np.integer)):
+        image_id = int(image)
+        if not _INT64[0] <= image_id <= _INT64[1] or not rows.image_id_exists(conn, image_id):
+            raise NotFoundError(f"no image with id {image_id}; list them with: select id, path from images")
+        return image_id
     if isinstance(image, str):
         found = rows.image_id_for_path(conn, image)
         if found is None:
             raise NotFoundError(f"no image stored with path {image!r}; list them with: select id, path from images")
         return found
     raise QueryError(f"an image is an id or a path, not {type(image).__name__}")
+
+
+def _word(value: Any, what: str) -> str:
+    """A text argument, or a QueryError naming it."""
+    if not isinstance(value, str):
+        raise QueryError(f"{what} must be text, not {'null' if value is None else type(value).__name__}")
+    if not value.strip():
+        raise QueryError(f"{what} is empty; give a word such as 'cat'")
+    return value
 
 
 def _hits(conn: sqlite3.Connection, pairs: list[tuple[int, float]]) -> list[ImageHit]:
@@ -94,7 +111,7 @@ def _hits(conn: sqlite3.Connection, pairs: list[tuple[int, float]]) -> list[Imag
 
 def space_matrix(conn: sqlite3.Connection, space: str) -> index.Matrix:
     """The cached matrix of image vectors in ``space`` ("visual" or "semantic")."""
-    if space not in _SPACE_TABLES:
+    if not isinstance(space, str) or space not in _SPACE_TABLES:
         raise QueryError(f"space must be one of {', '.join(SPACES)}, not {space!r}")
     m = index.matrix(conn, _SPACE_TABLES[space])
     if len(m) == 0:
@@ -156,7 +173,8 @@ def image_tags(conn: sqlite3.Connection, image: Any, k: Any = 10) -> Results:
 def images_tagged(conn: sqlite3.Connection, word: str, k: Any = 10) -> Results:
     """Images whose stored tags include ``word``, best-ranked first."""
     k = index.clamp_k(k)
-    return Results(_hits(conn, rows.images_with_tag(conn, word.lower(), k)))
+    word = _word(word, "the tag word").strip().lower()
+    return Results(_hits(conn, rows.images_with_tag(conn, word, k)))
 
 
 def similar_words(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_unknown: bool = False) -> Results:

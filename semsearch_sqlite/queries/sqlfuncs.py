@@ -6,11 +6,13 @@ Each function calls the same library function as the CLI and the pages.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+from semsearch_sqlite.errors import SchemaVersionError
 from semsearch_sqlite.queries import search
 from semsearch_sqlite.storage.cache import ProcessCache
 from semsearch_sqlite.storage.rows import database_key, generation, thumbnails
@@ -54,6 +56,19 @@ _cache: ProcessCache[list[tuple[Any, ...]]] = ProcessCache(RESULT_CACHE)
 _warned = False
 
 
+# A statement of more VM steps than Datasette's progress handler waits between checks
+# (1,000): running it calls the connection's handler, so a time limit that has passed
+# stops the work here ("interrupted"), between steps, not only once the rows are out.
+_INTERRUPTION_POINT = ("with recursive n(i) as (select 1 union all select i + 1 from n where i < 100) "
+                       "select count(*) from n")
+
+
+def interruption_point(conn: sqlite3.Connection) -> None:
+    """Raise SQLite's "interrupted" if the statement's time limit (progress handler) or
+    ``interrupt()`` says stop; otherwise it costs 50-130 microseconds (benchmarks/sqlfuncs.py)."""
+    conn.execute(_INTERRUPTION_POINT).fetchone()
+
+
 def _rows(conn: sqlite3.Connection, name: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
     """Rows of a table function, cached: SQLite may call it once per outer row."""
     call, columns, _ = TABLE_FUNCTIONS[name]
@@ -61,7 +76,9 @@ def _rows(conn: sqlite3.Connection, name: str, args: tuple[Any, ...]) -> list[tu
     hit = _cache.get(key)
     if hit is not None:
         return hit
+    interruption_point(conn)
     results = call(conn, *args)
+    interruption_point(conn)
     dicts = [h.as_dict() for h in results.hits]
     if "thumbnail" in columns and dicts:
         thumbs = thumbnails(conn, [d["image_id"] for d in dicts])
@@ -97,28 +114,45 @@ def image_vector_blob(conn: sqlite3.Connection, image: Any, space: Any = "visual
     return encode_f32(v)
 
 
-def register_functions(conn: sqlite3.Connection) -> list[str]:
+def _refusing(message: str) -> Callable[..., Any]:
+    def refuse(conn: sqlite3.Connection, *args: Any) -> Any:
+        raise SchemaVersionError(message)
+
+    return refuse
+
+
+def register_functions(conn: sqlite3.Connection, *, refuse: str | None = None) -> list[str]:
     """Register every semsearch SQL function on ``conn``; never raises.
 
     Scalar functions always work; if the table-valued ones can't be registered on this
-    Python, that is logged once. Returns the names registered.
+    Python, that is logged once. With ``refuse`` (a store this version can't read, such
+    as one from a newer version) every function raises that message instead of reading
+    it. Returns the names registered.
     """
     global _warned
     names = []
     scalars: list[tuple[str, int, Callable[..., Any]]] = [
-        ("semsearch_text_vector", 1, lambda q: text_vector_blob(conn, q)),
-        ("semsearch_word_vector", 1, lambda q: word_vector_blob(conn, q)),
-        ("semsearch_image_vector", 1, lambda i: image_vector_blob(conn, i)),
-        ("semsearch_image_vector", 2, lambda i, s: image_vector_blob(conn, i, s)),
+        ("semsearch_text_vector", 1, text_vector_blob),
+        ("semsearch_word_vector", 1, word_vector_blob),
+        ("semsearch_image_vector", 1, image_vector_blob),
+        ("semsearch_image_vector", 2, image_vector_blob),
     ]
     for name, nargs, fn in scalars:
-        conn.create_function(name, nargs, fn, deterministic=True)
+        fn = _refusing(refuse) if refuse else fn
+        try:
+            from semsearch_sqlite.sqlite.scalar import register_scalar_function
+
+            # through SQLite's C API, so the library's message is the SQL error
+            register_scalar_function(conn, name, nargs, fn)
+        except Exception:  # noqa: BLE001 - plain sqlite3 still works, with a generic error
+            conn.create_function(name, nargs, functools.partial(fn, conn), deterministic=True)
         names.append(name)
     try:
         from semsearch_sqlite.sqlite.vtable import register_table_function
 
         for name, (_, columns, params) in TABLE_FUNCTIONS.items():
-            register_table_function(conn, name, _table_function(name), columns, params)
+            call = _refusing(refuse) if refuse else _table_function(name)
+            register_table_function(conn, name, call, columns, params)
             names.append(name)
     except Exception as e:  # noqa: BLE001 - must never break the connection
         if not _warned:

@@ -54,7 +54,7 @@ ESTIMATED_ROWS = 100  # rows one call is assumed to return, for the query planne
 MAX_PARAMS = 30  # the provided arguments are a bitmask in the int idxNum
 
 _P = ctypes.c_void_p
-_SQLITE_OK, _SQLITE_ERROR, _SQLITE_NOMEM, _SQLITE_CONSTRAINT = 0, 1, 7, 19
+_SQLITE_OK, _SQLITE_ERROR, _SQLITE_NOMEM, _SQLITE_INTERRUPT, _SQLITE_CONSTRAINT = 0, 1, 7, 9, 19
 _SQLITE_INTEGER, _SQLITE_FLOAT, _SQLITE_TEXT, _SQLITE_BLOB = 1, 2, 3, 4
 _SQLITE_UTF8 = 1
 _CONSTRAINT_EQ = 2
@@ -219,6 +219,12 @@ def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+def _interrupted(e: BaseException) -> bool:
+    """SQLite's own "interrupted" (a time limit's progress handler, ``interrupt()``) raised
+    by a statement ``fn`` ran: passed on as SQLITE_INTERRUPT, so the caller sees its limit."""
+    return type(e).__name__ == "OperationalError" and e.args == ("interrupted",)
+
+
 def _describe(e: BaseException) -> str:
     """The SQL error text for an exception raised by a table function."""
     if isinstance(e, SemsearchError):
@@ -300,12 +306,13 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
     """
     registrations, by_db, vtabs, cursors, keys, lock = (
         _registrations, _by_db, _vtabs, _cursors, _keys, _lock)
-    VTab, VCursor, Cursor, describe, from_value, set_result = (
-        _VTab, _VCursor, _Cursor, _describe, _from_value, _set_result)
+    VTab, VCursor, Cursor, describe, from_value, set_result, interrupted = (
+        _VTab, _VCursor, _Cursor, _describe, _from_value, _set_result, _interrupted)
     memset, sizeof = ctypes.memset, ctypes.sizeof
     OK, ERROR, NOMEM, CONSTRAINT, EQ = (
         _SQLITE_OK, _SQLITE_ERROR, _SQLITE_NOMEM, _SQLITE_CONSTRAINT, _CONSTRAINT_EQ)
     rows_estimate = ESTIMATED_ROWS
+    INTERRUPT = _SQLITE_INTERRUPT
 
     def set_error(api: _Api, vtab: int, message: str) -> int:
         v = VTab.from_address(vtab)
@@ -427,6 +434,8 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
         if state is None:
             return ERROR
         state.it, state.row = None, None
+        if interrupted(e):
+            return INTERRUPT
         return set_error(state.reg.api, state.vtab, describe(e))
 
     def x_filter(cursor, idx_num, idx_str, argc, argv):  # type: ignore[no-untyped-def]

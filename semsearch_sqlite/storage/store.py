@@ -128,6 +128,38 @@ def schema_version() -> int:
     return len(MIGRATION_STEPS)
 
 
+def schema_check(conn: sqlite3.Connection, name: str) -> None:
+    """Raise SchemaVersionError unless the store behind ``conn`` has a schema this
+    version knows: ``schema_version`` a whole number from 1 to :func:`schema_version`
+    and only known migration steps applied. Reads only, so a refused file is untouched.
+    """
+    upgrade = f"upgrade with: pip install -U semsearch-sqlite (this is {__version__}, schema {schema_version()})"
+    # a wrapper that changes nothing on the connection (it may be one of Datasette's)
+    view = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
+    applied = {m.name for m in migrations.applied(view)}
+    unknown = sorted(applied - set(MIGRATION_STEPS))
+    if unknown:
+        raise SchemaVersionError(
+            f"{name}: written by a newer semsearch-sqlite (schema steps {', '.join(unknown)}); {upgrade}")
+    try:
+        row = conn.execute(f"select value from {META_TABLE} where key = 'schema_version'").fetchone()
+    except sqlite3.OperationalError:
+        return  # no store yet (the caller decides whether to create one)
+    if row is None:
+        return  # a store whose first migration was interrupted: opening it completes it
+    try:
+        stored = json.loads(row[0])
+    except (TypeError, ValueError):
+        stored = row[0]
+    if type(stored) is int and stored > schema_version():
+        raise SchemaVersionError(f"{name}: schema version {stored} is newer than this semsearch-sqlite; {upgrade}")
+    if type(stored) is not int or stored < 1:
+        known = "1" if schema_version() == 1 else f"1 to {schema_version()}"
+        raise SchemaVersionError(
+            f"{name}: schema version {stored!r} is not one this semsearch-sqlite knows (it knows {known}); "
+            "the file was changed by another program: restore it from a copy (nothing was changed in it)")
+
+
 def encode_f32(vector: Any) -> bytes:
     """A vector as a little-endian float32 BLOB (sqlite-vec's format)."""
     return np.ascontiguousarray(vector, dtype="<f4").tobytes()
@@ -167,6 +199,52 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False, immutable: 
     conn.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
     load_sqlite_vec(conn)
     return conn
+
+
+@contextlib.contextmanager
+def writer_lock(path: str) -> Iterator[None]:
+    """Hold an exclusive OS lock on the database file for one writer process."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: SQLite's own locking still applies
+        yield
+        return
+    with open(path, "rb") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise StoreError(
+                f"{path}: another semsearch-sqlite process is writing to this database; wait for it to finish"
+            ) from e
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def storage_advice(e: sqlite3.OperationalError) -> str:
+    """SQLite's storage error with what to do about it."""
+    message = str(e)
+    if "full" in message:
+        return f"{message}; free some disk space and run the same command again to resume"
+    if "readonly" in message or "read-only" in message:
+        return f"{message}; the file or its folder is read-only: make it writable or give another file"
+    if "locked" in message:
+        return f"{message}; another program holds a write lock on it: close it and try again"
+    return message
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str], *, create: bool = True) -> Iterator[Store]:
+    """The store at ``path`` opened for one writer: every writer (ingest, train, vocab,
+    evaluate) holds the same OS lock, so two never interleave, and SQLite's storage
+    errors (read-only, disk full, locked) become one StoreError line. Every write is a
+    transaction, so what was stored before such an error stays."""
+    try:
+        with Store.open(path, create=create) as store, writer_lock(str(path)):
+            yield store
+    except sqlite3.OperationalError as e:
+        raise StoreError(f"{path}: {storage_advice(e)}") from e
 
 
 class Store:
@@ -219,15 +297,8 @@ class Store:
             tables = set(self.db.table_names())
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: not a usable SQLite database ({e})") from e
-        known = set(MIGRATION_STEPS)
-        applied = {m.name for m in migrations.applied(self.db)}
-        unknown = sorted(applied - known)
-        if unknown:
-            raise SchemaVersionError(
-                f"{self.path}: written by a newer semsearch-sqlite (schema steps {', '.join(unknown)}); "
-                f"upgrade with: pip install -U semsearch-sqlite (this is {__version__})"
-            )
         if META_TABLE not in tables:
+            schema_check(self.conn, self.path)  # steps of a newer version, no meta yet
             user_tables = [t for t in tables if not t.startswith("sqlite_")]
             if user_tables:
                 raise StoreError(
@@ -237,12 +308,7 @@ class Store:
             if not create:
                 raise StoreError(f"{self.path}: empty database; create it with: semsearch-sqlite ingest IMAGES {self.path}")
             return
-        stored = self.get_meta("schema_version")
-        if isinstance(stored, int) and stored > schema_version():
-            raise SchemaVersionError(
-                f"{self.path}: schema version {stored} is newer than this semsearch-sqlite "
-                f"({__version__}, schema {schema_version()}); upgrade with: pip install -U semsearch-sqlite"
-            )
+        schema_check(self.conn, self.path)
 
     def _initialise(self, new_file: bool) -> None:
         if new_file:

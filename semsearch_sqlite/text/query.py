@@ -65,7 +65,7 @@ class Term:
 def parse_query(text: Any) -> list[Term]:
     """Parse ``"2:cat sofa -dog"`` into terms. Raises QueryError on bad input."""
     if not isinstance(text, str):
-        raise QueryError(f"a query must be text, not {type(text).__name__}")
+        raise QueryError(f"a query must be text, not {'null' if text is None else type(text).__name__}")
     if len(text) > MAX_QUERY_CHARS:
         raise QueryError(f"query too long ({len(text)} characters; at most {MAX_QUERY_CHARS})")
     terms = []

@@ -35,9 +35,22 @@ def is_tag_word(word: str) -> bool:
     return bool(_WORDLIKE.match(word)) and word not in STOPWORDS and "'" not in word
 
 
+# the mask of the last few word matrices: checking 50,000 words costs ~0.5 s, so a
+# query for many tags would pay it on every call
+_MASKS = 8
+_masks: dict[int, tuple[object, np.ndarray]] = {}
+
+
 def tag_mask(space: WordSpace) -> np.ndarray:
-    """Boolean mask over the word matrix rows: which words may be tags."""
-    return np.array([is_tag_word(space.words.get(int(i), "")) for i in space.matrix.ids], dtype=bool)
+    """Boolean mask over the word matrix rows: which words may be tags (cached per matrix)."""
+    hit = _masks.get(id(space.matrix))
+    if hit is not None and hit[0] is space.matrix:
+        return hit[1]
+    mask = np.array([is_tag_word(space.words.get(int(i), "")) for i in space.matrix.ids.tolist()], dtype=bool)
+    while len(_masks) >= _MASKS:
+        _masks.pop(next(iter(_masks)))
+    _masks[id(space.matrix)] = (space.matrix, mask)
+    return mask
 
 
 def nearest_tags(space: WordSpace, vectors: np.ndarray, k: int, mask: np.ndarray | None = None) -> list[list[tuple[str, float]]]:
@@ -45,7 +58,7 @@ def nearest_tags(space: WordSpace, vectors: np.ndarray, k: int, mask: np.ndarray
     if mask is None:
         mask = tag_mask(space)
     allowed = np.flatnonzero(mask)
-    words = space.matrix.vectors[allowed]
+    words = space.matrix.vectors  # scored whole, then masked: no per-call copy of the matrix
     v = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(v, axis=1, keepdims=True)
     norms[norms == 0] = 1
@@ -53,11 +66,13 @@ def nearest_tags(space: WordSpace, vectors: np.ndarray, k: int, mask: np.ndarray
     out = []
     kk = min(k, len(allowed))
     # chunks keep the score matrix small (rows x vocabulary)
+    ids = space.matrix.ids[allowed]
     for start in range(0, len(v), 256):
-        for row in v[start : start + 256] @ words.T:
+        for row in (v[start : start + 256] @ words.T)[:, allowed]:
             part = np.argpartition(-row, kk - 1)[:kk]
             order = part[np.argsort(-row[part], kind="stable")]
-            out.append([(space.words[int(space.matrix.ids[allowed[j]])], float(1.0 - row[j])) for j in order])
+            names = [space.words[i] for i in ids[order].tolist()]
+            out.append(list(zip(names, (1.0 - row[order]).tolist())))
     return out
 
 

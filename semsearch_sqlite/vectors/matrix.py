@@ -143,15 +143,11 @@ class Matrix:
                 rows, found = _best(self.vectors @ q, want)
         # best first; ties by id so that the answer doesn't depend on the row order
         order = np.lexsort((self.ids[rows], -found))
-        out = []
-        for j in order.tolist():
-            item = int(self.ids[rows[j]])
-            if exclude and item in exclude:
-                continue
-            out.append((item, float(1.0 - found[j])))
-            if len(out) >= k:
-                break
-        return out
+        items, distances = self.ids[rows[order]], 1.0 - found[order]
+        if exclude:  # vectorised: k may be in the thousands
+            keep = ~np.isin(items, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
+            items, distances = items[keep], distances[keep]
+        return list(zip(items[:k].tolist(), distances[:k].tolist()))
 
     def _weighted_scores(self, q: np.ndarray, w: np.ndarray) -> np.ndarray:
         """Cosine of ``q * w`` with every ``row * w``, in blocks (no full-size copy)."""
@@ -277,15 +273,26 @@ def _assemble(src: RowSource, stored: ann.StoredIndex | None) -> Matrix | None:
 
 
 def clamp_k(k: Any, default: int = 10) -> int:
-    """``k`` as an int in 1..MAX_K (None -> default)."""
+    """``k`` as an int in 1..MAX_K (None -> default).
+
+    Accepts ints, whole finite floats (SQLite hands ``5.0`` over as a float) and ASCII
+    digit strings; anything else is a QueryError naming the value.
+    """
     if k is None:
         return default
-    if isinstance(k, bool) or not isinstance(k, (int, float, str)):
+    if isinstance(k, bool) or not isinstance(k, (int, float, str, np.integer, np.floating)):
         raise QueryError(f"k must be a whole number, not {type(k).__name__}")
-    try:
+    if isinstance(k, (float, np.floating)):
+        if not np.isfinite(k) or float(k) != int(k):
+            raise QueryError(f"k must be a whole number, not {float(k)!r}")
         value = int(k)
-    except (TypeError, ValueError) as e:
-        raise QueryError(f"k must be a whole number, not {k!r}") from e
+    elif isinstance(k, str):
+        text = k.strip()
+        if not (text.isascii() and text.lstrip("+-").isdigit()):
+            raise QueryError(f"k must be a whole number, not {k!r}")
+        value = int(text)
+    else:
+        value = int(k)
     if value < 1:
         raise QueryError(f"k must be at least 1, not {value}")
     return min(value, MAX_K)
