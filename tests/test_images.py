@@ -379,7 +379,7 @@ def test_importing_images_does_not_import_tensorflow() -> None:
     import subprocess
 
     code = (
-        "import sys, semsearch_sqlite.images, semsearch_sqlite.backbones, semsearch_sqlite.torchpth; "
+        "import sys, semsearch_sqlite.media.images, semsearch_sqlite.model.backbones, semsearch_sqlite.model.torchpth; "
         "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
