@@ -4,6 +4,7 @@ off the event loop, and the CSRF check Datasette 0.65 can't do for multipart bod
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import secrets
 import sqlite3
@@ -15,10 +16,11 @@ from datasette import Forbidden, Response
 
 from .compat import resolve
 from .media import sniff_image
-from .render import DEFAULT_K, image_results, page_k, render
+from .render import DEFAULT_K, image_results, page_k, render, section
 
 UPLOAD_SLACK = 64 * 1024  # multipart overhead allowed on top of the image itself
 SPACES = ("visual", "semantic")
+UPLOAD_TAGS = 10
 UPLOAD_PATH = re.compile(r"/-/semsearch/upload$")
 
 _upload_lock = threading.Lock()
@@ -64,11 +66,26 @@ async def upload_page(datasette: Any, request: Any) -> Response:
 
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
         with _upload_lock:  # one CNN run at a time: it is memory-hungry
-            return image_results(conn, lambda: embed.search_bytes(conn, data, k, space, name=filename))
+            return upload_results(conn, lambda: embed.describe_bytes(conn, data, k, space, name=filename,
+                                                                    n_tags=UPLOAD_TAGS))
 
     context["section"] = await _off_loop(db, run)
     status = 400 if context["section"].get("error") else 200
     return await render(datasette, request, "semsearch_upload.html", db, context, status=status)
+
+
+def upload_results(conn: sqlite3.Connection, fn: Callable[[], Any]) -> dict[str, Any]:
+    """The upload page's section: neighbour cards, the image's tags and a preview data URL."""
+    found = section(fn)
+    if "results" not in found:
+        return found
+    new = found["results"]
+    out = image_results(conn, lambda: new.similar)
+    out["tags"] = new.tags.hits if new.tags is not None else []
+    out["tags_error"] = new.tags_error
+    if new.preview is not None:
+        out["preview"] = f"data:{new.preview[1]};base64," + base64.b64encode(new.preview[0]).decode("ascii")
+    return out
 
 
 async def _off_loop(db: Any, fn: Callable[[sqlite3.Connection], Any]) -> Any:

@@ -278,7 +278,7 @@ def similar(db: str, image: str, space: str, k: int, as_json: bool) -> None:
 @output_options
 @handle_errors
 def tags(db: str, image: str, k: int, as_json: bool) -> None:
-    """Image -> words: the nearest vocabulary words to IMAGE (id or stored path)."""
+    """Image -> words: the nearest vocabulary words to IMAGE (a stored id or path, or a new image file)."""
     with open_collection(db) as photos:
         emit(photos.tags(image, k), WORD_COLUMNS, as_json)
 

@@ -54,15 +54,22 @@ class Collection:
         try:
             return search.similar_to_image(self.conn, image, k, space)
         except NotFoundError:
-            if not isinstance(image, (str, os.PathLike)) or not Path(image).is_file():
+            if not _new_file(image):
                 raise
         from semsearch_sqlite.queries.new_image import search_file
 
         return search_file(self.store, str(image), k, space)
 
     def tags(self, image: Any, k: int = 10) -> Results:
-        """The words nearest to ``image`` in word space."""
-        return search.image_tags(self.conn, image, k)
+        """The words nearest to ``image`` in word space (a new file is embedded first)."""
+        try:
+            return search.image_tags(self.conn, image, k)
+        except NotFoundError:
+            if not _new_file(image):
+                raise
+        from semsearch_sqlite.queries.new_image import tag_file
+
+        return tag_file(self.store, str(image), k)
 
     def words(self, query: str, k: int = 10, *, allow_unknown: bool = False) -> Results:
         """The vocabulary words nearest to ``query``."""
@@ -88,6 +95,11 @@ class Collection:
 
     def __repr__(self) -> str:
         return f"<Collection {self.path}>"
+
+
+def _new_file(image: Any) -> bool:
+    """Whether ``image`` names an image file on disk (to embed, since it isn't stored)."""
+    return isinstance(image, (str, os.PathLike)) and Path(image).expanduser().is_file()
 
 
 def open(path: str | os.PathLike[str], *, writable: bool = False) -> Collection:  # noqa: A001 - the API's name

@@ -464,6 +464,9 @@ async def test_upload_finds_images_like_the_uploaded_one(ds: Datasette, db: str,
     assert len(ids) == 3
     assert labels_by_id(db)[ids[0]] == "car"  # the same picture is in the database
     assert "&lt;b&gt;my car&lt;/b&gt;.png" in r.text and "<b>my car" not in r.text
+    # the uploaded image itself (a thumbnail, not stored) and its tags
+    assert '<img src="data:image/jpeg;base64,' in r.text
+    assert len(re.findall(r'class="semsearch-tag"', r.text)) == upload.UPLOAD_TAGS
     r = await post_upload(ds, path.read_bytes(), k="2", space="semantic")
     assert r.status_code == 200 and r.text.count('class="semsearch-card"') == 2
 

@@ -7,12 +7,13 @@ import importlib.util
 import io
 import os
 import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from semsearch_sqlite.errors import BackboneError, StoreError
-from semsearch_sqlite.queries.search import Results, similar_to_vector
+from semsearch_sqlite.queries.search import Results, similar_to_vector, tags_for_vector
 from semsearch_sqlite.storage.cache import ProcessCache
 from semsearch_sqlite.storage.rows import read_meta
 from semsearch_sqlite.storage.store import Store
@@ -52,18 +53,55 @@ def embed_image(conn: sqlite3.Connection, image: Any) -> tuple[np.ndarray, np.nd
     return features[0], (None if probs is None else probs[0])
 
 
+def semantic_vector(conn: sqlite3.Connection, features: np.ndarray, probs: np.ndarray | None) -> np.ndarray:
+    """A new image's word-space vector from its backbone outputs."""
+    from semsearch_sqlite.model.semantic import semantic_model
+
+    model = semantic_model(conn)
+    if model is None:
+        raise StoreError("this database has no word-space model yet; run semsearch-sqlite train")
+    return model.image_vectors(features[None, :], None if probs is None else probs[None, :])[0]
+
+
 def search_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual") -> Results:
     """Images nearest to a new PIL image in the visual or semantic space."""
     features, probs = embed_image(conn, image)
     if space == "semantic":
-        from semsearch_sqlite.model.semantic import semantic_model
-
-        model = semantic_model(conn)
-        if model is None:
-            raise StoreError("this database has no word-space model yet; run semsearch-sqlite train")
-        vector = model.image_vectors(features[None, :], None if probs is None else probs[None, :])[0]
-        return similar_to_vector(conn, vector, k, "semantic")
+        return similar_to_vector(conn, semantic_vector(conn, features, probs), k, "semantic")
     return similar_to_vector(conn, features, k, "visual")
+
+
+def tag_image(conn: sqlite3.Connection, image: Any, k: Any = 10) -> Results:
+    """The words nearest to a new PIL image (its tags, as ingest would store them)."""
+    features, probs = embed_image(conn, image)
+    return tags_for_vector(conn, semantic_vector(conn, features, probs), k)
+
+
+@dataclass
+class NewImage:
+    """What the upload page shows of a new image: its neighbours and its tags."""
+
+    similar: Results
+    tags: Results | None
+    tags_error: str | None = None
+    preview: tuple[bytes, str] | None = None  # a thumbnail of the image: (bytes, MIME type)
+
+
+def describe_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual",
+                   n_tags: int = 10) -> NewImage:
+    """Neighbours and tags of a new PIL image, embedding it once."""
+    from semsearch_sqlite.media.images import make_thumbnail
+
+    thumb = make_thumbnail(image)
+    features, probs = embed_image(conn, image)
+    try:
+        semantic = semantic_vector(conn, features, probs)
+    except StoreError as e:
+        if space == "semantic":
+            raise
+        return NewImage(similar_to_vector(conn, features, k, "visual"), None, str(e), (thumb[0], thumb[1]))
+    similar = similar_to_vector(conn, semantic if space == "semantic" else features, k, space)
+    return NewImage(similar, tags_for_vector(conn, semantic, n_tags), None, (thumb[0], thumb[1]))
 
 
 def search_file(store: Store, path: str, k: Any = 10, space: str = "visual") -> Results:
@@ -73,11 +111,28 @@ def search_file(store: Store, path: str, k: Any = 10, space: str = "visual") -> 
     return search_image(store.conn, load_image(path), k, space)
 
 
-def search_bytes(conn: sqlite3.Connection, data: bytes, k: Any = 10, space: str = "visual", name: str = "upload") -> Results:
-    """Images nearest to an uploaded image given as bytes (size-limited)."""
+def tag_file(store: Store, path: str, k: Any = 10) -> Results:
+    """The words nearest to the image file at ``path``."""
+    from semsearch_sqlite.media.images import load_image
+
+    return tag_image(store.conn, load_image(path), k)
+
+
+def _upload(data: bytes, name: str) -> Any:
     from semsearch_sqlite.errors import ImageError
     from semsearch_sqlite.media.images import load_image
 
     if len(data) > MAX_UPLOAD_BYTES:
         raise ImageError(name, f"too large ({len(data)} bytes; at most {MAX_UPLOAD_BYTES})")
-    return search_image(conn, load_image(io.BytesIO(data), name=name), k, space)
+    return load_image(io.BytesIO(data), name=name)
+
+
+def search_bytes(conn: sqlite3.Connection, data: bytes, k: Any = 10, space: str = "visual", name: str = "upload") -> Results:
+    """Images nearest to an uploaded image given as bytes (size-limited)."""
+    return search_image(conn, _upload(data, name), k, space)
+
+
+def describe_bytes(conn: sqlite3.Connection, data: bytes, k: Any = 10, space: str = "visual",
+                   name: str = "upload", n_tags: int = 10) -> NewImage:
+    """Neighbours and tags of an uploaded image given as bytes (size-limited)."""
+    return describe_image(conn, _upload(data, name), k, space, n_tags)

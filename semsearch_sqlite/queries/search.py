@@ -7,13 +7,16 @@ Every function takes a ``sqlite3`` connection with sqlite-vec loaded (a
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from semsearch_sqlite.vectors import matrix as index
+from semsearch_sqlite.media.files import sha256_file
 from semsearch_sqlite.errors import NotFoundError, QueryError, StoreError
 from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL
 from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, load_model
@@ -65,19 +68,50 @@ class Results:
 
 
 def resolve_image(conn: sqlite3.Connection, image: Any) -> int:
-    """The id of ``image``: an id (int or digits) or a stored path."""
+    """The id of ``image``: an id (int or digits), a stored path (relative to the ingested
+    folder), or the path of a stored file given as absolute or relative to the current
+    directory (matched through the ingested folder, else by its SHA-256)."""
     if isinstance(image, bool) or image is None:
         raise QueryError("give an image id or stored path")
     if isinstance(image, (int, np.integer)) or (isinstance(image, str) and image.strip().isdigit()):
         if not rows.image_id_exists(conn, int(image)):
             raise NotFoundError(f"no image with id {int(image)}; list them with: select id, path from images")
         return int(image)
-    if isinstance(image, str):
-        found = rows.image_id_for_path(conn, image)
+    if isinstance(image, (str, os.PathLike)):
+        text = os.fspath(image)
+        found = rows.image_id_for_path(conn, text)
         if found is None:
-            raise NotFoundError(f"no image stored with path {image!r}; list them with: select id, path from images")
+            found = _stored_file(conn, text)
+        if found is None:
+            raise NotFoundError(f"no image stored with path {text!r}; list them with: select id, path from images")
         return found
     raise QueryError(f"an image is an id or a path, not {type(image).__name__}")
+
+
+def _stored_file(conn: sqlite3.Connection, text: str) -> int | None:
+    """The row of a file on this machine that is stored: by its place under the ingested
+    folder, else (the folder moved, or a copy) by its bytes."""
+    path = Path(text).expanduser()
+    if not path.is_file():
+        return None
+    try:
+        resolved = path.resolve()
+    except OSError:
+        return None
+    root = rows.read_meta(conn, "images_root")
+    if root:
+        try:
+            rel = resolved.relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            rel = None
+        if rel is not None:
+            found = rows.image_id_for_path(conn, rel)
+            if found is not None:
+                return found
+    try:
+        return rows.image_id_for_sha256(conn, sha256_file(resolved))
+    except OSError:
+        return None
 
 
 def _hits(conn: sqlite3.Connection, pairs: list[tuple[int, float]]) -> list[ImageHit]:
@@ -149,7 +183,14 @@ def image_tags(conn: sqlite3.Connection, image: Any, k: Any = 10) -> Results:
             if tags:
                 return Results([WordHit(w, round(d, 6), r) for r, (w, d) in enumerate(tags, 1)])
             raise NotFoundError(f"image {image_id} has no semantic vector yet; rerun semsearch-sqlite ingest")
-        tags = nearest_tags(word_space(conn), v[None, :], k)[0]
+        return tags_for_vector(conn, v, k)
+    return Results([WordHit(w, round(d, 6), r) for r, (w, d) in enumerate(tags, 1)])
+
+
+def tags_for_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10) -> Results:
+    """The ``k`` tag words nearest to a word-space vector (e.g. a new image's)."""
+    k = index.clamp_k(k)
+    tags = nearest_tags(word_space(conn), np.asarray(vector, dtype=np.float32)[None, :], k)[0]
     return Results([WordHit(w, round(d, 6), r) for r, (w, d) in enumerate(tags, 1)])
 
 

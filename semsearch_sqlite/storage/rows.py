@@ -80,6 +80,12 @@ def image_id_for_path(conn: sqlite3.Connection, path: str) -> int | None:
     return None if row is None else int(row[0])
 
 
+def image_id_for_sha256(conn: sqlite3.Connection, sha256: str) -> int | None:
+    """The lowest id of an image whose file has this SHA-256, or None."""
+    row = conn.execute("select min(id) from images where sha256 = ?", [sha256]).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def image_rows(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, ImageRow]:
     """The rows of ``ids`` that exist, by id."""
     if not ids:
