@@ -57,7 +57,7 @@ async def image_page(datasette: Any, request: Any) -> Response:
         detail = rows.image_detail(conn, image_id)
         if detail is None:
             return None
-        out: dict[str, Any] = {"image": detail}
+        out: dict[str, Any] = {"image": detail, "metadata": rows.photo_metadata(conn, image_id)}
         out["tags"] = section(lambda: search.image_tags(conn, image_id, TAGS_SHOWN).hits)
         out["visual"] = image_results(conn, lambda: search.similar_to_image(conn, image_id, k, "visual"))
         out["semantic"] = image_results(conn, lambda: search.similar_to_image(conn, image_id, k, "semantic"))

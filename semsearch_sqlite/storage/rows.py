@@ -142,6 +142,22 @@ def image_detail(conn: sqlite3.Connection, image_id: int) -> dict[str, Any] | No
     return out
 
 
+PHOTO_METADATA_KEYS = ("taken_at", "camera", "lens", "latitude", "longitude")
+
+
+def image_columns(conn: sqlite3.Connection) -> set[str]:
+    """The columns of ``images`` (older databases lack the photo metadata ones)."""
+    return {r[1] for r in conn.execute("select * from pragma_table_info('images')")}
+
+
+def photo_metadata(conn: sqlite3.Connection, image_id: int) -> dict[str, Any]:
+    """The EXIF fields of one image that are known (empty on databases from before them)."""
+    if not set(PHOTO_METADATA_KEYS) <= image_columns(conn):
+        return {}
+    row = conn.execute(f"select {', '.join(PHOTO_METADATA_KEYS)} from images where id = ?", [int(image_id)]).fetchone()
+    return {} if row is None else {k: v for k, v in zip(PHOTO_METADATA_KEYS, row) if v is not None}
+
+
 def label_counts(conn: sqlite3.Connection) -> dict[str, int]:
     """Number of images of each label."""
     return dict(conn.execute("select label, count(*) from images where label is not null group by label"))
