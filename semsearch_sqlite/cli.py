@@ -56,6 +56,13 @@ def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def where_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--where`` for the query commands that return images."""
+    return click.option(
+        "--where", help="Only images matching this SQL condition over images columns, "
+        "e.g. \"label = 'dog'\" or \"taken_at >= '2020'\" (read-only)")(fn)
+
+
 def emit(results: Any, columns: Sequence[str], as_json: bool) -> None:
     """Print query results as JSON or as a table (with notes on stderr)."""
     if as_json:
@@ -253,11 +260,12 @@ def train(db: str, method: str | None, labels_file: str | None, epochs: int | No
 @click.argument("db", type=click.Path(exists=True, dir_okay=False))
 @click.argument("query")
 @output_options
+@where_option
 @handle_errors
-def search(db: str, query: str, k: int, as_json: bool) -> None:
+def search(db: str, query: str, k: int, as_json: bool, where: str | None) -> None:
     """Text -> images: images nearest to QUERY ("cat sofa", "2:cat -dog")."""
     with open_collection(db) as photos:
-        emit(photos.search(query, k, allow_unknown=True), IMAGE_COLUMNS, as_json)
+        emit(photos.search(query, k, allow_unknown=True, where=where), IMAGE_COLUMNS, as_json)
 
 
 @cli.command()
@@ -265,11 +273,12 @@ def search(db: str, query: str, k: int, as_json: bool) -> None:
 @click.argument("image")
 @click.option("--space", type=click.Choice(["visual", "semantic"]), default="visual", show_default=True)
 @output_options
+@where_option
 @handle_errors
-def similar(db: str, image: str, space: str, k: int, as_json: bool) -> None:
+def similar(db: str, image: str, space: str, k: int, as_json: bool, where: str | None) -> None:
     """Image -> images: IMAGE is a stored id or path, or a new image file."""
     with open_collection(db) as photos:
-        emit(photos.similar(image, k, space), IMAGE_COLUMNS, as_json)
+        emit(photos.similar(image, k, space, where=where), IMAGE_COLUMNS, as_json)
 
 
 @cli.command()
@@ -299,11 +308,12 @@ def words(db: str, query: str, k: int, as_json: bool) -> None:
 @click.argument("image")
 @click.argument("word")
 @output_options
+@where_option
 @handle_errors
-def focus(db: str, image: str, word: str, k: int, as_json: bool) -> None:
+def focus(db: str, image: str, word: str, k: int, as_json: bool, where: str | None) -> None:
     """Images similar to IMAGE with respect to WORD's ImageNet class."""
     with open_collection(db) as photos:
-        emit(photos.focus(image, word, k), IMAGE_COLUMNS, as_json)
+        emit(photos.focus(image, word, k, where=where), IMAGE_COLUMNS, as_json)
 
 
 @cli.command()

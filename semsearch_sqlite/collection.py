@@ -41,24 +41,26 @@ class Collection:
     def path(self) -> str:
         return self.store.path
 
-    def search(self, query: str, k: int = 10, *, allow_unknown: bool = False) -> Results:
+    def search(self, query: str, k: int = 10, *, allow_unknown: bool = False, where: str | None = None) -> Results:
         """Images nearest to a text query such as ``"cat sofa"`` or ``"2:cat -dog"``.
 
         Unknown words raise :class:`~semsearch_sqlite.errors.UnknownWordsError`, or with
-        ``allow_unknown=True`` are left out and listed in ``Results.unknown``.
+        ``allow_unknown=True`` are left out and listed in ``Results.unknown``. ``where``
+        (SQL over the ``images`` columns, e.g. ``"label = 'dog' and taken_at >= '2020'"``)
+        picks the candidates before the top ``k``.
         """
-        return search.similar_images(self.conn, query, k, allow_unknown=allow_unknown)
+        return search.similar_images(self.conn, query, k, allow_unknown=allow_unknown, where=where)
 
-    def similar(self, image: Any, k: int = 10, space: str = "visual") -> Results:
+    def similar(self, image: Any, k: int = 10, space: str = "visual", *, where: str | None = None) -> Results:
         """Images similar to ``image`` in the ``visual`` (CNN) or ``semantic`` (word) space."""
         try:
-            return search.similar_to_image(self.conn, image, k, space)
+            return search.similar_to_image(self.conn, image, k, space, where=where)
         except NotFoundError:
             if not _new_file(image):
                 raise
         from semsearch_sqlite.queries.new_image import search_file
 
-        return search_file(self.store, str(image), k, space)
+        return search_file(self.store, str(image), k, space, where=where)
 
     def tags(self, image: Any, k: int = 10) -> Results:
         """The words nearest to ``image`` in word space (a new file is embedded first)."""
@@ -75,9 +77,9 @@ class Collection:
         """The vocabulary words nearest to ``query``."""
         return search.similar_words(self.conn, query, k, allow_unknown=allow_unknown)
 
-    def focus(self, image: Any, word: str, k: int = 10) -> Results:
+    def focus(self, image: Any, word: str, k: int = 10, *, where: str | None = None) -> Results:
         """Images similar to ``image`` as far as the ImageNet class nearest to ``word`` goes."""
-        return search.focused_search(self.conn, image, word, k)
+        return search.focused_search(self.conn, image, word, k, where=where)
 
     def tagged(self, word: str, k: int = 10) -> Results:
         """Images whose stored tags include ``word``."""

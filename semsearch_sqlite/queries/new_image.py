@@ -63,12 +63,13 @@ def semantic_vector(conn: sqlite3.Connection, features: np.ndarray, probs: np.nd
     return model.image_vectors(features[None, :], None if probs is None else probs[None, :])[0]
 
 
-def search_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual") -> Results:
+def search_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual", *,
+                 where: str | None = None) -> Results:
     """Images nearest to a new PIL image in the visual or semantic space."""
     features, probs = embed_image(conn, image)
     if space == "semantic":
-        return similar_to_vector(conn, semantic_vector(conn, features, probs), k, "semantic")
-    return similar_to_vector(conn, features, k, "visual")
+        return similar_to_vector(conn, semantic_vector(conn, features, probs), k, "semantic", where=where)
+    return similar_to_vector(conn, features, k, "visual", where=where)
 
 
 def tag_image(conn: sqlite3.Connection, image: Any, k: Any = 10) -> Results:
@@ -104,11 +105,12 @@ def describe_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str
     return NewImage(similar, tags_for_vector(conn, semantic, n_tags), None, (thumb[0], thumb[1]))
 
 
-def search_file(store: Store, path: str, k: Any = 10, space: str = "visual") -> Results:
+def search_file(store: Store, path: str, k: Any = 10, space: str = "visual", *,
+                where: str | None = None) -> Results:
     """Images nearest to the image file at ``path``."""
     from semsearch_sqlite.media.images import load_image
 
-    return search_image(store.conn, load_image(path), k, space)
+    return search_image(store.conn, load_image(path), k, space, where=where)
 
 
 def tag_file(store: Store, path: str, k: Any = 10) -> Results:

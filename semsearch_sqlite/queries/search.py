@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from semsearch_sqlite.media.files import sha256_file
 from semsearch_sqlite.errors import NotFoundError, QueryError, StoreError
 from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL
 from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, load_model
+from semsearch_sqlite.queries.filters import Filter, allowed_ids
 from semsearch_sqlite.text.tags import nearest_tags
 from semsearch_sqlite.storage import rows
 from semsearch_sqlite.text.vocabulary import word_space
@@ -142,15 +144,21 @@ def text_vector(conn: sqlite3.Connection, query: Any, *, allow_unknown: bool = F
     return qv.vector, qv.unknown
 
 
-def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_unknown: bool = False) -> Results:
-    """Text -> images: the ``k`` images nearest to a query such as ``"cat sofa"``."""
+def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_unknown: bool = False,
+                   where: str | None = None, filters: Sequence[Filter] = ()) -> Results:
+    """Text -> images: the ``k`` images nearest to a query such as ``"cat sofa"``.
+
+    ``where`` (SQL over ``images`` columns) and ``filters`` restrict the candidates
+    before the top ``k``: ``where="label = 'pizza'"`` gives the ``k`` nearest pizzas.
+    """
     k = index.clamp_k(k)
     vector, unknown = text_vector(conn, query, allow_unknown=allow_unknown)
     m = space_matrix(conn, "semantic")
-    return Results(_hits(conn, m.top_k(vector, k)), unknown)
+    return Results(_hits(conn, m.top_k(vector, k, allowed=allowed_ids(conn, where, filters))), unknown)
 
 
-def similar_to_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual") -> Results:
+def similar_to_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual", *,
+                     where: str | None = None, filters: Sequence[Filter] = ()) -> Results:
     """Image -> images in the ``visual`` (CNN) or ``semantic`` (word) space."""
     k = index.clamp_k(k)
     image_id = resolve_image(conn, image)
@@ -158,17 +166,19 @@ def similar_to_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: s
     v = m.vector(image_id)
     if v is None:
         raise NotFoundError(f"image {image_id} has no {space} vector yet; rerun semsearch-sqlite ingest")
-    return Results(_hits(conn, m.top_k(v, k, exclude={image_id})))
+    allowed = allowed_ids(conn, where, filters)
+    return Results(_hits(conn, m.top_k(v, k, exclude={image_id}, allowed=allowed)))
 
 
-def similar_to_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10, space: str = "visual") -> Results:
+def similar_to_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10, space: str = "visual", *,
+                      where: str | None = None, filters: Sequence[Filter] = ()) -> Results:
     """Images nearest to a vector of the given space (e.g. a new image's features)."""
     k = index.clamp_k(k)
     m = space_matrix(conn, space)
     v = unit(np.asarray(vector, dtype=np.float32))
     if v.shape[0] != m.vectors.shape[1]:
         raise QueryError(f"vector has {v.shape[0]} dimensions; the {space} space has {m.vectors.shape[1]}")
-    return Results(_hits(conn, m.top_k(v, k)))
+    return Results(_hits(conn, m.top_k(v, k, allowed=allowed_ids(conn, where, filters))))
 
 
 def image_tags(conn: sqlite3.Connection, image: Any, k: Any = 10) -> Results:
@@ -224,7 +234,8 @@ def focus_class(conn: sqlite3.Connection, focus: str) -> tuple[int, str]:
     return c, config["names"][c]
 
 
-def focused_search(conn: sqlite3.Connection, image: Any, focus: str, k: Any = 10) -> Results:
+def focused_search(conn: sqlite3.Connection, image: Any, focus: str, k: Any = 10, *,
+                   where: str | None = None, filters: Sequence[Filter] = ()) -> Results:
     """Images similar to ``image`` with respect to one class ("similar cats, not similar sofas").
 
     As in the talk: the CNN's activations are re-weighted by the final-layer weights of
@@ -244,7 +255,9 @@ def focused_search(conn: sqlite3.Connection, image: Any, focus: str, k: Any = 10
         raise NotFoundError(f"image {image_id} has no visual vector yet; rerun semsearch-sqlite ingest")
     if weights.shape[0] != m.vectors.shape[1]:
         raise StoreError("the stored classifier weights don't match the visual vectors; re-run ingest --rebuild")
-    return Results(_hits(conn, m.top_k(v, k, exclude={image_id}, weights=weights)), note=f"focus class: {name}")
+    allowed = allowed_ids(conn, where, filters)
+    return Results(_hits(conn, m.top_k(v, k, exclude={image_id}, weights=weights, allowed=allowed)),
+                   note=f"focus class: {name}")
 
 
 def warm(conn: sqlite3.Connection) -> None:

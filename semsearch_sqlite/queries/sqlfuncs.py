@@ -13,7 +13,8 @@ from typing import Any
 
 from semsearch_sqlite.queries import search
 from semsearch_sqlite.storage.cache import ProcessCache
-from semsearch_sqlite.storage.rows import database_key, generation, thumbnails
+from semsearch_sqlite.queries.filters import Filter
+from semsearch_sqlite.storage.rows import database_key, generation, photo_metadata_of, thumbnails
 from semsearch_sqlite.storage.store import encode_f32
 from semsearch_sqlite.text.vocabulary import word_space
 
@@ -29,19 +30,28 @@ EXAMPLE_SQL = {
     "similar_words": "select * from similar_words(:q, :k)",
 }
 
-IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance", "thumbnail"]
+IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance", "thumbnail",
+                 "taken_at", "camera", "lens", "latitude", "longitude"]
+# WHERE constraints on these columns of an image function pick its candidates before the top k
+IMAGE_FILTERS = ["image_id", "path", "label", "taken_at", "camera", "lens", "latitude", "longitude"]
 WORD_COLUMNS = ["rank", "word", "distance"]
 
-# name -> (library call, columns, parameters); k is always optional
+# name -> (library call, columns, parameters); k is always optional. Image searches also
+# take ``filters`` (pushed from the WHERE clause, see sqlite.vtable).
 TABLE_FUNCTIONS: dict[str, tuple[Callable[..., search.Results], list[str], list[str]]] = {
-    "similar_images": (lambda c, q, k: search.similar_images(c, q, k), IMAGE_COLUMNS, ["query", "k"]),
+    "similar_images": (
+        lambda c, q, k, filters=(): search.similar_images(c, q, k, filters=filters),
+        IMAGE_COLUMNS,
+        ["query", "k"],
+    ),
     "similar_to_image": (
-        lambda c, image, k, space: search.similar_to_image(c, image, k, space or "visual"),
+        lambda c, image, k, space, filters=(): search.similar_to_image(c, image, k, space or "visual",
+                                                                       filters=filters),
         IMAGE_COLUMNS,
         ["image", "k", "space"],
     ),
     "similar_images_focused": (
-        lambda c, image, focus, k: search.focused_search(c, image, focus, k),
+        lambda c, image, focus, k, filters=(): search.focused_search(c, image, focus, k, filters=filters),
         IMAGE_COLUMNS,
         ["image", "focus", "k"],
     ),
@@ -54,26 +64,33 @@ _cache: ProcessCache[list[tuple[Any, ...]]] = ProcessCache(RESULT_CACHE)
 _warned = False
 
 
-def _rows(conn: sqlite3.Connection, name: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+def _rows(conn: sqlite3.Connection, name: str, args: tuple[Any, ...],
+          filters: tuple[tuple[str, str, Any], ...] = ()) -> list[tuple[Any, ...]]:
     """Rows of a table function, cached: SQLite may call it once per outer row."""
     call, columns, _ = TABLE_FUNCTIONS[name]
-    key = (database_key(conn), generation(conn), name, args)
+    key = (database_key(conn), generation(conn), name, args, filters)
     hit = _cache.get(key)
     if hit is not None:
         return hit
-    results = call(conn, *args)
+    if filters:
+        results = call(conn, *args, filters=[Filter(*f) for f in filters])
+    else:
+        results = call(conn, *args)
     dicts = [h.as_dict() for h in results.hits]
     if "thumbnail" in columns and dicts:
-        thumbs = thumbnails(conn, [d["image_id"] for d in dicts])
+        ids = [d["image_id"] for d in dicts]
+        thumbs = thumbnails(conn, ids)
+        metadata = photo_metadata_of(conn, ids)
         for d in dicts:
             d["thumbnail"] = thumbs.get(d["image_id"])
+            d.update(metadata.get(d["image_id"], {}))
     rows = [tuple(d.get(c) for c in columns) for d in dicts]
     _cache.put(key, rows)
     return rows
 
 
 def _table_function(name: str) -> Callable[..., list[tuple[Any, ...]]]:
-    return lambda conn, *args: _rows(conn, name, args)
+    return lambda conn, *args, filters=(): _rows(conn, name, args, tuple(filters))
 
 
 def text_vector_blob(conn: sqlite3.Connection, query: Any) -> bytes:
@@ -118,7 +135,8 @@ def register_functions(conn: sqlite3.Connection) -> list[str]:
         from semsearch_sqlite.sqlite.vtable import register_table_function
 
         for name, (_, columns, params) in TABLE_FUNCTIONS.items():
-            register_table_function(conn, name, _table_function(name), columns, params)
+            filters = IMAGE_FILTERS if columns is IMAGE_COLUMNS and name != "images_tagged" else ()
+            register_table_function(conn, name, _table_function(name), columns, params, filters=filters)
             names.append(name)
     except Exception as e:  # noqa: BLE001 - must never break the connection
         if not _warned:
