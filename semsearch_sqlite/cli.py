@@ -318,6 +318,26 @@ def focus(db: str, image: str, word: str, k: int, as_json: bool, where: str | No
 
 @cli.command()
 @click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True),
+              help="Cosine distance in the visual space below which photos are duplicates "
+              "[default: 0.1; lower finds only bursts and exact copies]")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON")
+@handle_errors
+def duplicates(db: str, threshold: float | None, as_json: bool) -> None:
+    """Groups of near-identical photos (resized, recompressed or lightly cropped copies)."""
+    from semsearch_sqlite.queries.duplicates import groups_as_json
+
+    with open_collection(db) as photos:
+        results = photos.duplicates(threshold)
+        if as_json:
+            click.echo(json.dumps(groups_as_json(results), indent=2))
+            return
+        click.echo(results.note, err=True)
+        echo_table([h.as_dict() for h in results.hits], ["group", "image_id", "path", "label", "distance"])
+
+
+@cli.command()
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def info(db: str, as_json: bool) -> None:

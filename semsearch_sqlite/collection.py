@@ -85,6 +85,19 @@ class Collection:
         """Images whose stored tags include ``word``."""
         return search.images_tagged(self.conn, word, k)
 
+    def duplicates(self, threshold: float | None = None) -> Results:
+        """Groups of near-identical photos (hits numbered by ``group``; ``distance`` to the
+        group's first image). ``threshold`` is a cosine distance in the visual space."""
+        from semsearch_sqlite.queries.duplicates import duplicate_images
+
+        return duplicate_images(self.conn, threshold)
+
+    def duplicates_of(self, image: Any, threshold: float | None = None) -> Results:
+        """The near-duplicates of one stored image."""
+        from semsearch_sqlite.queries.duplicates import duplicates_of
+
+        return duplicates_of(self.conn, image, threshold)
+
     def close(self) -> None:
         """Close the database."""
         self.store.close()

@@ -13,6 +13,7 @@ from typing import Any
 
 from semsearch_sqlite.queries import search
 from semsearch_sqlite.storage.cache import ProcessCache
+from semsearch_sqlite.queries.duplicates import duplicate_images
 from semsearch_sqlite.queries.filters import Filter
 from semsearch_sqlite.storage.rows import database_key, generation, photo_metadata_of, thumbnails
 from semsearch_sqlite.storage.store import encode_f32
@@ -28,6 +29,8 @@ EXAMPLE_SQL = {
     "similar_to_image_semantic": "select * from similar_to_image(:id, :k, 'semantic')",
     "similar_images_focused": "select * from similar_images_focused(:id, :focus, :k)",
     "similar_words": "select * from similar_words(:q, :k)",
+    "duplicate_images": "select * from duplicate_images() where group_id in "
+                        "(select group_id from duplicate_images() where image_id = :id)",
 }
 
 IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance", "thumbnail",
@@ -35,6 +38,9 @@ IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance", "thumbnail",
 # WHERE constraints on these columns of an image function pick its candidates before the top k
 IMAGE_FILTERS = ["image_id", "path", "label", "taken_at", "camera", "lens", "latitude", "longitude"]
 WORD_COLUMNS = ["rank", "word", "distance"]
+DUPLICATE_COLUMNS = ["group_id", "rank", "image_id", "path", "label", "distance"]
+# functions whose every argument is optional
+NO_REQUIRED = {"duplicate_images"}
 
 # name -> (library call, columns, parameters); k is always optional. Image searches also
 # take ``filters`` (pushed from the WHERE clause, see sqlite.vtable).
@@ -56,6 +62,7 @@ TABLE_FUNCTIONS: dict[str, tuple[Callable[..., search.Results], list[str], list[
         ["image", "focus", "k"],
     ),
     "images_tagged": (lambda c, word, k: search.images_tagged(c, word, k), IMAGE_COLUMNS, ["word", "k"]),
+    "duplicate_images": (lambda c, threshold: duplicate_images(c, threshold), DUPLICATE_COLUMNS, ["threshold"]),
     "image_tags": (lambda c, image, k: search.image_tags(c, image, k), WORD_COLUMNS, ["image", "k"]),
     "similar_words": (lambda c, q, k: search.similar_words(c, q, k), WORD_COLUMNS, ["query", "k"]),
 }
@@ -77,6 +84,9 @@ def _rows(conn: sqlite3.Connection, name: str, args: tuple[Any, ...],
     else:
         results = call(conn, *args)
     dicts = [h.as_dict() for h in results.hits]
+    for d in dicts:
+        if "group" in d:  # "group" is an SQL keyword
+            d["group_id"] = d.pop("group")
     if "thumbnail" in columns and dicts:
         ids = [d["image_id"] for d in dicts]
         thumbs = thumbnails(conn, ids)
@@ -136,7 +146,8 @@ def register_functions(conn: sqlite3.Connection) -> list[str]:
 
         for name, (_, columns, params) in TABLE_FUNCTIONS.items():
             filters = IMAGE_FILTERS if columns is IMAGE_COLUMNS and name != "images_tagged" else ()
-            register_table_function(conn, name, _table_function(name), columns, params, filters=filters)
+            register_table_function(conn, name, _table_function(name), columns, params, filters=filters,
+                                    required=0 if name in NO_REQUIRED else 1)
             names.append(name)
     except Exception as e:  # noqa: BLE001 - must never break the connection
         if not _warned:
