@@ -320,7 +320,7 @@ def focus(db: str, image: str, word: str, k: int, as_json: bool, where: str | No
 @click.argument("db", type=click.Path(exists=True, dir_okay=False))
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True),
               help="Cosine distance in the visual space below which photos are duplicates "
-              "[default: 0.1; lower finds only bursts and exact copies]")
+              "[default: 0.12; lower finds only bursts and exact copies]")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON")
 @handle_errors
 def duplicates(db: str, threshold: float | None, as_json: bool) -> None:

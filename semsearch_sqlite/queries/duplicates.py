@@ -20,7 +20,7 @@ from semsearch_sqlite.storage import rows
 
 # cosine distance in the visual space below which two photos count as the same picture;
 # chosen with benchmarks/duplicates.py (precision/recall on generated copies)
-DEFAULT_THRESHOLD = 0.1
+DEFAULT_THRESHOLD = 0.12
 # neighbours each image asks the index for: a group larger than this is still found
 # whole through its members' neighbours
 NEIGHBOURS = 8
