@@ -63,6 +63,13 @@ def where_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         "e.g. \"label = 'dog'\" or \"taken_at >= '2020'\" (read-only)")(fn)
 
 
+def feedback_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--like`` / ``--unlike`` (relevance feedback) for the searches that take it."""
+    fn = click.option("--unlike", help="Less like these image ids, e.g. 40,41 (left out of the results)")(fn)
+    fn = click.option("--like", help="More like these image ids, e.g. 12,15")(fn)
+    return fn
+
+
 def emit(results: Any, columns: Sequence[str], as_json: bool) -> None:
     """Print query results as JSON or as a table (with notes on stderr)."""
     if as_json:
@@ -261,11 +268,14 @@ def train(db: str, method: str | None, labels_file: str | None, epochs: int | No
 @click.argument("query")
 @output_options
 @where_option
+@feedback_options
 @handle_errors
-def search(db: str, query: str, k: int, as_json: bool, where: str | None) -> None:
+def search(db: str, query: str, k: int, as_json: bool, where: str | None, like: str | None,
+           unlike: str | None) -> None:
     """Text -> images: images nearest to QUERY ("cat sofa", "2:cat -dog")."""
     with open_collection(db) as photos:
-        emit(photos.search(query, k, allow_unknown=True, where=where), IMAGE_COLUMNS, as_json)
+        emit(photos.search(query, k, allow_unknown=True, where=where, like=like, unlike=unlike), IMAGE_COLUMNS,
+             as_json)
 
 
 @cli.command()
@@ -274,11 +284,13 @@ def search(db: str, query: str, k: int, as_json: bool, where: str | None) -> Non
 @click.option("--space", type=click.Choice(["visual", "semantic"]), default="visual", show_default=True)
 @output_options
 @where_option
+@feedback_options
 @handle_errors
-def similar(db: str, image: str, space: str, k: int, as_json: bool, where: str | None) -> None:
+def similar(db: str, image: str, space: str, k: int, as_json: bool, where: str | None, like: str | None,
+            unlike: str | None) -> None:
     """Image -> images: IMAGE is a stored id or path, or a new image file."""
     with open_collection(db) as photos:
-        emit(photos.similar(image, k, space, where=where), IMAGE_COLUMNS, as_json)
+        emit(photos.similar(image, k, space, where=where, like=like, unlike=unlike), IMAGE_COLUMNS, as_json)
 
 
 @cli.command()

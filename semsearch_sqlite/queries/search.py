@@ -144,30 +144,79 @@ def text_vector(conn: sqlite3.Connection, query: Any, *, allow_unknown: bool = F
     return qv.vector, qv.unknown
 
 
+# Rocchio weights: the query, the mean of the liked images, the mean of the disliked ones
+ROCCHIO_QUERY, ROCCHIO_LIKE, ROCCHIO_UNLIKE = 1.0, 0.75, 0.25
+
+
+def image_ids(value: Any) -> list[int]:
+    """Feedback ids from a list, or text such as ``"12,15"`` / ``"[12, 15]"`` (None: none)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return [int(value)]
+    items = value.strip().strip("[]").split(",") if isinstance(value, str) else list(value)
+    out = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        if isinstance(item, bool) or not text.lstrip("-").isdigit():
+            raise QueryError(f"like/unlike take image ids such as 12,15, not {text!r}")
+        out.append(int(text))
+    return out
+
+
+def rocchio(m: index.Matrix, query: np.ndarray, like: Sequence[int] = (), unlike: Sequence[int] = ()) -> np.ndarray:
+    """The query moved towards the liked images and away from the disliked ones (Rocchio,
+    in the space being searched), as a unit vector."""
+    if not like and not unlike:
+        return query
+    def mean_of(ids: Sequence[int]) -> np.ndarray:
+        vectors = []
+        for i in ids:
+            v = m.vector(i)
+            if v is None:
+                raise NotFoundError(f"no image with id {i} in this space; list them with: select id, path from images")
+            vectors.append(v)
+        return np.mean(vectors, axis=0) if vectors else np.zeros_like(query)
+    moved = ROCCHIO_QUERY * query + ROCCHIO_LIKE * mean_of(like) - ROCCHIO_UNLIKE * mean_of(unlike)
+    return unit(moved.astype(np.float32))
+
+
 def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_unknown: bool = False,
-                   where: str | None = None, filters: Sequence[Filter] = ()) -> Results:
+                   where: str | None = None, filters: Sequence[Filter] = (), like: Any = None,
+                   unlike: Any = None) -> Results:
     """Text -> images: the ``k`` images nearest to a query such as ``"cat sofa"``.
 
     ``where`` (SQL over ``images`` columns) and ``filters`` restrict the candidates
     before the top ``k``: ``where="label = 'pizza'"`` gives the ``k`` nearest pizzas.
+    ``like`` / ``unlike`` (image ids) refine the query by relevance feedback; the
+    disliked images are left out of the results.
     """
     k = index.clamp_k(k)
     vector, unknown = text_vector(conn, query, allow_unknown=allow_unknown)
     m = space_matrix(conn, "semantic")
-    return Results(_hits(conn, m.top_k(vector, k, allowed=allowed_ids(conn, where, filters))), unknown)
+    liked, disliked = image_ids(like), image_ids(unlike)
+    vector = rocchio(m, vector, liked, disliked)
+    allowed = allowed_ids(conn, where, filters)
+    return Results(_hits(conn, m.top_k(vector, k, exclude=set(disliked) or None, allowed=allowed)), unknown)
 
 
 def similar_to_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual", *,
-                     where: str | None = None, filters: Sequence[Filter] = ()) -> Results:
-    """Image -> images in the ``visual`` (CNN) or ``semantic`` (word) space."""
+                     where: str | None = None, filters: Sequence[Filter] = (), like: Any = None,
+                     unlike: Any = None) -> Results:
+    """Image -> images in the ``visual`` (CNN) or ``semantic`` (word) space (``like`` /
+    ``unlike``: relevance feedback, as in :func:`similar_images`)."""
     k = index.clamp_k(k)
     image_id = resolve_image(conn, image)
     m = space_matrix(conn, space)
     v = m.vector(image_id)
     if v is None:
         raise NotFoundError(f"image {image_id} has no {space} vector yet; rerun semsearch-sqlite ingest")
+    liked, disliked = image_ids(like), image_ids(unlike)
+    v = rocchio(m, v, liked, disliked)
     allowed = allowed_ids(conn, where, filters)
-    return Results(_hits(conn, m.top_k(v, k, exclude={image_id}, allowed=allowed)))
+    return Results(_hits(conn, m.top_k(v, k, exclude={image_id, *disliked}, allowed=allowed)))
 
 
 def similar_to_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10, space: str = "visual", *,

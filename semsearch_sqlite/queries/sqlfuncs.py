@@ -24,6 +24,7 @@ RESULT_CACHE = 256
 # the SQL a page links to ("see this in SQL"), with :named parameters
 EXAMPLE_SQL = {
     "similar_images": "select * from similar_images(:q, :k)",
+    "similar_images_feedback": "select * from similar_images(:q, :k, :like, :unlike)",
     "image_tags": "select * from image_tags(:id)",
     "similar_to_image_visual": "select * from similar_to_image(:id, :k, 'visual')",
     "similar_to_image_semantic": "select * from similar_to_image(:id, :k, 'semantic')",
@@ -46,9 +47,10 @@ NO_REQUIRED = {"duplicate_images"}
 # take ``filters`` (pushed from the WHERE clause, see sqlite.vtable).
 TABLE_FUNCTIONS: dict[str, tuple[Callable[..., search.Results], list[str], list[str]]] = {
     "similar_images": (
-        lambda c, q, k, filters=(): search.similar_images(c, q, k, filters=filters),
+        lambda c, q, k, like, unlike, filters=(): search.similar_images(c, q, k, filters=filters, like=like,
+                                                                        unlike=unlike),
         IMAGE_COLUMNS,
-        ["query", "k"],
+        ["query", "k", "like", "unlike"],
     ),
     "similar_to_image": (
         lambda c, image, k, space, filters=(): search.similar_to_image(c, image, k, space or "visual",
