@@ -17,6 +17,9 @@ from semsearch_sqlite.queries import search
 from semsearch_sqlite.queries.sqlfuncs import EXAMPLE_SQL
 from semsearch_sqlite.storage import rows
 
+from semsearch_sqlite.queries.duplicates import duplicates_of
+
+from . import refine
 from .compat import can_execute_sql, can_view, resolve, semsearch_databases
 from .media import image_id as parse_image_id
 from .render import Urls, image_results, page_k, render, section
@@ -30,19 +33,32 @@ async def search_page(datasette: Any, request: Any) -> Response:
     db, _ = await resolve(datasette, request)
     q = (request.args.get("q") or "").strip()
     k = page_k(request.args.get("k"))
-    found: dict[str, Any] = {}
-    if q:
-        found = await db.execute_fn(
-            lambda conn: image_results(conn, lambda: search.similar_images(conn, q, k, allow_unknown=True))
-        )
+    refinement = refine.Refinement.from_args(request.args)
     urls = Urls(datasette, db.name)
+
+    def read(conn: sqlite3.Connection) -> dict[str, Any]:
+        out: dict[str, Any] = {"form": refine.form_context(conn), "section": {}}
+        if q:
+            out["section"] = image_results(conn, lambda: search.similar_images(
+                conn, q, k, allow_unknown=True, filters=refinement.filters(), like=refinement.like,
+                unlike=refinement.unlike))
+            refine.add_feedback_links(urls, q, k, refinement, out["section"].get("cards") or [])
+        return out
+
+    data = await db.execute_fn(read)
     sql_url = None
     if q and await can_execute_sql(datasette, request.actor, db.name):
-        sql_url = urls.sql(EXAMPLE_SQL["similar_images"], q=q, k=k)
-    status = 400 if found.get("error") else 200
+        if refinement.like or refinement.unlike:
+            sql_url = urls.sql(EXAMPLE_SQL["similar_images_feedback"], q=q, k=k,
+                               like=",".join(map(str, refinement.like)), unlike=",".join(map(str, refinement.unlike)))
+        else:
+            sql_url = urls.sql(EXAMPLE_SQL["similar_images"], q=q, k=k)
+    status = 400 if data["section"].get("error") else 200
     return await render(
         datasette, request, "semsearch_search.html", db,
-        {"q": q, "k": k, "section": found, "sql_url": sql_url, "page": "search"}, status,
+        {"q": q, "k": k, "section": data["section"], "form": data["form"], "refinement": refinement,
+         "reset_url": refine.search_url(urls, q, k, refine.Refinement()) if refinement.active() else None,
+         "sql_url": sql_url, "page": "search"}, status,
     )
 
 
@@ -58,6 +74,7 @@ async def image_page(datasette: Any, request: Any) -> Response:
         if detail is None:
             return None
         out: dict[str, Any] = {"image": detail, "metadata": rows.photo_metadata(conn, image_id)}
+        out["duplicates"] = image_results(conn, lambda: duplicates_of(conn, image_id))
         out["tags"] = section(lambda: search.image_tags(conn, image_id, TAGS_SHOWN).hits)
         out["visual"] = image_results(conn, lambda: search.similar_to_image(conn, image_id, k, "visual"))
         out["semantic"] = image_results(conn, lambda: search.similar_to_image(conn, image_id, k, "semantic"))
