@@ -17,10 +17,11 @@ from datasette import Forbidden, Response
 from .compat import resolve
 from .config import PLUGIN_NAME, settings
 from .media import sniff_image
-from .render import image_results, page_k, render
+from .render import image_results, page_k, render, section
 
 UPLOAD_SLACK = 64 * 1024  # multipart overhead allowed on top of the image itself
 SPACES = ("visual", "semantic")
+UPLOAD_TAGS = 10
 UPLOADS_OFF = f"uploads are turned off for this database (plugins: {PLUGIN_NAME}: uploads: false)"
 
 _upload_lock = threading.Lock()
@@ -71,14 +72,8 @@ async def upload_page(datasette: Any, request: Any) -> Response:
 
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
         with _upload_lock:  # one CNN run at a time: it is memory-hungry
-            found = image_results(
-                conn, lambda: embed.search_bytes(conn, data, k, space, name=filename, max_bytes=max_bytes)
-            )
-        if "cards" in found:  # the query image, shown beside its results (it is not stored)
-            jpeg, width, height = embed.preview_bytes(data, name=filename)
-            found["preview"] = {"src": "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii"),
-                                "width": width, "height": height}
-        return found
+            return upload_results(conn, lambda: embed.describe_bytes(conn, data, k, space, name=filename,
+                                                                    n_tags=UPLOAD_TAGS, max_bytes=max_bytes))
 
     context["section"] = await _off_loop(db, run)
     context["preview"] = context["section"].pop("preview", None)
@@ -92,6 +87,22 @@ def byte_size(n: int) -> str:
         if n >= size:
             return f"{round(n / size, 1):g} {unit}"
     return f"{n} bytes"
+
+
+def upload_results(conn: sqlite3.Connection, fn: Callable[[], Any]) -> dict[str, Any]:
+    """The upload page's section: neighbour cards, the image's tags and a preview data URL."""
+    found = section(fn)
+    if "results" not in found:
+        return found
+    new = found["results"]
+    out = image_results(conn, lambda: new.similar)
+    out["tags"] = new.tags.hits if new.tags is not None else []
+    out["tags_error"] = new.tags_error
+    if new.preview is not None:  # the query image, shown beside its results (it is not stored)
+        data, mime, width, height = new.preview
+        out["preview"] = {"src": f"data:{mime};base64," + base64.b64encode(data).decode("ascii"),
+                          "width": width, "height": height}
+    return out
 
 
 async def _off_loop(db: Any, fn: Callable[[sqlite3.Connection], Any]) -> Any:

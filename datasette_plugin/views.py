@@ -18,6 +18,9 @@ from semsearch_sqlite.queries import hints, search
 from semsearch_sqlite.queries.sqlfuncs import EXAMPLE_SQL
 from semsearch_sqlite.storage import rows
 
+from semsearch_sqlite.queries.duplicates import duplicates_of
+
+from . import refine
 from .compat import can_execute_sql, can_view, may_view_table, resolve, semsearch_databases
 from .media import image_id as parse_image_id
 from .render import Paging, Urls, image_results, page_number, render, request_k, section
@@ -29,9 +32,10 @@ IMAGE_SECTIONS = {"visual": ("visual_page", "visual"), "semantic": ("semantic_pa
                   "focused": ("focus_page", "visual")}
 
 
-def _total(conn: sqlite3.Connection, space: str, exclude_self: bool = False) -> int:
+def _total(conn: sqlite3.Connection, space: str, exclude_self: bool = False, filters: Any = (),
+           left_out: int = 0) -> int:
     try:
-        return search.ranked_count(conn, space, exclude_self=exclude_self)
+        return search.ranked_count(conn, space, exclude_self=exclude_self, filters=filters, left_out=left_out)
     except SemsearchError:  # no vectors yet: the query itself reports it
         return 0
 
@@ -42,27 +46,43 @@ async def search_page(datasette: Any, request: Any) -> Response:
     q = (request.args.get("q") or "").strip()
     k = request_k(datasette, db.name, request.args.get("k"))
     page = page_number(request.args.get("page"))
+    refinement = refine.Refinement.from_args(request.args)
+    urls = Urls(datasette, db.name)
 
     def read(conn: sqlite3.Connection) -> dict[str, Any]:
+        out: dict[str, Any] = {"form": refine.form_context(conn), "section": {}}
         if not q:
-            return {"start": hints.starting_points(conn)}
-        paging = Paging.of(page, k, _total(conn, "semantic"))
-        out = image_results(conn, lambda: search.similar_images(conn, q, paging.k, allow_unknown=True), paging, q=q)
-        if out.get("error") == "unknown":  # somewhere to go from here
             out["start"] = hints.starting_points(conn)
+            return out
+        filters = refinement.filters()
+        paging = Paging.of(page, k, _total(conn, "semantic", filters=filters, left_out=len(refinement.unlike)))
+        found = image_results(conn, lambda: search.similar_images(
+            conn, q, paging.k, allow_unknown=True, filters=filters, like=refinement.like,
+            unlike=refinement.unlike), paging, q=q)
+        refine.add_feedback_links(urls, q, k, refinement, found.get("cards") or [])
+        if found.get("error") == "unknown":  # somewhere to go from here
+            out["start"] = hints.starting_points(conn)
+        out["section"] = found
         return out
 
-    found = await db.execute_fn(read)
-    urls = Urls(datasette, db.name)
+    data = await db.execute_fn(read)
     sql_url = None
     if q and await can_execute_sql(datasette, request.actor, db.name):
-        sql_url = urls.sql(EXAMPLE_SQL["similar_images"], q=q, k=k)
+        if refinement.like or refinement.unlike:
+            sql_url = urls.sql(EXAMPLE_SQL["similar_images_feedback"], q=q, k=k,
+                               like=",".join(map(str, refinement.like)), unlike=",".join(map(str, refinement.unlike)))
+        else:
+            sql_url = urls.sql(EXAMPLE_SQL["similar_images"], q=q, k=k)
+    found = data["section"]
     status = 400 if found.get("error") else 200
     k_param = k if request.args.get("k") else None  # kept in links only when asked for
     return await render(
         datasette, request, "semsearch_search.html", db,
-        {"q": q, "k": k, "k_param": k_param, "section": found, "start": found.get("start"),
-         "sql_url": sql_url, "page": "search", "page_url": lambda n: urls.search(q, k=k_param, page=n)}, status,
+        {"q": q, "k": k, "k_param": k_param, "section": found, "start": data.get("start"), "form": data["form"],
+         "refinement": refinement,
+         "reset_url": refine.search_url(urls, q, k, refine.Refinement()) if refinement.active() else None,
+         "sql_url": sql_url, "page": "search",
+         "page_url": lambda n: refine.search_url(urls, q, k_param, refinement, page=n)}, status,
     )
 
 
@@ -84,7 +104,8 @@ async def image_page(datasette: Any, request: Any) -> Response:
             return None
         if not show_display:
             detail.update(has_display=False, display_width=None, display_height=None)
-        out: dict[str, Any] = {"image": detail}
+        out: dict[str, Any] = {"image": detail, "metadata": rows.photo_metadata(conn, image_id)}
+        out["duplicates"] = image_results(conn, lambda: duplicates_of(conn, image_id))
         out["tags"] = section(lambda: search.image_tags(conn, image_id, TAGS_SHOWN).hits) if show_tags else {}
         paging = {name: Paging.of(pages[name], k, _total(conn, space, exclude_self=True))
                   for name, (_, space) in IMAGE_SECTIONS.items()}

@@ -56,6 +56,20 @@ def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def where_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--where`` for the query commands that return images."""
+    return click.option(
+        "--where", help="Only images matching this SQL condition over images columns, "
+        "e.g. \"label = 'dog'\" or \"taken_at >= '2020'\" (read-only)")(fn)
+
+
+def feedback_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--like`` / ``--unlike`` (relevance feedback) for the searches that take it."""
+    fn = click.option("--unlike", help="Less like these image ids, e.g. 40,41 (left out of the results)")(fn)
+    fn = click.option("--like", help="More like these image ids, e.g. 12,15")(fn)
+    return fn
+
+
 def emit(results: Any, columns: Sequence[str], as_json: bool) -> None:
     """Print query results as JSON or as a table (with notes on stderr)."""
     if as_json:
@@ -259,11 +273,15 @@ def train(db: str, method: str | None, labels_file: str | None, epochs: int | No
 @click.argument("db", type=click.Path(exists=True, dir_okay=False))
 @click.argument("query")
 @output_options
+@where_option
+@feedback_options
 @handle_errors
-def search(db: str, query: str, k: int, as_json: bool) -> None:
+def search(db: str, query: str, k: int, as_json: bool, where: str | None, like: str | None,
+           unlike: str | None) -> None:
     """Text -> images: images nearest to QUERY ("cat sofa", "2:cat -dog")."""
     with open_collection(db) as photos:
-        emit(photos.search(query, k, allow_unknown=True), IMAGE_COLUMNS, as_json)
+        emit(photos.search(query, k, allow_unknown=True, where=where, like=like, unlike=unlike), IMAGE_COLUMNS,
+             as_json)
 
 
 @cli.command()
@@ -271,11 +289,14 @@ def search(db: str, query: str, k: int, as_json: bool) -> None:
 @click.argument("image")
 @click.option("--space", type=click.Choice(["visual", "semantic"]), default="visual", show_default=True)
 @output_options
+@where_option
+@feedback_options
 @handle_errors
-def similar(db: str, image: str, space: str, k: int, as_json: bool) -> None:
+def similar(db: str, image: str, space: str, k: int, as_json: bool, where: str | None, like: str | None,
+            unlike: str | None) -> None:
     """Image -> images: IMAGE is a stored id or path, or a new image file."""
     with open_collection(db) as photos:
-        emit(photos.similar(image, k, space), IMAGE_COLUMNS, as_json)
+        emit(photos.similar(image, k, space, where=where, like=like, unlike=unlike), IMAGE_COLUMNS, as_json)
 
 
 @cli.command()
@@ -284,7 +305,7 @@ def similar(db: str, image: str, space: str, k: int, as_json: bool) -> None:
 @output_options
 @handle_errors
 def tags(db: str, image: str, k: int, as_json: bool) -> None:
-    """Image -> words: the nearest vocabulary words to IMAGE (id or stored path)."""
+    """Image -> words: the nearest vocabulary words to IMAGE (a stored id or path, or a new image file)."""
     with open_collection(db) as photos:
         emit(photos.tags(image, k), WORD_COLUMNS, as_json)
 
@@ -305,11 +326,32 @@ def words(db: str, query: str, k: int, as_json: bool) -> None:
 @click.argument("image")
 @click.argument("word")
 @output_options
+@where_option
 @handle_errors
-def focus(db: str, image: str, word: str, k: int, as_json: bool) -> None:
+def focus(db: str, image: str, word: str, k: int, as_json: bool, where: str | None) -> None:
     """Images similar to IMAGE with respect to WORD's ImageNet class."""
     with open_collection(db) as photos:
-        emit(photos.focus(image, word, k), IMAGE_COLUMNS, as_json)
+        emit(photos.focus(image, word, k, where=where), IMAGE_COLUMNS, as_json)
+
+
+@cli.command()
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True),
+              help="Cosine distance in the visual space below which photos are duplicates "
+              "[default: 0.12; lower finds only bursts and exact copies]")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON")
+@handle_errors
+def duplicates(db: str, threshold: float | None, as_json: bool) -> None:
+    """Groups of near-identical photos (resized, recompressed or lightly cropped copies)."""
+    from semsearch_sqlite.queries.duplicates import groups_as_json
+
+    with open_collection(db) as photos:
+        results = photos.duplicates(threshold)
+        if as_json:
+            click.echo(json.dumps(groups_as_json(results), indent=2))
+            return
+        click.echo(results.note, err=True)
+        echo_table([h.as_dict() for h in results.hits], ["group", "image_id", "path", "label", "distance"])
 
 
 @cli.command()

@@ -41,40 +41,66 @@ class Collection:
     def path(self) -> str:
         return self.store.path
 
-    def search(self, query: str, k: int = 10, *, allow_unknown: bool = False) -> Results:
+    def search(self, query: str, k: int = 10, *, allow_unknown: bool = False, where: str | None = None,
+               like: Any = None, unlike: Any = None) -> Results:
         """Images nearest to a text query such as ``"cat sofa"`` or ``"2:cat -dog"``.
 
         Unknown words raise :class:`~semsearch_sqlite.errors.UnknownWordsError`, or with
-        ``allow_unknown=True`` are left out and listed in ``Results.unknown``.
+        ``allow_unknown=True`` are left out and listed in ``Results.unknown``. ``where``
+        (SQL over the ``images`` columns, e.g. ``"label = 'dog' and taken_at >= '2020'"``)
+        picks the candidates before the top ``k``. ``like`` / ``unlike`` (image ids) refine
+        the query by relevance feedback (Rocchio): "more like these, less like those".
         """
-        return search.similar_images(self.conn, query, k, allow_unknown=allow_unknown)
+        return search.similar_images(self.conn, query, k, allow_unknown=allow_unknown, where=where,
+                                     like=like, unlike=unlike)
 
-    def similar(self, image: Any, k: int = 10, space: str = "visual") -> Results:
+    def similar(self, image: Any, k: int = 10, space: str = "visual", *, where: str | None = None,
+                like: Any = None, unlike: Any = None) -> Results:
         """Images similar to ``image`` in the ``visual`` (CNN) or ``semantic`` (word) space."""
         try:
-            return search.similar_to_image(self.conn, image, k, space)
+            return search.similar_to_image(self.conn, image, k, space, where=where, like=like, unlike=unlike)
         except NotFoundError:
-            if not isinstance(image, (str, os.PathLike)) or not Path(image).is_file():
+            if not _new_file(image):
                 raise
         from semsearch_sqlite.queries.new_image import search_file
 
-        return search_file(self.store, str(image), k, space)
+        return search_file(self.store, str(image), k, space, where=where)
 
     def tags(self, image: Any, k: int = 10) -> Results:
-        """The words nearest to ``image`` in word space."""
-        return search.image_tags(self.conn, image, k)
+        """The words nearest to ``image`` in word space (a new file is embedded first)."""
+        try:
+            return search.image_tags(self.conn, image, k)
+        except NotFoundError:
+            if not _new_file(image):
+                raise
+        from semsearch_sqlite.queries.new_image import tag_file
+
+        return tag_file(self.store, str(image), k)
 
     def words(self, query: str, k: int = 10, *, allow_unknown: bool = False) -> Results:
         """The vocabulary words nearest to ``query``."""
         return search.similar_words(self.conn, query, k, allow_unknown=allow_unknown)
 
-    def focus(self, image: Any, word: str, k: int = 10) -> Results:
+    def focus(self, image: Any, word: str, k: int = 10, *, where: str | None = None) -> Results:
         """Images similar to ``image`` as far as the ImageNet class nearest to ``word`` goes."""
-        return search.focused_search(self.conn, image, word, k)
+        return search.focused_search(self.conn, image, word, k, where=where)
 
     def tagged(self, word: str, k: int = 10) -> Results:
         """Images whose stored tags include ``word``."""
         return search.images_tagged(self.conn, word, k)
+
+    def duplicates(self, threshold: float | None = None) -> Results:
+        """Groups of near-identical photos (hits numbered by ``group``; ``distance`` to the
+        group's first image). ``threshold`` is a cosine distance in the visual space."""
+        from semsearch_sqlite.queries.duplicates import duplicate_images
+
+        return duplicate_images(self.conn, threshold)
+
+    def duplicates_of(self, image: Any, threshold: float | None = None) -> Results:
+        """The near-duplicates of one stored image."""
+        from semsearch_sqlite.queries.duplicates import duplicates_of
+
+        return duplicates_of(self.conn, image, threshold)
 
     def close(self) -> None:
         """Close the database."""
@@ -88,6 +114,11 @@ class Collection:
 
     def __repr__(self) -> str:
         return f"<Collection {self.path}>"
+
+
+def _new_file(image: Any) -> bool:
+    """Whether ``image`` names an image file on disk (to embed, since it isn't stored)."""
+    return isinstance(image, (str, os.PathLike)) and Path(image).expanduser().is_file()
 
 
 def open(path: str | os.PathLike[str], *, writable: bool = False) -> Collection:  # noqa: A001 - the API's name

@@ -119,7 +119,8 @@ async def test_table_functions_in_the_json_api(ds: Datasette, name: str) -> None
     if "words" in name or "tags" in name:
         assert set(rows[0]) == {"rank", "word", "distance"}
     else:
-        assert set(rows[0]) == {"rank", "image_id", "path", "label", "distance", "thumbnail"}
+        assert set(rows[0]) == {"rank", "image_id", "path", "label", "distance", "thumbnail",
+                                "taken_at", "camera", "lens", "latitude", "longitude"}
         assert all(isinstance(r["image_id"], int) for r in rows)
         assert 1 not in [r["image_id"] for r in rows] or name == "similar_images"
 
@@ -594,6 +595,7 @@ async def test_upload_finds_images_like_the_uploaded_one(ds: Datasette, db: str,
     preview = re.search(r'<div class="semsearch-query-image">\s*<img src="data:image/jpeg;base64,([^"]+)"', r.text)
     with Image.open(io.BytesIO(base64.b64decode(preview.group(1)))) as shown:
         assert shown.format == "JPEG" and max(shown.size) <= 256
+    assert len(re.findall(r'class="semsearch-tag"', r.text)) == upload.UPLOAD_TAGS
     r = await post_upload(ds, path.read_bytes(), k="2", space="semantic")
     assert r.status_code == 200 and r.text.count('class="semsearch-card"') == 2
     # the settings are kept for the next search

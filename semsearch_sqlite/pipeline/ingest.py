@@ -26,7 +26,7 @@ from semsearch_sqlite.extras import require_ingest
 # with the fix, before anything (a new database file included) is made.
 require_ingest("ingest")
 
-from semsearch_sqlite.media import files as media_files, images as imglib  # noqa: E402
+from semsearch_sqlite.media import exif, files as media_files, images as imglib  # noqa: E402
 from semsearch_sqlite.errors import ImageError, StoreError  # noqa: E402
 from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL  # noqa: E402
 from semsearch_sqlite.storage.models import CLASSIFIER_MODEL, SEMANTIC_MODEL  # noqa: E402
@@ -36,6 +36,7 @@ DEFAULT_BACKBONE = "vgg16"
 DEFAULT_BATCH = 32
 DISPLAY_SIZE = 1024
 THUMB_SIZE = 256
+METADATA_BATCH = 500  # EXIF rows written per transaction when filling old rows
 
 
 class Progress(Protocol):
@@ -137,6 +138,7 @@ class _Prepared:
     display: tuple[bytes, str, int, int]
     original: bool
     tensor: np.ndarray
+    metadata: exif.PhotoMetadata
 
 
 def ingest(
@@ -174,6 +176,7 @@ class _Run:
         if todo:
             self._embed(todo)
         changed = self._prune(found) or bool(todo) or self.stats.moved or self.stats.updated
+        self._fill_metadata()
         missing = self._count_missing_semantic()
         if changed or missing or self.store.load_model(SEMANTIC_MODEL) is None:
             if self.store.vec_dim(VEC_VISUAL):
@@ -338,6 +341,21 @@ class _Run:
         self.stats.removed += len(ids)
         return True
 
+    def _fill_metadata(self) -> None:
+        """EXIF of stored images never read (a database from before the metadata columns,
+        or rows whose file was unchanged): read the headers only, no re-embedding."""
+        missing = self.store.images_without_metadata()
+        if not missing:
+            return
+        self.progress.stage("reading photo metadata", len(missing))
+        for start in range(0, len(missing), METADATA_BATCH):
+            batch = missing[start : start + METADATA_BATCH]
+            values = [(i, exif.read_metadata(self.root / rel).as_dict()) for i, rel in batch
+                      if (self.root / rel).is_file()]
+            with self.store.atomic():
+                self.store.set_photo_metadata(values)
+            self.progress.advance(len(batch))
+
     def _count_missing_semantic(self) -> int:
         if not self.store.vec_dim(VEC_VISUAL):
             return 0
@@ -391,7 +409,7 @@ class _Run:
             tensor = self.backbone().preprocess([img])[0]
             sha = item.sha256 or media_files.sha256_file(item.path)
             return _Prepared(item, sha, img.width, img.height, imglib.mime_for(fmt, item.path), thumb, display,
-                             original, tensor)
+                             original, tensor, exif.read_metadata(item.path))
         except ImageError as e:
             self._problem(item.path, e.reason)
             return None
@@ -439,6 +457,7 @@ class _Run:
                     path=it.rel, label=it.label, sha256=p.sha256, size=it.size, mtime=it.mtime,
                     width=p.width, height=p.height, mime=p.mime, thumbnail=p.thumb[0],
                     thumb_width=p.thumb[2], thumb_height=p.thumb[3], updated_at=stamp,
+                    **p.metadata.as_dict(), metadata_read_at=stamp,
                 )
                 if it.image_id is not None:
                     sets = ", ".join(f"{k} = :{k}" for k in values)

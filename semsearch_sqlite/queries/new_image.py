@@ -7,13 +7,14 @@ from __future__ import annotations
 import io
 import os
 import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from semsearch_sqlite.errors import BackboneError, StoreError
 from semsearch_sqlite.extras import missing_message, require_ingest
-from semsearch_sqlite.queries.search import Results, similar_to_vector
+from semsearch_sqlite.queries.search import Results, similar_to_vector, tags_for_vector
 from semsearch_sqlite.storage.cache import ProcessCache
 from semsearch_sqlite.storage.rows import read_meta
 from semsearch_sqlite.storage.store import Store
@@ -53,31 +54,80 @@ def embed_image(conn: sqlite3.Connection, image: Any) -> tuple[np.ndarray, np.nd
     return features[0], (None if probs is None else probs[0])
 
 
-def search_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual") -> Results:
+def semantic_vector(conn: sqlite3.Connection, features: np.ndarray, probs: np.ndarray | None) -> np.ndarray:
+    """A new image's word-space vector from its backbone outputs."""
+    from semsearch_sqlite.model.semantic import semantic_model
+
+    model = semantic_model(conn)
+    if model is None:
+        raise StoreError("this database has no word-space model yet; run semsearch-sqlite train")
+    return model.image_vectors(features[None, :], None if probs is None else probs[None, :])[0]
+
+
+def search_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual", *,
+                 where: str | None = None) -> Results:
     """Images nearest to a new PIL image in the visual or semantic space."""
     features, probs = embed_image(conn, image)
     if space == "semantic":
-        from semsearch_sqlite.model.semantic import semantic_model
-
-        model = semantic_model(conn)
-        if model is None:
-            raise StoreError("this database has no word-space model yet; run semsearch-sqlite train")
-        vector = model.image_vectors(features[None, :], None if probs is None else probs[None, :])[0]
-        return similar_to_vector(conn, vector, k, "semantic")
-    return similar_to_vector(conn, features, k, "visual")
+        return similar_to_vector(conn, semantic_vector(conn, features, probs), k, "semantic", where=where)
+    return similar_to_vector(conn, features, k, "visual", where=where)
 
 
-def search_file(store: Store, path: str, k: Any = 10, space: str = "visual") -> Results:
+def tag_image(conn: sqlite3.Connection, image: Any, k: Any = 10) -> Results:
+    """The words nearest to a new PIL image (its tags, as ingest would store them)."""
+    features, probs = embed_image(conn, image)
+    return tags_for_vector(conn, semantic_vector(conn, features, probs), k)
+
+
+@dataclass
+class NewImage:
+    """What the upload page shows of a new image: its neighbours and its tags."""
+
+    similar: Results
+    tags: Results | None
+    tags_error: str | None = None
+    preview: tuple[bytes, str, int, int] | None = None  # a thumbnail: (bytes, MIME type, width, height)
+
+
+def describe_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual",
+                   n_tags: int = 10) -> NewImage:
+    """Neighbours and tags of a new PIL image, embedding it once."""
+    from semsearch_sqlite.media.images import make_thumbnail
+
+    thumb = make_thumbnail(image, PREVIEW_LONGEST)
+    features, probs = embed_image(conn, image)
+    try:
+        semantic = semantic_vector(conn, features, probs)
+    except StoreError as e:
+        if space == "semantic":
+            raise
+        return NewImage(similar_to_vector(conn, features, k, "visual"), None, str(e), thumb)
+    similar = similar_to_vector(conn, semantic if space == "semantic" else features, k, space)
+    return NewImage(similar, tags_for_vector(conn, semantic, n_tags), None, thumb)
+
+
+PREVIEW_LONGEST = 256  # px: the thumbnail of a new image shown beside its results
+
+
+def search_file(store: Store, path: str, k: Any = 10, space: str = "visual", *,
+                where: str | None = None) -> Results:
     """Images nearest to the image file at ``path``."""
     require_ingest(SEARCH_BY_IMAGE)
     from semsearch_sqlite.media.images import load_image
 
-    return search_image(store.conn, load_image(path), k, space)
+    return search_image(store.conn, load_image(path), k, space, where=where)
 
 
-def search_bytes(conn: sqlite3.Connection, data: bytes, k: Any = 10, space: str = "visual", name: str = "upload",
-                 max_bytes: int = MAX_UPLOAD_BYTES) -> Results:
-    """Images nearest to an uploaded image given as bytes (at most ``max_bytes``)."""
+def tag_file(store: Store, path: str, k: Any = 10) -> Results:
+    """The words nearest to the image file at ``path``."""
+    require_ingest(SEARCH_BY_IMAGE)
+    from semsearch_sqlite.media.images import load_image
+
+    return tag_image(store.conn, load_image(path), k)
+
+
+def _upload(data: bytes, name: str, max_bytes: int) -> Any:
+    """An uploaded image (bytes, at most ``max_bytes``) as a PIL image."""
     from semsearch_sqlite.errors import ImageError
 
     if len(data) > max_bytes:
@@ -85,18 +135,25 @@ def search_bytes(conn: sqlite3.Connection, data: bytes, k: Any = 10, space: str 
     require_ingest(SEARCH_BY_IMAGE)
     from semsearch_sqlite.media.images import load_image
 
-    return search_image(conn, load_image(io.BytesIO(data), name=name), k, space)
+    return load_image(io.BytesIO(data), name=name)
 
 
-PREVIEW_LONGEST = 256
+def search_bytes(conn: sqlite3.Connection, data: bytes, k: Any = 10, space: str = "visual", name: str = "upload",
+                 max_bytes: int = MAX_UPLOAD_BYTES) -> Results:
+    """Images nearest to an uploaded image given as bytes (at most ``max_bytes``)."""
+    return search_image(conn, _upload(data, name, max_bytes), k, space)
 
 
-def preview_bytes(data: bytes, name: str = "upload", longest: int = PREVIEW_LONGEST) -> tuple[bytes, int, int]:
+def describe_bytes(conn: sqlite3.Connection, data: bytes, k: Any = 10, space: str = "visual",
+                   name: str = "upload", n_tags: int = 10, max_bytes: int = MAX_UPLOAD_BYTES) -> NewImage:
+    """Neighbours, tags and a thumbnail of an uploaded image given as bytes (at most ``max_bytes``)."""
+    return describe_image(conn, _upload(data, name, max_bytes), k, space, n_tags)
+
+
+def preview_bytes(data: bytes, name: str = "upload", longest: int = PREVIEW_LONGEST,
+                  max_bytes: int = MAX_UPLOAD_BYTES) -> tuple[bytes, int, int]:
     """A small JPEG of an uploaded image, to show it beside its results: ``(bytes, width, height)``."""
-    from semsearch_sqlite.errors import ImageError
-    from semsearch_sqlite.media.images import load_image, make_thumbnail
+    from semsearch_sqlite.media.images import make_thumbnail
 
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise ImageError(name, f"too large ({len(data)} bytes; at most {MAX_UPLOAD_BYTES})")
-    jpeg, _, width, height = make_thumbnail(load_image(io.BytesIO(data), name=name), longest)
+    jpeg, _, width, height = make_thumbnail(_upload(data, name, max_bytes), longest)
     return jpeg, width, height

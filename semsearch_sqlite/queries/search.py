@@ -7,16 +7,21 @@ Every function takes a ``sqlite3`` connection with sqlite-vec loaded (a
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from semsearch_sqlite.vectors import matrix as index
+from semsearch_sqlite.media.files import sha256_file
 from semsearch_sqlite.errors import NotFoundError, QueryError, StoreError
 from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL
 from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, load_model
+from semsearch_sqlite.queries.filters import Filter, allowed_ids
 from semsearch_sqlite.text.tags import nearest_tags
 from semsearch_sqlite.storage import rows
 from semsearch_sqlite.text.vocabulary import word_space
@@ -66,7 +71,10 @@ class Results:
 
 
 def resolve_image(conn: sqlite3.Connection, image: Any) -> int:
-    """The id of ``image``: an id (int, whole float or ASCII digits) or a stored path."""
+    """The id of ``image``: an id (int, whole float or ASCII digits), a stored path
+    (relative to the ingested folder), or the path of a stored file given as absolute or
+    relative to the current directory (matched through the ingested folder, else by its
+    SHA-256)."""
     if isinstance(image, bool) or image is None:
         raise QueryError("give an image id or stored path")
     if isinstance(image, (float, np.floating)):
@@ -80,10 +88,13 @@ def resolve_image(conn: sqlite3.Connection, image: Any) -> int:
         if not _INT64[0] <= image_id <= _INT64[1] or not rows.image_id_exists(conn, image_id):
             raise NotFoundError(f"no image with id {image_id}; list them with: select id, path from images")
         return image_id
-    if isinstance(image, str):
-        found = rows.image_id_for_path(conn, image)
+    if isinstance(image, (str, os.PathLike)):
+        text = os.fspath(image)
+        found = rows.image_id_for_path(conn, text)
         if found is None:
-            raise NotFoundError(f"no image stored with path {image!r}; list them with: select id, path from images")
+            found = _stored_file(conn, text)
+        if found is None:
+            raise NotFoundError(f"no image stored with path {text!r}; list them with: select id, path from images")
         return found
     raise QueryError(f"an image is an id or a path, not {type(image).__name__}")
 
@@ -95,6 +106,32 @@ def _word(value: Any, what: str) -> str:
     if not value.strip():
         raise QueryError(f"{what} is empty; give a word such as 'cat'")
     return value
+
+
+def _stored_file(conn: sqlite3.Connection, text: str) -> int | None:
+    """The row of a file on this machine that is stored: by its place under the ingested
+    folder, else (the folder moved, or a copy) by its bytes."""
+    path = Path(text).expanduser()
+    if not path.is_file():
+        return None
+    try:
+        resolved = path.resolve()
+    except OSError:
+        return None
+    root = rows.read_meta(conn, "images_root")
+    if root:
+        try:
+            rel = resolved.relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            rel = None
+        if rel is not None:
+            found = rows.image_id_for_path(conn, rel)
+            if found is not None:
+                return found
+    try:
+        return rows.image_id_for_sha256(conn, sha256_file(resolved))
+    except OSError:
+        return None
 
 
 def _hits(conn: sqlite3.Connection, pairs: list[tuple[int, float]]) -> list[ImageHit]:
@@ -125,33 +162,90 @@ def text_vector(conn: sqlite3.Connection, query: Any, *, allow_unknown: bool = F
     return qv.vector, qv.unknown
 
 
-def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_unknown: bool = False) -> Results:
-    """Text -> images: the ``k`` images nearest to a query such as ``"cat sofa"``."""
+# Rocchio weights: the query, the mean of the liked images, the mean of the disliked ones
+ROCCHIO_QUERY, ROCCHIO_LIKE, ROCCHIO_UNLIKE = 1.0, 0.75, 0.25
+
+
+def image_ids(value: Any) -> list[int]:
+    """Feedback ids from a list, or text such as ``"12,15"`` / ``"[12, 15]"`` (None: none)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return [int(value)]
+    items = value.strip().strip("[]").split(",") if isinstance(value, str) else list(value)
+    out = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        if isinstance(item, bool) or not text.lstrip("-").isdigit():
+            raise QueryError(f"like/unlike take image ids such as 12,15, not {text!r}")
+        out.append(int(text))
+    return out
+
+
+def rocchio(m: index.Matrix, query: np.ndarray, like: Sequence[int] = (), unlike: Sequence[int] = ()) -> np.ndarray:
+    """The query moved towards the liked images and away from the disliked ones (Rocchio,
+    in the space being searched), as a unit vector."""
+    if not like and not unlike:
+        return query
+    def mean_of(ids: Sequence[int]) -> np.ndarray:
+        vectors = []
+        for i in ids:
+            v = m.vector(i)
+            if v is None:
+                raise NotFoundError(f"no image with id {i} in this space; list them with: select id, path from images")
+            vectors.append(v)
+        return np.mean(vectors, axis=0) if vectors else np.zeros_like(query)
+    moved = ROCCHIO_QUERY * query + ROCCHIO_LIKE * mean_of(like) - ROCCHIO_UNLIKE * mean_of(unlike)
+    return unit(moved.astype(np.float32))
+
+
+def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_unknown: bool = False,
+                   where: str | None = None, filters: Sequence[Filter] = (), like: Any = None,
+                   unlike: Any = None) -> Results:
+    """Text -> images: the ``k`` images nearest to a query such as ``"cat sofa"``.
+
+    ``where`` (SQL over ``images`` columns) and ``filters`` restrict the candidates
+    before the top ``k``: ``where="label = 'pizza'"`` gives the ``k`` nearest pizzas.
+    ``like`` / ``unlike`` (image ids) refine the query by relevance feedback; the
+    disliked images are left out of the results.
+    """
     k = index.clamp_k(k)
     vector, unknown = text_vector(conn, query, allow_unknown=allow_unknown)
     m = space_matrix(conn, "semantic")
-    return Results(_hits(conn, m.top_k(vector, k)), unknown)
+    liked, disliked = image_ids(like), image_ids(unlike)
+    vector = rocchio(m, vector, liked, disliked)
+    allowed = allowed_ids(conn, where, filters)
+    return Results(_hits(conn, m.top_k(vector, k, exclude=set(disliked) or None, allowed=allowed)), unknown)
 
 
-def similar_to_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual") -> Results:
-    """Image -> images in the ``visual`` (CNN) or ``semantic`` (word) space."""
+def similar_to_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual", *,
+                     where: str | None = None, filters: Sequence[Filter] = (), like: Any = None,
+                     unlike: Any = None) -> Results:
+    """Image -> images in the ``visual`` (CNN) or ``semantic`` (word) space (``like`` /
+    ``unlike``: relevance feedback, as in :func:`similar_images`)."""
     k = index.clamp_k(k)
     image_id = resolve_image(conn, image)
     m = space_matrix(conn, space)
     v = m.vector(image_id)
     if v is None:
         raise NotFoundError(f"image {image_id} has no {space} vector yet; rerun semsearch-sqlite ingest")
-    return Results(_hits(conn, m.top_k(v, k, exclude={image_id})))
+    liked, disliked = image_ids(like), image_ids(unlike)
+    v = rocchio(m, v, liked, disliked)
+    allowed = allowed_ids(conn, where, filters)
+    return Results(_hits(conn, m.top_k(v, k, exclude={image_id, *disliked}, allowed=allowed)))
 
 
-def similar_to_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10, space: str = "visual") -> Results:
+def similar_to_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10, space: str = "visual", *,
+                      where: str | None = None, filters: Sequence[Filter] = ()) -> Results:
     """Images nearest to a vector of the given space (e.g. a new image's features)."""
     k = index.clamp_k(k)
     m = space_matrix(conn, space)
     v = unit(np.asarray(vector, dtype=np.float32))
     if v.shape[0] != m.vectors.shape[1]:
         raise QueryError(f"vector has {v.shape[0]} dimensions; the {space} space has {m.vectors.shape[1]}")
-    return Results(_hits(conn, m.top_k(v, k)))
+    return Results(_hits(conn, m.top_k(v, k, allowed=allowed_ids(conn, where, filters))))
 
 
 def image_tags(conn: sqlite3.Connection, image: Any, k: Any = 10) -> Results:
@@ -166,7 +260,14 @@ def image_tags(conn: sqlite3.Connection, image: Any, k: Any = 10) -> Results:
             if tags:
                 return Results([WordHit(w, round(d, 6), r) for r, (w, d) in enumerate(tags, 1)])
             raise NotFoundError(f"image {image_id} has no semantic vector yet; rerun semsearch-sqlite ingest")
-        tags = nearest_tags(word_space(conn), v[None, :], k)[0]
+        return tags_for_vector(conn, v, k)
+    return Results([WordHit(w, round(d, 6), r) for r, (w, d) in enumerate(tags, 1)])
+
+
+def tags_for_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10) -> Results:
+    """The ``k`` tag words nearest to a word-space vector (e.g. a new image's)."""
+    k = index.clamp_k(k)
+    tags = nearest_tags(word_space(conn), np.asarray(vector, dtype=np.float32)[None, :], k)[0]
     return Results([WordHit(w, round(d, 6), r) for r, (w, d) in enumerate(tags, 1)])
 
 
@@ -201,7 +302,8 @@ def focus_class(conn: sqlite3.Connection, focus: str) -> tuple[int, str]:
     return c, config["names"][c]
 
 
-def focused_search(conn: sqlite3.Connection, image: Any, focus: str, k: Any = 10) -> Results:
+def focused_search(conn: sqlite3.Connection, image: Any, focus: str, k: Any = 10, *,
+                   where: str | None = None, filters: Sequence[Filter] = ()) -> Results:
     """Images similar to ``image`` with respect to one class ("similar cats, not similar sofas").
 
     As in the talk: the CNN's activations are re-weighted by the final-layer weights of
@@ -221,7 +323,9 @@ def focused_search(conn: sqlite3.Connection, image: Any, focus: str, k: Any = 10
         raise NotFoundError(f"image {image_id} has no visual vector yet; rerun semsearch-sqlite ingest")
     if weights.shape[0] != m.vectors.shape[1]:
         raise StoreError("the stored classifier weights don't match the visual vectors; re-run ingest --rebuild")
-    return Results(_hits(conn, m.top_k(v, k, exclude={image_id}, weights=weights)), note=f"focus class: {name}")
+    allowed = allowed_ids(conn, where, filters)
+    return Results(_hits(conn, m.top_k(v, k, exclude={image_id}, weights=weights, allowed=allowed)),
+                   note=f"focus class: {name}")
 
 
 def warm(conn: sqlite3.Connection) -> None:
@@ -233,8 +337,14 @@ def warm(conn: sqlite3.Connection) -> None:
         index.matrix(conn, table)
 
 
-def ranked_count(conn: sqlite3.Connection, space: str = "semantic", *, exclude_self: bool = False) -> int:
+def ranked_count(conn: sqlite3.Connection, space: str = "semantic", *, exclude_self: bool = False,
+                 filters: Sequence[Filter] = (), left_out: int = 0) -> int:
     """How many images one ranking in ``space`` can return (for "1-24 of N" and paging):
-    every image with a vector, less the query image itself, at most ``MAX_K``."""
-    n = len(space_matrix(conn, space)) - (1 if exclude_self else 0)
+    every image with a vector (that passes ``filters``), less the query image itself and
+    ``left_out`` disliked ones, at most ``MAX_K``."""
+    n = len(space_matrix(conn, space))
+    allowed = allowed_ids(conn, filters=filters) if filters else None
+    if allowed is not None:
+        n = min(n, len(allowed))
+    n -= (1 if exclude_self else 0) + left_out
     return max(0, min(n, index.MAX_K))

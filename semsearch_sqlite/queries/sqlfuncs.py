@@ -15,7 +15,9 @@ from typing import Any
 from semsearch_sqlite.errors import SchemaVersionError
 from semsearch_sqlite.queries import search
 from semsearch_sqlite.storage.cache import ProcessCache
-from semsearch_sqlite.storage.rows import database_key, generation, thumbnails
+from semsearch_sqlite.queries.duplicates import duplicate_images
+from semsearch_sqlite.queries.filters import Filter
+from semsearch_sqlite.storage.rows import database_key, generation, photo_metadata_of, thumbnails
 from semsearch_sqlite.storage.store import encode_f32
 from semsearch_sqlite.text.vocabulary import word_space
 
@@ -24,30 +26,47 @@ RESULT_CACHE = 256
 # the SQL a page links to ("see this in SQL"), with :named parameters
 EXAMPLE_SQL = {
     "similar_images": "select * from similar_images(:q, :k)",
+    "similar_images_feedback": "select * from similar_images(:q, :k, :like, :unlike)",
     "image_tags": "select * from image_tags(:id)",
     "similar_to_image_visual": "select * from similar_to_image(:id, :k, 'visual')",
     "similar_to_image_semantic": "select * from similar_to_image(:id, :k, 'semantic')",
     "similar_images_focused": "select * from similar_images_focused(:id, :focus, :k)",
     "similar_words": "select * from similar_words(:q, :k)",
+    "duplicate_images": "select * from duplicate_images() where group_id in "
+                        "(select group_id from duplicate_images() where image_id = :id)",
 }
 
-IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance", "thumbnail"]
+IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance", "thumbnail",
+                 "taken_at", "camera", "lens", "latitude", "longitude"]
+# WHERE constraints on these columns of an image function pick its candidates before the top k
+IMAGE_FILTERS = ["image_id", "path", "label", "taken_at", "camera", "lens", "latitude", "longitude"]
 WORD_COLUMNS = ["rank", "word", "distance"]
+DUPLICATE_COLUMNS = ["group_id", "rank", "image_id", "path", "label", "distance"]
+# functions whose every argument is optional
+NO_REQUIRED = {"duplicate_images"}
 
-# name -> (library call, columns, parameters); k is always optional
+# name -> (library call, columns, parameters); k is always optional. Image searches also
+# take ``filters`` (pushed from the WHERE clause, see sqlite.vtable).
 TABLE_FUNCTIONS: dict[str, tuple[Callable[..., search.Results], list[str], list[str]]] = {
-    "similar_images": (lambda c, q, k: search.similar_images(c, q, k), IMAGE_COLUMNS, ["query", "k"]),
+    "similar_images": (
+        lambda c, q, k, like, unlike, filters=(): search.similar_images(c, q, k, filters=filters, like=like,
+                                                                        unlike=unlike),
+        IMAGE_COLUMNS,
+        ["query", "k", "like", "unlike"],
+    ),
     "similar_to_image": (
-        lambda c, image, k, space: search.similar_to_image(c, image, k, space or "visual"),
+        lambda c, image, k, space, filters=(): search.similar_to_image(c, image, k, space or "visual",
+                                                                       filters=filters),
         IMAGE_COLUMNS,
         ["image", "k", "space"],
     ),
     "similar_images_focused": (
-        lambda c, image, focus, k: search.focused_search(c, image, focus, k),
+        lambda c, image, focus, k, filters=(): search.focused_search(c, image, focus, k, filters=filters),
         IMAGE_COLUMNS,
         ["image", "focus", "k"],
     ),
     "images_tagged": (lambda c, word, k: search.images_tagged(c, word, k), IMAGE_COLUMNS, ["word", "k"]),
+    "duplicate_images": (lambda c, threshold: duplicate_images(c, threshold), DUPLICATE_COLUMNS, ["threshold"]),
     "image_tags": (lambda c, image, k: search.image_tags(c, image, k), WORD_COLUMNS, ["image", "k"]),
     "similar_words": (lambda c, q, k: search.similar_words(c, q, k), WORD_COLUMNS, ["query", "k"]),
 }
@@ -69,28 +88,38 @@ def interruption_point(conn: sqlite3.Connection) -> None:
     conn.execute(_INTERRUPTION_POINT).fetchone()
 
 
-def _rows(conn: sqlite3.Connection, name: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+def _rows(conn: sqlite3.Connection, name: str, args: tuple[Any, ...],
+          filters: tuple[tuple[str, str, Any], ...] = ()) -> list[tuple[Any, ...]]:
     """Rows of a table function, cached: SQLite may call it once per outer row."""
     call, columns, _ = TABLE_FUNCTIONS[name]
-    key = (database_key(conn), generation(conn), name, args)
+    key = (database_key(conn), generation(conn), name, args, filters)
     hit = _cache.get(key)
     if hit is not None:
         return hit
     interruption_point(conn)
-    results = call(conn, *args)
+    if filters:
+        results = call(conn, *args, filters=[Filter(*f) for f in filters])
+    else:
+        results = call(conn, *args)
     interruption_point(conn)
     dicts = [h.as_dict() for h in results.hits]
+    for d in dicts:
+        if "group" in d:  # "group" is an SQL keyword
+            d["group_id"] = d.pop("group")
     if "thumbnail" in columns and dicts:
-        thumbs = thumbnails(conn, [d["image_id"] for d in dicts])
+        ids = [d["image_id"] for d in dicts]
+        thumbs = thumbnails(conn, ids)
+        metadata = photo_metadata_of(conn, ids)
         for d in dicts:
             d["thumbnail"] = thumbs.get(d["image_id"])
+            d.update(metadata.get(d["image_id"], {}))
     rows = [tuple(d.get(c) for c in columns) for d in dicts]
     _cache.put(key, rows)
     return rows
 
 
 def _table_function(name: str) -> Callable[..., list[tuple[Any, ...]]]:
-    return lambda conn, *args: _rows(conn, name, args)
+    return lambda conn, *args, filters=(): _rows(conn, name, args, tuple(filters))
 
 
 def text_vector_blob(conn: sqlite3.Connection, query: Any) -> bytes:
@@ -115,7 +144,7 @@ def image_vector_blob(conn: sqlite3.Connection, image: Any, space: Any = "visual
 
 
 def _refusing(message: str) -> Callable[..., Any]:
-    def refuse(conn: sqlite3.Connection, *args: Any) -> Any:
+    def refuse(conn: sqlite3.Connection, *args: Any, **kwargs: Any) -> Any:
         raise SchemaVersionError(message)
 
     return refuse
@@ -151,8 +180,10 @@ def register_functions(conn: sqlite3.Connection, *, refuse: str | None = None) -
         from semsearch_sqlite.sqlite.vtable import register_table_function
 
         for name, (_, columns, params) in TABLE_FUNCTIONS.items():
+            filters = IMAGE_FILTERS if columns is IMAGE_COLUMNS and name != "images_tagged" else ()
             call = _refusing(refuse) if refuse else _table_function(name)
-            register_table_function(conn, name, call, columns, params)
+            register_table_function(conn, name, call, columns, params, filters=filters,
+                                    required=0 if name in NO_REQUIRED else 1)
             names.append(name)
     except Exception as e:  # noqa: BLE001 - must never break the connection
         if not _warned:

@@ -137,10 +137,25 @@ class _Api:
         ("sqlite3_result_error", None, [_P, ctypes.c_char_p, ctypes.c_int]),
     ]
 
+    # SQLite >= 3.38: all-at-once IN constraints (None on older libraries)
+    _OPTIONAL: list[tuple[str, Any, list[Any]]] = [
+        ("sqlite3_vtab_in", ctypes.c_int, [_P, ctypes.c_int, ctypes.c_int]),
+        ("sqlite3_vtab_in_first", ctypes.c_int, [_P, ctypes.POINTER(_P)]),
+        ("sqlite3_vtab_in_next", ctypes.c_int, [_P, ctypes.POINTER(_P)]),
+    ]
+
     def __init__(self, lib: ctypes.CDLL):
         for name, restype, argtypes in self._SIGNATURES:
             fn = lib[name]  # a fresh function object: our argtypes don't touch other users'
             fn.restype, fn.argtypes = restype, argtypes
+            setattr(self, name[len("sqlite3_"):], fn)
+        for name, restype, argtypes in self._OPTIONAL:
+            try:
+                fn = lib[name]
+            except AttributeError:
+                fn = None
+            else:
+                fn.restype, fn.argtypes = restype, argtypes
             setattr(self, name[len("sqlite3_"):], fn)
 
     def c_string(self, text: str) -> int:
@@ -157,7 +172,7 @@ class _Registration:
     """One table function on one connection."""
 
     __slots__ = ("key", "name", "fold", "fn", "columns", "params", "required", "decl", "api",
-                 "db", "conn_addr")
+                 "db", "conn_addr", "filters")
 
     def __init__(self, key: int, name: str, fn: Callable[..., Iterable[Sequence[Any]]],
                  columns: list[str], params: list[str], required: int, api: _Api, db: int,
@@ -167,6 +182,7 @@ class _Registration:
         self.decl = ("CREATE TABLE x(%s)" % ", ".join(
             [_quote(c) for c in columns] + [_quote(p) + " HIDDEN" for p in params])).encode()
         self.api, self.db, self.conn_addr = api, db, id(conn)
+        self.filters: frozenset[int] = frozenset()  # result columns whose constraints fn receives
 
     def connection(self) -> Any:
         """The Python connection: alive while SQLite runs a statement on its handle."""
@@ -207,7 +223,9 @@ _by_db: dict[tuple[int, bytes], int] = {}
 _vtabs: dict[int, _Registration] = {}
 _cursors: dict[int, _Cursor] = {}
 _keys = itertools.count(1)
-_lock = threading.Lock()
+# re-entrant: a garbage collection inside a locked block may close a dropped connection,
+# whose xDestroy takes the lock again on the same thread
+_lock = threading.RLock()
 _apis: dict[str, _Api] = {}
 
 
@@ -298,6 +316,67 @@ def _set_result(api: _Api, ctx: int, value: Any) -> None:
         api.result_blob64(ctx, value, len(value), _TRANSIENT)
 
 
+# -- filters: WHERE constraints on result columns handed to fn ------------------------------
+# SQLITE_INDEX_CONSTRAINT_* -> the operator fn receives
+FILTER_OPERATORS = {2: "=", 4: ">", 8: "<=", 16: "<", 32: ">=", 65: "like", 66: "glob"}
+_SQLITE_DONE = 101
+
+
+def _plan_filters(reg: _Registration, p_info: Any, first_argv: int) -> int:
+    """xBestIndex's part for filters: give every usable constraint on a filter column an
+    argv slot (after the arguments) and describe them in idxStr; returns how many.
+
+    They are not omitted, so SQLite still checks each row: fn may use them to pick its
+    candidates (a top k among the matching rows) and needn't apply them exactly.
+    ``column IN (...)`` is asked for all at once when SQLite can (>= 3.38), so fn sees
+    the whole list rather than being called once per value.
+    """
+    info = p_info.contents
+    api = reg.api
+    ncol = len(reg.columns)
+    described = []
+    for i in range(info.nConstraint):
+        c = info.aConstraint[i]
+        op = FILTER_OPERATORS.get(c.op)
+        if not c.usable or op is None or not 0 <= c.iColumn < ncol or c.iColumn not in reg.filters:
+            continue
+        whole_in = 0
+        if op == "=" and api.vtab_in is not None and api.vtab_in(ctypes.addressof(info), i, -1):
+            api.vtab_in(ctypes.addressof(info), i, 1)
+            whole_in = 1
+        use = info.aConstraintUsage[i]
+        use.argvIndex, use.omit = first_argv + len(described), 0
+        described.append(f"{c.iColumn}:{c.op}:{whole_in}")
+    if described:
+        info.idxStr = api.c_string(",".join(described)) or None
+        info.needToFreeIdxStr = 1
+    return len(described)
+
+
+def _read_filters(reg: _Registration, idx_str: int, argv: Any, position: int) -> tuple[tuple[str, str, Any], ...]:
+    """xFilter's part for filters: ``(column, operator, value)`` for each planned
+    constraint, ``("col", "in", (values...))`` for an all-at-once IN list."""
+    api = reg.api
+    out = []
+    for part in ctypes.string_at(idx_str).decode().split(","):
+        column, code, whole_in = (int(x) for x in part.split(":"))
+        value_ptr = argv[position]
+        position += 1
+        if whole_in:
+            values = []
+            item = _P()
+            rc = api.vtab_in_first(value_ptr, ctypes.byref(item))
+            while rc == _SQLITE_OK and item.value:
+                values.append(_from_value(api, item.value))
+                rc = api.vtab_in_next(value_ptr, ctypes.byref(item))
+            if rc not in (_SQLITE_OK, _SQLITE_DONE):
+                raise ExtensionError(f"{reg.name}(): cannot read the IN list of {reg.columns[column]} (rc={rc})")
+            out.append((reg.columns[column], "in", tuple(values)))
+        else:
+            out.append((reg.columns[column], FILTER_OPERATORS[code], _from_value(api, value_ptr)))
+    return tuple(out)
+
+
 def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
     """The process-wide module struct and its callbacks.
 
@@ -313,6 +392,7 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
         _SQLITE_OK, _SQLITE_ERROR, _SQLITE_NOMEM, _SQLITE_CONSTRAINT, _CONSTRAINT_EQ)
     rows_estimate = ESTIMATED_ROWS
     INTERRUPT = _SQLITE_INTERRUPT
+    plan_filters, read_filters = _plan_filters, _read_filters
 
     def set_error(api: _Api, vtab: int, message: str) -> int:
         v = VTab.from_address(vtab)
@@ -366,9 +446,11 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
                 use.argvIndex, use.omit = argv_index, 1
                 mask |= 1 << p
             info.idxNum = mask
+            pushed = plan_filters(reg, p_info, len(usable) + 1) if reg.filters else 0
             if all(mask >> p & 1 for p in range(reg.required)):
                 info.estimatedRows = rows_estimate
-                info.estimatedCost = 10.0 * rows_estimate
+                # a plan that hands more filters to fn is preferred: it searches fewer images
+                info.estimatedCost = 10.0 * rows_estimate / (1 + pushed)
             else:  # xFilter reports the missing argument
                 info.estimatedRows = 1
                 info.estimatedCost = 1e12
@@ -454,7 +536,11 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
             missing = [reg.params[p] for p in range(reg.required) if not idx_num >> p & 1]
             if missing:
                 return set_error(reg.api, state.vtab, reg.missing_message(missing))
-            result = reg.fn(reg.connection(), *args)
+            constraints = read_filters(reg, idx_str, argv, position) if idx_str else ()
+            if constraints:
+                result = reg.fn(reg.connection(), *args, filters=constraints)
+            else:
+                result = reg.fn(reg.connection(), *args)
             if result is None or isinstance(result, (str, bytes)):
                 raise TypeError(f"{reg.name}() must return an iterable of rows, "
                                 f"got {type(result).__name__}")
@@ -568,6 +654,7 @@ def register_table_function(
     params: list[str],
     *,
     required: int = 1,
+    filters: Sequence[str] = (),
 ) -> None:
     """Make ``fn`` callable from SQL as ``select * from name(arg, ...)`` on ``conn``.
 
@@ -587,6 +674,11 @@ def register_table_function(
         required: how many leading arguments must be given; fewer is an SQL error
             such as ``similar_images() needs the query argument; call it as
             similar_images(query [, k])``.
+        filters: result columns whose WHERE constraints (``=``, ``<``, ``<=``, ``>``,
+            ``>=``, ``LIKE``, ``GLOB``, ``IN``) are handed to fn as the keyword argument
+            ``filters``, a tuple of ``(column, operator, value)`` (for ``in``, a tuple of
+            values), so it can search among the matching rows only. SQLite still checks
+            every returned row. fn gets no ``filters`` keyword when none apply.
 
     Raises:
         ValueError: bad names or ``required``.
@@ -595,6 +687,7 @@ def register_table_function(
     """
     columns, params = list(columns), list(params)
     _check_arguments(name, columns, params, required)
+    filter_columns = _filter_columns(name, columns, filters)
     try:
         lib = sqlite_library(conn)
         db = connection_handle(conn)
@@ -607,10 +700,11 @@ def register_table_function(
         current = _registrations.get(_by_db.get((db, _fold(name)), 0))
         if current is not None and current.columns == columns and current.params == params:
             # same shape: swap in place, so prepared statements see the new fn too
-            current.fn, current.required = fn, required
+            current.fn, current.required, current.filters = fn, required, filter_columns
             reg = current
         else:
             reg = _Registration(next(_keys), name, fn, columns, params, required, api, db, conn)
+            reg.filters = filter_columns
     if reg is not current:
         if current is not None:
             _expire_statements(conn, name)  # fails, changing nothing, while statements run
@@ -628,6 +722,13 @@ def register_table_function(
             # statements prepared against the old columns are re-prepared on their next run
             _expire_statements(conn, name)
     _self_check(conn, reg)
+
+
+def _filter_columns(name: str, columns: list[str], filters: Sequence[str]) -> frozenset[int]:
+    unknown = [f for f in filters if f not in columns]
+    if unknown:
+        raise ValueError(f"{name}(): filters must be result columns, not {', '.join(map(repr, unknown))}")
+    return frozenset(columns.index(f) for f in filters)
 
 
 def _expire_statements(conn: Any, name: str) -> None:

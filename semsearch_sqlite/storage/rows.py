@@ -80,6 +80,12 @@ def image_id_for_path(conn: sqlite3.Connection, path: str) -> int | None:
     return None if row is None else int(row[0])
 
 
+def image_id_for_sha256(conn: sqlite3.Connection, sha256: str) -> int | None:
+    """The lowest id of an image whose file has this SHA-256, or None."""
+    row = conn.execute("select min(id) from images where sha256 = ?", [sha256]).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def image_rows(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, ImageRow]:
     """The rows of ``ids`` that exist, by id."""
     if not ids:
@@ -134,6 +140,61 @@ def image_detail(conn: sqlite3.Connection, image_id: int) -> dict[str, Any] | No
     out = dict(zip(IMAGE_DETAIL_KEYS, row))
     out["name"] = row[1].rsplit("/", 1)[-1]
     return out
+
+
+PHOTO_METADATA_KEYS = ("taken_at", "camera", "lens", "latitude", "longitude")
+
+
+def image_columns(conn: sqlite3.Connection) -> set[str]:
+    """The columns of ``images`` (older databases lack the photo metadata ones)."""
+    return {r[1] for r in conn.execute("select * from pragma_table_info('images')")}
+
+
+def photo_metadata_of(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The EXIF fields (None when unknown) of ``ids``, by id; {} on databases without them."""
+    if not ids or not set(PHOTO_METADATA_KEYS) <= image_columns(conn):
+        return {}
+    ids = [int(i) for i in ids]
+    sql = f"select id, {', '.join(PHOTO_METADATA_KEYS)} from images where id in ({_marks(len(ids))})"
+    return {r[0]: dict(zip(PHOTO_METADATA_KEYS, r[1:])) for r in conn.execute(sql, ids)}
+
+
+def photo_metadata(conn: sqlite3.Connection, image_id: int) -> dict[str, Any]:
+    """The EXIF fields of one image that are known (empty on databases from before them)."""
+    if not set(PHOTO_METADATA_KEYS) <= image_columns(conn):
+        return {}
+    row = conn.execute(f"select {', '.join(PHOTO_METADATA_KEYS)} from images where id = ?", [int(image_id)]).fetchone()
+    return {} if row is None else {k: v for k, v in zip(PHOTO_METADATA_KEYS, row) if v is not None}
+
+
+# result column -> images column, for filters pushed into a search
+FILTER_COLUMNS = {"image_id": "id", "path": "path", "label": "label", "width": "width", "height": "height",
+                  "taken_at": "taken_at", "camera": "camera", "lens": "lens",
+                  "latitude": "latitude", "longitude": "longitude"}
+_FILTER_SQL = {"=": "{} = ?", "<": "{} < ?", "<=": "{} <= ?", ">": "{} > ?", ">=": "{} >= ?",
+               "like": "{} like ?", "glob": "{} glob ?"}
+
+
+def filtered_image_ids(conn: sqlite3.Connection, condition: str | None,
+                       clauses: Sequence[tuple[str, str, Any]]) -> list[int]:
+    """Ids of the images matching the SQL ``condition`` (over ``images`` columns) and the
+    ``(result column, operator, value)`` clauses (operators of ``queries.filters``)."""
+    parts, params = [], []
+    if condition:
+        parts.append(f"({condition})")
+    for column, op, value in clauses:
+        name = FILTER_COLUMNS[column]
+        if op == "in":
+            values = list(value)
+            if not values:
+                return []
+            parts.append(f"{name} in ({_marks(len(values))})")
+            params.extend(values)
+        else:
+            parts.append(_FILTER_SQL[op].format(name))
+            params.append(value)
+    sql = "select id from images" + (" where " + " and ".join(parts) if parts else "")
+    return [r[0] for r in conn.execute(sql, params)]
 
 
 def label_counts(conn: sqlite3.Connection) -> dict[str, int]:

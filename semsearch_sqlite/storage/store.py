@@ -118,6 +118,21 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+# EXIF fields kept as images columns (named so datasette-cluster-map finds latitude/longitude)
+PHOTO_METADATA_COLUMNS = ("taken_at", "camera", "lens", "latitude", "longitude")
+
+
+@migration
+def m002_photo_metadata(db: sqlite_utils.Database) -> None:
+    # Columns stay empty until the next ingest reads the files' EXIF (without re-embedding);
+    # metadata_read_at says a file was read, so files without EXIF aren't read again.
+    for column, kind in (("taken_at", "text"), ("camera", "text"), ("lens", "text"),
+                         ("latitude", "real"), ("longitude", "real"), ("metadata_read_at", "text")):
+        db.execute(f"alter table images add column {column} {kind}")
+    db.execute("create index images_taken_at on images(taken_at)")
+    db.execute("create index images_camera on images(camera)")
+
+
 def now() -> str:
     """UTC timestamp, ISO 8601, seconds precision."""
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
@@ -454,6 +469,20 @@ class Store:
     def load_model(self, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
         """The arrays and config saved under ``name``, or None."""
         return load_model(self.conn, name)
+
+    # -- photo metadata --------------------------------------------------------------------
+    def images_without_metadata(self) -> list[tuple[int, str]]:
+        """``(id, path)`` of the images whose EXIF was never read."""
+        return self.conn.execute("select id, path from images where metadata_read_at is null order by id").fetchall()
+
+    def set_photo_metadata(self, values: Iterable[tuple[int, dict[str, Any]]]) -> None:
+        """Store EXIF fields (keys of :data:`PHOTO_METADATA_COLUMNS`) of image ids (call inside a transaction)."""
+        stamp = now()
+        sets = ", ".join(f"{c} = ?" for c in PHOTO_METADATA_COLUMNS)
+        self.conn.executemany(
+            f"update images set {sets}, metadata_read_at = ? where id = ?",
+            ([meta.get(c) for c in PHOTO_METADATA_COLUMNS] + [stamp, int(image_id)] for image_id, meta in values),
+        )
 
     def generation(self) -> int:
         """A number that changes whenever vectors are written (for caches)."""

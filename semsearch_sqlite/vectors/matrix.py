@@ -43,6 +43,10 @@ MAX_K = 4096
 EXACT_ENV = "SEMSEARCH_EXACT"
 # a stored index is used while it knows at least this share of the rows
 MIN_COVERAGE = 1 / ann.RETRAIN_GROWTH
+# a filtered query over at most this many candidates scores them all (exact and cheap)
+SUBSET_EXACT_MAX = 20_000
+# a larger filtered query asks the index for this many times the share it needs
+SHORTLIST_SLACK = 3.0
 
 
 class Positions(Mapping[int, int]):
@@ -70,6 +74,14 @@ class Positions(Mapping[int, int]):
 
     def __contains__(self, key: object) -> bool:
         return self.get(key) is not None
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """The row numbers of those of ``ids`` that are present (vectorised :meth:`get`)."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if len(self._sorted) == 0 or len(ids) == 0:
+            return np.zeros(0, dtype=np.int64)
+        i = np.minimum(np.searchsorted(self._sorted, ids), len(self._sorted) - 1)
+        return self._order[i[self._sorted[i] == ids]].astype(np.int64)
 
     def __iter__(self) -> Iterator[int]:
         return iter(int(i) for i in self._sorted)
@@ -118,12 +130,14 @@ class Matrix:
         exclude: set[int] | None = None,
         weights: np.ndarray | None = None,
         exact: bool | None = None,
+        allowed: np.ndarray | None = None,
     ) -> list[tuple[int, float]]:
         """The ``k`` nearest ``(id, cosine distance)`` to unit vector ``query``.
 
         ``weights`` (per dimension) re-weights both sides before the cosine, as the
         focused search does (always exact). ``exact=True`` skips the index, ``False``
         uses it even when ``SEMSEARCH_EXACT`` is set; None follows the environment.
+        ``allowed`` (ids) restricts the candidates before the top k is taken.
         """
         n = len(self.ids)
         if n == 0 or k <= 0:
@@ -131,7 +145,9 @@ class Matrix:
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
         want = min(n, k + (len(exclude) if exclude else 0))
         rows: np.ndarray
-        if weights is not None:
+        if allowed is not None:
+            rows, found = self._top_allowed(q, want, allowed, weights, exact)
+        elif weights is not None:
             scores = self._weighted_scores(q, np.asarray(weights, dtype=np.float32).reshape(-1))
             rows, found = _best(scores, want)
         else:
@@ -148,6 +164,34 @@ class Matrix:
             keep = ~np.isin(items, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
             items, distances = items[keep], distances[keep]
         return list(zip(items[:k].tolist(), distances[:k].tolist()))
+
+    def _top_allowed(self, q: np.ndarray, want: int, allowed: np.ndarray, weights: np.ndarray | None,
+                     exact: bool | None) -> tuple[np.ndarray, np.ndarray]:
+        """The best ``want`` rows among the ids ``allowed``: all of them scored when they are
+        few, else the index's shortlist, widened by how rare they are."""
+        subset = self.position.rows_of(allowed) if isinstance(self.position, Positions) else np.array(
+            [self.position[int(i)] for i in allowed if int(i) in self.position], dtype=np.int64)
+        if len(subset) == 0:
+            return subset, np.zeros(0, dtype=np.float32)
+        want = min(want, len(subset))
+        if weights is None and len(subset) > SUBSET_EXACT_MAX and self.strategy(want, None, None, exact) == "ivf":
+            assert self.ivf is not None
+            n = len(self.ids)
+            shortlist = min(n, int(want * n / len(subset) * SHORTLIST_SLACK) + 1)
+            probes = self.ivf.probes_for(shortlist)
+            if probes is not None:
+                rows, found = self.ivf.search(self.vectors, q, shortlist, probes)
+                keep = np.isin(rows, subset)
+                if keep.sum() >= want:
+                    rows, found = rows[keep], found[keep]
+                    best = _best(found, want)[0]
+                    return rows[best], found[best]
+        if weights is not None:
+            scores = self._weighted_scores(q, np.asarray(weights, dtype=np.float32).reshape(-1))[subset]
+        else:
+            scores = self.vectors[subset] @ q
+        best, found = _best(scores, want)
+        return subset[best], found
 
     def _weighted_scores(self, q: np.ndarray, w: np.ndarray) -> np.ndarray:
         """Cosine of ``q * w`` with every ``row * w``, in blocks (no full-size copy)."""

@@ -1,0 +1,93 @@
+"""Refining a search on the pages: label and date filters, "more / less like this"
+(relevance feedback) and an image's near-duplicates. Request parameters in, library
+arguments and URLs out; the templates only show them."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+from semsearch_sqlite.errors import QueryError
+from semsearch_sqlite.queries.filters import Filter
+from semsearch_sqlite.queries.search import image_ids
+from semsearch_sqlite.storage import rows
+
+from .render import Urls
+
+MAX_FEEDBACK = 20  # ids kept per list in a URL
+_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+
+
+@dataclass
+class Refinement:
+    """What the search form and the result cards' links add to a query."""
+
+    label: str = ""
+    taken_from: str = ""
+    taken_to: str = ""
+    like: list[int] = field(default_factory=list)
+    unlike: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_args(cls, args: Any) -> Refinement:
+        def ids(name: str) -> list[int]:
+            try:
+                return list(dict.fromkeys(image_ids(args.get(name) or "")))[:MAX_FEEDBACK]
+            except QueryError:
+                return []
+
+        def date(name: str) -> str:
+            value = (args.get(name) or "").strip()
+            return value if _DATE.match(value) else ""
+
+        return cls((args.get("label") or "").strip(), date("taken_from"), date("taken_to"), ids("like"), ids("unlike"))
+
+    def filters(self) -> list[Filter]:
+        out = []
+        if self.label:
+            out.append(Filter("label", "=", self.label))
+        if self.taken_from:
+            out.append(Filter("taken_at", ">=", self.taken_from))
+        if self.taken_to:
+            # "2020" or "2020-06" up to the end of that year / month
+            out.append(Filter("taken_at", "<", self.taken_to + "\uffff"))
+        return out
+
+    def params(self, **changes: Any) -> dict[str, Any]:
+        values = {"label": self.label, "taken_from": self.taken_from, "taken_to": self.taken_to,
+                  "like": ",".join(map(str, self.like)), "unlike": ",".join(map(str, self.unlike))}
+        values.update(changes)
+        return {k: v for k, v in values.items() if v not in (None, "")}
+
+    def active(self) -> bool:
+        return bool(self.label or self.taken_from or self.taken_to or self.like or self.unlike)
+
+
+def search_url(urls: Urls, q: str, k: int | None, refinement: Refinement, page: int | None = None,
+               **changes: Any) -> str:
+    """The search page for ``q`` with ``refinement`` (and ``changes`` to it), at ``page``."""
+    params = {"q": q, "k": k, **refinement.params(**changes), "page": page if page != 1 else None}
+    kept = {name: value for name, value in params.items() if value is not None and value != ""}
+    return urls.base + "?" + urllib.parse.urlencode(kept)
+
+
+def add_feedback_links(urls: Urls, q: str, k: int, refinement: Refinement, cards: list[dict[str, Any]]) -> None:
+    """Give each card "more like this" / "less like this" URLs (one feedback round more)."""
+    for card in cards:
+        i = card["image_id"]
+        like = [x for x in refinement.like if x != i] + [i]
+        unlike = [x for x in refinement.unlike if x != i] + [i]
+        card["more_url"] = search_url(urls, q, k, refinement, like=",".join(map(str, like[-MAX_FEEDBACK:])),
+                                      unlike=",".join(str(x) for x in refinement.unlike if x != i))
+        card["less_url"] = search_url(urls, q, k, refinement, unlike=",".join(map(str, unlike[-MAX_FEEDBACK:])),
+                                      like=",".join(str(x) for x in refinement.like if x != i))
+        card["liked"] = i in refinement.like
+
+
+def form_context(conn: sqlite3.Connection) -> dict[str, Any]:
+    """The labels a search can be limited to, and whether dates are known."""
+    has_dates = "taken_at" in rows.image_columns(conn)
+    return {"labels": sorted(rows.label_counts(conn)), "has_dates": has_dates}
