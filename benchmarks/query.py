@@ -158,6 +158,14 @@ def drop_self(hits: list[int], self_id: int | None) -> list[int]:
 
 
 def rss_gib() -> float:
+    """This process's peak resident memory. VmHWM where there is one: ru_maxrss keeps
+    the parent's figure across fork and exec, so a fresh child would report its parent's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 

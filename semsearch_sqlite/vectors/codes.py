@@ -147,6 +147,7 @@ def calibrate(queries: np.ndarray, truth: np.ndarray, kinds: np.ndarray, labels:
     qcodes = encode(queries, threshold)
     found = np.zeros((len(probes), len(SHORTLISTS), len(queries)), dtype=np.float32)
     scanned = np.zeros((len(probes), len(queries)))
+    where = np.full(n, -1, dtype=np.int64)
     for i, q in enumerate(queries):
         order = np.argsort(-(centroids @ q))
         rank_of_list = np.empty(nlist, dtype=np.int64)
@@ -159,10 +160,9 @@ def calibrate(queries: np.ndarray, truth: np.ndarray, kinds: np.ndarray, labels:
         by_h = cand[np.argsort(h, kind="stable")]
         lr = rank_of_list[labels[by_h]]
         t = truth[i][truth[i] >= 0]
-        pos = np.full(len(t), -1)
-        where = {int(r): j for j, r in enumerate(by_h.tolist())} if len(t) else {}
-        for j, r in enumerate(t.tolist()):
-            pos[j] = where.get(int(r), -1)
+        where[by_h] = np.arange(len(by_h))
+        pos = where[t]  # each true neighbour's place in Hamming order (-1: not probed)
+        where[by_h] = -1
         for a, p in enumerate(probes):
             scanned[a, i] = cum[min(p, nlist) - 1]
             mask = lr < p

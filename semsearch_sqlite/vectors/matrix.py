@@ -13,6 +13,10 @@ product) for small tables, weighted queries, large ``k`` and whenever
 (:mod:`.ivf`), stored in the database by :func:`.upkeep.refresh_index` and
 calibrated to keep recall@10 >= 0.95. Readers never write: a reader that finds no
 fitting stored index searches exactly.
+
+Image tables too big for a float matrix (over ``codes.COMPACT_MIN_BYTES``: 2 GiB, e.g.
+1M x 4096-d) are held as a :class:`.codes.CompactMatrix` instead: 1-bit codes in
+memory, exact rescoring from the file (:mod:`.codes`).
 """
 
 from __future__ import annotations
