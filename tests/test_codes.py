@@ -202,3 +202,19 @@ def test_in_memory_databases_keep_the_float_matrix(monkeypatch):
         store.write_vectors(VEC_VISUAL, list(range(1, 1201)), x)
     assert isinstance(index.matrix(store.conn, VEC_VISUAL), index.Matrix)
     store.close()
+
+
+def test_the_chunk_stream_matches_the_table_with_holes(tmp_path):
+    x = relu_structured(2500, 16)
+    store = make_db(tmp_path / "holes.db", x)
+    with store.atomic():
+        store.delete_vectors(VEC_VISUAL, list(range(100, 1500, 3)))
+    ids, want = vec0.read_vectors(store.conn, VEC_VISUAL)
+    parts = list(vec0.read_chunks(store.conn, VEC_VISUAL, 16))
+    got_ids = np.concatenate([i for i, _ in parts])
+    got = np.concatenate([r for _, r in parts])
+    order = np.argsort(got_ids)
+    assert np.array_equal(got_ids[order], ids) and np.array_equal(got[order], want)
+    chunks = vec0.chunk_ids(store.conn, VEC_VISUAL)
+    assert len(chunks) == 3 and len(list(vec0.read_chunks(store.conn, VEC_VISUAL, 16, chunks[1:2]))) == 1
+    store.close()
