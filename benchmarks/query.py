@@ -4,6 +4,18 @@ search layer, measured in one run over the same vectors.
     python benchmarks/query.py            # every size (several minutes; peak memory ~6 GB)
     python benchmarks/query.py --quick    # three small cases (about a minute)
     python benchmarks/query.py --cases 100k:4096,1M:300 --queries 200
+    python benchmarks/query.py --cases 1M:4096 --output benchmarks/results/query_1M_4096.json
+
+Every case also ends with the product served by a FRESH process that only opens the
+file and answers the same queries (its peak RSS is the serving cost), printed as one line:
+
+    RESULT case=1M:4096 strategy=codes p50_ms=... p95_ms=... recall10=... serve_rss_gib=... first_query_s=...
+
+Cases whose float32 matrix exceeds 4 GiB (``--cases 1M:4096``: 16 GB; about 45 minutes
+and 40 GB of disk under ``--work``) are generated and inserted block by block, their
+exact answers come from one streamed pass over the file, numpy's latency is timed on
+65k rows in RAM and scaled, sqlite-vec float gets 3 queries (each reads the whole
+table), and the library's in-process rows are left out (they would need the matrix).
 
 Rows per case: numpy brute force (the reference, and the exact answers), sqlite-vec
 float (vec0 KNN), sqlite-vec bit + rescore (vec0 hamming top 100, then exact cosine
