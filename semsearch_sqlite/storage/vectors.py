@@ -361,15 +361,11 @@ def delete_float_rows(conn: sqlite3.Connection, table: str, ids: Any) -> None:
     conn.executemany(f'delete from "{float_rows_table(table)}" where id = ?', ((int(i),) for i in ids))
 
 
-def float_row_ids(conn: sqlite3.Connection, table: str) -> np.ndarray:
-    """The ids held by ``table``'s float-row copy, ascending (reads the id b-tree only)."""
-    got = conn.execute(f'select id from "{float_rows_table(table)}" order by id').fetchall()
-    return np.fromiter((r[0] for r in got), dtype=np.int64, count=len(got))
-
-
-def read_float_rows(conn: sqlite3.Connection, table: str, ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+def read_float_rows(conn: sqlite3.Connection, table: str, ids: np.ndarray, dim: int, *,
+                    fallback: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``(ids found, raw float32 rows)`` of the given ids: from the float-row copy,
-    and from vec0 for any the copy lacks (so the answer is always the stored vector)."""
+    and (``fallback``) from vec0 for any the copy lacks, so the answer is always the
+    stored vector."""
     if len(ids) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
     want = ",".join(str(int(i)) for i in ids)
@@ -380,7 +376,7 @@ def read_float_rows(conn: sqlite3.Connection, table: str, ids: np.ndarray, dim: 
     got = [r for r in got if isinstance(r[1], bytes) and len(r[1]) == 4 * dim]
     found = np.fromiter((r[0] for r in got), dtype=np.int64, count=len(got))
     rows = np.frombuffer(b"".join(r[1] for r in got), "<f4").reshape(len(got), dim)
-    missing = np.setdiff1d(np.asarray(ids, dtype=np.int64), found)
+    missing = np.setdiff1d(np.asarray(ids, dtype=np.int64), found) if fallback else []
     if len(missing):
         more_ids, more = read_vectors_by_id(conn, table, missing)
         if len(more_ids):

@@ -17,9 +17,9 @@ from semsearch_sqlite.storage.vectors import (
     count_rows,
     drop_code_lists,
     drop_float_rows,
-    float_row_ids,
     has_code_lists,
     has_float_rows,
+    read_float_rows,
     vec_table_dim,
 )
 from semsearch_sqlite.vectors import codes
@@ -170,6 +170,9 @@ def _refresh_codes(store: Store, table: str, dim: int, *, rebuild: bool) -> tupl
         if result is not None:
             return result
     forget(conn, table)  # this process's copy goes first: memory
+    if copy_ok:  # rewritten whole: its pages are reused instead of the file growing
+        with store.atomic():
+            drop_float_rows(conn, table)
     idx, config = codes.build(store, table, dim)
     with store.atomic():
         config = codes.save_code_index(conn, table, idx, config)
@@ -200,13 +203,19 @@ def _update_codes(store: Store, table: str, dim: int, stored: codes.CodeIndex) -
     try:
         order = np.argsort(stored.ids)
         at = order[np.searchsorted(stored.ids[order], src.ids[sample])]
-        differ = (codes.encode(src.read_rows(sample), stored.threshold) != stored.codes[at]).any(axis=1)
+        x = src.read_rows(sample)
+        differ = (codes.encode(x, stored.threshold) != stored.codes[at]).any(axis=1)
         if differ.mean() > MAX_REWRITTEN:
+            return None
+        # the writers keep the float copy in step; the same sample checks it did (its
+        # whole id list would mean reading the whole copy)
+        found, copy = read_float_rows(conn, table, src.ids[sample], dim, fallback=False)
+        if len(found) != len(sample) or not np.allclose(
+                unit_rows_inplace(np.array(copy[np.argsort(found)], dtype=np.float32)),
+                x[np.argsort(src.ids[sample])], atol=1e-6):
             return None
         new_rows = np.flatnonzero(~known)
         gone = np.setdiff1d(stored.ids, src.ids)
-        if not np.array_equal(float_row_ids(conn, table), np.sort(src.ids)):
-            return None  # the copy must hold exactly the table's rows
         if len(new_rows) == 0 and len(gone) == 0:
             return "unchanged", stored.config
         x = src.read_rows(new_rows) if len(new_rows) else None
