@@ -536,7 +536,7 @@ def run_big_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_
         "recall@10": 1.0, "vs_numpy": 1.0, "queries": len(lat), "memory_bytes_per_vector": 4 * d,
         "note": f"timed on {len(sample)} rows in RAM, x{scale:.1f} (the whole matrix would need {4 * d * n / 2**30:.1f} GiB)"}
     print(f"  numpy brute force (est.): {base * 1e3:.1f} ms", file=sys.stderr, flush=True)
-    del sample
+    sample = sample[:0].copy()  # frees the slice before the index build
     gc.collect()
 
     if not skip_sqlite_vec:
