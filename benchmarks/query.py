@@ -4,6 +4,18 @@ search layer, measured in one run over the same vectors.
     python benchmarks/query.py            # every size (several minutes; peak memory ~6 GB)
     python benchmarks/query.py --quick    # three small cases (about a minute)
     python benchmarks/query.py --cases 100k:4096,1M:300 --queries 200
+    python benchmarks/query.py --cases 1M:4096 --output benchmarks/results/query_1M_4096.json
+
+Every case also ends with the product served by a FRESH process that only opens the
+file and answers the same queries (its peak RSS is the serving cost), printed as one line:
+
+    RESULT case=1M:4096 strategy=codes p50_ms=... p95_ms=... recall10=... serve_rss_gib=... first_query_s=...
+
+Cases whose float32 matrix exceeds 4 GiB (``--cases 1M:4096``: 16 GB; about 45 minutes
+and 40 GB of disk under ``--work``) are generated and inserted block by block, their
+exact answers come from one streamed pass over the file, numpy's latency is timed on
+65k rows in RAM and scaled, sqlite-vec float gets 3 queries (each reads the whole
+table), and the library's in-process rows are left out (they would need the matrix).
 
 Rows per case: numpy brute force (the reference, and the exact answers), sqlite-vec
 float (vec0 KNN), sqlite-vec bit + rescore (vec0 hamming top 100, then exact cosine
@@ -23,6 +35,10 @@ vectors plus noise (like multi-word text queries).
 
 from __future__ import annotations
 
+import time as _time
+
+_STARTED = _time.perf_counter()  # the serving process's first query is timed from here
+
 import argparse
 import gc
 import json
@@ -33,7 +49,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +66,7 @@ K = 10
 RESCORE = 100
 CNN_IMAGES_PER_S = 50.0  # measured ingest speed (benchmarks/results/ingest.json)
 SQL_READ_MAX_CELLS = 40_000_000  # beyond this the SQL read is timed on a slice and scaled
+BIG_BYTES = 4 << 30  # cases whose float32 matrix exceeds this are generated and measured streamed
 
 
 def parse_n(text: str) -> int:
@@ -59,8 +76,9 @@ def parse_n(text: str) -> int:
 
 
 # -- data ----------------------------------------------------------------------------------
-def structured(n: int, d: int, seed: int, visual: bool) -> np.ndarray:
-    """Topics x sub-clusters x a low-dimensional continuum x noise (float32, raw)."""
+def structured_blocks(n: int, d: int, seed: int, visual: bool) -> Iterator[tuple[int, np.ndarray]]:
+    """Topics x sub-clusters x a low-dimensional continuum x noise (float32, raw), as
+    ``(first row, block)`` a few MB at a time, so 1M x 4096 never sits in memory."""
     rng = np.random.default_rng(seed)
     topics, subs, latent = 48, max(64, n // 150), 8
     mu = 0.4 * rng.standard_normal(d).astype(np.float32)  # embeddings aren't centred
@@ -69,19 +87,33 @@ def structured(n: int, d: int, seed: int, visual: bool) -> np.ndarray:
     basis = 0.5 * rng.standard_normal((topics, latent, d)).astype(np.float32)
     sub_topic = rng.integers(0, topics, subs)
     sub = rng.choice(subs, n, p=rng.dirichlet(np.full(subs, 0.7)))
-    out = np.empty((n, d), dtype=np.float32)
     step = max(1024, (1 << 22) // d)
+    held: list[tuple[int, np.ndarray]] = []
+    cut = None
+    need = min(n, 2000)  # the ReLU cut: a quantile of the first rows
     for a in range(0, n, step):
         b = min(n, a + step)
         tp = sub_topic[sub[a:b]]
         z = rng.standard_normal((b - a, latent)).astype(np.float32)
         x = mu + t[tp] + s[sub[a:b]] + np.einsum("nl,nld->nd", z, basis[tp])
         x += 0.7 * rng.standard_normal((b - a, d)).astype(np.float32)
-        out[a:b] = x
-    if visual:
-        cut = np.quantile(out[: min(n, 2000)], 0.7)
-        np.maximum(out - cut, 0, out=out)
-    return out
+        if not visual:
+            yield a, x
+            continue
+        if cut is None:
+            held.append((a, x))
+            if sum(len(h) for _, h in held) >= need:
+                cut = np.quantile(np.concatenate([h for _, h in held])[:need], 0.7)
+                for a0, h in held:
+                    yield a0, np.maximum(h - cut, 0)
+                held = []
+            continue
+        yield a, np.maximum(x - cut, 0)
+
+
+def structured(n: int, d: int, seed: int, visual: bool) -> np.ndarray:
+    """:func:`structured_blocks` in one matrix."""
+    return np.concatenate([x for _, x in structured_blocks(n, d, seed, visual)])
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -138,6 +170,14 @@ def drop_self(hits: list[int], self_id: int | None) -> list[int]:
 
 
 def rss_gib() -> float:
+    """This process's peak resident memory. VmHWM where there is one: ru_maxrss keeps
+    the parent's figure across fork and exec, so a fresh child would report its parent's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
@@ -334,10 +374,207 @@ def run_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_vec:
             print(f"  SQL face skipped: {e}", file=sys.stderr)
     reader.close()
     index.clear_cache()
+    served(case, path, table, queries, truth, base)
     first = ["numpy brute force"]
     case["rows"] = {k: rows[k] for k in first + [k for k in rows if k not in first]}
     # the product's file: vec0 table (+ images rows) and the stored index
     case["db_file_bytes_per_vector"] = round((size_vec0 + (index_blob[0] if index_blob else 0)) / n, 1)
+    case["peak_rss_gib"] = round(rss_gib(), 2)
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    return case
+
+
+# -- the serving side, in a fresh process ------------------------------------------------------
+def serve(path: Path, table: str, qfile: Path, out: Path) -> None:
+    """What ``--serve`` runs in a fresh process: open the file, answer every query
+    (the first one timed from the interpreter's start: imports, load, query), write
+    latencies and answers."""
+    t0 = _STARTED
+    conn = connect(path, readonly=True)
+    data = np.load(qfile)
+    qs, selfs = data["queries"], data["selfs"]
+
+    def ask(i: int) -> list[int]:
+        ex = {int(selfs[i])} if selfs[i] >= 0 else None
+        return [h for h, _ in m.top_k(qs[i], K, exclude=ex)]
+
+    m = index.matrix(conn, table)
+    ask(0)
+    first_s = time.perf_counter() - t0
+    lat, res = [], []
+    for i in range(len(qs)):
+        t = time.perf_counter()
+        got = ask(i)
+        lat.append(time.perf_counter() - t)
+        res.append(got)
+    nbytes = m.nbytes if hasattr(m, "nbytes") else m.vectors.nbytes + m.ids.nbytes + 16 * len(m)
+    strategy = m.strategy(K, {1})
+    out.write_text(json.dumps({"lat": lat, "res": res, "first_query_s": first_s, "rss_gib": rss_gib(),
+                               "strategy": strategy, "bytes_per_vector": nbytes / max(len(m), 1)}))
+
+
+def served(case: dict[str, Any], path: Path, table: str, queries: list[tuple[np.ndarray, int | None]],
+           truth: list[list[int]], base: float | None) -> None:
+    """Run :func:`serve` in a fresh interpreter; add its row and print the RESULT line."""
+    import subprocess
+
+    qfile, out = path.with_suffix(".queries.npz"), path.with_suffix(".served.json")
+    np.savez(qfile, queries=np.stack([q for q, _ in queries]).astype(np.float32),
+             selfs=np.array([-1 if s is None else s for _, s in queries], dtype=np.int64))
+    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--serve", str(path), "--table", table,
+                    "--queries-file", str(qfile), "--served-out", str(out)], check=True)
+    got = json.loads(out.read_text())
+    qfile.unlink(missing_ok=True)
+    out.unlink(missing_ok=True)
+    lat, res = got["lat"], [drop_self(r, s) for r, (_, s) in zip(got["res"], queries)]
+    rec = recall(res, truth)
+    name = f"served: fresh process ({got['strategy']})"
+    rows = case["rows"]
+    med = float(np.median(lat))
+    rows[name] = {"median_ms": round(med * 1e3, 3), "p95_ms": round(float(np.percentile(lat, 95)) * 1e3, 3),
+                  "recall@10": round(rec, 4), "vs_numpy": round(med / base, 3) if base else None,
+                  "queries": len(lat), "memory_bytes_per_vector": round(got["bytes_per_vector"], 1),
+                  "serve_rss_gib": round(got["rss_gib"], 3), "first_query_s": round(got["first_query_s"], 2)}
+    label = f"{case['n'] // 1000}k" if case["n"] < 1_000_000 else f"{case['n'] // 1_000_000}M"
+    print(f"RESULT case={label}:{case['d']} strategy={got['strategy']} p50_ms={med * 1e3:.3f} "
+          f"p95_ms={float(np.percentile(lat, 95)) * 1e3:.3f} recall10={rec:.4f} serve_rss_gib={got['rss_gib']:.3f} "
+          f"first_query_s={got['first_query_s']:.2f} bytes_per_vector={got['bytes_per_vector']:.0f}", flush=True)
+
+
+class _Rows:
+    """Stands in for the matrix in :func:`make_queries`: records which rows it reads
+    (the choice depends only on the count), then hands out the real rows."""
+
+    def __init__(self, n: int, d: int, rows: dict[int, np.ndarray] | None = None):
+        self.n, self.d, self.rows, self.seen = n, d, rows, set()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: Any) -> np.ndarray:
+        self.seen.add(int(i))
+        return self.rows[int(i)] if self.rows is not None else np.zeros(self.d, dtype=np.float32)
+
+
+def run_big_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_vec: bool) -> dict[str, Any]:
+    """A case too big for a float matrix in RAM (1M x 4096: 16 GB): generated and
+    inserted block by block, exact answers by one streamed pass over the file, numpy's
+    latency timed on a slice that fits and scaled, the product served by a fresh process."""
+    from semsearch_sqlite.storage.vectors import read_chunks
+    from semsearch_sqlite.vectors.codes import TopK
+
+    visual = d >= 1000
+    table = VEC_VISUAL if visual else VEC_SEMANTIC
+    key = "image_id"
+    label = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M"
+    print(f"\n## {label} x {d} ({'visual, post-ReLU' if visual else 'word-like'}; {table}; streamed)", file=sys.stderr, flush=True)
+    case: dict[str, Any] = {"n": n, "d": d, "table": table, "rows": {}}
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    path = work / f"bench_{label}_{d}.db"
+    probe = _Rows(n, d)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        make_queries(probe, ids, nq, seed=d)  # which rows the queries use
+    kept: dict[int, np.ndarray] = {}
+    sample_rows = 1 << 16 if d >= 1000 else 1 << 18  # numpy's timing slice (1 GB at 4096-d)
+    sample = np.empty((min(n, sample_rows), d), dtype=np.float32)
+    store = Store.open(path, create=True)
+    gen_s = 0.0
+    t = time.perf_counter()
+    with store.atomic():
+        store.ensure_vec_table(table, d)
+    g = time.perf_counter()
+    for a, raw in structured_blocks(n, d, seed=n + d, visual=visual):
+        gen_s += time.perf_counter() - g
+        with store.atomic():  # a transaction per block: the WAL stays small
+            store.conn.executemany(f"insert into {table}({key}, embedding) values (?, ?)",
+                                   ((int(i), v.tobytes()) for i, v in zip(ids[a: a + len(raw)], raw)))
+            store.conn.executemany("insert into images(id, path, sha256) values (?, ?, '')",
+                                   ((int(i), f"img/{i}.jpg") for i in ids[a: a + len(raw)]))
+        x = unit(raw)
+        for i in [i for i in probe.seen if a <= i < a + len(raw)]:
+            kept[i] = x[i - a].copy()
+        if a < len(sample):
+            sample[a: a + len(x)] = x[: len(sample) - a]
+        g = time.perf_counter()
+    with store.atomic():
+        store.bump_generation()
+    case["generate_s"] = round(gen_s, 2)
+    case["vec0_insert_s"] = round(time.perf_counter() - t - gen_s, 2)
+    store.conn.execute("pragma wal_checkpoint(truncate)")
+    size_vec0 = path.stat().st_size
+    print(f"  generated in {case['generate_s']} s, vec0 insert {case['vec0_insert_s']} s", file=sys.stderr, flush=True)
+    queries = make_queries(_Rows(n, d, kept), ids, nq, seed=d)
+    slow_queries = queries[: nq_slow // 2] + queries[nq // 2: nq // 2 + nq_slow - nq_slow // 2]
+
+    # exact answers: one pass over the file for all queries at once
+    t = time.perf_counter()
+    reader = connect(path, readonly=True)
+    q = np.stack([v for v, _ in queries])
+    top = TopK(q, K, np.array([-1 if s is None else s for _, s in queries], dtype=np.int64))
+    at, order_ids = 0, np.empty(n, dtype=np.int64)
+    for block_ids, raw in read_chunks(reader, table, d):
+        top.add(unit(raw), at, block_ids)
+        order_ids[at: at + len(block_ids)] = block_ids
+        at += len(block_ids)
+    truth = [order_ids[r].tolist() for r in top.best()]
+    case["exact_pass_s"] = round(time.perf_counter() - t, 2)
+    print(f"  exact answers (one streamed pass) {case['exact_pass_s']} s", file=sys.stderr, flush=True)
+
+    # numpy brute force, in RAM: timed on the slice, scaled to the whole table
+    def numpy_slice(v: np.ndarray, self_id: int | None) -> list[int]:
+        s = sample @ v
+        top_ = np.argpartition(s, len(s) - K - 1)[len(s) - K - 1:]
+        return top_[np.argsort(-s[top_])].tolist()
+
+    lat, _ = timed(numpy_slice, queries)
+    scale = n / len(sample)
+    base = float(np.median(lat)) * scale
+    rows = case["rows"]
+    rows["numpy brute force (est.)"] = {
+        "median_ms": round(base * 1e3, 3), "p95_ms": round(float(np.percentile(lat, 95)) * scale * 1e3, 3),
+        "recall@10": 1.0, "vs_numpy": 1.0, "queries": len(lat), "memory_bytes_per_vector": 4 * d,
+        "note": f"timed on {len(sample)} rows in RAM, x{scale:.1f} (the whole matrix would need {4 * d * n / 2**30:.1f} GiB)"}
+    print(f"  numpy brute force (est.): {base * 1e3:.1f} ms", file=sys.stderr, flush=True)
+    sample = sample[:0].copy()  # frees the slice before the index build
+    gc.collect()
+
+    if not skip_sqlite_vec:
+        def vec_float(v: np.ndarray, self_id: int | None) -> list[int]:
+            got = reader.execute(f"select {key} from {table} where embedding match ? and k = ?", [v.tobytes(), K + 1]).fetchall()
+            return drop_self([r[0] for r in got], self_id)
+
+        slow_truth = truth[: nq_slow // 2] + truth[nq // 2: nq // 2 + nq_slow - nq_slow // 2]
+        lat, res = timed(vec_float, slow_queries)
+        med = float(np.median(lat))
+        rows["sqlite-vec float"] = {"median_ms": round(med * 1e3, 3), "p95_ms": round(float(np.percentile(lat, 95)) * 1e3, 3),
+                                    "recall@10": round(recall(res, slow_truth), 4), "vs_numpy": round(med / base, 3),
+                                    "queries": len(lat), "db_bytes_per_vector": round(size_vec0 / n, 1)}
+        print(f"  sqlite-vec float: {med * 1e3:.0f} ms", file=sys.stderr, flush=True)
+    reader.close()
+
+    t = time.perf_counter()
+    summary = upkeep.refresh_index(store, table)
+    refresh_s = time.perf_counter() - t
+    store.conn.execute("pragma wal_checkpoint(truncate)")
+    store.close()
+    index.clear_cache()
+    size_all = path.stat().st_size
+    case["refresh_index"] = {
+        "action": summary["action"], "seconds": round(refresh_s, 2),
+        "vs_vec0_insert": round(refresh_s / max(case["vec0_insert_s"], 1e-9), 3),
+        "vs_cnn_ingest": round(refresh_s / (n / CNN_IMAGES_PER_S), 4),
+        "index_db_bytes_per_vector": round((size_all - size_vec0) / n, 1),
+        "config": {k: v for k, v in summary.get("config", {}).items() if k not in ("stamp",)},
+    }
+    case["load_s"] = None
+    print(f"  refresh_index: {summary['action']} in {refresh_s:.1f} s "
+          f"(nprobe {summary['config'].get('nprobe')}, shortlist {summary['config'].get('shortlist')})", file=sys.stderr, flush=True)
+    served(case, path, table, queries, truth, base)
+    name = next(k for k in rows if k.startswith("served"))
+    case["load_s"] = rows[name]["first_query_s"]
+    case["sql_read_s_estimated"] = None
+    case["db_file_bytes_per_vector"] = round(size_all / n, 1)
     case["peak_rss_gib"] = round(rss_gib(), 2)
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
@@ -359,6 +596,10 @@ def markdown(cases: list[dict[str, Any]]) -> str:
                 notes.append(f"first load {r['first_load_s']} s")
             if "db_bytes_per_vector" in r:
                 notes.append("B/vec on disk")
+            if "serve_rss_gib" in r:
+                notes.append(f"fresh process: peak RSS {r['serve_rss_gib']} GiB, first query {r['first_query_s']} s")
+            if "note" in r:
+                notes.append(r["note"])
             build = r.get("build_s", "")
             n = f"{c['n'] // 1000}k" if c["n"] < 1_000_000 else f"{c['n'] // 1_000_000}M"
             kinds = [
@@ -367,7 +608,7 @@ def markdown(cases: list[dict[str, Any]]) -> str:
             ]
             lines.append(
                 f"| {n} | {c['d']} | {name} | {r['median_ms']:.2f} | {r['p95_ms']:.2f} | {r['recall@10']:.3f} | "
-                f"{r['vs_numpy']:.2f}x | {kinds[0]} | {kinds[1]} | {build} | {mem} | {'; '.join(notes)} |"
+                f"{'' if r.get('vs_numpy') is None else format(r['vs_numpy'], '.2f') + 'x'} | {kinds[0]} | {kinds[1]} | {build} | {mem} | {'; '.join(notes)} |"
             )
     lines.append("")
     lines.append("| N | D | vec0 insert s | refresh_index s | vs vec0 insert | vs CNN ingest (50 img/s) | index B/vec in DB | DB B/vec | first load s | SQL read s |")
@@ -375,7 +616,7 @@ def markdown(cases: list[dict[str, Any]]) -> str:
     for c in cases:
         r = c["refresh_index"]
         n = f"{c['n'] // 1000}k" if c["n"] < 1_000_000 else f"{c['n'] // 1_000_000}M"
-        sql = c.get("sql_read_s", f"~{c.get('sql_read_s_estimated')} (est.)")
+        sql = c.get("sql_read_s", f"~{c.get('sql_read_s_estimated')} (est.)" if c.get("sql_read_s_estimated") else "")
         cnn = "" if r["vs_cnn_ingest"] is None else f"{100 * r['vs_cnn_ingest']:.2f}%"
         lines.append(
             f"| {n} | {c['d']} | {c['vec0_insert_s']} | {r['seconds']} ({r['action']}) | {100 * r['vs_vec0_insert']:.0f}% | "
@@ -393,7 +634,14 @@ def main() -> None:
     parser.add_argument("--skip-sqlite-vec", action="store_true")
     parser.add_argument("--work", type=Path, default=None, help="folder for the temporary databases")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "query.json")
+    parser.add_argument("--serve", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--table", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--queries-file", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--served-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve is not None:  # the fresh serving process of served()
+        serve(args.serve, args.table, args.queries_file, args.served_out)
+        return
     spec = args.cases or (QUICK if args.quick else FULL)
     cases_spec = [(parse_n(a), int(b)) for a, b in (c.split(":") for c in spec.split(","))]
     work = Path(tempfile.mkdtemp(prefix="semsearch-query-", dir=args.work))
@@ -402,7 +650,11 @@ def main() -> None:
     try:
         for n, d in cases_spec:
             nq_slow = args.slow_queries if n * d <= 100_000_000 else max(6, args.slow_queries // 2)
-            cases.append(run_case(n, d, args.queries, nq_slow, work, args.skip_sqlite_vec))
+            big = n * d * 4 > BIG_BYTES
+            if big:
+                nq_slow = max(3, args.slow_queries // 6)  # each sqlite-vec query reads the whole table
+            run = run_big_case if big else run_case
+            cases.append(run(n, d, args.queries, nq_slow, work, args.skip_sqlite_vec))
             gc.collect()  # the case's matrices go before the next one's arrive
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from semsearch_sqlite.vectors.codes import CompactMatrix
+
 from semsearch_sqlite.errors import QueryError
 from semsearch_sqlite.queries.search import Results, resolve_image, space_matrix
 from semsearch_sqlite.storage import rows
@@ -85,6 +87,9 @@ def duplicate_groups(conn: sqlite3.Connection, threshold: Any = None) -> list[li
     the first being the group's lowest id; biggest groups first."""
     limit = check_threshold(threshold)
     m = space_matrix(conn, "visual")
+    if isinstance(m, CompactMatrix):
+        raise QueryError(f"near-duplicates over {len(m)} images held as compact codes (tables over 2 GiB of "
+                         "vectors) are not supported yet; use similar_to_image(id) for one image's near copies")
     ids, vectors = m.ids, m.vectors
     parent = list(range(len(ids)))
 

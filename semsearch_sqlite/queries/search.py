@@ -243,8 +243,8 @@ def similar_to_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10,
     k = index.clamp_k(k)
     m = space_matrix(conn, space)
     v = unit(np.asarray(vector, dtype=np.float32))
-    if v.shape[0] != m.vectors.shape[1]:
-        raise QueryError(f"vector has {v.shape[0]} dimensions; the {space} space has {m.vectors.shape[1]}")
+    if v.shape[0] != m.dim:
+        raise QueryError(f"vector has {v.shape[0]} dimensions; the {space} space has {m.dim}")
     return Results(_hits(conn, m.top_k(v, k, allowed=allowed_ids(conn, where, filters))))
 
 
@@ -321,7 +321,7 @@ def focused_search(conn: sqlite3.Connection, image: Any, focus: str, k: Any = 10
     v = m.vector(image_id)
     if v is None:
         raise NotFoundError(f"image {image_id} has no visual vector yet; rerun semsearch-sqlite ingest")
-    if weights.shape[0] != m.vectors.shape[1]:
+    if weights.shape[0] != m.dim:
         raise StoreError("the stored classifier weights don't match the visual vectors; re-run ingest --rebuild")
     allowed = allowed_ids(conn, where, filters)
     return Results(_hits(conn, m.top_k(v, k, exclude={image_id}, weights=weights, allowed=allowed)),

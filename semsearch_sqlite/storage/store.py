@@ -26,7 +26,17 @@ from semsearch_sqlite.errors import SchemaVersionError, StoreError
 from semsearch_sqlite.sqlite.extensions import load_sqlite_vec
 from semsearch_sqlite.storage.models import load_model, save_model
 from semsearch_sqlite.storage.rows import META_TABLE, read_meta
-from semsearch_sqlite.storage.vectors import VEC_KEYS, check_vec_name, read_vectors, vec_table_dim
+from semsearch_sqlite.storage.vectors import (
+    VEC_KEYS,
+    check_vec_name,
+    delete_float_rows,
+    drop_code_lists,
+    drop_float_rows,
+    has_float_rows,
+    read_vectors,
+    vec_table_dim,
+    write_float_rows,
+)
 
 MIGRATION_SET = "semsearch"
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -434,6 +444,8 @@ class Store:
         """Drop vec0 table ``table`` if it exists."""
         check_vec_name(table)
         self.conn.execute(f"drop table if exists {table}")
+        drop_float_rows(self.conn, table)
+        drop_code_lists(self.conn, table)
 
     def write_vectors(self, table: str, ids: Sequence[int], vectors: np.ndarray) -> None:
         """Replace the vectors of ``ids`` in ``table`` (vec0 can't upsert: delete, insert)."""
@@ -448,6 +460,8 @@ class Store:
             f"insert into {table}({key}, embedding) values (?, ?)",
             ((i, v.tobytes()) for i, v in zip(ids, vectors)),
         )
+        if has_float_rows(self.conn, table):  # the compact path's copy stays exact
+            write_float_rows(self.conn, table, ids, vectors)
 
     def delete_vectors(self, table: str, ids: Iterable[int]) -> None:
         """Delete the rows of ``ids`` from ``table`` if the table exists."""
@@ -455,7 +469,10 @@ class Store:
         if self.vec_dim(table) is None:
             return
         key = VEC_KEYS[table]
-        self.conn.executemany(f"delete from {table} where {key} = ?", ((int(i),) for i in ids))
+        ids = [int(i) for i in ids]
+        self.conn.executemany(f"delete from {table} where {key} = ?", ((i,) for i in ids))
+        if has_float_rows(self.conn, table):
+            delete_float_rows(self.conn, table, ids)
 
     def read_vectors(self, table: str) -> tuple[np.ndarray, np.ndarray]:
         """All ``(ids, matrix)`` of vec0 table ``table`` (empty arrays if missing)."""

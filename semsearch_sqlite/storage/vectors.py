@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -274,3 +274,157 @@ def count_rows(conn: sqlite3.Connection, table: str) -> int:
         return int(conn.execute(f'select count(*) from "{table}_rowids"').fetchone()[0])
     except sqlite3.OperationalError:
         return int(conn.execute(f'select count(*) from "{table}"').fetchone()[0])
+
+
+# -- streaming vec0 chunk by chunk -------------------------------------------------------------
+def chunk_ids(conn: sqlite3.Connection, table: str) -> list[int]:
+    """The ids of vec0 table ``table``'s chunks, in order ([] when it has none)."""
+    check_vec_name(table)
+    try:
+        return [r[0] for r in conn.execute(f'select chunk_id from "{table}_chunks" order by chunk_id')]
+    except sqlite3.OperationalError:
+        return []
+
+
+def read_chunks(conn: sqlite3.Connection, table: str, dim: int, chunks: list[int] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(ids, raw float32 rows)`` of each chunk of ``table`` (``chunks``: only those),
+    one chunk at a time and all from one statement, so one snapshot. Raises
+    :class:`sqlite3.DatabaseError` when a chunk isn't in the layout this code knows."""
+    check_vec_name(table)
+    sql = (f'select c.chunk_id, c.size, c.validity, c.rowids, v.vectors from "{table}_vector_chunks00" v '
+           f'cross join "{table}_chunks" c on c.chunk_id = v.rowid')
+    args: list[int] = []
+    if chunks is not None:
+        if not chunks:
+            return
+        sql += f" where v.rowid in ({','.join('?' * len(chunks))})"
+        args = [int(c) for c in chunks]
+    for chunk_id, size, validity, rowids, blob in conn.execute(sql, args):
+        if (not isinstance(size, int) or not isinstance(validity, bytes) or not isinstance(rowids, bytes)
+                or not isinstance(blob, bytes) or len(validity) != (size + 7) // 8 or len(rowids) != 8 * size
+                or len(blob) != 4 * size * dim):
+            raise sqlite3.DatabaseError(f"{table}: chunk {chunk_id} is not in the expected vec0 layout")
+        valid = np.flatnonzero(np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little", count=size))
+        block = np.frombuffer(blob, "<f4").reshape(size, dim)[valid]
+        yield np.frombuffer(rowids, "<i8")[valid].astype(np.int64), block
+
+
+def read_vectors_by_id(conn: sqlite3.Connection, table: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids found, raw float32 rows)`` of the given ids of vec0 table ``table``
+    through SQL (slow per row: ~1 ms at 4096-d; for a few rows)."""
+    check_vec_name(table)
+    key = VEC_KEYS[table]
+    got = conn.execute(f"select {key}, embedding from {table} where {key} in ({','.join(str(int(i)) for i in ids)})").fetchall() if len(ids) else []
+    found = np.fromiter((r[0] for r in got), dtype=np.int64, count=len(got))
+    dim = vec_table_dim(conn, table) or 0
+    return found, np.frombuffer(b"".join(r[1] for r in got), "<f4").reshape(len(got), dim)
+
+
+# -- float rows: a plain copy of a big table's vectors, for exact rescoring -------------------------
+# vec0 keeps 1024 vectors in one BLOB; reading a few hundred scattered vectors from it
+# costs ~1 s, from a plain table keyed by id ~15 ms (warm) or ~65 ms (cold): the compact
+# search path keeps this copy. Store.write_vectors / delete_vectors keep it in step, in
+# the writer's transaction.
+def float_rows_table(table: str) -> str:
+    """The name of ``table``'s float-row copy."""
+    check_vec_name(table)
+    return f"{table}_floats"
+
+
+def has_float_rows(conn: sqlite3.Connection, table: str) -> bool:
+    """Whether ``table`` has a float-row copy."""
+    name = float_rows_table(table)
+    return conn.execute("select 1 from sqlite_master where type = 'table' and name = ?", [name]).fetchone() is not None
+
+
+def create_float_rows(conn: sqlite3.Connection, table: str) -> None:
+    """Create ``table``'s (empty) float-row copy if missing (inside a transaction)."""
+    conn.execute(f'create table if not exists "{float_rows_table(table)}" (id integer primary key, embedding blob not null)')
+
+
+def drop_float_rows(conn: sqlite3.Connection, table: str) -> None:
+    """Drop ``table``'s float-row copy if it exists (inside a transaction)."""
+    conn.execute(f'drop table if exists "{float_rows_table(table)}"')
+
+
+def write_float_rows(conn: sqlite3.Connection, table: str, ids: Any, vectors: np.ndarray) -> None:
+    """Insert or replace rows of ``table``'s float-row copy (raw float32)."""
+    vectors = np.asarray(vectors, dtype="<f4")
+    conn.executemany(
+        f'insert or replace into "{float_rows_table(table)}"(id, embedding) values (?, ?)',
+        ((int(i), v.tobytes()) for i, v in zip(ids, vectors)),
+    )
+
+
+def delete_float_rows(conn: sqlite3.Connection, table: str, ids: Any) -> None:
+    """Delete rows of ``table``'s float-row copy."""
+    conn.executemany(f'delete from "{float_rows_table(table)}" where id = ?', ((int(i),) for i in ids))
+
+
+def read_float_rows(conn: sqlite3.Connection, table: str, ids: np.ndarray, dim: int, *,
+                    fallback: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids found, raw float32 rows)`` of the given ids: from the float-row copy,
+    and (``fallback``) from vec0 for any the copy lacks, so the answer is always the
+    stored vector."""
+    if len(ids) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
+    want = ",".join(str(int(i)) for i in ids)
+    try:
+        got = conn.execute(f'select id, embedding from "{float_rows_table(table)}" where id in ({want})').fetchall()
+    except sqlite3.OperationalError:
+        got = []
+    got = [r for r in got if isinstance(r[1], bytes) and len(r[1]) == 4 * dim]
+    found = np.fromiter((r[0] for r in got), dtype=np.int64, count=len(got))
+    rows = np.frombuffer(b"".join(r[1] for r in got), "<f4").reshape(len(got), dim)
+    missing = np.setdiff1d(np.asarray(ids, dtype=np.int64), found) if fallback else []
+    if len(missing):
+        more_ids, more = read_vectors_by_id(conn, table, missing)
+        if len(more_ids):
+            found = np.concatenate([found, more_ids])
+            rows = np.concatenate([rows, more.reshape(len(more_ids), dim)])
+    return found, rows
+
+
+# -- compact codes: one row per IVF list ------------------------------------------------------------
+def code_lists_table(table: str) -> str:
+    """The name of ``table``'s compact-code lists."""
+    check_vec_name(table)
+    return f"{table}_codes"
+
+
+def has_code_lists(conn: sqlite3.Connection, table: str) -> bool:
+    """Whether ``table`` has stored compact-code lists."""
+    name = code_lists_table(table)
+    return conn.execute("select 1 from sqlite_master where type = 'table' and name = ?", [name]).fetchone() is not None
+
+
+def write_code_lists(conn: sqlite3.Connection, table: str, stamp: str, lists: Iterable[tuple[int, np.ndarray, np.ndarray]],
+                     *, replace_all: bool = False) -> None:
+    """Store ``(list number, ids int64, codes uint8 rows)`` per list under ``stamp``
+    (inside a transaction); ``replace_all`` first deletes every stored list. Lists not
+    written keep their rows and get the new stamp."""
+    name = code_lists_table(table)
+    conn.execute(f'create table if not exists "{name}" (list integer primary key, stamp text not null, '
+                 "count integer not null, ids blob not null, codes blob not null)")
+    if replace_all:
+        conn.execute(f'delete from "{name}"')
+    conn.executemany(
+        f'insert or replace into "{name}"(list, stamp, count, ids, codes) values (?, ?, ?, ?, ?)',
+        ((int(i), stamp, len(ids), np.asarray(ids, "<i8").tobytes(), np.ascontiguousarray(codes, np.uint8).tobytes())
+         for i, ids, codes in lists),
+    )
+    conn.execute(f'update "{name}" set stamp = ? where stamp != ?', [stamp, stamp])
+
+
+def read_code_lists(conn: sqlite3.Connection, table: str) -> Iterator[tuple[int, str, int, bytes, bytes]]:
+    """``(list number, stamp, count, ids BLOB, codes BLOB)`` of each stored list, in order."""
+    try:
+        cur = conn.execute(f'select list, stamp, count, ids, codes from "{code_lists_table(table)}" order by list')
+    except sqlite3.OperationalError:
+        return
+    yield from cur
+
+
+def drop_code_lists(conn: sqlite3.Connection, table: str) -> None:
+    """Drop ``table``'s compact-code lists if stored (inside a transaction)."""
+    conn.execute(f'drop table if exists "{code_lists_table(table)}"')

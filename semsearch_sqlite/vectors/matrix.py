@@ -13,6 +13,10 @@ product) for small tables, weighted queries, large ``k`` and whenever
 (:mod:`.ivf`), stored in the database by :func:`.upkeep.refresh_index` and
 calibrated to keep recall@10 >= 0.95. Readers never write: a reader that finds no
 fitting stored index searches exactly.
+
+Image tables too big for a float matrix (over ``codes.COMPACT_MIN_BYTES``: 2 GiB, e.g.
+1M x 4096-d) are held as a :class:`.codes.CompactMatrix` instead: 1-bit codes in
+memory, exact rescoring from the file (:mod:`.codes`).
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ from semsearch_sqlite.errors import QueryError
 from semsearch_sqlite.storage.cache import ProcessCache
 from semsearch_sqlite.storage.models import model_config
 from semsearch_sqlite.storage.rows import database_key, generation
-from semsearch_sqlite.storage.vectors import RowSource, open_rows, vec_table_dim
+from semsearch_sqlite.storage.vectors import RowSource, count_rows, open_rows, vec_table_dim
+from semsearch_sqlite.vectors import codes
 from semsearch_sqlite.vectors import ivf as ann
+from semsearch_sqlite.vectors.codes import CompactMatrix
 from semsearch_sqlite.vectors.maths import unit_rows_inplace
 
 if TYPE_CHECKING:
@@ -110,6 +116,11 @@ class Matrix:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        """Dimensions of the vectors."""
+        return int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0
 
     def vector(self, item_id: int) -> np.ndarray | None:
         """The unit vector of ``item_id`` or None."""
@@ -220,23 +231,41 @@ def _best(scores: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
     return rows, scores[rows]
 
 
-_cache: ProcessCache[Matrix] = ProcessCache(CACHE_ENTRIES)
+_cache: ProcessCache[Matrix | CompactMatrix] = ProcessCache(CACHE_ENTRIES)
 
 
 def index_stamp(conn: sqlite3.Connection, table: str) -> str | None:
     """A token that changes whenever ``table``'s stored index is rewritten (None: none)."""
-    config = model_config(conn, ann.index_name(table))
+    config = model_config(conn, ann.index_name(table)) or model_config(conn, codes.codes_name(table))
     return None if config is None else str(config.get("stamp"))
 
 
-def matrix(conn: sqlite3.Connection, table: str) -> Matrix:
-    """The cached in-memory matrix of vec0 table ``table`` (with its index, if stored)."""
+def matrix(conn: sqlite3.Connection, table: str) -> Matrix | CompactMatrix:
+    """The cached searchable matrix of vec0 table ``table``: the unit vectors in memory
+    (with their IVF index, if stored), or for big image tables their compact codes
+    (:mod:`.codes`: a few hundred bytes per vector; exact rescoring from the file)."""
     db = database_key(conn)
     key = (db, table, generation(conn), index_stamp(conn, table))
-    return _cache.get_or_load(key, lambda: load_matrix(conn, table), group=(db, table))
+    return _cache.get_or_load(key, lambda: _load(conn, table, db), group=(db, table))
 
 
-def remember(conn: sqlite3.Connection, table: str, stamp: str | None, m: Matrix) -> None:
+def compact_path(conn: sqlite3.Connection, table: str, dim: int | None) -> bool:
+    """Whether ``table`` is searched through compact codes: an image table of a file
+    (not ``:memory:``) with a stored code index, or too big for a float matrix."""
+    if dim is None or table not in codes.CODE_TABLES or database_key(conn).startswith("memory:"):
+        return False
+    return model_config(conn, codes.codes_name(table)) is not None or codes.wants_codes(count_rows(conn, table), dim)
+
+
+def _load(conn: sqlite3.Connection, table: str, db: str) -> Matrix | CompactMatrix:
+    dim = vec_table_dim(conn, table)
+    if compact_path(conn, table, dim):
+        assert dim is not None
+        return codes.load_compact(conn, table, dim, db)
+    return load_matrix(conn, table)
+
+
+def remember(conn: sqlite3.Connection, table: str, stamp: str | None, m: Matrix | CompactMatrix) -> None:
     """Cache ``m`` as the current matrix of ``table`` (a writer that just built it)."""
     db = database_key(conn)
     _cache.put((db, table, generation(conn), stamp), m, group=(db, table))

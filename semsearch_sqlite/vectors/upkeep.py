@@ -11,7 +11,18 @@ import numpy as np
 
 from semsearch_sqlite.storage.models import delete_model, has_model
 from semsearch_sqlite.storage.rows import generation
-from semsearch_sqlite.storage.vectors import VEC_TABLES, ChunkRows, count_rows, vec_table_dim
+from semsearch_sqlite.storage.vectors import (
+    VEC_TABLES,
+    ChunkRows,
+    count_rows,
+    drop_code_lists,
+    drop_float_rows,
+    has_code_lists,
+    has_float_rows,
+    read_float_rows,
+    vec_table_dim,
+)
+from semsearch_sqlite.vectors import codes
 from semsearch_sqlite.vectors import ivf as ann
 from semsearch_sqlite.vectors.maths import unit_rows_inplace
 from semsearch_sqlite.vectors.matrix import MIN_COVERAGE, Matrix, Positions, forget, load_matrix, remember
@@ -27,7 +38,8 @@ MAX_REWRITTEN = 0.05
 SAMPLE_CHUNKS = 4
 
 
-def refresh_index(store: Store, table: str, *, rebuild: bool = False, min_cells: int | None = None) -> dict[str, Any]:
+def refresh_index(store: Store, table: str, *, rebuild: bool = False, min_cells: int | None = None,
+                  compact: bool | None = None) -> dict[str, Any]:
     """Build, update or drop the stored ANN index of vec0 table ``table``.
 
     Call it once a write to ``table`` has committed (ingest, vocabulary load); it reads
@@ -40,7 +52,11 @@ def refresh_index(store: Store, table: str, *, rebuild: bool = False, min_cells:
       halved since training, when a sample shows many vectors rewritten (a re-embed),
       or with ``rebuild=True`` (seconds to tens of seconds at 1M rows);
     - otherwise assigns the new rows to the existing lists (cheap: only the new
-      vectors are read) and saves that.
+      vectors are read) and saves that;
+    - for image tables whose float32 matrix would exceed ``codes.COMPACT_MIN_BYTES``
+      (or with ``compact=True``; ``False`` never) it keeps the compact code index and
+      the float-row copy of :mod:`.codes` instead, built in one bounded-memory pass
+      and updated the same way.
 
     Returns a summary: ``action`` (``"none"``, ``"dropped"``, ``"built"``,
     ``"updated"``, ``"unchanged"``), ``rows``, ``seconds`` and the index config.
@@ -57,6 +73,20 @@ def refresh_index(store: Store, table: str, *, rebuild: bool = False, min_cells:
                 "config": config or {}}
 
     rows = 0 if dim is None else count_rows(conn, table)
+    big = dim is not None and table in codes.CODE_TABLES and (codes.wants_codes(rows, dim) if compact is None else compact)
+    if big and rows >= ann.MIN_ROWS:
+        assert dim is not None
+        if have:  # the float index isn't read any more
+            with store.atomic():
+                delete_model(conn, name)
+        action, config = _refresh_codes(store, table, dim, rebuild=rebuild)
+        return done(action, rows, config)
+    if has_model(conn, codes.codes_name(table)) or has_code_lists(conn, table) or has_float_rows(conn, table):
+        with store.atomic():  # no longer big: back to the float matrix
+            delete_model(conn, codes.codes_name(table))
+            drop_code_lists(conn, table)
+            drop_float_rows(conn, table)
+        forget(conn, table)
     if dim is None or rows < ann.MIN_ROWS or rows * dim < floor:
         if have:
             with store.atomic():
@@ -127,4 +157,73 @@ def _update(store: Store, table: str, dim: int, stored: ann.StoredIndex) -> tupl
     config["generation"] = generation(conn)
     with store.atomic():
         config = ann.save_index(conn, table, stored.centroids, src.ids, labels, new_fps, config)
+    return "updated", config
+
+
+def _refresh_codes(store: Store, table: str, dim: int, *, rebuild: bool) -> tuple[str, dict[str, Any]]:
+    """Build or update ``table``'s code index and float-row copy; (action, config)."""
+    conn = store.conn
+    stored = None if rebuild else codes.load_code_index(conn, table, dim)
+    copy_ok = has_float_rows(conn, table)
+    if stored is not None and copy_ok:
+        result = _update_codes(store, table, dim, stored)
+        if result is not None:
+            return result
+    forget(conn, table)  # this process's copy goes first: memory
+    if copy_ok:  # rewritten whole: its pages are reused instead of the file growing
+        with store.atomic():
+            drop_float_rows(conn, table)
+    idx, config = codes.build(store, table, dim)
+    with store.atomic():
+        config = codes.save_code_index(conn, table, idx, config)
+    return "built", config
+
+
+def _update_codes(store: Store, table: str, dim: int, stored: codes.CodeIndex) -> tuple[str, dict[str, Any]] | None:
+    """Code the new rows into ``stored``'s lists, drop the deleted ones and save the lists
+    that changed; None when it should be rebuilt (grown or shrunk 2x, vectors
+    rewritten, or the float-row copy out of step)."""
+    conn = store.conn
+    src = ChunkRows.open(conn, table, dim, unit_rows_inplace)
+    if src is None:
+        return None
+    n_trained = int(stored.config.get("n_trained", len(stored.ids)) or 1)
+    n = len(src.ids)
+    if n >= ann.RETRAIN_GROWTH * n_trained or n * ann.RETRAIN_GROWTH <= n_trained:
+        return None
+    known = np.isin(src.ids, stored.ids)
+    if known.mean() < MIN_COVERAGE:
+        return None
+    # the codes of a few random chunks' stored rows: were their vectors rewritten?
+    rng = np.random.default_rng()
+    chunk_of = src.chunk_of(np.arange(n))
+    known_chunks = np.unique(chunk_of[known])
+    picked = rng.choice(known_chunks, min(len(known_chunks), SAMPLE_CHUNKS), replace=False)
+    sample = np.flatnonzero(np.isin(chunk_of, picked) & known)
+    try:
+        order = np.argsort(stored.ids)
+        at = order[np.searchsorted(stored.ids[order], src.ids[sample])]
+        x = src.read_rows(sample)
+        differ = (codes.encode(x, stored.threshold) != stored.codes[at]).any(axis=1)
+        if differ.mean() > MAX_REWRITTEN:
+            return None
+        # the writers keep the float copy in step; the same sample checks it did (its
+        # whole id list would mean reading the whole copy)
+        found, copy = read_float_rows(conn, table, src.ids[sample], dim, fallback=False)
+        if len(found) != len(sample) or not np.allclose(
+                unit_rows_inplace(np.array(copy[np.argsort(found)], dtype=np.float32)),
+                x[np.argsort(src.ids[sample])], atol=1e-6):
+            return None
+        new_rows = np.flatnonzero(~known)
+        gone = np.setdiff1d(stored.ids, src.ids)
+        if len(new_rows) == 0 and len(gone) == 0:
+            return "unchanged", stored.config
+        x = src.read_rows(new_rows) if len(new_rows) else None
+    except sqlite3.DatabaseError:
+        return None
+    idx, changed = codes.with_rows(stored, src.ids[new_rows], x, gone)
+    config = {k: v for k, v in stored.config.items() if k not in ("stamp", "count")}
+    config["generation"] = generation(conn)
+    with store.atomic():
+        config = codes.save_code_index(conn, table, idx, config, changed=changed)
     return "updated", config
