@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from semsearch_sqlite.vectors import matrix as index
-from semsearch_sqlite.errors import NotFoundError, QueryError, StoreError
+from semsearch_sqlite.errors import NotFoundError, QueryError, StoreError, UnknownWordsError
+from semsearch_sqlite.model.conse import FocusTarget, resolve_focus
 from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL
 from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, load_model
 from semsearch_sqlite.text.tags import nearest_tags
@@ -169,41 +170,43 @@ def similar_words(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_un
     return Results([WordHit(space.words[i], round(d, 6), r) for r, (i, d) in enumerate(pairs, 1)], qv.unknown)
 
 
-def focus_class(conn: sqlite3.Connection, focus: str) -> tuple[int, str]:
-    """The ImageNet class nearest to the word(s) ``focus`` in word space: (index, name)."""
+def focus_class(conn: sqlite3.Connection, focus: str) -> FocusTarget:
+    """The ImageNet class or group of classes the word(s) ``focus`` mean (see
+    :func:`~semsearch_sqlite.model.conse.resolve_focus`); FocusError when none is near."""
     classes = load_model(conn, CLASSES_MODEL)
     if classes is None:
         raise StoreError("this database has no ImageNet class vectors; re-run ingest with this version")
     arrays, config = classes
-    qv = word_space(conn).query(focus)
-    vectors = arrays["vectors"]
-    scores = vectors @ qv.vector
-    scores[~arrays["known"].astype(bool)] = -np.inf
-    c = int(np.argmax(scores))
-    return c, config["names"][c]
+    try:
+        qv = word_space(conn).query(focus).vector
+    except UnknownWordsError:
+        qv = None  # a class or group name may still match
+    return resolve_focus(focus, list(config["names"]), arrays["vectors"], arrays["known"], qv)
 
 
 def focused_search(conn: sqlite3.Connection, image: Any, focus: str, k: Any = 10) -> Results:
     """Images similar to ``image`` with respect to one class ("similar cats, not similar sofas").
 
     As in the talk: the CNN's activations are re-weighted by the final-layer weights of
-    the ImageNet class nearest to ``focus`` (negative weights set to 0, so only the
-    evidence *for* that class counts), then compared by cosine.
+    the ImageNet class that ``focus`` means (for a group such as "bird", the mean of its
+    classes' weights), negative weights set to 0 so only the evidence *for* the class
+    counts, then compared by cosine.
     """
     k = index.clamp_k(k)
     image_id = resolve_image(conn, image)
     head = load_model(conn, CLASSIFIER_MODEL)
     if head is None:
         raise StoreError("this database's backbone has no classifier weights; focused search needs them")
-    c, name = focus_class(conn, focus)
-    weights = np.maximum(head[0]["kernel"][:, c], 0).astype(np.float32)
+    target = focus_class(conn, focus)
+    kernel = head[0]["kernel"]
+    weights = np.maximum(kernel[:, list(target.classes)].mean(axis=1), 0).astype(np.float32)
     m = space_matrix(conn, "visual")
     v = m.vector(image_id)
     if v is None:
         raise NotFoundError(f"image {image_id} has no visual vector yet; rerun semsearch-sqlite ingest")
     if weights.shape[0] != m.vectors.shape[1]:
         raise StoreError("the stored classifier weights don't match the visual vectors; re-run ingest --rebuild")
-    return Results(_hits(conn, m.top_k(v, k, exclude={image_id}, weights=weights)), note=f"focus class: {name}")
+    return Results(_hits(conn, m.top_k(v, k, exclude={image_id}, weights=weights)), note=target.describe())
 
 
 def warm(conn: sqlite3.Connection) -> None:
