@@ -15,7 +15,7 @@ from semsearch_sqlite import __version__
 from semsearch_sqlite.errors import SemsearchError
 
 TABLE_MAX_WIDTH = 60
-IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance"]
+IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance", "match"]
 WORD_COLUMNS = ["rank", "word", "distance"]
 
 

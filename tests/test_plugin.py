@@ -118,7 +118,7 @@ async def test_table_functions_in_the_json_api(ds: Datasette, name: str) -> None
     if "words" in name or "tags" in name:
         assert set(rows[0]) == {"rank", "word", "distance"}
     else:
-        assert set(rows[0]) == {"rank", "image_id", "path", "label", "distance", "thumbnail"}
+        assert set(rows[0]) == {"rank", "image_id", "path", "label", "distance", "match", "thumbnail"}
         assert all(isinstance(r["image_id"], int) for r in rows)
         assert 1 not in [r["image_id"] for r in rows] or name == "similar_images"
 

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from semsearch_sqlite.errors import ProjectionError
-from semsearch_sqlite.storage.models import CLASSES_MODEL, SEMANTIC_MODEL
+from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, SEMANTIC_MODEL
 from semsearch_sqlite.model.conse import store_class_vectors
+from semsearch_sqlite.model.semantic import MATCH_META
 from semsearch_sqlite.storage.store import Store, decode_f32, now
 from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS, read_vectors
 from semsearch_sqlite.text.tags import write_tags
@@ -53,6 +54,12 @@ def training_data(
     return ids, X, probs, image_labels
 
 
+def imagenet_head(store: Store) -> tuple[np.ndarray, np.ndarray] | None:
+    """The backbone's stored ImageNet classifier (kernel, bias), or None."""
+    stored = store.load_model(CLASSIFIER_MODEL)
+    return None if stored is None else (stored[0]["kernel"], stored[0]["bias"])
+
+
 def refresh_semantic(
     store: Store,
     *,
@@ -79,7 +86,7 @@ def refresh_semantic(
     kwargs: dict[str, Any] = {"method": method or "auto", "seed": seed}
     if epochs:
         kwargs["epochs"] = epochs
-    model = fit_semantic(X, probs, image_labels, space, classes[0]["vectors"], **kwargs)
+    model = fit_semantic(X, probs, image_labels, space, classes[0]["vectors"], head=imagenet_head(store), **kwargs)
     vectors = model.image_vectors(X, probs)
     report = dict(model.report)
     report.update(method=model.method, seconds=round(time.perf_counter() - started, 3), trained_at=now(),
@@ -93,7 +100,8 @@ def refresh_semantic(
             store.bump_generation()  # so write_tags sees the current vocabulary
             write_tags(store, ids, vectors, tags)
         store.save_model(SEMANTIC_MODEL, model.method, model.to_arrays(), {**model.config, **_jsonable(report)})
-        store.update_meta({"semantic_method": model.method, "semantic_report": _jsonable(report)})
+        store.update_meta({"semantic_method": model.method, "semantic_report": _jsonable(report),
+                           MATCH_META: report.get(MATCH_META)})
         store.bump_generation()
     refresh_index(store, VEC_SEMANTIC)
     return report

@@ -16,6 +16,7 @@ import numpy as np
 from semsearch_sqlite.vectors import matrix as index
 from semsearch_sqlite.errors import NotFoundError, QueryError, StoreError, UnknownWordsError
 from semsearch_sqlite.model.conse import FocusTarget, resolve_focus
+from semsearch_sqlite.model.semantic import MATCH_META, match_strength
 from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL
 from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, load_model
 from semsearch_sqlite.text.tags import nearest_tags
@@ -36,6 +37,8 @@ class ImageHit:
     label: str | None
     distance: float
     rank: int
+    # text queries: "strong" or "weak" (calibrated at train time, see calibrate_match)
+    match: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,11 +113,19 @@ def text_vector(conn: sqlite3.Connection, query: Any, *, allow_unknown: bool = F
 
 
 def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_unknown: bool = False) -> Results:
-    """Text -> images: the ``k`` images nearest to a query such as ``"cat sofa"``."""
+    """Text -> images: the ``k`` images nearest to a query such as ``"cat sofa"``, each
+    marked a ``strong`` or ``weak`` match; the note says so when none is strong."""
     k = index.clamp_k(k)
     vector, unknown = text_vector(conn, query, allow_unknown=allow_unknown)
     m = space_matrix(conn, "semantic")
-    return Results(_hits(conn, m.top_k(vector, k)), unknown)
+    hits = _hits(conn, m.top_k(vector, k))
+    strong = rows.read_meta(conn, MATCH_META)
+    for h in hits:
+        h.match = match_strength(h.distance, strong)
+    note = None
+    if hits and all(h.match == "weak" for h in hits):
+        note = "no close match: every hit is a weak match (farther than true matches usually are)"
+    return Results(hits, unknown, note)
 
 
 def similar_to_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual") -> Results:

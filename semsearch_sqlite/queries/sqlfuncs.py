@@ -29,7 +29,8 @@ EXAMPLE_SQL = {
     "similar_words": "select * from similar_words(:q, :k)",
 }
 
-IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance", "thumbnail"]
+# match: "strong" / "weak" for text queries (null for the others)
+IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance", "match", "thumbnail"]
 WORD_COLUMNS = ["rank", "word", "distance"]
 
 # name -> (library call, columns, parameters); k is always optional
