@@ -15,10 +15,12 @@ from semsearch_sqlite.model.semantic import (
     DEFAULT_STRONG_DISTANCE, SemanticModel, calibrate_match, conse_vectors, fit_semantic, match_strength,
 )
 from semsearch_sqlite.pipeline.train import refresh_vocabulary
+from semsearch_sqlite.queries.search import similar_words
 from semsearch_sqlite.storage.rows import rare_word_count
 from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.text.glove import WordVectors
 from semsearch_sqlite.text.query import compound_lookup, phrase_vector
+from semsearch_sqlite.text.tags import is_display_word
 from semsearch_sqlite.text.vocabulary import int8_rows, word_space
 from semsearch_sqlite.vectors.maths import unit, unit_rows
 
@@ -155,6 +157,11 @@ def test_every_glove_word_answers_queries(tmp_path: Path, glove: WordVectors) ->
         assert space.vector("gerenuk") is None  # not in glove.6B at all
         q = space.query("hawksbill car_side")
         assert q.unknown == [] and len(q.terms) == 2
+        # neighbours are vocabulary words, never punctuation or numbers (2000 words: plenty of both)
+        said = [h.word for h in similar_words(store.conn, "said", 20).hits]
+        assert len(said) == 20 and all(is_display_word(w) for w in said), said
+        assert {'"', ",", "."}.isdisjoint(said)
+        assert [h.word for h in similar_words(store.conn, "hawksbill", 5).hits]  # a rare word has neighbours too
         pages = store.conn.execute("select sum(pgsize) from dbstat where name = 'word_lookup'").fetchone()[0]
     # int8 buckets: about one byte a dimension a word (plus the words themselves)
     assert pages < rare * (glove.dim + 16)

@@ -19,7 +19,7 @@ from semsearch_sqlite.model.conse import FocusTarget, resolve_focus
 from semsearch_sqlite.model.semantic import MATCH_META, match_strength
 from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL
 from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, load_model
-from semsearch_sqlite.text.tags import nearest_tags
+from semsearch_sqlite.text.tags import is_display_word, nearest_tags
 from semsearch_sqlite.storage import rows
 from semsearch_sqlite.text.vocabulary import word_space
 from semsearch_sqlite.vectors.maths import unit
@@ -172,13 +172,16 @@ def images_tagged(conn: sqlite3.Connection, word: str, k: Any = 10) -> Results:
 
 
 def similar_words(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_unknown: bool = False) -> Results:
-    """Word -> words: the ``k`` vocabulary words nearest to a query (its own words excluded)."""
+    """Word -> words: the ``k`` vocabulary words nearest to a query (its own words,
+    punctuation and numbers excluded)."""
     k = index.clamp_k(k)
     space = word_space(conn)
     qv = space.query(query, allow_unknown=allow_unknown)
-    exclude = {space.ids[t.word] for t in qv.terms}
-    pairs = space.matrix.top_k(qv.vector, k, exclude=exclude)
-    return Results([WordHit(space.words[i], round(d, 6), r) for r, (i, d) in enumerate(pairs, 1)], qv.unknown)
+    exclude = {space.ids[t.word] for t in qv.terms if t.word in space.ids}
+    # a few extra candidates make up for the punctuation and numbers dropped below
+    pairs = space.matrix.top_k(qv.vector, 2 * k + 20, exclude=exclude)
+    shown = [(i, d) for i, d in pairs if is_display_word(space.words[i])][:k]
+    return Results([WordHit(space.words[i], round(d, 6), r) for r, (i, d) in enumerate(shown, 1)], qv.unknown)
 
 
 def focus_class(conn: sqlite3.Connection, focus: str) -> FocusTarget:
