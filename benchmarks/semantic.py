@@ -16,8 +16,9 @@ would on that database); then, among the unlabelled photos only:
   labels. Query words come from the whole GloVe vocabulary (what the lookup table
   answers); a label with no known word at all is refused and listed;
 * tag@5: the share of photos with a word of their label among their 5 stored tags (the
-  50,000 most frequent GloVe words plus the seen labels' words, stopwords, numbers and
-  punctuation left out, as ``ingest`` stores them);
+  50,000 most frequent GloVe words plus the seen labels' words and the words of the
+  ImageNet class names, stopwords, numbers and punctuation left out, as ``ingest``
+  stores them);
 * the strong/weak cue: the share of the top-10 hits marked strong, and how many of the
   strong and of the weak hits are true matches, against the threshold ``fit_semantic``
   calibrates on the labelled photos.
@@ -49,6 +50,7 @@ from semsearch_sqlite.media.files import discover  # noqa: E402
 from semsearch_sqlite.media.images import load_image  # noqa: E402
 from semsearch_sqlite.model.conse import class_word_vectors, imagenet_class_names  # noqa: E402
 from semsearch_sqlite.model.semantic import MATCH_META, fit_semantic, match_strength  # noqa: E402
+from semsearch_sqlite.pipeline.train import imagenet_class_words  # noqa: E402
 from semsearch_sqlite.text.glove import DEFAULT_VOCAB_SIZE, WordVectors, load_word_vectors  # noqa: E402
 from semsearch_sqlite.text.query import tokenize  # noqa: E402
 from semsearch_sqlite.text.tags import is_tag_word  # noqa: E402
@@ -122,7 +124,8 @@ class Scorer:
     """P@10 of label queries, tag@5 and the match cue among the unlabelled photos."""
 
     def __init__(self, wv: WordVectors, seen: list[str]):
-        vocab = wv.subset(DEFAULT_VOCAB_SIZE, sorted({w for c in seen for w in tokenize(c)}))
+        extra = {w for c in seen for w in tokenize(c)} | set(imagenet_class_words())
+        vocab = wv.subset(DEFAULT_VOCAB_SIZE, sorted(extra))
         keep = [i for i, w in enumerate(vocab.words) if is_tag_word(w)]
         self.words = [vocab.words[i] for i in keep]
         self.matrix = unit_rows(vocab.vectors[keep])

@@ -12,7 +12,8 @@ import numpy as np
 
 from semsearch_sqlite.errors import ProjectionError
 from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, SEMANTIC_MODEL
-from semsearch_sqlite.model.conse import store_class_vectors
+from semsearch_sqlite.model.conse import imagenet_class_names, store_class_vectors
+from semsearch_sqlite.text.query import tokenize
 from semsearch_sqlite.model.semantic import MATCH_META
 from semsearch_sqlite.storage.store import Store, decode_f32, now
 from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS, read_vectors
@@ -26,12 +27,25 @@ def refresh_vocabulary(store: Store, glove: str | None = None, vocab_size: int |
                        rebuild: bool = False, on_load: Callable[[], None] | None = None) -> bool:
     """:func:`~semsearch_sqlite.text.vocabulary.ensure_vocabulary`, then the ImageNet class
     vectors of the same word vectors and the vocabulary's index. True when rewritten."""
-    wv = ensure_vocabulary(store, glove, vocab_size, extra_words, required_words, rebuild=rebuild, on_load=on_load)
+    wv = ensure_vocabulary(store, glove, vocab_size, extra_words, required_words, rebuild=rebuild, on_load=on_load,
+                           class_words=imagenet_class_words())
     if wv is None:
         return False
     store_class_vectors(store, wv)
     refresh_index(store, VEC_WORDS)
     return True
+
+
+def imagenet_class_words() -> list[str]:
+    """The lower-case words of the ImageNet class names (Latin species names left out)."""
+    words: set[str] = set()
+    for name in imagenet_class_names():
+        for synonym in name.split(","):
+            synonym = synonym.strip()
+            if len(synonym.split()) == 2 and synonym[0].isupper() and synonym.split()[1].islower():
+                continue  # "Tinca tinca", "Carcharodon carcharias"
+            words.update(t for t in tokenize(synonym) if t.isalpha())
+    return sorted(words)
 
 
 def training_data(

@@ -140,12 +140,15 @@ def ensure_vocabulary(
     *,
     rebuild: bool = False,
     on_load: Callable[[], None] | None = None,
+    class_words: Sequence[str] = (),
 ) -> WordVectors | None:
     """Load word vectors into ``store`` when it has none, when the source or size
     changes, or when ``extra_words``/``required_words`` (label words) are missing.
 
     Returns the whole word vectors loaded when the vocabulary was (re)written, else
     None. ``glove`` None means the stored source, else the bundled vectors.
+    ``class_words`` (the words of the ImageNet class names) join the vocabulary where the
+    word vectors know them, so tags can name what ConSE sees ("llama" is GloVe rank 54,192).
     """
     from semsearch_sqlite.media.files import sha256_file
     from semsearch_sqlite.text.glove import DEFAULT_VOCAB_SIZE, load_word_vectors
@@ -165,6 +168,7 @@ def ensure_vocabulary(
         or any(w not in have for w in wanted_extra)
         or any(w not in have for w in required_words)
         or store.get_meta("words_lookup_count") is None
+        or (bool(class_words) and not store.get_meta("words_class_words"))
     )
     if not needed:
         return None
@@ -177,13 +181,14 @@ def ensure_vocabulary(
             f"{store.path}: its word space has {old_dims} dimensions and {source} has {wv.dim}; "
             "add --rebuild to refit every image"
         )
-    vocab = wv.subset(size, sorted(set(wanted_extra) | set(required_words)))
+    vocab = wv.subset(size, sorted(set(wanted_extra) | set(required_words) | set(class_words)))
     info: dict[str, Any] = {
         "words_source": wv.source,
         "words_source_arg": source,
         "words_source_sha256": sha256_file(source) if source is not None else None,
         "words_vocab_size": size,
         "words_extra": wanted_extra,
+        "words_class_words": bool(class_words),
     }
     store_words(store, vocab, info, lookup=wv)
     return wv
