@@ -185,7 +185,10 @@ def fit_label_classifier(X: np.ndarray, label_index: np.ndarray, label_vectors: 
 
     L2 weight JOINT_L2 on standardised features, JOINT_STEPS steps of Nesterov's
     accelerated gradient from zero (step 1/L, L the loss's smoothness bound): plain
-    numpy, deterministic, well under a second for a few thousand labelled images.
+    numpy, deterministic, about a second for 450 labelled images. The fixed step budget
+    regularises too; on the 50-label protocol (5 seeds, seen P@10 / zero-shot P@10 /
+    tag@5 seen) 300 steps at L2 0.01 give 0.904 / 0.602 / 0.907, 1000 steps 0.906 / 0.580 /
+    0.921, L2 0.001 0.906 / 0.593 / 0.926: trades within noise, none kept over the first.
     """
     mean = X.mean(0).astype(np.float32)
     std = X.std(0)
