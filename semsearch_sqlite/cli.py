@@ -15,7 +15,7 @@ from semsearch_sqlite import __version__
 from semsearch_sqlite.errors import SemsearchError
 
 TABLE_MAX_WIDTH = 60
-IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance"]
+IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance", "match"]
 WORD_COLUMNS = ["rank", "word", "distance"]
 
 
@@ -153,7 +153,7 @@ class _Bar:
 @click.option("--vocab-size", type=click.IntRange(100), help="Keep the N most frequent words [default: 50000]")
 @click.option("--vocab-file", type=click.Path(exists=True, dir_okay=False), help="Extra words to keep, one per line")
 @click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), help="CSV of path,label instead of folder names")
-@click.option("--method", help="Word-space model: auto (default: gated ridge/ConSE), gated, blend, ridge, mlp, hinge, conse")
+@click.option("--method", help="Word-space model: auto (default: joint labels + ImageNet classes), joint, gated, blend, ridge, mlp, hinge, conse")
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True)
 @click.option("--originals", is_flag=True, help="Store the original file bytes instead of a 1024px display copy")
 @click.option("--no-prune", is_flag=True, help="Keep rows of files that are gone")
@@ -207,6 +207,7 @@ def _semantic_line(report: dict[str, Any]) -> str:
     parts = [f"word space: {report.get('method')}"]
     for key, name in (("labelled", "labelled images"), ("label_count", "labels"), ("train_cosine", "train cosine"),
                       ("val_cosine", "validation cosine"), ("seen_share", "share gated to the projection"),
+                      ("train_accuracy", "train accuracy"), ("match_strong_distance", "strong-match distance"),
                       ("seconds", "seconds")):
         value = fit.get(key)
         if value is not None:
@@ -250,7 +251,7 @@ def vocab(db: Path, glove: str | None, vocab_size: int | None, vocab_file: str |
 
 @cli.command()
 @click.argument("db", type=click.Path(exists=True, dir_okay=False))
-@click.option("--method", help="auto (default: gated ridge/ConSE), gated, blend, ridge, mlp, hinge, conse")
+@click.option("--method", help="auto (default: joint labels + ImageNet classes), joint, gated, blend, ridge, mlp, hinge, conse")
 @click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), help="CSV of path,label to train on")
 @click.option("--epochs", type=click.IntRange(1), help="Epochs for mlp/hinge")
 @click.option("--tags", "n_tags", type=click.IntRange(0, 100), default=10, show_default=True, help="Tags stored per image")

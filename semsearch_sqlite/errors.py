@@ -40,6 +40,10 @@ class UnknownWordsError(QueryError):
         )
 
 
+class FocusError(QueryError):
+    """A focus word names no ImageNet class or group of classes."""
+
+
 class ImageError(SemsearchError):
     """An image file could not be read."""
 

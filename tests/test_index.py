@@ -345,3 +345,19 @@ def test_readers_never_write(tmp_path):
                 w.conn.execute("delete from models")
             before = file_state(path)
         assert file_state(path) == before
+
+
+def test_equal_scores_at_the_cut_are_taken_in_id_order(tmp_path):
+    # several images with the very same vector (e.g. new photos of one label in word space)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(60, 8)).astype(np.float32)
+    same = [6, 13, 27, 41, 55]
+    x[same] = x[0]
+    store = make_db(tmp_path / "t.db", x)
+    m = index.matrix(store.conn, VEC_VISUAL)
+    q = x[0] / np.linalg.norm(x[0])
+    everything = [i for i, _ in m.top_k(q, 20, exact=True)]
+    assert everything[:6] == sorted(everything[:6])  # six equal scores: by id
+    for k in range(1, 7):  # a shorter list is always the start of the longer one
+        assert [i for i, _ in m.top_k(q, k, exact=True)] == everything[:k]
+    store.close()

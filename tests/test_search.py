@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from semsearch_sqlite.cli import cli
-from semsearch_sqlite.errors import NotFoundError, QueryError
+from semsearch_sqlite.errors import FocusError, NotFoundError, QueryError
 from semsearch_sqlite.pipeline.ingest import IngestOptions
 from semsearch_sqlite.pipeline.ingest import ingest
 from semsearch_sqlite.queries.search import focus_class, focused_search, similar_to_image
@@ -64,15 +64,22 @@ def test_similar_by_id_path_and_new_file(db: Path, tmp_path: Path) -> None:
 
 def test_focus(db: Path) -> None:
     with Store.open(db) as s:
-        index, name = focus_class(s.conn, "cat")
-        assert "cat" in name  # the ImageNet class nearest to "cat" in word space
+        target = focus_class(s.conn, "cat")
+        # "cat" is a WordNet group: tabby, Persian cat, ... (not the nearest word vector)
+        assert target.how == "group" and target.name == "cat" and len(target.classes) > 5
+        assert focus_class(s.conn, "tabby").how == "class"
+        assert focus_class(s.conn, "birds").name == "bird"
+        with pytest.raises(FocusError, match="no ImageNet class is near 'sky'"):
+            focus_class(s.conn, "sky")
         results = focused_search(s.conn, "dog/dog_0.png", "cat", 4)
-        assert results.note == f"focus class: {name}"
+        assert results.note == target.describe() == f"focus: cat ({len(target.classes)} ImageNet classes)"
         assert len(results.hits) == 4
         assert all(h.path != "dog/dog_0.png" for h in results.hits)
     code, out, err = invoke("focus", str(db), "dog/dog_0.png", "cat", "-k", "2")
     assert code == 0
-    assert err.startswith("focus class: ")
+    assert err.startswith("focus: cat (")
+    code, out, err = invoke("focus", str(db), "dog/dog_0.png", "sky")
+    assert code == 1 and "Error: no ImageNet class is near 'sky'" in err
 
 
 def test_query_errors(db: Path) -> None:

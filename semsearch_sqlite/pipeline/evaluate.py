@@ -17,7 +17,7 @@ import numpy as np
 
 from semsearch_sqlite.errors import ProjectionError
 from semsearch_sqlite.storage.models import CLASSES_MODEL
-from semsearch_sqlite.pipeline.train import training_data
+from semsearch_sqlite.pipeline.train import imagenet_head, training_data
 from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, read_vectors
 from semsearch_sqlite.storage.store import Store, now
 from semsearch_sqlite.text.tags import nearest_tags, tag_mask
@@ -89,11 +89,12 @@ def _tag_accuracy(space: Any, image_vectors: np.ndarray, labels: np.ndarray, mas
     return float(np.mean(ok))
 
 
-def _fit_vectors(data: _Data, labels: list[str | None], space: Any, class_vectors: np.ndarray, method: str, seed: int) -> tuple[np.ndarray, float]:
+def _fit_vectors(data: _Data, labels: list[str | None], space: Any, class_vectors: np.ndarray, method: str, seed: int,
+                 head: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, float]:
     from semsearch_sqlite.model.semantic import fit_semantic
 
     started = time.perf_counter()
-    model = fit_semantic(data.X, data.probs, labels, space, class_vectors, method=method, seed=seed)
+    model = fit_semantic(data.X, data.probs, labels, space, class_vectors, method=method, seed=seed, head=head)
     seconds = time.perf_counter() - started
     return model.image_vectors(data.X, data.probs), seconds
 
@@ -169,7 +170,7 @@ def _measure(store: Store, zero_shot: float, seed: int, methods: tuple[str, ...]
     for method in methods:
         if method == "conse" and data.probs is None:
             continue
-        vectors, seconds = _fit_vectors(data, train_labels, space, class_vectors, method, seed)
+        vectors, seconds = _fit_vectors(data, train_labels, space, class_vectors, method, seed, imagenet_head(store))
         text = _text_metrics(space, vectors[pool], lab[pool], classes, k)
         comparison[method] = {
             "seen_p_at_10": _mean([text[c]["p_at_10"] for c in seen if c in text]),

@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 
 from semsearch_sqlite.errors import ProjectionError
-from semsearch_sqlite.storage.models import CLASSES_MODEL, SEMANTIC_MODEL
-from semsearch_sqlite.model.conse import store_class_vectors
+from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, SEMANTIC_MODEL
+from semsearch_sqlite.model.conse import imagenet_class_names, store_class_vectors
+from semsearch_sqlite.text.query import tokenize
+from semsearch_sqlite.model.semantic import MATCH_META
 from semsearch_sqlite.storage.store import Store, decode_f32, now
 from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS, read_vectors
 from semsearch_sqlite.text.tags import write_tags
@@ -25,12 +27,25 @@ def refresh_vocabulary(store: Store, glove: str | None = None, vocab_size: int |
                        rebuild: bool = False, on_load: Callable[[], None] | None = None) -> bool:
     """:func:`~semsearch_sqlite.text.vocabulary.ensure_vocabulary`, then the ImageNet class
     vectors of the same word vectors and the vocabulary's index. True when rewritten."""
-    wv = ensure_vocabulary(store, glove, vocab_size, extra_words, required_words, rebuild=rebuild, on_load=on_load)
+    wv = ensure_vocabulary(store, glove, vocab_size, extra_words, required_words, rebuild=rebuild, on_load=on_load,
+                           class_words=imagenet_class_words())
     if wv is None:
         return False
     store_class_vectors(store, wv)
     refresh_index(store, VEC_WORDS)
     return True
+
+
+def imagenet_class_words() -> list[str]:
+    """The lower-case words of the ImageNet class names (Latin species names left out)."""
+    words: set[str] = set()
+    for name in imagenet_class_names():
+        for synonym in name.split(","):
+            synonym = synonym.strip()
+            if len(synonym.split()) == 2 and synonym[0].isupper() and synonym.split()[1].islower():
+                continue  # "Tinca tinca", "Carcharodon carcharias"
+            words.update(t for t in tokenize(synonym) if t.isalpha())
+    return sorted(words)
 
 
 def training_data(
@@ -51,6 +66,12 @@ def training_data(
     else:
         image_labels = [rows[int(i)][1] for i in ids]
     return ids, X, probs, image_labels
+
+
+def imagenet_head(store: Store) -> tuple[np.ndarray, np.ndarray] | None:
+    """The backbone's stored ImageNet classifier (kernel, bias), or None."""
+    stored = store.load_model(CLASSIFIER_MODEL)
+    return None if stored is None else (stored[0]["kernel"], stored[0]["bias"])
 
 
 def refresh_semantic(
@@ -89,7 +110,7 @@ def _refit(store: Store, method: str | None, tags: int, labels: dict[str, str] |
     kwargs: dict[str, Any] = {"method": method or "auto", "seed": seed}
     if epochs:
         kwargs["epochs"] = epochs
-    model = fit_semantic(X, probs, image_labels, space, classes[0]["vectors"], **kwargs)
+    model = fit_semantic(X, probs, image_labels, space, classes[0]["vectors"], head=imagenet_head(store), **kwargs)
     vectors = model.image_vectors(X, probs)
     report = dict(model.report)
     report.update(method=model.method, seconds=round(time.perf_counter() - started, 3), trained_at=now(),
@@ -103,7 +124,8 @@ def _refit(store: Store, method: str | None, tags: int, labels: dict[str, str] |
             store.bump_generation()  # so write_tags sees the current vocabulary
             write_tags(store, ids, vectors, tags)
         store.save_model(SEMANTIC_MODEL, model.method, model.to_arrays(), {**model.config, **_jsonable(report)})
-        store.update_meta({"semantic_method": model.method, "semantic_report": _jsonable(report)})
+        store.update_meta({"semantic_method": model.method, "semantic_report": _jsonable(report),
+                           MATCH_META: report.get(MATCH_META)})
         store.bump_generation()
     return report
 

@@ -18,11 +18,13 @@ import numpy as np
 
 from semsearch_sqlite.vectors import matrix as index
 from semsearch_sqlite.media.files import sha256_file
-from semsearch_sqlite.errors import NotFoundError, QueryError, StoreError
+from semsearch_sqlite.errors import NotFoundError, QueryError, StoreError, UnknownWordsError
+from semsearch_sqlite.model.conse import FocusTarget, resolve_focus
+from semsearch_sqlite.model.semantic import MATCH_META, match_strength
 from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL
 from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, load_model
 from semsearch_sqlite.queries.filters import Filter, allowed_ids
-from semsearch_sqlite.text.tags import nearest_tags
+from semsearch_sqlite.text.tags import is_display_word, nearest_tags
 from semsearch_sqlite.storage import rows
 from semsearch_sqlite.text.vocabulary import word_space
 from semsearch_sqlite.vectors.maths import unit
@@ -41,6 +43,8 @@ class ImageHit:
     label: str | None
     distance: float
     rank: int
+    # text queries: "strong" or "weak" (calibrated at train time, see calibrate_match)
+    match: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,7 +208,8 @@ def rocchio(m: index.Matrix, query: np.ndarray, like: Sequence[int] = (), unlike
 def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_unknown: bool = False,
                    where: str | None = None, filters: Sequence[Filter] = (), like: Any = None,
                    unlike: Any = None) -> Results:
-    """Text -> images: the ``k`` images nearest to a query such as ``"cat sofa"``.
+    """Text -> images: the ``k`` images nearest to a query such as ``"cat sofa"``, each
+    marked a ``strong`` or ``weak`` match; the note says so when none is strong.
 
     ``where`` (SQL over ``images`` columns) and ``filters`` restrict the candidates
     before the top ``k``: ``where="label = 'pizza'"`` gives the ``k`` nearest pizzas.
@@ -217,7 +222,14 @@ def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_u
     liked, disliked = image_ids(like), image_ids(unlike)
     vector = rocchio(m, vector, liked, disliked)
     allowed = allowed_ids(conn, where, filters)
-    return Results(_hits(conn, m.top_k(vector, k, exclude=set(disliked) or None, allowed=allowed)), unknown)
+    hits = _hits(conn, m.top_k(vector, k, exclude=set(disliked) or None, allowed=allowed))
+    strong = rows.read_meta(conn, MATCH_META)
+    for h in hits:
+        h.match = match_strength(h.distance, strong)
+    note = None
+    if hits and all(h.match == "weak" for h in hits):
+        note = "no close match: every hit is a weak match (farther than true matches usually are)"
+    return Results(hits, unknown, note)
 
 
 def similar_to_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual", *,
@@ -279,27 +291,30 @@ def images_tagged(conn: sqlite3.Connection, word: str, k: Any = 10) -> Results:
 
 
 def similar_words(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_unknown: bool = False) -> Results:
-    """Word -> words: the ``k`` vocabulary words nearest to a query (its own words excluded)."""
+    """Word -> words: the ``k`` vocabulary words nearest to a query (its own words,
+    punctuation and numbers excluded)."""
     k = index.clamp_k(k)
     space = word_space(conn)
     qv = space.query(query, allow_unknown=allow_unknown)
-    exclude = {space.ids[t.word] for t in qv.terms}
-    pairs = space.matrix.top_k(qv.vector, k, exclude=exclude)
-    return Results([WordHit(space.words[i], round(d, 6), r) for r, (i, d) in enumerate(pairs, 1)], qv.unknown)
+    exclude = {space.ids[t.word] for t in qv.terms if t.word in space.ids}
+    # a few extra candidates make up for the punctuation and numbers dropped below
+    pairs = space.matrix.top_k(qv.vector, 2 * k + 20, exclude=exclude)
+    shown = [(i, d) for i, d in pairs if is_display_word(space.words[i])][:k]
+    return Results([WordHit(space.words[i], round(d, 6), r) for r, (i, d) in enumerate(shown, 1)], qv.unknown)
 
 
-def focus_class(conn: sqlite3.Connection, focus: str) -> tuple[int, str]:
-    """The ImageNet class nearest to the word(s) ``focus`` in word space: (index, name)."""
+def focus_class(conn: sqlite3.Connection, focus: str) -> FocusTarget:
+    """The ImageNet class or group of classes the word(s) ``focus`` mean (see
+    :func:`~semsearch_sqlite.model.conse.resolve_focus`); FocusError when none is near."""
     classes = load_model(conn, CLASSES_MODEL)
     if classes is None:
         raise StoreError("this database has no ImageNet class vectors; re-run ingest with this version")
     arrays, config = classes
-    qv = word_space(conn).query(focus)
-    vectors = arrays["vectors"]
-    scores = vectors @ qv.vector
-    scores[~arrays["known"].astype(bool)] = -np.inf
-    c = int(np.argmax(scores))
-    return c, config["names"][c]
+    try:
+        qv = word_space(conn).query(focus).vector
+    except UnknownWordsError:
+        qv = None  # a class or group name may still match
+    return resolve_focus(focus, list(config["names"]), arrays["vectors"], arrays["known"], qv)
 
 
 def focused_search(conn: sqlite3.Connection, image: Any, focus: str, k: Any = 10, *,
@@ -307,16 +322,18 @@ def focused_search(conn: sqlite3.Connection, image: Any, focus: str, k: Any = 10
     """Images similar to ``image`` with respect to one class ("similar cats, not similar sofas").
 
     As in the talk: the CNN's activations are re-weighted by the final-layer weights of
-    the ImageNet class nearest to ``focus`` (negative weights set to 0, so only the
-    evidence *for* that class counts), then compared by cosine.
+    the ImageNet class that ``focus`` means (for a group such as "bird", the mean of its
+    classes' weights), negative weights set to 0 so only the evidence *for* the class
+    counts, then compared by cosine.
     """
     k = index.clamp_k(k)
     image_id = resolve_image(conn, image)
     head = load_model(conn, CLASSIFIER_MODEL)
     if head is None:
         raise StoreError("this database's backbone has no classifier weights; focused search needs them")
-    c, name = focus_class(conn, focus)
-    weights = np.maximum(head[0]["kernel"][:, c], 0).astype(np.float32)
+    target = focus_class(conn, focus)
+    kernel = head[0]["kernel"]
+    weights = np.maximum(kernel[:, list(target.classes)].mean(axis=1), 0).astype(np.float32)
     m = space_matrix(conn, "visual")
     v = m.vector(image_id)
     if v is None:
@@ -325,7 +342,7 @@ def focused_search(conn: sqlite3.Connection, image: Any, focus: str, k: Any = 10
         raise StoreError("the stored classifier weights don't match the visual vectors; re-run ingest --rebuild")
     allowed = allowed_ids(conn, where, filters)
     return Results(_hits(conn, m.top_k(v, k, exclude={image_id}, weights=weights, allowed=allowed)),
-                   note=f"focus class: {name}")
+                   note=target.describe())
 
 
 def warm(conn: sqlite3.Connection) -> None:

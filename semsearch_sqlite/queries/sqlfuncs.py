@@ -36,7 +36,8 @@ EXAMPLE_SQL = {
                         "(select group_id from duplicate_images() where image_id = :id)",
 }
 
-IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance", "thumbnail",
+# match: "strong" / "weak" for text queries (null for the others)
+IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance", "match", "thumbnail",
                  "taken_at", "camera", "lens", "latitude", "longitude"]
 # WHERE constraints on these columns of an image function pick its candidates before the top k
 IMAGE_FILTERS = ["image_id", "path", "label", "taken_at", "camera", "lens", "latitude", "longitude"]

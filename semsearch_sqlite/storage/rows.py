@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 META_TABLE = "semsearch_meta"
 
 
@@ -235,6 +237,33 @@ def vocabulary(conn: sqlite3.Connection) -> dict[int, str]:
 def has_words(conn: sqlite3.Connection) -> bool:
     """Whether a vocabulary is stored."""
     return conn.execute("select 1 from words limit 1").fetchone() is not None
+
+
+def rare_word_vector(conn: sqlite3.Connection, word: str) -> np.ndarray | None:
+    """The int8 lookup vector of a word outside the stored vocabulary (as float32), or None."""
+    try:
+        row = conn.execute("select words, vectors from word_lookup where first <= ? order by first desc limit 1",
+                           [word]).fetchone()
+    except sqlite3.OperationalError:  # a database from before the lookup table
+        return None
+    if row is None:
+        return None
+    words = row[0].split("\n")
+    try:
+        i = words.index(word)
+    except ValueError:
+        return None
+    dim = len(row[1]) // len(words)
+    return np.frombuffer(row[1], dtype=np.int8, count=dim, offset=i * dim).astype(np.float32)
+
+
+def rare_word_count(conn: sqlite3.Connection) -> int:
+    """How many lookup-only words are stored."""
+    try:
+        return int(conn.execute("select coalesce(sum(length(words) - length(replace(words, char(10), '')) + 1), 0) "
+                                "from word_lookup").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
 
 
 # -- evaluations -----------------------------------------------------------------------------

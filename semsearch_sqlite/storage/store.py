@@ -143,6 +143,15 @@ def m002_photo_metadata(db: sqlite_utils.Database) -> None:
     db.execute("create index images_camera on images(camera)")
 
 
+@migration
+def m003_word_lookup(db: sqlite_utils.Database) -> None:
+    # Every word of the word-vector source that is not in `words`, for query lookups only
+    # (never shown as a tag or neighbour), in sorted buckets: `first` is the bucket's
+    # first word, `words` its words joined by newlines, `vectors` their int8 unit vectors
+    # (dim bytes a word). A bucket per row keeps 350k words to ~1,400 rows.
+    db.execute("create table word_lookup (first text primary key, words text not null, vectors blob not null)")
+
+
 def now() -> str:
     """UTC timestamp, ISO 8601, seconds precision."""
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()

@@ -28,18 +28,37 @@ _STRIP = "\"'`.,;!?()[]{}<>"
 
 
 def phrase_vector(text: str, lookup: Callable[[str], np.ndarray | None]) -> tuple[np.ndarray | None, list[str]]:
-    """Mean unit vector of the words of a label or class name ("dining table") that
-    ``lookup`` knows, and the words it doesn't."""
+    """Mean unit vector of the words of a label or class name ("dining table", ``car_side``,
+    ``sea-horse``) that ``lookup`` knows, and the words it doesn't. A hyphenated token is
+    one word when ``lookup`` knows it ("t-shirt"), else its parts."""
     vecs, unknown = [], []
     for token in tokenize(text):
         v = lookup(token)
-        if v is None:
-            unknown.append(token)
-        else:
-            vecs.append(unit(v))
+        parts = [token] if v is not None or "-" not in token else [p for p in token.split("-") if p]
+        for part in parts:
+            pv = v if part == token else lookup(part)
+            if pv is None:
+                unknown.append(part)
+            else:
+                vecs.append(unit(pv))
     if not vecs:
         return None, unknown
     return unit(np.mean(vecs, axis=0)), unknown
+
+
+def compound_lookup(lookup: Callable[[str], np.ndarray | None]) -> Callable[[str], np.ndarray | None]:
+    """``lookup`` that also answers a compound query term (``car_side``, ``stop-sign``) that
+    is not a word itself with the mean of its words, so a folder label stays searchable by
+    its own name. Unknown when any of its words is."""
+
+    def find(word: str) -> np.ndarray | None:
+        v = lookup(word)
+        if v is not None or not any(c in word for c in "_-"):
+            return v
+        vec, unknown = phrase_vector(word, lookup)
+        return None if unknown else vec
+
+    return find
 
 
 def tokenize(text: str) -> list[str]:
@@ -47,7 +66,7 @@ def tokenize(text: str) -> list[str]:
     text = text.lower().replace("_", " ").replace(",", " ")
     out = []
     for tok in text.split():
-        tok = tok.strip(_STRIP)
+        tok = tok.strip(_STRIP + "-")
         if tok:
             out.append(tok)
     return out

@@ -30,6 +30,12 @@ STOPWORDS = frozenset(
 _WORDLIKE = re.compile(r"^[a-z][a-z'-]*[a-z]$")
 
 
+def is_display_word(word: str) -> bool:
+    """True for a word a person would call one (``ocean``, ``t-shirt``, ``a``): not
+    punctuation, a number or a token such as ``'s``. Word neighbours show only these."""
+    return bool(_WORDLIKE.match(word)) or (len(word) == 1 and word.isalpha())
+
+
 def is_tag_word(word: str) -> bool:
     """True for alphabetic, non-stopword vocabulary entries of 2+ letters."""
     return bool(_WORDLIKE.match(word)) and word not in STOPWORDS and "'" not in word

@@ -3,31 +3,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from semsearch_sqlite.errors import StoreError
 from semsearch_sqlite.storage.cache import ProcessCache
-from semsearch_sqlite.storage.rows import database_key, generation, vocabulary
+from semsearch_sqlite.storage.rows import database_key, generation, rare_word_vector, vocabulary
 from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.storage.vectors import VEC_WORDS
 from semsearch_sqlite.text.glove import WordVectors
-from semsearch_sqlite.text.query import QueryVector, combine_terms, parse_query, phrase_vector
+from semsearch_sqlite.text.query import QueryVector, combine_terms, compound_lookup, parse_query, phrase_vector
 from semsearch_sqlite.vectors import matrix as index
 
 _BATCH = 5000
+# lookup-only words per row of word_lookup (a 12.5 KB vector BLOB at 50-d)
+LOOKUP_BUCKET = 256
 # word spaces kept per process (one per database file)
 CACHE_ENTRIES = 8
 
 
-def store_words(store: Store, wv: WordVectors, source_info: dict[str, Any]) -> int:
-    """Replace the stored vocabulary with ``wv`` (ids follow frequency order, from 1).
+def store_words(store: Store, wv: WordVectors, source_info: dict[str, Any], lookup: WordVectors | None = None) -> int:
+    """Replace the stored vocabulary with ``wv`` (ids follow frequency order, from 1), and
+    the lookup-only words with the words of ``lookup`` that ``wv`` lacks.
 
-    Runs in one transaction; returns the number of words stored.
+    Runs in one transaction; returns the number of words stored in the vocabulary.
     """
     with store.atomic():
         store.drop_vec_table(VEC_WORDS)
@@ -37,9 +42,38 @@ def store_words(store: Store, wv: WordVectors, source_info: dict[str, Any]) -> i
         store.conn.executemany("insert into words(id, word) values (?, ?)", zip(ids, wv.words))
         for start in range(0, len(ids), _BATCH):
             store.write_vectors(VEC_WORDS, ids[start : start + _BATCH], wv.vectors[start : start + _BATCH])
-        store.update_meta({**source_info, "words_dims": wv.dim, "words_count": len(wv.words)})
+        rare = store_rare_words(store, lookup, set(wv.words)) if lookup is not None else 0
+        store.update_meta({**source_info, "words_dims": wv.dim, "words_count": len(wv.words),
+                           "words_lookup_count": rare})
         store.bump_generation()
     return len(wv.words)
+
+
+def int8_rows(vectors: np.ndarray) -> np.ndarray:
+    """Unit rows quantised to int8 (each row scaled so its largest entry is 127); only the
+    direction survives, which is all a query word contributes."""
+    v = np.asarray(vectors, np.float32)
+    peak = np.abs(v).max(axis=1, keepdims=True)
+    peak[peak == 0] = 1
+    return np.round(v / peak * 127).astype(np.int8)
+
+
+def store_rare_words(store: Store, wv: WordVectors, exclude: set[str]) -> int:
+    """Replace the lookup-only words with every word of ``wv`` not in ``exclude`` (call
+    inside a transaction), in sorted buckets of :data:`LOOKUP_BUCKET`. Returns how many."""
+    store.conn.execute("delete from word_lookup")
+    first: dict[str, int] = {}
+    for i, w in enumerate(wv.words):
+        if w and "\n" not in w and w not in exclude:
+            first.setdefault(w, i)
+    words = sorted(first)
+    rows = np.fromiter((first[w] for w in words), dtype=np.int64, count=len(words))
+    buckets = []
+    for start in range(0, len(words), LOOKUP_BUCKET):
+        chunk = words[start : start + LOOKUP_BUCKET]
+        buckets.append((chunk[0], "\n".join(chunk), int8_rows(wv.vectors[rows[start : start + LOOKUP_BUCKET]]).tobytes()))
+    store.conn.executemany("insert into word_lookup(first, words, vectors) values (?, ?, ?)", buckets)
+    return len(words)
 
 
 @dataclass
@@ -49,15 +83,20 @@ class WordSpace:
     words: dict[int, str]
     ids: dict[str, int]
     matrix: index.Matrix
+    # words outside the vocabulary (the int8 lookup table of this database), or None
+    rare: Callable[[str], np.ndarray | None] | None = None
 
     @property
     def dim(self) -> int:
         return int(self.matrix.vectors.shape[1]) if len(self.matrix) else 0
 
     def vector(self, word: str) -> np.ndarray | None:
-        """Unit vector of ``word`` or None."""
-        i = self.ids.get(word.lower())
-        return None if i is None else self.matrix.vector(i)
+        """Vector of ``word`` (the vocabulary's, else the lookup table's) or None."""
+        word = word.lower()
+        i = self.ids.get(word)
+        if i is not None:
+            return self.matrix.vector(i)
+        return self.rare(word) if self.rare is not None else None
 
     # the same lookups as WordVectors, so model fitting takes either
     get = vector
@@ -67,8 +106,9 @@ class WordSpace:
         return phrase_vector(text, self.vector)
 
     def query(self, text: Any, *, allow_unknown: bool = False) -> QueryVector:
-        """Parse and embed a query (see :func:`semsearch_sqlite.text.query.parse_query`)."""
-        return combine_terms(parse_query(text), self.vector, allow_unknown=allow_unknown)
+        """Parse and embed a query (see :func:`semsearch_sqlite.text.query.parse_query`);
+        ``car_side`` or ``stop-sign`` is the mean of its words when not a word itself."""
+        return combine_terms(parse_query(text), compound_lookup(self.vector), allow_unknown=allow_unknown)
 
 
 _spaces: ProcessCache[WordSpace] = ProcessCache(CACHE_ENTRIES)
@@ -86,7 +126,9 @@ def word_space(conn: sqlite3.Connection) -> WordSpace:
         words = vocabulary(conn)
         return WordSpace(words, {w: i for i, w in words.items()}, m)
 
-    return _spaces.get_or_load(key, load, group=db)
+    space = _spaces.get_or_load(key, load, group=db)
+    # the cached space is shared; the lookup table is read through this connection
+    return dataclasses.replace(space, rare=partial(rare_word_vector, conn))
 
 
 def ensure_vocabulary(
@@ -98,12 +140,15 @@ def ensure_vocabulary(
     *,
     rebuild: bool = False,
     on_load: Callable[[], None] | None = None,
+    class_words: Sequence[str] = (),
 ) -> WordVectors | None:
     """Load word vectors into ``store`` when it has none, when the source or size
     changes, or when ``extra_words``/``required_words`` (label words) are missing.
 
     Returns the whole word vectors loaded when the vocabulary was (re)written, else
     None. ``glove`` None means the stored source, else the bundled vectors.
+    ``class_words`` (the words of the ImageNet class names) join the vocabulary where the
+    word vectors know them, so tags can name what ConSE sees ("llama" is GloVe rank 54,192).
     """
     from semsearch_sqlite.media.files import sha256_file
     from semsearch_sqlite.text.glove import DEFAULT_VOCAB_SIZE, load_word_vectors
@@ -122,6 +167,8 @@ def ensure_vocabulary(
         or (vocab_size is not None and vocab_size != stored_size)
         or any(w not in have for w in wanted_extra)
         or any(w not in have for w in required_words)
+        or store.get_meta("words_lookup_count") is None
+        or (bool(class_words) and not store.get_meta("words_class_words"))
     )
     if not needed:
         return None
@@ -134,13 +181,14 @@ def ensure_vocabulary(
             f"{store.path}: its word space has {old_dims} dimensions and {source} has {wv.dim}; "
             "add --rebuild to refit every image"
         )
-    vocab = wv.subset(size, sorted(set(wanted_extra) | set(required_words)))
+    vocab = wv.subset(size, sorted(set(wanted_extra) | set(required_words) | set(class_words)))
     info: dict[str, Any] = {
         "words_source": wv.source,
         "words_source_arg": source,
         "words_source_sha256": sha256_file(source) if source is not None else None,
         "words_vocab_size": size,
         "words_extra": wanted_extra,
+        "words_class_words": bool(class_words),
     }
-    store_words(store, vocab, info)
+    store_words(store, vocab, info, lookup=wv)
     return wv

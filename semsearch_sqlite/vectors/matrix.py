@@ -222,10 +222,15 @@ class Matrix:
 
 
 def _best(scores: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of the ``want`` largest scores (unsorted) and those scores."""
+    """Rows of the ``want`` largest scores (unsorted) and those scores, plus any row tied
+    with the last of them: which of several equal scores make the cut is then decided by
+    the caller's id order, so ``k=4`` is always the start of ``k=15`` (paging relies on it)."""
     n = len(scores)
     if want < n:
         rows = np.argpartition(scores, n - want)[n - want :]
+        cut = scores[rows].min()
+        if np.count_nonzero(scores >= cut) > want:
+            rows = np.flatnonzero(scores >= cut)
     else:
         rows = np.arange(n)
     return rows, scores[rows]
