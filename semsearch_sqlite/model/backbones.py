@@ -14,6 +14,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,25 @@ NORMALISERS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
 RESAMPLERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
+@dataclass(frozen=True)
+class Preprocessor:
+    """A backbone's image preparation without the model: small and picklable, so decode
+    workers (threads here, Ray tasks elsewhere) can run it."""
+
+    input_size: tuple[int, int]
+    normaliser: str
+    resample: str = "bilinear"
+
+    def __call__(self, images: list[Image.Image]) -> np.ndarray:
+        """Resize and normalise PIL images into a float32 batch ``[n, height, width, 3]`` (thread-safe)."""
+        h, w = self.input_size
+        resample = RESAMPLERS[self.resample]
+        # reducing_gap: a fast integer box-reduce first on big photos, then the real filter
+        arrays = [np.asarray(_rgb(im).resize((w, h), resample, reducing_gap=3.0), np.float32) for im in images]
+        batch = np.stack(arrays) if arrays else np.zeros((0, h, w, 3), np.float32)
+        return np.ascontiguousarray(NORMALISERS[self.normaliser][0](batch), np.float32)
+
+
 class Backbone:
     """A CNN that maps images to feature vectors (and ImageNet probabilities).
 
@@ -68,8 +88,7 @@ class Backbone:
                  resample: str = "bilinear", weights_sha256: str | None = None, weights: str | None = None):
         self.name, self.dim, self.input_size, self.layer = name, int(dim), tuple(input_size), layer
         self.weights_sha256, self.weights = weights_sha256, weights
-        self._normalise = NORMALISERS[normaliser][0]
-        self._resample = RESAMPLERS[resample]
+        self.preprocessor = Preprocessor(self.input_size, normaliser, resample)  # type: ignore[arg-type]
         h, w = self.input_size
         self.preprocessing = f"{resample} resize of the whole image to {w}x{h}; {NORMALISERS[normaliser][1]}"
         self._lock = threading.Lock()
@@ -79,11 +98,7 @@ class Backbone:
 
         Thread-safe (numpy and Pillow only), so images can be prepared in worker threads.
         """
-        h, w = self.input_size
-        # reducing_gap: a fast integer box-reduce first on big photos, then the real filter
-        arrays = [np.asarray(_rgb(im).resize((w, h), self._resample, reducing_gap=3.0), np.float32) for im in images]
-        batch = np.stack(arrays) if arrays else np.zeros((0, h, w, 3), np.float32)
-        return np.ascontiguousarray(self._normalise(batch), np.float32)
+        return self.preprocessor(images)
 
     def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Features ``[n, dim]`` and ImageNet probabilities ``[n, 1000]`` (or None) of a batch."""
@@ -109,6 +124,11 @@ class Backbone:
             "imagenet_classes": self._has_probs(),
             "versions": versions,
         }
+
+    @property
+    def has_probs(self) -> bool:
+        """Whether :meth:`predict` gives ImageNet probabilities."""
+        return self._has_probs()
 
     def _has_probs(self) -> bool:
         return False
