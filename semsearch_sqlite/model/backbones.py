@@ -273,6 +273,22 @@ def load_backbone(name: str, weights: str | None = None, layer: str | None = Non
     )
 
 
+def load_query_backbone(name: str, weights: str | None = None, layer: str | None = None) -> Backbone:
+    """:func:`load_backbone` for embedding a few images in a short-lived process.
+
+    EfficientNet-Lite0 with real weights and its usual layer runs in numpy
+    (:mod:`.effnet_numpy`): no TensorFlow import, so a new-image query answers in about
+    a second instead of ten. Everything else loads as usual.
+    """
+    key = name.strip().lower().replace("_", "-")
+    if (key in ("efficientnet-lite0", "effnet-lite0") and (layer or "avg_pool") == "avg_pool"
+            and (weights or "imagenet").strip().lower() != "none"):
+        from semsearch_sqlite.model.effnet_numpy import load_numpy_efficientnet_lite0
+
+        return load_numpy_efficientnet_lite0(weights)
+    return load_backbone(name, weights=weights, layer=layer)
+
+
 def build_keras_backbone(model: Any, layer: str | None = None, *, name: str | None = None,
                          normaliser: str = "raw", resample: str = "bilinear", weights: str | None = None,
                          weights_sha256: str | None = None) -> KerasBackbone:

@@ -1,5 +1,5 @@
 """Queries by a NEW image (not in the database): embed it with the database's own
-backbone, then search. Needs TensorFlow; everything else in the package doesn't."""
+backbone, then search. Needs TensorFlow, except for EfficientNet-Lite0 (numpy, see model/effnet_numpy.py)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def backbone_available() -> tuple[bool, str]:
 
 def database_backbone(conn: sqlite3.Connection) -> Any:
     """The backbone this database was embedded with, loaded once per process."""
-    from semsearch_sqlite.model.backbones import load_backbone
+    from semsearch_sqlite.model.backbones import load_query_backbone
 
     name = read_meta(conn, "backbone")
     if not name:
@@ -42,7 +42,7 @@ def database_backbone(conn: sqlite3.Connection) -> Any:
     layer = read_meta(conn, "backbone_layer")
     if weights and not os.path.exists(weights):
         raise BackboneError(f"the backbone weights {weights} used for this database are not on this machine")
-    return _backbones.get_or_load((name, weights, layer), lambda: load_backbone(name, weights=weights, layer=layer))
+    return _backbones.get_or_load((name, weights, layer), lambda: load_query_backbone(name, weights=weights, layer=layer))
 
 
 def embed_image(conn: sqlite3.Connection, image: Any) -> tuple[np.ndarray, np.ndarray | None]:
