@@ -141,15 +141,24 @@ class KerasBackbone(Backbone):
                  **kwargs: Any):
         super().__init__(**kwargs)
         self.model, self._classes, self._classifier = model, classes, classifier
+        self._sizes: set[int] = set()  # batch sizes traced so far
 
     def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if len(batch) == 0:
             return np.zeros((0, self.dim), np.float32), (np.zeros((0, 1000), np.float32) if self._classes else None)
+        n = len(batch)
+        x = np.asarray(batch, np.float32)
         with self._lock:
-            out = self.model.predict_on_batch(np.asarray(batch, np.float32))
+            # A batch size not seen before retraces the graph (1-3 s on a CPU); a short last
+            # batch is cheaper padded to a traced size (inference is per image: same results).
+            size = min((s for s in self._sizes if n <= s <= 2 * n), default=n)
+            if size > n:
+                x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), np.float32)])
+            out = self.model.predict_on_batch(x)
+            self._sizes.add(size)
         outs = out if isinstance(out, (list, tuple)) else [out]
-        features = np.asarray(outs[0], np.float32).reshape(len(batch), -1)
-        probs = _imagenet_probs(np.asarray(outs[1], np.float32)) if self._classes else None
+        features = np.asarray(outs[0], np.float32)[:n].reshape(n, -1)
+        probs = _imagenet_probs(np.asarray(outs[1], np.float32)[:n]) if self._classes else None
         return features, probs
 
     def classifier_weights(self) -> tuple[np.ndarray, np.ndarray] | None:
