@@ -131,10 +131,16 @@ def measure_case(name: str, files: list[Path], root: Path, work: Path, backbone:
         "whole_ingest_cpu_s": round(cpu, 2),
         "stages_s": {k: round(v, 2) for k, v in clock.seconds.items()},
     }
-    if use_ray:
+    # the goal's measure: the whole command, as a user runs it (TensorFlow import included)
+    command = [sys.executable, "-m", "semsearch_sqlite", "ingest", str(root), "", "--backbone", backbone_name,
+               "--batch-size", str(batch_size), "-q"]
+    for key, extra in (("whole_command_s", []), ("whole_command_ray_local_s", ["--ray"])):
+        if extra and not use_ray:
+            continue
+        command[5] = str(work / f"{name}-{key}.db")
         started = time.perf_counter()
-        ingest(root, work / f"{name}-ray.db", IngestOptions(backbone=backbone_name, batch_size=batch_size, ray=True))
-        result["whole_ingest_ray_local_s"] = round(time.perf_counter() - started, 2)
+        subprocess.run(command + extra, check=True, capture_output=True)
+        result[key] = round(time.perf_counter() - started, 2)
     return {"result": result, "prepared": prepared, "db": db}
 
 
@@ -232,6 +238,7 @@ def main() -> None:
     result = {
         "backbone": args.backbone, "batch_size": args.batch_size, "cpus": os.cpu_count(),
         "small": s, "12mp": b,
+        "12mp_over_small_whole_command": round(b["whole_command_s"] / s["whole_command_s"], 3),
         "12mp_over_small_whole_ingest": round(b["whole_ingest_s"] / s["whole_ingest_s"], 3),
         "12mp_over_small_embedding_stage": round(b["stages_s"]["embedding"] / s["stages_s"]["embedding"], 3),
         "12mp_over_small_whole_ingest_cpu": round(b["whole_ingest_cpu_s"] / s["whole_ingest_cpu_s"], 3),
@@ -242,21 +249,22 @@ def main() -> None:
     (HERE / "results" / "ingest.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"{args.backbone}, batch {args.batch_size}, {os.cpu_count()} CPUs, {len(files)} photos")
     print("| case | file | decoded at | prepare ms/img | full decode ms/img | model ms/img | pipeline img/s "
-          "| pipeline/bare model | embedding stage | whole ingest | writer alone |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| pipeline/bare model | embedding stage | ingest() | whole command | writer alone |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in (("small", s), ("12 MP", b)):
         key = "small" if name == "small" else "12mp"
         print(f"| {name} | {r['mean_file_kb']:.0f} KB | {r['decoded_size'][0]}x{r['decoded_size'][1]} "
               f"| {r['prepare_ms_per_img']} | {r['full_decode_ms_per_img']} | {r['model_ms_per_img']} "
               f"| {r['pipeline_img_s']} | {r['pipeline_over_model']:.2f} | {r['stages_s']['embedding']:.1f} s "
-              f"| {r['whole_ingest_s']:.1f} s | {writer[key]:.0f} rows/s |")
-    print(f"12 MP / small: whole ingest {result['12mp_over_small_whole_ingest']:.2f}x (goal <= 1.35), "
+              f"| {r['whole_ingest_s']:.1f} s | {r['whole_command_s']:.1f} s | {writer[key]:.0f} rows/s |")
+    print(f"12 MP / small: whole command {result['12mp_over_small_whole_command']:.2f}x (goal <= 1.35), "
+          f"ingest() {result['12mp_over_small_whole_ingest']:.2f}x, "
           f"embedding stage {result['12mp_over_small_embedding_stage']:.2f}x, "
           f"CPU time of the whole ingest {result['12mp_over_small_whole_ingest_cpu']:.2f}x "
           f"({s['whole_ingest_cpu_s']:.1f} s, {b['whole_ingest_cpu_s']:.1f} s)")
     if args.ray:
-        print(f"ingest --ray, local cluster: small {s['whole_ingest_ray_local_s']:.1f} s, "
-              f"12 MP {b['whole_ingest_ray_local_s']:.1f} s")
+        print(f"ingest --ray, whole command on a local cluster: small {s['whole_command_ray_local_s']:.1f} s, "
+              f"12 MP {b['whole_command_ray_local_s']:.1f} s")
     print(f"new-image query: cold command {query['cold_command_s']:.2f} s (max {query['cold_command_max_s']:.2f}), "
           f"first in a process {query['first_query_in_process_s']:.2f} s, warm {query['warm_query_s'] * 1000:.0f} ms")
 
