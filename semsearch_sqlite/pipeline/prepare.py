@@ -23,6 +23,10 @@ from semsearch_sqlite.media import images as imglib
 
 DISPLAY_SIZE = imglib.DISPLAY_LONGEST
 THUMB_SIZE = imglib.THUMBNAIL_LONGEST
+# The thumbnail and the model input come from one box-reduced copy still this many times
+# their size (Pillow's reducing_gap, paid once for both): on a 1008 px decode it halves
+# their cost (17 -> 8 ms of a 12 MP photo's ~70 ms).
+SMALL_COPY_GAP = 1.9
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,12 @@ def prepare_image(path: Path, spec: PrepareSpec, sha256: str | None = None) -> P
     fmt = getattr(img, "source_format", None)
     width, height = getattr(img, "source_size", img.size)
     mime = imglib.mime_for(fmt, path)
-    thumb = imglib.make_thumbnail(img, spec.thumb)
     original = spec.originals or imglib.usable_as_display(data, img, spec.display)
     display = (data, mime, width, height) if original else imglib.make_display(img, spec.display)
-    tensor = spec.preprocess([img])[0]
+    factor = int(max(img.size) // (SMALL_COPY_GAP * max(spec.thumb, *spec.input_size)))
+    small = img.reduce(factor) if factor >= 2 else img
+    thumb = imglib.make_thumbnail(small, spec.thumb)
+    tensor = spec.preprocess([small])[0]
     return Prepared(sha, width, height, mime, thumb, display, original, tensor)
 
 
