@@ -382,16 +382,18 @@ class _Run:
         else:
             source = local_embedded_batches(batches, spec, backbone, self.options.workers)
         # This thread is the one writer: batches arrive decoded and embedded, in order.
-        for items, results, features, probs in source:
-            good = []
-            for item, result in zip(items, results):
-                if isinstance(result, str):
-                    self._problem(item.path, result)
-                else:
-                    good.append((item, result))
-            if good:
-                self._write_batch(good, features, probs)
-            self.progress.advance(len(items))
+        # closing(): an error here (--strict, a full disk) stops the threads or Ray at once.
+        with contextlib.closing(source):
+            for items, results, features, probs in source:
+                good = []
+                for item, result in zip(items, results):
+                    if isinstance(result, str):
+                        self._problem(item.path, result)
+                    else:
+                        good.append((item, result))
+                if good:
+                    self._write_batch(good, features, probs)
+                self.progress.advance(len(items))
         self.stats.embed_seconds += time.perf_counter() - started
 
     def _backbone_args(self) -> tuple[str, str | None, str | None]:
