@@ -184,14 +184,21 @@ class _Run:
         self.store, self.root, self.options, self.progress = store, root, options, progress
         self.stats = IngestStats()
         self._backbone: Any = None
+        self._warm_error: Exception | None = None
 
     # -- steps ---------------------------------------------------------------------------------
     def run(self) -> IngestStats:
         self._check_backbone()
         found = self._discover()
         labels = self._labels(found)
-        self._ensure_words({lab for lab in labels.values() if lab})
         todo = self._plan(found, labels)
+        # The CNN loads (and traces its graph) on another core while the vocabulary loads.
+        warming = self._warm_up(todo) if todo else None
+        try:
+            self._ensure_words({lab for lab in labels.values() if lab})
+        finally:
+            if warming is not None:
+                warming.join()
         if todo:
             self._embed(todo)
         changed = self._prune(found) or bool(todo) or self.stats.moved or self.stats.updated
@@ -238,14 +245,33 @@ class _Run:
                 self.store.conn.execute("delete from semsearch_meta where key = ?", [key])
             self.store.bump_generation()
 
-    def backbone(self) -> Any:
+    def backbone(self, report: bool = True) -> Any:
+        if self._warm_error is not None:
+            raise self._warm_error
         if self._backbone is None:
             from semsearch_sqlite.model.backbones import load_backbone
 
             name, weights, layer = self._backbone_args()
-            self.progress.stage(f"loading backbone {name}", None)
+            if report:
+                self.progress.stage(f"loading backbone {name}", None)
             self._backbone = load_backbone(name, weights=weights, layer=layer)
         return self._backbone
+
+    def _warm_up(self, todo: list[_Item]) -> threading.Thread:
+        """Load the backbone in a thread, and trace the first batch's shape (not for --ray:
+        the driver never runs it); errors are raised by the next ``backbone()``."""
+        def work() -> None:
+            try:
+                backbone = self.backbone(report=False)
+                if not self.options.ray:
+                    h, w = backbone.input_size
+                    backbone.predict(np.zeros((min(len(todo), max(1, self.options.batch_size)), h, w, 3), np.float32))
+            except Exception as e:  # noqa: BLE001 - re-raised in the writer thread
+                self._warm_error = e
+
+        thread = threading.Thread(target=work, name="semsearch-warm-up", daemon=True)
+        thread.start()
+        return thread
 
     def _discover(self) -> list[Path]:
         result = media_files.discover(self.root)
