@@ -161,12 +161,14 @@ class _Bar:
 @click.option("--rebuild", is_flag=True, help="Re-embed every image (e.g. with another backbone)")
 @click.option("--max-pixels", type=click.IntRange(1), help="Refuse images larger than this many pixels")
 @click.option("--follow-links", is_flag=True, help="Also follow symlinks that lead outside IMAGES (each folder is still read once)")
+@click.option("--ray", "use_ray", is_flag=True,
+              help="Decode and embed on a Ray cluster (RAY_ADDRESS, else a local one); needs semsearch-sqlite[ray]")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output (skipped files and failures are still reported)")
 @handle_errors
 def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, layer: str | None,
            glove: str | None, vocab_size: int | None, vocab_file: str | None, labels_file: str | None,
            method: str | None, batch_size: int, originals: bool, no_prune: bool, strict: bool, rebuild: bool,
-           max_pixels: int | None, follow_links: bool, quiet: bool) -> None:
+           max_pixels: int | None, follow_links: bool, use_ray: bool, quiet: bool) -> None:
     """Embed a folder of images (folder name = label) into DB.
 
     Re-running it adds new files, re-embeds changed ones, recognises moved ones
@@ -174,6 +176,7 @@ def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, la
 
     \b
     semsearch-sqlite ingest ./images photos.db --backbone efficientnet-lite0
+    RAY_ADDRESS=auto semsearch-sqlite ingest ./images photos.db --ray
     """
     from semsearch_sqlite.pipeline.ingest import IngestOptions
     from semsearch_sqlite.pipeline.ingest import ingest as run_ingest
@@ -181,7 +184,7 @@ def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, la
     options = IngestOptions(
         backbone=backbone, weights=weights, layer=layer, glove=glove, vocab_size=vocab_size,
         vocab_file=vocab_file, labels_file=labels_file, method=method, batch_size=batch_size,
-        originals=originals, prune=not no_prune, strict=strict, rebuild=rebuild, follow_links=follow_links,
+        originals=originals, prune=not no_prune, strict=strict, rebuild=rebuild, follow_links=follow_links, ray=use_ray,
     )
     if max_pixels:
         options.max_pixels = max_pixels

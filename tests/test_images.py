@@ -379,8 +379,81 @@ def test_importing_images_does_not_import_tensorflow() -> None:
     import subprocess
 
     code = (
-        "import sys, semsearch_sqlite.media.images, semsearch_sqlite.model.backbones, semsearch_sqlite.model.torchpth; "
+        "import sys, semsearch_sqlite.media.images, semsearch_sqlite.model.backbones, semsearch_sqlite.model.torchpth, "
+        "semsearch_sqlite.model.effnet_numpy, semsearch_sqlite.pipeline.prepare; "
         "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- reduced decoding (ingest decodes a 12 MP photo at 1/4 scale) --------------------------------
+def _phone_photo(size: tuple[int, int] = (4032, 3024), seed: int = 5) -> Image.Image:
+    """A phone-size picture with detail at every scale: soft shapes, hard edges, sensor noise."""
+    from PIL import ImageDraw, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    img = Image.new("RGB", size, (90, 120, 160))
+    draw = ImageDraw.Draw(img)
+    w, h = size
+    for _ in range(40):
+        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+        r = int(rng.integers(w // 40, w // 6))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    for i in range(0, w, 97):  # thin lines: what a bad downscale aliases
+        draw.line((i, 0, i + h // 3, h), fill=(250, 250, 250), width=3)
+    img = img.filter(ImageFilter.GaussianBlur(2))
+    noise = rng.integers(-10, 11, (h, w, 3), dtype=np.int16)
+    return Image.fromarray(np.clip(np.asarray(img, np.int16) + noise, 0, 255).astype(np.uint8))
+
+
+def _psnr(a: Image.Image, b: Image.Image) -> float:
+    from skimage.metrics import peak_signal_noise_ratio
+
+    return float(peak_signal_noise_ratio(np.asarray(a), np.asarray(b), data_range=255))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_reduced_decode_keeps_the_exif_orientation(tmp_path: Path, orientation: int) -> None:
+    path = tmp_path / f"o{orientation}.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored = _stored_image(orientation)
+    stored.resize((stored.width * 40, stored.height * 40), Image.Resampling.NEAREST).save(
+        path, exif=exif.tobytes(), quality=95)
+    img = load_image(path, reduce_to=256)
+    assert img.size == (300, 200)  # 2400 x 1600 decoded at 1/8
+    assert img.source_size == (2400, 1600)  # type: ignore[attr-defined]
+    assert _close(img.getpixel((30, 30)), RED)
+    for corner in [(270, 30), (30, 170), (270, 170)]:
+        assert _close(img.getpixel(corner), (0, 0, 255))
+
+
+def test_reduced_decode_never_goes_under_the_slack_or_upscales(tmp_path: Path) -> None:
+    jpeg, png = tmp_path / "p.jpg", tmp_path / "p.png"
+    Image.new("RGB", (3000, 2000), GREEN).save(jpeg)
+    Image.new("RGB", (3000, 2000), GREEN).save(png)
+    assert load_image(jpeg, reduce_to=1024).size == (1500, 1000)  # 1/4 would be 750 px: too small
+    assert load_image(jpeg, reduce_to=4000).size == (3000, 2000)
+    small = load_image(png, reduce_to=256)  # no DCT scaling: a box reduce to >= 3x the size
+    assert small.size == (1000, 667) and small.source_size == (3000, 2000)  # type: ignore[attr-defined]
+    assert load_image(png).source_size == (3000, 2000)  # type: ignore[attr-defined]
+
+
+def test_display_copy_of_a_reduced_12mp_decode_is_visually_equal(tmp_path: Path) -> None:
+    """The display copy ingest stores for a 4032x3024 JPEG comes from a 1/4-scale decode:
+    1008x756 px (within 5% of 1024), the same picture as a full decode downscaled with
+    Lanczos, well above what the eye can tell apart (40 dB)."""
+    path = tmp_path / "phone.jpg"
+    _phone_photo().save(path, quality=90)
+    reduced = load_image(path, reduce_to=1024)
+    assert reduced.size == (1008, 756)
+    full = load_image(path)
+    reference = full.resize(reduced.size, Image.Resampling.LANCZOS)
+    assert _psnr(reduced, reference) >= 40.0
+    data, _, w, h = make_display(reduced)
+    assert (w, h) == (1008, 756)
+    ref_data, *_ = make_display(reference)
+    stored, stored_ref = Image.open(io.BytesIO(data)), Image.open(io.BytesIO(ref_data))
+    # after JPEG encoding the two stored copies are as close to the reference as each other
+    assert abs(_psnr(stored, reference) - _psnr(stored_ref, reference)) < 1.0

@@ -14,6 +14,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,25 @@ NORMALISERS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
 RESAMPLERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
+@dataclass(frozen=True)
+class Preprocessor:
+    """A backbone's image preparation without the model: small and picklable, so decode
+    workers (threads here, Ray tasks elsewhere) can run it."""
+
+    input_size: tuple[int, int]
+    normaliser: str
+    resample: str = "bilinear"
+
+    def __call__(self, images: list[Image.Image]) -> np.ndarray:
+        """Resize and normalise PIL images into a float32 batch ``[n, height, width, 3]`` (thread-safe)."""
+        h, w = self.input_size
+        resample = RESAMPLERS[self.resample]
+        # reducing_gap: a fast integer box-reduce first on big photos, then the real filter
+        arrays = [np.asarray(_rgb(im).resize((w, h), resample, reducing_gap=3.0), np.float32) for im in images]
+        batch = np.stack(arrays) if arrays else np.zeros((0, h, w, 3), np.float32)
+        return np.ascontiguousarray(NORMALISERS[self.normaliser][0](batch), np.float32)
+
+
 class Backbone:
     """A CNN that maps images to feature vectors (and ImageNet probabilities).
 
@@ -68,8 +88,7 @@ class Backbone:
                  resample: str = "bilinear", weights_sha256: str | None = None, weights: str | None = None):
         self.name, self.dim, self.input_size, self.layer = name, int(dim), tuple(input_size), layer
         self.weights_sha256, self.weights = weights_sha256, weights
-        self._normalise = NORMALISERS[normaliser][0]
-        self._resample = RESAMPLERS[resample]
+        self.preprocessor = Preprocessor(self.input_size, normaliser, resample)  # type: ignore[arg-type]
         h, w = self.input_size
         self.preprocessing = f"{resample} resize of the whole image to {w}x{h}; {NORMALISERS[normaliser][1]}"
         self._lock = threading.Lock()
@@ -79,11 +98,7 @@ class Backbone:
 
         Thread-safe (numpy and Pillow only), so images can be prepared in worker threads.
         """
-        h, w = self.input_size
-        # reducing_gap: a fast integer box-reduce first on big photos, then the real filter
-        arrays = [np.asarray(_rgb(im).resize((w, h), self._resample, reducing_gap=3.0), np.float32) for im in images]
-        batch = np.stack(arrays) if arrays else np.zeros((0, h, w, 3), np.float32)
-        return np.ascontiguousarray(self._normalise(batch), np.float32)
+        return self.preprocessor(images)
 
     def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Features ``[n, dim]`` and ImageNet probabilities ``[n, 1000]`` (or None) of a batch."""
@@ -110,6 +125,11 @@ class Backbone:
             "versions": versions,
         }
 
+    @property
+    def has_probs(self) -> bool:
+        """Whether :meth:`predict` gives ImageNet probabilities."""
+        return self._has_probs()
+
     def _has_probs(self) -> bool:
         return False
 
@@ -121,15 +141,24 @@ class KerasBackbone(Backbone):
                  **kwargs: Any):
         super().__init__(**kwargs)
         self.model, self._classes, self._classifier = model, classes, classifier
+        self._sizes: set[int] = set()  # batch sizes traced so far
 
     def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if len(batch) == 0:
             return np.zeros((0, self.dim), np.float32), (np.zeros((0, 1000), np.float32) if self._classes else None)
+        n = len(batch)
+        x = np.asarray(batch, np.float32)
         with self._lock:
-            out = self.model.predict_on_batch(np.asarray(batch, np.float32))
+            # A batch size not seen before retraces the graph (1-3 s on a CPU); a short last
+            # batch is cheaper padded to a traced size (inference is per image: same results).
+            size = min((s for s in self._sizes if n <= s <= 2 * n), default=n)
+            if size > n:
+                x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), np.float32)])
+            out = self.model.predict_on_batch(x)
+            self._sizes.add(size)
         outs = out if isinstance(out, (list, tuple)) else [out]
-        features = np.asarray(outs[0], np.float32).reshape(len(batch), -1)
-        probs = _imagenet_probs(np.asarray(outs[1], np.float32)) if self._classes else None
+        features = np.asarray(outs[0], np.float32)[:n].reshape(n, -1)
+        probs = _imagenet_probs(np.asarray(outs[1], np.float32)[:n]) if self._classes else None
         return features, probs
 
     def classifier_weights(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -263,6 +292,22 @@ def load_backbone(name: str, weights: str | None = None, layer: str | None = Non
     raise BackboneError(
         f"unknown backbone {name!r}; use one of {', '.join(BACKBONES)}, or a path to a .keras, .h5 or .tflite model"
     )
+
+
+def load_query_backbone(name: str, weights: str | None = None, layer: str | None = None) -> Backbone:
+    """:func:`load_backbone` for embedding a few images in a short-lived process.
+
+    EfficientNet-Lite0 with real weights and its usual layer runs in numpy
+    (:mod:`.effnet_numpy`): no TensorFlow import, so a new-image query answers in about
+    a second instead of ten. Everything else loads as usual.
+    """
+    key = name.strip().lower().replace("_", "-")
+    if (key in ("efficientnet-lite0", "effnet-lite0") and (layer or "avg_pool") == "avg_pool"
+            and (weights or "imagenet").strip().lower() != "none"):
+        from semsearch_sqlite.model.effnet_numpy import load_numpy_efficientnet_lite0
+
+        return load_numpy_efficientnet_lite0(weights)
+    return load_backbone(name, weights=weights, layer=layer)
 
 
 def build_keras_backbone(model: Any, layer: str | None = None, *, name: str | None = None,

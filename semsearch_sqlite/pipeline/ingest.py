@@ -10,9 +10,13 @@ again in one transaction.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +35,10 @@ from semsearch_sqlite.errors import ImageError, StoreError  # noqa: E402
 from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL  # noqa: E402
 from semsearch_sqlite.storage.models import CLASSIFIER_MODEL, SEMANTIC_MODEL  # noqa: E402
 from semsearch_sqlite.storage.store import Store, encode_f32, now, writing  # noqa: E402
+from semsearch_sqlite.pipeline.prepare import Prepared, PrepareSpec, try_prepare  # noqa: E402
 
 DEFAULT_BACKBONE = "vgg16"
 DEFAULT_BATCH = 32
-DISPLAY_SIZE = 1024
-THUMB_SIZE = 256
 METADATA_BATCH = 500  # EXIF rows written per transaction when filling old rows
 
 
@@ -83,6 +86,7 @@ class IngestOptions:
     method: str | None = None
     workers: int = 2
     follow_links: bool = False  # follow symlinks that lead outside the folder too
+    ray: bool = False  # decode + embed on a Ray cluster (RAY_ADDRESS, else a local one)
 
 
 @dataclass
@@ -127,18 +131,12 @@ class _Item:
     sha256: str | None = None
 
 
-@dataclass
-class _Prepared:
-    item: _Item
-    sha256: str
-    width: int
-    height: int
-    mime: str | None
-    thumb: tuple[bytes, str, int, int]
-    display: tuple[bytes, str, int, int]
-    original: bool
-    tensor: np.ndarray
-    metadata: exif.PhotoMetadata
+# one embedded batch: its items, each one's Prepared (or why it failed), and the
+# features/probabilities of the Prepared ones, in order
+EmbeddedBatch = tuple[list[_Item], list[Prepared | str], np.ndarray, np.ndarray | None]
+# batches decoded ahead of the model, and embedded batches waiting for the writer
+DECODE_AHEAD = 2
+WRITE_BEHIND = 2
 
 
 def ingest(
@@ -153,6 +151,10 @@ def ingest(
     root = Path(images_dir)
     if not root.is_dir():
         raise ImageError(str(root), "not a folder of images; give the folder that holds them")
+    if options.ray:
+        from semsearch_sqlite.pipeline.distributed import import_ray
+
+        import_ray()  # before anything is written: one line naming the extra
     started = time.perf_counter()
     with writing(db_path) as store:
         stats = _Run(store, root, options, progress).run()
@@ -165,14 +167,21 @@ class _Run:
         self.store, self.root, self.options, self.progress = store, root, options, progress
         self.stats = IngestStats()
         self._backbone: Any = None
+        self._warm_error: Exception | None = None
 
     # -- steps ---------------------------------------------------------------------------------
     def run(self) -> IngestStats:
         self._check_backbone()
         found = self._discover()
         labels = self._labels(found)
-        self._ensure_words({lab for lab in labels.values() if lab})
         todo = self._plan(found, labels)
+        # The CNN loads (and traces its graph) on another core while the vocabulary loads.
+        warming = self._warm_up(todo) if todo else None
+        try:
+            self._ensure_words({lab for lab in labels.values() if lab})
+        finally:
+            if warming is not None:
+                warming.join()
         if todo:
             self._embed(todo)
         changed = self._prune(found) or bool(todo) or self.stats.moved or self.stats.updated
@@ -222,16 +231,33 @@ class _Run:
                 self.store.conn.execute("delete from semsearch_meta where key = ?", [key])
             self.store.bump_generation()
 
-    def backbone(self) -> Any:
+    def backbone(self, report: bool = True) -> Any:
+        if self._warm_error is not None:
+            raise self._warm_error
         if self._backbone is None:
             from semsearch_sqlite.model.backbones import load_backbone
 
-            name = self.options.backbone or self.store.get_meta("backbone") or DEFAULT_BACKBONE
-            weights = self.options.weights or self.store.get_meta("backbone_weights_path")
-            layer = self.options.layer or self.store.get_meta("backbone_layer")
-            self.progress.stage(f"loading backbone {name}", None)
+            name, weights, layer = self._backbone_args()
+            if report:
+                self.progress.stage(f"loading backbone {name}", None)
             self._backbone = load_backbone(name, weights=weights, layer=layer)
         return self._backbone
+
+    def _warm_up(self, todo: list[_Item]) -> threading.Thread:
+        """Load the backbone in a thread, and trace the first batch's shape (not for --ray:
+        the driver never runs it); errors are raised by the next ``backbone()``."""
+        def work() -> None:
+            try:
+                backbone = self.backbone(report=False)
+                if not self.options.ray:
+                    h, w = backbone.input_size
+                    backbone.predict(np.zeros((min(len(todo), max(1, self.options.batch_size)), h, w, 3), np.float32))
+            except Exception as e:  # noqa: BLE001 - re-raised in the writer thread
+                self._warm_error = e
+
+        thread = threading.Thread(target=work, name="semsearch-warm-up", daemon=True)
+        thread.start()
+        return thread
 
     def _discover(self) -> list[Path]:
         result = media_files.discover(self.root, follow_links=self.options.follow_links)
@@ -300,6 +326,9 @@ class _Run:
         by_hash = {r[4]: r for r in gone.values()}
         remaining = []
         for item in todo:
+            if item.image_id is None and not by_hash:
+                remaining.append(item)  # new, and nothing gone it could be: hashed as it is read
+                continue
             try:
                 item.sha256 = media_files.sha256_file(item.path)
             except OSError as e:
@@ -372,50 +401,36 @@ class _Run:
         self.store.ensure_vec_table(VEC_VISUAL, backbone.dim)
         self.progress.stage("embedding", len(todo))
         started = time.perf_counter()
+        spec = PrepareSpec(backbone.preprocessor, backbone.input_size, max_pixels=self.options.max_pixels,
+                           originals=self.options.originals)
         batch_size = max(1, self.options.batch_size)
         batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-        with ThreadPoolExecutor(max_workers=max(1, self.options.workers)) as pool:
-            window: deque[list[Future[_Prepared | None]]] = deque()
-            # Two batches decode ahead while the model runs on the current one.
-            for batch in batches[:2]:
-                window.append([pool.submit(self._prepare, it) for it in batch])
-            next_batch = 2
-            while window:
-                futures = window.popleft()
-                if next_batch < len(batches):
-                    window.append([pool.submit(self._prepare, it) for it in batches[next_batch]])
-                    next_batch += 1
-                prepared = []
-                for fut in futures:
-                    p = fut.result()
-                    if p is not None:
-                        prepared.append(p)
-                if prepared:
-                    features, probs = backbone.predict(np.stack([p.tensor for p in prepared]))
-                    self._write_batch(prepared, features, probs)
-                self.progress.advance(len(futures))
+        if self.options.ray:
+            from semsearch_sqlite.pipeline.distributed import ray_embedded_batches
+
+            source = ray_embedded_batches(batches, spec, self._backbone_args(), batch_size)
+        else:
+            source = local_embedded_batches(batches, spec, backbone, self.options.workers)
+        # This thread is the one writer: batches arrive decoded and embedded, in order.
+        # closing(): an error here (--strict, a full disk) stops the threads or Ray at once.
+        with contextlib.closing(source):
+            for items, results, features, probs in source:
+                good = []
+                for item, result in zip(items, results):
+                    if isinstance(result, str):
+                        self._problem(item.path, result)
+                    else:
+                        good.append((item, result))
+                if good:
+                    self._write_batch(good, features, probs)
+                self.progress.advance(len(items))
         self.stats.embed_seconds += time.perf_counter() - started
 
-    def _prepare(self, item: _Item) -> _Prepared | None:
-        try:
-            img, fmt = _load(item.path, self.options.max_pixels)
-            thumb = imglib.make_thumbnail(img, THUMB_SIZE)
-            original = self.options.originals or imglib.usable_as_display(item.path, img, DISPLAY_SIZE)
-            if original:
-                data = item.path.read_bytes()
-                display = (data, imglib.mime_for(fmt, item.path), img.width, img.height)
-            else:
-                display = imglib.make_display(img, DISPLAY_SIZE)
-            tensor = self.backbone().preprocess([img])[0]
-            sha = item.sha256 or media_files.sha256_file(item.path)
-            return _Prepared(item, sha, img.width, img.height, imglib.mime_for(fmt, item.path), thumb, display,
-                             original, tensor, exif.read_metadata(item.path))
-        except ImageError as e:
-            self._problem(item.path, e.reason)
-            return None
-        except OSError as e:
-            self._problem(item.path, f"cannot read ({e.strerror or e})")
-            return None
+    def _backbone_args(self) -> tuple[str, str | None, str | None]:
+        store = self.store
+        return (self.options.backbone or store.get_meta("backbone") or DEFAULT_BACKBONE,
+                self.options.weights or store.get_meta("backbone_weights_path"),
+                self.options.layer or store.get_meta("backbone_layer"))
 
     def _problem(self, path: Path | str, reason: str) -> None:
         self.stats.failed += 1
@@ -446,13 +461,13 @@ class _Run:
                     {"backbone": backbone.name, "classes": 1000},
                 )
 
-    def _write_batch(self, prepared: list[_Prepared], features: np.ndarray, probs: np.ndarray | None) -> None:
+    def _write_batch(self, prepared: list[tuple[_Item, Prepared]], features: np.ndarray,
+                     probs: np.ndarray | None) -> None:
         store, conn = self.store, self.store.conn
         stamp = now()
         with store.atomic():
             ids = []
-            for p in prepared:
-                it = p.item
+            for it, p in prepared:
                 values = dict(
                     path=it.rel, label=it.label, sha256=p.sha256, size=it.size, mtime=it.mtime,
                     width=p.width, height=p.height, mime=p.mime, thumbnail=p.thumb[0],
@@ -490,9 +505,60 @@ class _Run:
 
 
 
-def _load(path: Path, max_pixels: int) -> tuple[Any, str | None]:
-    img = imglib.load_image(path, max_pixels=max_pixels)
-    return img, getattr(img, "source_format", None)
+def local_embedded_batches(batches: list[list[_Item]], spec: PrepareSpec, backbone: Any,
+                           workers: int) -> Iterator[EmbeddedBatch]:
+    """Decode in ``workers`` threads and run the model in another, so decoding, the CNN
+    and the caller's writes overlap (Pillow, numpy, TensorFlow and SQLite release the GIL).
+
+    Yields batches in order; closing the generator stops both.
+    """
+    out: queue.Queue[Any] = queue.Queue(maxsize=WRITE_BEHIND)
+    stop = threading.Event()
+    done = object()
+
+    def put(value: Any) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def model_loop(pool: ThreadPoolExecutor) -> None:
+        try:
+            window: deque[list[Future[Prepared | str]]] = deque()
+            for i, batch in enumerate(batches):
+                while len(window) <= DECODE_AHEAD and i + len(window) < len(batches):
+                    window.append([pool.submit(try_prepare, it.path, spec, it.sha256)
+                                   for it in batches[i + len(window)]])
+                results = [f.result() for f in window.popleft()]
+                tensors = [r.tensor for r in results if not isinstance(r, str)]
+                if tensors:
+                    features, probs = backbone.predict(np.stack(tensors))
+                else:
+                    features, probs = np.zeros((0, backbone.dim), np.float32), None
+                if stop.is_set() or not put((batch, results, features, probs)):
+                    return
+            put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the writer thread, raised there
+            put(e)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="semsearch-decode") as pool:
+        thread = threading.Thread(target=model_loop, args=(pool,), name="semsearch-model", daemon=True)
+        thread.start()
+        try:
+            while True:
+                got = out.get()
+                if got is done:
+                    return
+                if isinstance(got, BaseException):
+                    raise got
+                yield got
+        finally:
+            stop.set()
+            thread.join()
+            pool.shutdown(cancel_futures=True)
 
 
 def delete_images(store: Store, ids: list[int]) -> None:

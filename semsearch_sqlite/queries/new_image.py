@@ -1,6 +1,7 @@
 """Queries by a NEW image (not in the database): embed it with the database's own
-backbone, then search. Needs the [ingest] extra (TensorFlow, Pillow); everything else
-in the package doesn't."""
+backbone, then search. Needs the [ingest] extra (Pillow, and TensorFlow except for
+EfficientNet-Lite0, which runs in numpy: see model/effnet_numpy.py); everything else in
+the package doesn't."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def backbone_available() -> tuple[bool, str]:
 def database_backbone(conn: sqlite3.Connection) -> Any:
     """The backbone this database was embedded with, loaded once per process."""
     require_ingest(SEARCH_BY_IMAGE)
-    from semsearch_sqlite.model.backbones import load_backbone
+    from semsearch_sqlite.model.backbones import load_query_backbone
 
     name = read_meta(conn, "backbone")
     if not name:
@@ -44,7 +45,7 @@ def database_backbone(conn: sqlite3.Connection) -> Any:
     layer = read_meta(conn, "backbone_layer")
     if weights and not os.path.exists(weights):
         raise BackboneError(f"the backbone weights {weights} used for this database are not on this machine")
-    return _backbones.get_or_load((name, weights, layer), lambda: load_backbone(name, weights=weights, layer=layer))
+    return _backbones.get_or_load((name, weights, layer), lambda: load_query_backbone(name, weights=weights, layer=layer))
 
 
 def embed_image(conn: sqlite3.Connection, image: Any) -> tuple[np.ndarray, np.ndarray | None]:

@@ -13,13 +13,30 @@ import datetime
 import json
 import os
 import sqlite3
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sqlite_utils
-from sqlite_utils.migrations import Migrations
+
+
+def _import_sqlite_utils() -> None:
+    # sqlite-utils imports pandas when it is installed (the [ray] extra brings it) only to
+    # map pandas.Timestamp values, which this package never writes; skipping that import
+    # saves about a second on every command. pandas stays importable for everyone else.
+    if "pandas" in sys.modules or "sqlite_utils" in sys.modules:
+        return
+    sys.modules["pandas"] = None  # type: ignore[assignment]  # import pandas -> ImportError, this once
+    try:
+        import sqlite_utils  # noqa: F401
+    finally:
+        del sys.modules["pandas"]
+
+
+_import_sqlite_utils()
+import sqlite_utils  # noqa: E402
+from sqlite_utils.migrations import Migrations  # noqa: E402
 
 from semsearch_sqlite import __version__
 from semsearch_sqlite.errors import SchemaVersionError, StoreError
