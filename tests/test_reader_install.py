@@ -197,7 +197,7 @@ def test_cli_read_commands_answer_as_the_full_install(reader: Path, shipped: Pat
     rows = json.loads(done.stdout)
     assert len(rows) == 10 and same(rows, full_cli("sql", db, sql, "--json"))
     done = run(reader, "semsearch-sqlite", "search", db, "elephant")  # the table, as people see it
-    assert done.returncode == 0 and done.stdout.splitlines()[0].split() == ["rank", "image_id", "path", "label", "distance"]
+    assert done.returncode == 0 and done.stdout.splitlines()[0].split() == ["rank", "image_id", "path", "label", "distance", "match"]
 
 
 def test_what_needs_the_ingest_extra_says_so_in_one_line(reader: Path, shipped: Path, plugin_photos: dict[str, Any],

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from semsearch_sqlite.errors import BackboneError
-from semsearch_sqlite.model.backbones import Backbone
+from semsearch_sqlite.model.backbone import Backbone
 from semsearch_sqlite.model.efficientnet import EFFNET_LITE0_STAGES, efficientnet_lite0_weights_file
 
 BN_EPSILON = 1e-3  # build_efficientnet_lite0's batch norms

@@ -34,7 +34,7 @@ class PrepareSpec:
     """How to prepare images (picklable: it travels to Ray workers).
 
     Attributes:
-        preprocess: the backbone's :class:`~semsearch_sqlite.model.backbones.Preprocessor`.
+        preprocess: the backbone's :class:`~semsearch_sqlite.model.backbone.Preprocessor`.
         input_size: the model's (height, width).
         max_pixels: refuse bigger images.
         originals: store the file itself as the display copy.

@@ -461,10 +461,8 @@ class CompactMatrix:
 
     def strategy(self, k: int, exclude: set[int] | None = None, weights: Any = None, exact: bool | None = None) -> str:
         """``"codes"`` or ``"exact"`` (a streamed scan of the table)."""
-        from semsearch_sqlite.vectors.matrix import exact_forced
-
         want = k + (len(exclude) if exclude else 0)
-        if (self.index is None or weights is not None or exact or (exact is None and exact_forced())
+        if (self.index is None or weights is not None or exact or (exact is None and ann.exact_forced())
                 or want > ann.APPROX_MAX_WANT):
             return "exact"
         return "codes"

@@ -26,6 +26,7 @@ back to the SQL read.
 from __future__ import annotations
 
 import logging
+import os
 import math
 import sqlite3
 import time
@@ -67,6 +68,15 @@ MODEL_KIND = "ann-ivf"
 FINGERPRINT_SEED = 20240917
 FINGERPRINT_TOLERANCE = 1e-4
 
+
+
+# set to 1 to make every query exact (the ``exact=`` argument does it per query)
+EXACT_ENV = "SEMSEARCH_EXACT"
+
+
+def exact_forced() -> bool:
+    """Whether ``SEMSEARCH_EXACT`` asks for exact search everywhere."""
+    return os.environ.get(EXACT_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 def min_cells_for(table: str) -> int:
     """Rows x dims from which ``table`` gets an index."""

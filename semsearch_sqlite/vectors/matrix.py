@@ -21,7 +21,6 @@ memory, exact rescoring from the file (:mod:`.codes`).
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from semsearch_sqlite.storage.rows import database_key, generation
 from semsearch_sqlite.storage.vectors import RowSource, count_rows, open_rows, vec_table_dim
 from semsearch_sqlite.vectors import codes
 from semsearch_sqlite.vectors import ivf as ann
+from semsearch_sqlite.vectors.ivf import EXACT_ENV, exact_forced  # noqa: F401 - part of this module's face
 from semsearch_sqlite.vectors.codes import CompactMatrix
 from semsearch_sqlite.vectors.maths import unit_rows_inplace
 
@@ -45,8 +45,6 @@ if TYPE_CHECKING:
 # Matrices kept per process; each entry is one table of one database file.
 CACHE_ENTRIES = 16
 MAX_K = 4096
-# set to 1 to make every query exact (the ``exact=`` argument does it per query)
-EXACT_ENV = "SEMSEARCH_EXACT"
 # a stored index is used while it knows at least this share of the rows
 MIN_COVERAGE = 1 / ann.RETRAIN_GROWTH
 # a filtered query over at most this many candidates scores them all (exact and cheap)
@@ -94,11 +92,6 @@ class Positions(Mapping[int, int]):
 
     def __len__(self) -> int:
         return len(self._sorted)
-
-
-def exact_forced() -> bool:
-    """Whether ``SEMSEARCH_EXACT`` asks for exact search everywhere."""
-    return os.environ.get(EXACT_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 @dataclass
