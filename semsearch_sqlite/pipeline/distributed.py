@@ -12,6 +12,7 @@ every node (a shared or synced folder).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from semsearch_sqlite.errors import SemsearchError
+from semsearch_sqlite.media.exif import PhotoMetadata
 from semsearch_sqlite.pipeline.prepare import Prepared, PrepareSpec, try_prepare
 
 RAY_MISSING = "--ray needs Ray: pip install 'semsearch-sqlite[ray]'"
@@ -115,7 +117,7 @@ def _run(ray: Any, items: list[Any], spec: PrepareSpec, backbone_args: tuple[str
 
 
 _FIELDS = ("sha256", "width", "height", "mime", "thumb", "thumb_mime", "thumb_width", "thumb_height",
-           "display", "display_mime", "display_width", "display_height", "original")
+           "display", "display_mime", "display_width", "display_height", "original", "metadata")
 
 
 def decode_batch(batch: dict[str, np.ndarray], spec: PrepareSpec) -> dict[str, np.ndarray]:
@@ -130,10 +132,12 @@ def decode_batch(batch: dict[str, np.ndarray], spec: PrepareSpec) -> dict[str, n
         if isinstance(r, str):
             if "no such file" in r:
                 r += f" on {socket.gethostname()}{NOT_ON_WORKER}"
-            values: tuple[Any, ...] = (False, r, "", 0, 0, "", b"", "", 0, 0, b"", "", 0, 0, False)
+            values: tuple[Any, ...] = (False, r, "", 0, 0, "", b"", "", 0, 0, b"", "", 0, 0, False, "{}")
         else:
             tensors[j] = r.tensor
-            values = (True, "", r.sha256, r.width, r.height, r.mime, *r.thumb, *r.display, r.original)
+            # the EXIF travels as JSON text: one plain column, whatever fields it holds
+            values = (True, "", r.sha256, r.width, r.height, r.mime, *r.thumb, *r.display, r.original,
+                      json.dumps(r.metadata.as_dict()))
         for k, v in zip(cols, values):
             cols[k].append(v)
     out = {k: np.array(v, dtype=object if k in ("thumb", "display") else None) for k, v in cols.items()}
@@ -175,4 +179,5 @@ def _prepared(out: dict[str, np.ndarray], j: int) -> Prepared:
         thumb=(bytes(g["thumb"]), str(g["thumb_mime"]), int(g["thumb_width"]), int(g["thumb_height"])),
         display=(bytes(g["display"]), str(g["display_mime"]), int(g["display_width"]), int(g["display_height"])),
         original=bool(g["original"]), tensor=np.zeros(0, np.float32),
+        metadata=PhotoMetadata(**json.loads(str(g["metadata"]) or "{}")),
     )
