@@ -40,11 +40,18 @@ test-native:
 	    tests/test_plugin_config.py; \
 	else echo "test-native: $(NATIVE_PYTHON) not found, skipped"; fi
 
+BENCH_DB ?= benchmarks/dev.db
+
 benchmarks: install
 	$(BIN)/python benchmarks/query.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/semantic.py
+	[ -f $(BENCH_DB) ] || $(BIN)/semsearch-sqlite ingest ../shared/data/caltech101-dev $(BENCH_DB) --backbone efficientnet-lite0 -q
+	$(BIN)/python benchmarks/sqlfuncs.py --db $(BENCH_DB)
+	$(BIN)/python benchmarks/duplicates.py --reuse $(BENCH_DB)
+	$(BIN)/python benchmarks/feedback.py $(BENCH_DB)
+	$(BIN)/python benchmarks/pages.py $(BENCH_DB)
 
 clean:
 	rm -rf $(VENV) $(NATIVE_VENV) *.egg-info
