@@ -73,8 +73,12 @@ def db(plugin_photos: dict[str, Any]) -> str:
 
 
 def image_count(db: str) -> int:
-    with sqlite3.connect(db) as conn:
+    # immutable: the test itself must not leave a -wal/-shm beside a shipped file
+    conn = sqlite3.connect(Path(db).resolve().as_uri() + "?immutable=1", uri=True)
+    try:
         return conn.execute("select count(*) from images").fetchone()[0]
+    finally:
+        conn.close()
 
 
 # -- settings ------------------------------------------------------------------------------
