@@ -803,7 +803,9 @@ async def test_cards_show_a_hits_match_cue_when_it_has_one(ds: Datasette, db: st
         conn.close()
     assert plain[0]["match"] is None and cued[0]["match"] == "weak"
     await ds.invoke_startup()
-    template = ds.jinja_env.from_string('{% from "_semsearch_grid.html" import grid %}{{ grid(cards, semsearch, 1) }}')
+    # Datasette 1.0a hands out its environment per request; 0.65 has one attribute
+    env = ds.get_jinja_environment(None) if hasattr(ds, "get_jinja_environment") else ds.jinja_env
+    template = env.from_string('{% from "_semsearch_grid.html" import grid %}{{ grid(cards, semsearch, 1) }}')
     urls = render.Urls(ds, "photos")
     html = await template.render_async(cards=cued, semsearch=urls)
     assert 'class="semsearch-card" data-match="weak"' in html and '<span class="semsearch-match"' in html
