@@ -65,6 +65,11 @@ def table_definitions(conn: sqlite3.Connection) -> list[tuple[str, str | None]]:
     return conn.execute("select name, sql from sqlite_master where type = 'table'").fetchall()
 
 
+def table_exists(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether a table (plain, virtual or shadow) named ``name`` exists."""
+    return conn.execute("select 1 from sqlite_master where type = 'table' and name = ?", [name]).fetchone() is not None
+
+
 def is_semsearch_db(conn: sqlite3.Connection) -> bool:
     """Whether the database behind ``conn`` holds a semsearch store."""
     return any(name == META_TABLE for name, _ in table_definitions(conn))
@@ -288,8 +293,7 @@ def _json(text: Any) -> Any:
 
 def latest_evaluation(conn: sqlite3.Connection) -> Evaluation | None:
     """The newest ``evaluations`` row and how many there are, or None."""
-    exists = conn.execute("select 1 from sqlite_master where type = 'table' and name = 'evaluations'").fetchone()
-    if not exists:
+    if not table_exists(conn, "evaluations"):
         return None
     row = conn.execute(
         "select id, created_at, settings, provenance, figures from evaluations order by id desc limit 1"

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from semsearch_sqlite.storage.rows import table_exists
+
 
 log = logging.getLogger("semsearch_sqlite")
 
@@ -334,7 +336,7 @@ def float_rows_table(table: str) -> str:
 def has_float_rows(conn: sqlite3.Connection, table: str) -> bool:
     """Whether ``table`` has a float-row copy."""
     name = float_rows_table(table)
-    return conn.execute("select 1 from sqlite_master where type = 'table' and name = ?", [name]).fetchone() is not None
+    return table_exists(conn, name)
 
 
 def create_float_rows(conn: sqlite3.Connection, table: str) -> None:
@@ -395,7 +397,7 @@ def code_lists_table(table: str) -> str:
 def has_code_lists(conn: sqlite3.Connection, table: str) -> bool:
     """Whether ``table`` has stored compact-code lists."""
     name = code_lists_table(table)
-    return conn.execute("select 1 from sqlite_master where type = 'table' and name = ?", [name]).fetchone() is not None
+    return table_exists(conn, name)
 
 
 def write_code_lists(conn: sqlite3.Connection, table: str, stamp: str, lists: Iterable[tuple[int, np.ndarray, np.ndarray]],
