@@ -12,10 +12,11 @@ from click.testing import CliRunner
 from semsearch_sqlite.cli import cli
 from semsearch_sqlite.errors import NotFoundError, QueryError
 from semsearch_sqlite.queries.search import (ROCCHIO_LIKE, ROCCHIO_QUERY, ROCCHIO_UNLIKE, similar_images,
-                                             similar_to_image, space_matrix, text_vector)
+                                             similar_to_image, space_matrix, text_vector, visual_feedback)
 from semsearch_sqlite.queries.sqlfuncs import register_functions
 from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.vectors.maths import unit
+from semsearch_sqlite.vectors.rerank import FEEDBACK_SHORTLIST
 
 from .test_filters import db  # noqa: F401 - the fixture
 
@@ -34,7 +35,8 @@ def test_rocchio_moves_the_query(db: Path) -> None:  # noqa: F811
         q, _ = text_vector(conn, "sofa")
         moved = unit(ROCCHIO_QUERY * q + ROCCHIO_LIKE * np.mean([m.vector(i) for i in like], axis=0)
                      - ROCCHIO_UNLIKE * m.vector(unlike[0]))
-        want = [i for i, _ in m.top_k(moved, 5, exclude=set(unlike))]
+        # then the text search's visual re-ranking of its shortlist
+        want = [i for i, _ in visual_feedback(conn, m.top_k(moved, FEEDBACK_SHORTLIST, exclude=set(unlike)))[:5]]
         hits = similar_images(conn, "sofa", 5, like=like, unlike=unlike).hits
         assert [h.image_id for h in hits] == want
         assert unlike[0] not in [h.image_id for h in hits]

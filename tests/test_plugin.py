@@ -115,7 +115,12 @@ async def test_table_functions_in_the_json_api(ds: Datasette, name: str) -> None
     rows = await sql_rows(ds, TABLE_FUNCTION_SQL[name])
     assert [r["rank"] for r in rows] == [1, 2, 3]
     distances = [r["distance"] for r in rows]
-    assert distances == sorted(distances)
+    if name == "similar_images":
+        # text hits are ordered by their distance and their visual agreement with the
+        # best hits (vectors/rerank.py): the distances (word space) are near, not sorted
+        assert max(distances) - min(distances) < 0.5
+    else:
+        assert distances == sorted(distances)
     if "words" in name or "tags" in name:
         assert set(rows[0]) == {"rank", "word", "distance"}
     else:

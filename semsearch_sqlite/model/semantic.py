@@ -65,7 +65,9 @@ from semsearch_sqlite.errors import ProjectionError
 from semsearch_sqlite.model.conse import CONSE_TOP, conse_vectors
 from semsearch_sqlite.model.projection import DEFAULT_PROJECTION, PROJECTION_METHODS, Projection, fit_projection
 from semsearch_sqlite.storage.models import CLASSIFIER_MODEL, SEMANTIC_MODEL, load_model
+from semsearch_sqlite.text.wordnet import anchored
 from semsearch_sqlite.vectors.maths import unit, unit_rows
+from semsearch_sqlite.vectors.neighbours import nearest_rows
 
 METHODS = ("auto", "joint", "gated", "blend", "ridge", "mlp", "hinge", "conse")
 MODEL_VERSION = 1
@@ -366,7 +368,9 @@ def fit_semantic(
         head: the backbone's ImageNet classifier (kernel [D, C], bias [C]); ``joint``
             needs it, and ``auto`` picks ``joint`` when it is given.
 
-    Labels none of whose words are known are skipped (listed in ``report["skipped_labels"]``);
+    A label GloVe lacks but WordNet relates to ImageNet classes ("gerenuk") is the mean
+    vector of its kin classes (:func:`semsearch_sqlite.text.wordnet.anchored`). Labels
+    none of whose words are known are skipped (listed in ``report["skipped_labels"]``);
     if no label is left, ``auto`` falls back to ConSE and the other projection methods raise.
 
     Raises:
@@ -396,6 +400,8 @@ def fit_semantic(
         if not lab:
             continue
         v = wv.phrase(lab)[0]
+        if v is None and class_vectors is not None:  # "gerenuk": not in GloVe, kin to the impala
+            v = anchored(lab, None, np.asarray(class_vectors, np.float32))
         if v is None:
             skipped.add(lab)
             continue
@@ -481,6 +487,43 @@ def semantic_model(conn: sqlite3.Connection) -> Any:
         classifier = load_model(conn, CLASSIFIER_MODEL)
         head = None if classifier is None else (classifier[0]["kernel"], classifier[0]["bias"])
     return SemanticModel.from_arrays(*stored, head=head)
+
+
+# -- smoothing over visual neighbours ----------------------------------------------------------
+# each image's semantic vector plus SMOOTH_WEIGHT x the mean of its SMOOTH_NEIGHBOURS
+# nearest images' (by backbone features). On the 50-label protocol: zero-shot P@10 +2.5
+# points, tag@5 +1.5 (seen) / +4 (zero-shot); k 5 / 20 and weights 0.5 / 1 a point lower.
+SMOOTH_NEIGHBOURS = 10
+SMOOTH_WEIGHT = 2.0
+
+
+def smooth_vectors(vectors: np.ndarray, neighbour_vectors: np.ndarray) -> np.ndarray:
+    """Unit rows of ``vectors + SMOOTH_WEIGHT * mean(neighbour_vectors)``.
+
+    A single photo's class probabilities are noisy (a sunflower read as a daisy, a
+    ketch as a yawl or a fireboat); photos that look alike mostly show the same kind of
+    thing, so their mean is a steadier guess of what the photo shows, and the photo's
+    own vector keeps what sets it apart.
+
+    Args:
+        vectors: [n, W] semantic vectors.
+        neighbour_vectors: [n, k, W] the semantic vectors of each row's visual neighbours.
+    """
+    v = unit_rows(np.asarray(vectors, np.float32))
+    if neighbour_vectors.shape[1] == 0:
+        return v
+    return unit_rows(v + SMOOTH_WEIGHT * unit_rows(neighbour_vectors.reshape(-1, v.shape[1])).reshape(
+        neighbour_vectors.shape).mean(axis=1))
+
+
+def collection_vectors(model: "SemanticModel", X: np.ndarray, probs: np.ndarray | None) -> np.ndarray:
+    """The semantic vectors a collection stores: :meth:`SemanticModel.image_vectors`,
+    smoothed over each image's SMOOTH_NEIGHBOURS nearest images by backbone features
+    when they come from class probabilities (ConSE, joint, gated, blend)."""
+    vectors = model.image_vectors(X, probs)
+    if not model.needs_probs or len(vectors) < 2:
+        return vectors
+    return smooth_vectors(vectors, vectors[nearest_rows(X, SMOOTH_NEIGHBOURS)])
 
 
 # -- the relevance cue ------------------------------------------------------------------------

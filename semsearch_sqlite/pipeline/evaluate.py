@@ -8,6 +8,7 @@ classes' names: the DeViSE claim, measured.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -15,15 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from semsearch_sqlite.errors import ProjectionError
+from semsearch_sqlite.errors import ProjectionError, QueryError
 from semsearch_sqlite.storage.models import CLASSES_MODEL
 from semsearch_sqlite.pipeline.train import imagenet_head, training_data
 from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, read_vectors
 from semsearch_sqlite.storage.store import Store, now
 from semsearch_sqlite.text.tags import nearest_tags, tag_mask
-from semsearch_sqlite.text.vocabulary import word_space
+from semsearch_sqlite.text.vocabulary import WordSpace, word_space
 from semsearch_sqlite.text.query import tokenize
 from semsearch_sqlite.vectors.maths import unit_rows
+from semsearch_sqlite.vectors.rerank import feedback_ranking
 
 K = 10
 TAG_K = 5
@@ -39,13 +41,12 @@ class _Data:
     labels: list[str | None]
 
 
-def _precision_at_k(scores: np.ndarray, relevant: np.ndarray, k: int) -> float:
-    top = np.argsort(-scores, kind="stable")[:k]
+def _precision_at_k(order: np.ndarray, relevant: np.ndarray, k: int) -> float:
+    top = order[:k]
     return float(relevant[top].mean()) if len(top) else 0.0
 
 
-def _average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
-    order = np.argsort(-scores, kind="stable")
+def _average_precision(order: np.ndarray, relevant: np.ndarray) -> float:
     hits = relevant[order]
     if not hits.any():
         return 0.0
@@ -67,17 +68,21 @@ def _neighbour_precision(vectors: np.ndarray, labels: np.ndarray, k: int) -> dic
 
 
 def _text_metrics(
-    space: Any, image_vectors: np.ndarray, labels: np.ndarray, classes: list[str], k: int
+    space: WordSpace, image_vectors: np.ndarray, visual: np.ndarray, labels: np.ndarray, classes: list[str], k: int
 ) -> dict[str, dict[str, float]]:
+    """P@k and AP of each class's name as a text query, ranked as search ranks (the
+    query anchored as :meth:`WordSpace.image_query` does, then visual feedback)."""
     v = unit_rows(image_vectors)
     out = {}
     for c in classes:
-        q, _ = space.phrase(c)
-        if q is None:
+        try:
+            q = space.image_query(c, allow_unknown=True).vector
+        except QueryError:
             continue
         scores = v @ q
+        order = feedback_ranking(scores, visual)
         relevant = labels == c
-        out[c] = {"p_at_10": _precision_at_k(scores, relevant, k), "ap": _average_precision(scores, relevant)}
+        out[c] = {"p_at_10": _precision_at_k(order, relevant, k), "ap": _average_precision(order, relevant)}
     return out
 
 
@@ -89,14 +94,18 @@ def _tag_accuracy(space: Any, image_vectors: np.ndarray, labels: np.ndarray, mas
     return float(np.mean(ok))
 
 
-def _fit_vectors(data: _Data, labels: list[str | None], space: Any, class_vectors: np.ndarray, method: str, seed: int,
-                 head: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, float]:
-    from semsearch_sqlite.model.semantic import fit_semantic
+def _fit_vectors(data: _Data, labels: list[str | None], space: WordSpace, class_vectors: np.ndarray, method: str,
+                 seed: int, head: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, WordSpace, float]:
+    """The refitted collection's vectors, the word space its queries see, and the fit's seconds."""
+    from semsearch_sqlite.model.semantic import collection_vectors, fit_semantic
 
     started = time.perf_counter()
     model = fit_semantic(data.X, data.probs, labels, space, class_vectors, method=method, seed=seed, head=head)
+    vectors = collection_vectors(model, data.X, data.probs)
     seconds = time.perf_counter() - started
-    return model.image_vectors(data.X, data.probs), seconds
+    anchoring = (np.asarray(class_vectors, np.float32) if model.needs_probs else None,
+                 frozenset(" ".join(tokenize(lab)) for lab in model.label_words))
+    return vectors, dataclasses.replace(space, class_vectors=anchoring[0], labels=anchoring[1]), seconds
 
 
 def evaluate(
@@ -142,10 +151,11 @@ def _measure(store: Store, zero_shot: float, seed: int, methods: tuple[str, ...]
     stored_rows = np.array([position.get(int(i), -1) for i in data.ids])
     figures: dict[str, Any] = {"images": len(data.ids), "classes": len(classes), "k": k}
     figures["visual_p_at_10"] = _neighbour_precision(data.X, lab, k)
+    visual = unit_rows(data.X)
     if (stored_rows >= 0).all():
         sv = sem[stored_rows]
         figures["semantic_p_at_10"] = _neighbour_precision(sv, lab, k)
-        figures["text"] = _text_metrics(space, sv, lab, classes, k)
+        figures["text"] = _text_metrics(space, sv, visual, lab, classes, k)
         figures["tag_at_5"] = _tag_accuracy(space, sv, lab, mask, np.arange(len(lab)))
 
     # zero-shot protocol: hold out a seeded share of the classes, refit, query them
@@ -170,8 +180,9 @@ def _measure(store: Store, zero_shot: float, seed: int, methods: tuple[str, ...]
     for method in methods:
         if method == "conse" and data.probs is None:
             continue
-        vectors, seconds = _fit_vectors(data, train_labels, space, class_vectors, method, seed, imagenet_head(store))
-        text = _text_metrics(space, vectors[pool], lab[pool], classes, k)
+        vectors, refit_space, seconds = _fit_vectors(data, train_labels, space, class_vectors, method, seed,
+                                                     imagenet_head(store))
+        text = _text_metrics(refit_space, vectors[pool], visual[pool], lab[pool], classes, k)
         comparison[method] = {
             "seen_p_at_10": _mean([text[c]["p_at_10"] for c in seen if c in text]),
             "zero_shot_p_at_10": _mean([text[c]["p_at_10"] for c in held if c in text]),

@@ -15,10 +15,11 @@ import numpy as np
 
 from semsearch_sqlite.errors import BackboneError, StoreError
 from semsearch_sqlite.extras import missing_message, require_ingest
-from semsearch_sqlite.queries.search import Results, similar_to_vector, tags_for_vector
+from semsearch_sqlite.queries.search import Results, similar_to_vector, space_matrix, tags_for_vector
 from semsearch_sqlite.storage.cache import ProcessCache
 from semsearch_sqlite.storage.rows import read_meta
 from semsearch_sqlite.storage.store import Store
+from semsearch_sqlite.vectors.maths import unit
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 # loaded CNNs kept per process (each is tens to hundreds of MB)
@@ -56,13 +57,20 @@ def embed_image(conn: sqlite3.Connection, image: Any) -> tuple[np.ndarray, np.nd
 
 
 def semantic_vector(conn: sqlite3.Connection, features: np.ndarray, probs: np.ndarray | None) -> np.ndarray:
-    """A new image's word-space vector from its backbone outputs."""
-    from semsearch_sqlite.model.semantic import semantic_model
+    """A new image's word-space vector from its backbone outputs, smoothed over its
+    visual neighbours in the database as ingest smooths the stored images'."""
+    from semsearch_sqlite.model.semantic import SMOOTH_NEIGHBOURS, semantic_model, smooth_vectors
 
     model = semantic_model(conn)
     if model is None:
         raise StoreError("this database has no word-space model yet; run semsearch-sqlite train")
-    return model.image_vectors(features[None, :], None if probs is None else probs[None, :])[0]
+    vector = model.image_vectors(features[None, :], None if probs is None else probs[None, :])[0]
+    if not model.needs_probs:
+        return vector
+    semantic = space_matrix(conn, "semantic")
+    near = [semantic.vector(i) for i, _ in space_matrix(conn, "visual").top_k(unit(features), SMOOTH_NEIGHBOURS)]
+    near = [v for v in near if v is not None]
+    return smooth_vectors(vector[None, :], np.asarray(near, np.float32).reshape(1, len(near), -1))[0]
 
 
 def search_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual", *,

@@ -28,6 +28,7 @@ from semsearch_sqlite.text.tags import is_display_word, nearest_tags
 from semsearch_sqlite.storage import rows
 from semsearch_sqlite.text.vocabulary import word_space
 from semsearch_sqlite.vectors.maths import unit
+from semsearch_sqlite.vectors.rerank import FEEDBACK_SHORTLIST, FEEDBACK_TOP, feedback_order
 
 SPACES = ("visual", "semantic")
 _INT64 = (-(2**63), 2**63 - 1)
@@ -162,7 +163,7 @@ def space_matrix(conn: sqlite3.Connection, space: str) -> index.Matrix:
 
 def text_vector(conn: sqlite3.Connection, query: Any, *, allow_unknown: bool = False) -> tuple[np.ndarray, list[str]]:
     """A text query as a unit vector in the images' semantic space, and its unknown words."""
-    qv = word_space(conn).query(query, allow_unknown=allow_unknown)
+    qv = word_space(conn).image_query(query, allow_unknown=allow_unknown)
     return qv.vector, qv.unknown
 
 
@@ -205,6 +206,25 @@ def rocchio(m: index.Matrix, query: np.ndarray, like: Sequence[int] = (), unlike
     return unit(moved.astype(np.float32))
 
 
+def visual_feedback(conn: sqlite3.Connection, pairs: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """Text hits ``(id, semantic distance)``, best first, re-ranked by
+    :func:`~semsearch_sqlite.vectors.rerank.feedback_order` (pseudo-relevance feedback in
+    the visual space). Distances stay the semantic ones (the strong/weak cue reads
+    them); hits past the shortlist keep their order."""
+    head = pairs[:FEEDBACK_SHORTLIST]
+    if len(head) <= FEEDBACK_TOP:
+        return pairs
+    try:
+        visual = space_matrix(conn, "visual")
+    except (NotFoundError, StoreError):
+        return pairs
+    vectors = [visual.vector(i) for i, _ in head]
+    if any(v is None for v in vectors):
+        return pairs
+    order = feedback_order(np.array([1.0 - d for _, d in head], np.float32), np.asarray(vectors, np.float32))
+    return [head[i] for i in order] + pairs[FEEDBACK_SHORTLIST:]
+
+
 def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_unknown: bool = False,
                    where: str | None = None, filters: Sequence[Filter] = (), like: Any = None,
                    unlike: Any = None) -> Results:
@@ -222,7 +242,8 @@ def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_u
     liked, disliked = image_ids(like), image_ids(unlike)
     vector = rocchio(m, vector, liked, disliked)
     allowed = allowed_ids(conn, where, filters)
-    hits = _hits(conn, m.top_k(vector, k, exclude=set(disliked) or None, allowed=allowed))
+    pairs = m.top_k(vector, max(k, FEEDBACK_SHORTLIST), exclude=set(disliked) or None, allowed=allowed)
+    hits = _hits(conn, visual_feedback(conn, pairs)[:k])
     strong = rows.read_meta(conn, MATCH_META)
     for h in hits:
         h.match = match_strength(h.distance, strong)

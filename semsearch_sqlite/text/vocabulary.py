@@ -14,11 +14,13 @@ import numpy as np
 
 from semsearch_sqlite.errors import StoreError
 from semsearch_sqlite.storage.cache import ProcessCache
+from semsearch_sqlite.storage.models import CLASSES_MODEL, SEMANTIC_MODEL, load_model, model_config
 from semsearch_sqlite.storage.rows import database_key, generation, rare_word_vector, vocabulary
 from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.storage.vectors import VEC_WORDS
 from semsearch_sqlite.text.glove import WordVectors
-from semsearch_sqlite.text.query import QueryVector, combine_terms, compound_lookup, parse_query, phrase_vector
+from semsearch_sqlite.text.query import QueryVector, combine_terms, compound_lookup, parse_query, phrase_vector, tokenize
+from semsearch_sqlite.text.wordnet import anchored, kinship
 from semsearch_sqlite.vectors import matrix as index
 
 _BATCH = 5000
@@ -85,6 +87,10 @@ class WordSpace:
     matrix: index.Matrix
     # words outside the vocabulary (the int8 lookup table of this database), or None
     rare: Callable[[str], np.ndarray | None] | None = None
+    # image queries: the ImageNet class vectors words are anchored to (None: the images'
+    # vectors don't use them), and the labels (joined words) that stay as they are
+    class_vectors: np.ndarray | None = None
+    labels: frozenset[str] = frozenset()
 
     @property
     def dim(self) -> int:
@@ -110,6 +116,16 @@ class WordSpace:
         ``car_side`` or ``stop-sign`` is the mean of its words when not a word itself."""
         return combine_terms(parse_query(text), compound_lookup(self.vector), allow_unknown=allow_unknown)
 
+    def image_query(self, text: Any, *, allow_unknown: bool = False) -> QueryVector:
+        """:meth:`query` for searching images: each word is anchored to its WordNet kin
+        ImageNet classes (:func:`semsearch_sqlite.text.wordnet.anchored`), except the
+        database's own labels, which the image vectors already place exactly. Words
+        GloVe lacks but WordNet knows ("gerenuk") are answered by their kin alone."""
+        if self.class_vectors is None:
+            return self.query(text, allow_unknown=allow_unknown)
+        lookup = anchored_lookup(self.vector, self.class_vectors, self.labels)
+        return combine_terms(parse_query(text), lookup, allow_unknown=allow_unknown)
+
 
 _spaces: ProcessCache[WordSpace] = ProcessCache(CACHE_ENTRIES)
 
@@ -124,11 +140,53 @@ def word_space(conn: sqlite3.Connection) -> WordSpace:
 
     def load() -> WordSpace:
         words = vocabulary(conn)
-        return WordSpace(words, {w: i for i, w in words.items()}, m)
+        class_vectors, labels = _anchoring(conn)
+        return WordSpace(words, {w: i for i, w in words.items()}, m, class_vectors=class_vectors, labels=labels)
 
     space = _spaces.get_or_load(key, load, group=db)
     # the cached space is shared; the lookup table is read through this connection
     return dataclasses.replace(space, rare=partial(rare_word_vector, conn))
+
+
+def anchored_lookup(lookup: Callable[[str], np.ndarray | None], class_vectors: np.ndarray,
+                    labels: frozenset[str]) -> Callable[[str], np.ndarray | None]:
+    """A query-term lookup for image search: ``lookup``'s vector of each word anchored to
+    its kin ImageNet classes (:func:`semsearch_sqlite.text.wordnet.anchored`), except
+    ``labels`` (label words joined by spaces), which the image vectors place exactly. A
+    compound term (``car_side``) that neither WordNet nor ``lookup`` knows whole is the
+    mean of its words, each anchored."""
+    plain = compound_lookup(lookup)
+
+    def word(token: str) -> np.ndarray | None:
+        v = plain(token)
+        if v is not None and " ".join(tokenize(token)) in labels:
+            return v
+        return anchored(token, v, class_vectors)
+
+    def find(term: str) -> np.ndarray | None:
+        if any(c in term for c in "_-") and " ".join(tokenize(term)) not in labels \
+                and kinship().kin(term) is None and lookup(term) is None:
+            vec, unknown = phrase_vector(term, word)
+            return None if unknown else vec
+        return word(term)
+
+    return find
+
+
+# word-space models whose image vectors are built from the ImageNet class vectors
+_CLASS_METHODS = ("joint", "gated", "blend", "conse")
+
+
+def _anchoring(conn: sqlite3.Connection) -> tuple[np.ndarray | None, frozenset[str]]:
+    """The class vectors image queries are anchored to, and the labels left alone."""
+    config = model_config(conn, SEMANTIC_MODEL) or {}
+    if config.get("method") not in _CLASS_METHODS:
+        return None, frozenset()
+    classes = load_model(conn, CLASSES_MODEL)
+    if classes is None or "vectors" not in classes[0]:
+        return None, frozenset()
+    labels = frozenset(" ".join(tokenize(str(lab))) for lab in config.get("labels", []))
+    return np.asarray(classes[0]["vectors"], np.float32), labels
 
 
 def ensure_vocabulary(
