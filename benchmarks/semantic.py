@@ -11,10 +11,13 @@ labelled and ``--test`` others are left unlabelled; of each zero-shot label, ``-
 photos are unlabelled. Every method is fitted on the labelled photos only (as ``ingest``
 would on that database); then, among the unlabelled photos only:
 
-* P@10 seen / zero-shot: for each label, the share of its own photos among the 10 photos
-  nearest to its words typed as a text query (``car_side`` -> "car side"), averaged over
-  labels. Query words come from the whole GloVe vocabulary (what the lookup table
-  answers); a label with no known word at all is refused and listed;
+* P@10 seen / zero-shot: for each label, the share of its own photos among the first 10
+  photos a text query of its name finds (``car_side``: the mean of its words), averaged
+  over labels, ranked as search ranks: query words anchored to their WordNet kin classes
+  (the database's labels left alone) and the first 100 hits re-ranked by visual
+  feedback, for the rows that have them. Query words come from the whole GloVe
+  vocabulary (what the lookup table answers); a label no row can answer is refused and
+  listed;
 * tag@5: the share of photos with a word of their label among their 5 stored tags (the
   50,000 most frequent GloVe words plus the seen labels' words and the words of the
   ImageNet class names, stopwords, numbers and punctuation left out, as ``ingest``
@@ -23,7 +26,9 @@ would on that database); then, among the unlabelled photos only:
   strong and of the weak hits are true matches, against the threshold ``fit_semantic``
   calibrates on the labelled photos.
 
-Figures are means over the seeds (min over seeds in brackets for P@10). Features, class
+Each method's row is what search does with it (neighbour smoothing and WordNet anchoring
+apply to the class-based models, visual feedback to every text query); the joint rows
+take the default apart. Figures are means over the seeds (min over seeds in brackets for P@10). Features, class
 probabilities and the ImageNet head come from the real backbone and are cached in /tmp.
 Prints a markdown table and writes benchmarks/results/semantic.json.
 """

@@ -54,8 +54,10 @@ def test_plurals_phrases_and_case() -> None:
     assert kinship().kin("Ketches") is not None and kin_names("ketches") == kin_names("ketch")
     assert kin_names("geese") == kin_names("goose")  # WordNet's irregular plurals
     assert kinship().kin("sea_horse") is not None and kin_names("sea-horse") == kin_names("sea horse")
-    assert "box" in base_forms("boxes", {}) and "fly" in base_forms("flies", {})
-    assert base_forms("grass", {})[0] == "grass"
+    assert "box" in base_forms("boxes") and "fly" in base_forms("flies")
+    assert base_forms("grass")[0] == "grass"
+    assert kinship().singular("geese") == "goose" and kinship().singular("goose") is None
+    assert kinship().kin("") is None and kinship().kin("ketch\tx") is None and kinship().kin("a\nketch") is None
 
 
 def test_shipped_table_is_what_the_tool_writes() -> None:
@@ -237,3 +239,21 @@ def test_words_queries_stay_plain(plugin_photos: dict) -> None:
         assert len(hits) == 5
         for h in hits:
             assert h.distance == pytest.approx(1 - float(plain @ unit(space.vector(h.word))), abs=1e-4)
+
+
+def test_feedback_reads_few_rows_of_a_big_table_by_id(plugin_photos: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from semsearch_sqlite.queries import search
+    from semsearch_sqlite.storage.vectors import VEC_VISUAL
+    from semsearch_sqlite.vectors import matrix as index
+
+    with Store.open(plugin_photos["db"]) as s:
+        pairs = space_matrix(s.conn, "semantic").top_k(text_vector(s.conn, "dog sofa")[0], FEEDBACK_SHORTLIST)
+        index.clear_cache()
+        from_matrix = visual_feedback(s.conn, pairs)
+        assert VEC_VISUAL in index.cached_tables(search.rows.database_key(s.conn))  # small: loaded whole
+        index.clear_cache()
+        monkeypatch.setattr(search, "SMALL_MATRIX_BYTES", 0)
+        by_id = visual_feedback(s.conn, pairs)
+        assert VEC_VISUAL not in index.cached_tables(search.rows.database_key(s.conn))  # big: read by id
+        assert by_id == from_matrix
+        assert visual_feedback(s.conn, [(10**9, 0.1)] * 5 + pairs) == [(10**9, 0.1)] * 5 + pairs  # unknown id: as is

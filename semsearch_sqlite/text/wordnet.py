@@ -15,6 +15,7 @@ library only: the reader install answers such queries without WordNet.
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -33,19 +34,35 @@ ANCHOR_WEIGHT = 0.5
 
 @dataclass(frozen=True)
 class Kinship:
-    """Lemma -> (class rows, weights), and WordNet's irregular plurals."""
+    """The table's text: lines ``lemma<TAB>best<TAB>row:weight ...`` and ``=plural<TAB>singular``.
 
-    # lemma -> "row:weight row:weight ...", parsed when asked (parsing all 22k lines up
-    # front would add 0.3 s to every cold query)
-    classes: dict[str, str]
-    plurals: dict[str, str]
+    Looked up by searching the text for one line (under a millisecond) rather than parsed
+    whole up front (22k lines into dicts: 0.1 s more on every cold query)."""
+
+    text: bytes
+
+    def _line(self, key: str) -> str | None:
+        start = self.text.find(b"\n" + key.encode("utf-8") + b"\t")
+        if start < 0:
+            return None
+        end = self.text.find(b"\n", start + 1)
+        return self.text[start + 1 : end if end >= 0 else len(self.text)].decode("utf-8")
+
+    def singular(self, plural: str) -> str | None:
+        """WordNet's singular of an irregular plural ("geese" -> "goose"), or None."""
+        line = self._line("=" + plural)
+        return None if line is None else line.partition("\t")[2]
 
     def kin(self, word: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The kin classes of a word or phrase (``"sea horse"``), trying its singular too."""
-        for form in base_forms(word.lower().replace("_", " ").replace("-", " "), self.plurals):
-            pairs = self.classes.get(form)
-            if pairs is not None:
-                rows, weights = zip(*(p.split(":") for p in pairs.split()))
+        word = word.lower().replace("_", " ").replace("-", " ").strip()
+        if not word or "\n" in word or "\t" in word:
+            return None
+        for form in base_forms(word, self.singular):
+            line = self._line(form)
+            if line is not None:
+                pairs = line.split("\t")[2].split()
+                rows, weights = zip(*(p.split(":") for p in pairs))
                 return np.array(rows, np.int32), np.array(weights, np.float32)
         return None
 
@@ -55,11 +72,13 @@ _SUFFIXES = (("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", 
              ("ies", "y"), ("s", ""))
 
 
-def base_forms(word: str, plurals: dict[str, str]) -> list[str]:
-    """``word`` and its possible singulars, the word itself first (``faces`` -> faces, face)."""
+def base_forms(word: str, singular: Callable[[str], str | None] = lambda w: None) -> list[str]:
+    """``word`` and its possible singulars, the word itself first (``faces`` -> faces, face);
+    ``singular`` gives irregular ones."""
     forms = [word]
-    if word in plurals:
-        forms.append(plurals[word])
+    irregular = singular(word)
+    if irregular:
+        forms.append(irregular)
     head, _, last = word.rpartition(" ")
     for suffix, repl in _SUFFIXES:
         if last.endswith(suffix) and len(last) > len(suffix) + 1:
@@ -69,18 +88,9 @@ def base_forms(word: str, plurals: dict[str, str]) -> list[str]:
 
 @lru_cache(maxsize=1)
 def kinship() -> Kinship:
-    """The shipped table, parsed once per process."""
+    """The shipped table, read once per process."""
     raw = resources.files("semsearch_sqlite").joinpath(DATA).read_bytes()
-    classes: dict[str, str] = {}
-    plurals: dict[str, str] = {}
-    for line in gzip.decompress(raw).decode("utf-8").splitlines():
-        if line.startswith("="):
-            plural, _, singular = line[1:].partition("\t")
-            plurals[plural] = singular
-            continue
-        lemma, _best, pairs = line.split("\t")
-        classes[lemma] = pairs
-    return Kinship(classes, plurals)
+    return Kinship(b"\n" + gzip.decompress(raw))
 
 
 def anchored(word: str, vector: np.ndarray | None, class_vectors: np.ndarray) -> np.ndarray | None:
