@@ -12,7 +12,8 @@ import pytest
 
 from semsearch_sqlite.errors import UnknownWordsError
 from semsearch_sqlite.model.conse import class_word_vectors, imagenet_class_names
-from semsearch_sqlite.model.semantic import SMOOTH_WEIGHT, collection_vectors, fit_semantic, smooth_vectors
+from semsearch_sqlite.model.semantic import (SMOOTH_WEIGHT, SMOOTH_WIDTH, collection_vectors, fit_semantic,
+                                             fit_smoothing, smooth_vectors)
 from semsearch_sqlite.queries.search import similar_images, space_matrix, text_vector, visual_feedback
 from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.text.glove import WordVectors
@@ -134,13 +135,37 @@ def test_nearest_rows_exact_and_by_cells(monkeypatch: pytest.MonkeyPatch) -> Non
     assert neighbours.nearest_rows(x[:3], 10).shape == (3, 2)
 
 
-def test_smooth_vectors() -> None:
+def test_smooth_vectors_weighs_neighbours_by_likeness() -> None:
     v = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
-    near = np.array([[[0.0, 2.0]], [[0.0, 1.0]]], np.float32)
-    out = smooth_vectors(v, near)
-    assert np.allclose(out[0], unit(np.array([1.0, SMOOTH_WEIGHT])), atol=1e-6)
-    assert np.allclose(out[1], [0.0, 1.0], atol=1e-6)
-    assert np.allclose(smooth_vectors(2 * v, np.zeros((2, 0, 2), np.float32)), v)
+    near = np.array([[[0.0, 2.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 0.0]]], np.float32)
+    calibration = {"threshold": 0.5, "width": 0.05}
+    # the first row's neighbours are both alike (cosine 0.9): weight ~1 each
+    out = smooth_vectors(v, near, np.array([[0.9, 0.9], [0.1, 0.1]], np.float32), calibration)
+    assert np.allclose(out[0], unit(np.array([1.0, SMOOTH_WEIGHT])), atol=1e-3)
+    # the second row's are unlike it (0.1): it keeps its own vector
+    assert np.allclose(out[1], [0.0, 1.0], atol=1e-3)
+    # at the threshold a neighbour weighs one half
+    half = smooth_vectors(v[:1], near[:1, :1], np.array([[0.5]], np.float32), calibration)
+    assert np.allclose(half[0], unit(np.array([1.0, SMOOTH_WEIGHT * 0.5])), atol=1e-4)
+    assert np.allclose(smooth_vectors(2 * v, np.zeros((2, 0, 2), np.float32), np.zeros((2, 0)), calibration), v)
+
+
+def test_fit_smoothing_from_labelled_images() -> None:
+    rng = np.random.default_rng(4)
+    centres = np.abs(rng.normal(size=(3, 16)))
+    X = np.repeat(centres, 20, axis=0) + 0.2 * np.abs(rng.normal(size=(60, 16)))
+    labels = np.repeat([0, 1, 2], 20)
+    calibration = fit_smoothing(X, labels)
+    assert calibration is not None
+    F = unit_rows(X.astype(np.float32))
+    sims = F @ F.T
+    np.fill_diagonal(sims, -np.inf)
+    same = labels[:, None] == labels[None, :]
+    other = np.median(np.where(same, -np.inf, sims).max(1))
+    own = np.median(np.where(same, sims, -np.inf).max(1))
+    assert calibration["threshold"] == pytest.approx(other, abs=1e-4)
+    assert calibration["width"] == pytest.approx(SMOOTH_WIDTH * (own - other), abs=1e-4)
+    assert fit_smoothing(X, np.zeros(60, int)) is None  # one label: nothing to calibrate on
 
 
 def test_collection_vectors_smooth_class_based_models_only(glove: WordVectors, class_vectors: np.ndarray) -> None:
@@ -150,13 +175,19 @@ def test_collection_vectors_smooth_class_based_models_only(glove: WordVectors, c
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     labels = ["cat" if i % 2 else "dog" for i in range(60)]
     conse = fit_semantic(X, probs, labels, glove, class_vectors, method="conse")
+    assert set(conse.config["smoothing"]) == {"threshold", "width"}
     raw = conse.image_vectors(X, probs)
     smoothed = collection_vectors(conse, X, probs)
     near = neighbours.nearest_rows(X, 10)
-    assert np.allclose(smoothed, smooth_vectors(raw, raw[near]), atol=1e-6)
+    F = unit_rows(X)
+    sims = np.einsum("nd,nkd->nk", F, F[near])
+    assert np.allclose(smoothed, smooth_vectors(raw, raw[near], sims, conse.config["smoothing"]), atol=1e-6)
     assert not np.allclose(smoothed, unit_rows(raw), atol=1e-3)
     ridge = fit_semantic(X, probs, labels, glove, class_vectors, method="ridge")
+    assert "smoothing" not in ridge.config
     assert np.allclose(collection_vectors(ridge, X, probs), ridge.image_vectors(X, probs))
+    unlabelled = fit_semantic(X, probs, [None] * 60, glove, class_vectors, method="conse")
+    assert np.allclose(collection_vectors(unlabelled, X, probs), unlabelled.image_vectors(X, probs))
 
 
 def test_a_label_glove_lacks_is_fitted_by_its_kin(glove: WordVectors, class_vectors: np.ndarray) -> None:

@@ -65,12 +65,16 @@ def semantic_vector(conn: sqlite3.Connection, features: np.ndarray, probs: np.nd
     if model is None:
         raise StoreError("this database has no word-space model yet; run semsearch-sqlite train")
     vector = model.image_vectors(features[None, :], None if probs is None else probs[None, :])[0]
-    if not model.needs_probs:
+    smoothing = model.config.get("smoothing")
+    if not smoothing:
         return vector
     semantic = space_matrix(conn, "semantic")
-    near = [semantic.vector(i) for i, _ in space_matrix(conn, "visual").top_k(unit(features), SMOOTH_NEIGHBOURS)]
-    near = [v for v in near if v is not None]
-    return smooth_vectors(vector[None, :], np.asarray(near, np.float32).reshape(1, len(near), -1))[0]
+    near = [(semantic.vector(i), 1.0 - d) for i, d in space_matrix(conn, "visual").top_k(unit(features), SMOOTH_NEIGHBOURS)]
+    near = [(v, s) for v, s in near if v is not None]
+    if not near:
+        return vector
+    vectors = np.asarray([v for v, _ in near], np.float32)[None, :, :]
+    return smooth_vectors(vector[None, :], vectors, np.array([[s for _, s in near]], np.float32), smoothing)[0]
 
 
 def search_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual", *,
