@@ -288,3 +288,13 @@ def test_feedback_reads_few_rows_of_a_big_table_by_id(plugin_photos: dict, monke
         assert VEC_VISUAL not in index.cached_tables(search.rows.database_key(s.conn))  # big: read by id
         assert by_id == from_matrix
         assert visual_feedback(s.conn, [(10**9, 0.1)] * 5 + pairs) == [(10**9, 0.1)] * 5 + pairs  # unknown id: as is
+
+
+def test_nearest_rows_with_tiny_cells(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    x = np.vstack([rng.normal(size=(300, 8)), rng.normal(size=(3, 8)) + 40]).astype(np.float32)  # 3 far outliers
+    monkeypatch.setattr(neighbours, "EXACT_ROWS", 50)
+    monkeypatch.setattr(neighbours, "CELL_ROWS", 30)
+    got = neighbours.nearest_rows(x, 5)
+    assert got.shape == (303, 5) and not (got == np.arange(303)[:, None]).any()
+    assert set(got[300][:2]) == {301, 302}  # the outliers' cell is smaller than k: the rest come from everywhere

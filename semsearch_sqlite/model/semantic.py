@@ -594,7 +594,12 @@ def collection_vectors(model: "SemanticModel", X: np.ndarray, probs: np.ndarray 
         return vectors
     near = nearest_rows(X, SMOOTH_NEIGHBOURS)
     F = unit_rows(np.asarray(X, np.float32))
-    return smooth_vectors(vectors, vectors[near], np.einsum("nd,nkd->nk", F, F[near]), smoothing)
+    out = np.empty(vectors.shape, np.float32)
+    for s in range(0, len(F), 2048):  # in blocks: F[near] whole is n x k x D floats (5 GB for 100k x 1280)
+        block = near[s : s + 2048]
+        sims = np.einsum("nd,nkd->nk", F[s : s + 2048], F[block])
+        out[s : s + 2048] = smooth_vectors(vectors[s : s + 2048], vectors[block], sims, smoothing)
+    return out
 
 
 # -- the relevance cue ------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from semsearch_sqlite.vectors.ivf import exact_top, spherical_kmeans
+from semsearch_sqlite.vectors.ivf import exact_top, layout, spherical_kmeans
 from semsearch_sqlite.vectors.maths import unit_rows
 
 # exact all-pairs up to here (1280-d rows on 2 cores: 10k in 1.8 s, 30k in 17 s; by
@@ -32,15 +32,18 @@ def nearest_rows(vectors: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
         return np.zeros((n, 0), np.int64)
     if n <= EXACT_ROWS:
         return _exact(x, np.arange(n), k)
-    _centroids, cells = spherical_kmeans(x, max(2, math.ceil(n / CELL_ROWS)), seed=seed)
+    nlist = max(2, math.ceil(n / CELL_ROWS))
+    _centroids, cells = spherical_kmeans(x, nlist, seed=seed)
+    order, offsets = layout(cells, nlist)
     out = np.empty((n, k), np.int64)
-    for cell in np.unique(cells):
-        members = np.flatnonzero(cells == cell)
-        found = _exact(x[members], np.arange(len(members)), min(k, len(members) - 1))
-        got = members[found] if found.size else np.zeros((len(members), 0), np.int64)
-        if got.shape[1] < k:  # a cell smaller than k + 1: the rest from the whole matrix
-            got = _exact_against(x, members, k)
-        out[members] = got
+    for cell in range(nlist):
+        members = order[offsets[cell] : offsets[cell + 1]]
+        if len(members) == 0:
+            continue
+        if len(members) <= k:  # a cell too small to hold k neighbours: the whole matrix
+            out[members] = _exact_against(x, members, k)
+        else:
+            out[members] = members[_exact(x[members], np.arange(len(members)), k)]
     return out
 
 
