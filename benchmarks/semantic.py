@@ -61,7 +61,7 @@ from semsearch_sqlite.pipeline.train import imagenet_class_words  # noqa: E402
 from semsearch_sqlite.text.glove import DEFAULT_VOCAB_SIZE, WordVectors, load_word_vectors  # noqa: E402
 from semsearch_sqlite.text.query import combine_terms, compound_lookup, parse_query, tokenize  # noqa: E402
 from semsearch_sqlite.text.tags import is_tag_word  # noqa: E402
-from semsearch_sqlite.text.vocabulary import anchored_lookup  # noqa: E402
+from semsearch_sqlite.text.vocabulary import anchored_lookup, query_anchoring  # noqa: E402
 from semsearch_sqlite.vectors.maths import unit_rows  # noqa: E402
 from semsearch_sqlite.vectors.neighbours import nearest_rows  # noqa: E402
 from semsearch_sqlite.vectors.rerank import feedback_ranking  # noqa: E402
@@ -258,8 +258,9 @@ def main() -> None:
             if "smooth" in parts and model.needs_probs:
                 vectors = collection_vectors(model, X, P)
             lookup = compound_lookup(wv.get)
-            if "anchor" in parts and model.needs_probs:
-                lookup = anchored_lookup(wv.get, class_vectors, frozenset(" ".join(tokenize(lab)) for lab in model.label_words))
+            anchor_to, labels_left = query_anchoring(model.config, class_vectors)
+            if "anchor" in parts and anchor_to is not None:
+                lookup = anchored_lookup(wv.get, anchor_to, labels_left)
             visual = unit_rows(X[test]) if "feedback" in parts else None
             result = scorer(vectors, labels, test, seen, held, model.report.get(MATCH_META), lookup, visual)
             result["fit_seconds"] = seconds + time.perf_counter() - started

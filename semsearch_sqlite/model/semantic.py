@@ -83,7 +83,7 @@ import numpy as np
 from semsearch_sqlite.errors import ProjectionError
 from semsearch_sqlite.model.conse import CONSE_TOP, conse_vectors
 from semsearch_sqlite.model.projection import DEFAULT_PROJECTION, PROJECTION_METHODS, Projection, fit_projection
-from semsearch_sqlite.storage.models import CLASSIFIER_MODEL, SEMANTIC_MODEL, load_model
+from semsearch_sqlite.storage.models import CLASS_METHODS, CLASSIFIER_MODEL, SEMANTIC_MODEL, load_model
 from semsearch_sqlite.text.wordnet import anchored
 from semsearch_sqlite.vectors.maths import unit, unit_rows
 from semsearch_sqlite.vectors.neighbours import nearest_rows
@@ -450,7 +450,7 @@ def fit_semantic(
                 "nothing to fit the word space on: no image has a known label word and the backbone gives no "
                 "ImageNet class probabilities; label images by folder, or use a backbone with a classifier head"
             )
-    if chosen in ("conse", "joint", "gated", "blend") and not have_conse:
+    if chosen in CLASS_METHODS and not have_conse:
         raise ProjectionError(f"--method {chosen} needs ImageNet class probabilities; this backbone has none, use ridge or mlp")
     if chosen == "joint" and head is None:
         raise ProjectionError("--method joint needs the backbone's ImageNet classifier weights; use gated or ridge")
@@ -482,12 +482,12 @@ def fit_semantic(
         report.update(gate_report)
     if chosen == "blend":
         config["blend_alpha"] = BLEND_ALPHA
-    if chosen in ("conse", "joint", "gated", "blend") and rows:
+    if chosen in CLASS_METHODS and rows:
         smoothing = fit_smoothing(X[rows], np.array(label_ids), seed)
         if smoothing is not None:
             config["smoothing"] = smoothing
             report["smoothing"] = smoothing
-    cv = np.asarray(class_vectors, np.float32) if have_conse and chosen in ("conse", "joint", "gated", "blend") else None
+    cv = np.asarray(class_vectors, np.float32) if have_conse and chosen in CLASS_METHODS else None
     model = SemanticModel(chosen, proj, cv, gate, config, report, clf, head if chosen == "joint" else None)
     if gate is not None:
         report["seen_share"] = round(float((gate.seen_probability(X) > 0.5).mean()), 4)

@@ -22,7 +22,7 @@ from semsearch_sqlite.pipeline.train import imagenet_head, training_data
 from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, read_vectors
 from semsearch_sqlite.storage.store import Store, now
 from semsearch_sqlite.text.tags import nearest_tags, tag_mask
-from semsearch_sqlite.text.vocabulary import WordSpace, word_space
+from semsearch_sqlite.text.vocabulary import WordSpace, query_anchoring, word_space
 from semsearch_sqlite.text.query import tokenize
 from semsearch_sqlite.vectors.maths import unit_rows
 from semsearch_sqlite.vectors.rerank import feedback_ranking
@@ -103,9 +103,8 @@ def _fit_vectors(data: _Data, labels: list[str | None], space: WordSpace, class_
     model = fit_semantic(data.X, data.probs, labels, space, class_vectors, method=method, seed=seed, head=head)
     vectors = collection_vectors(model, data.X, data.probs)
     seconds = time.perf_counter() - started
-    anchoring = (np.asarray(class_vectors, np.float32) if model.needs_probs else None,
-                 frozenset(" ".join(tokenize(lab)) for lab in model.label_words))
-    return vectors, dataclasses.replace(space, class_vectors=anchoring[0], labels=anchoring[1]), seconds
+    anchor_to, labels_left = query_anchoring(model.config, class_vectors)
+    return vectors, dataclasses.replace(space, class_vectors=anchor_to, labels=labels_left), seconds
 
 
 def evaluate(

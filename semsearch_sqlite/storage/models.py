@@ -13,6 +13,9 @@ import numpy as np
 
 # names of the rows this package writes
 SEMANTIC_MODEL = "semantic"
+# word-space methods (the semantic model's config "method") whose image vectors are built
+# from the ImageNet class vectors: their stored vectors are smoothed, their queries anchored
+CLASS_METHODS = ("conse", "joint", "gated", "blend")
 CLASSES_MODEL = "imagenet_classes"
 CLASSIFIER_MODEL = "classifier"
 

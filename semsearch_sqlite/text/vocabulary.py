@@ -14,7 +14,7 @@ import numpy as np
 
 from semsearch_sqlite.errors import StoreError
 from semsearch_sqlite.storage.cache import ProcessCache
-from semsearch_sqlite.storage.models import CLASSES_MODEL, SEMANTIC_MODEL, load_model, model_config
+from semsearch_sqlite.storage.models import CLASS_METHODS, CLASSES_MODEL, SEMANTIC_MODEL, load_model, model_config
 from semsearch_sqlite.storage.rows import database_key, generation, rare_word_vector, vocabulary
 from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.storage.vectors import VEC_WORDS
@@ -173,20 +173,27 @@ def anchored_lookup(lookup: Callable[[str], np.ndarray | None], class_vectors: n
     return find
 
 
-# word-space models whose image vectors are built from the ImageNet class vectors
-_CLASS_METHODS = ("joint", "gated", "blend", "conse")
+def query_anchoring(config: dict[str, Any], class_vectors: np.ndarray | None) -> tuple[np.ndarray | None, frozenset[str]]:
+    """How image queries of a word-space model are anchored: the class vectors to anchor
+    to (None: its image vectors don't use them) and its labels (joined words), left alone.
+
+    Args:
+        config: the semantic model's config (``method``, ``labels``).
+        class_vectors: the database's ImageNet class vectors, or None.
+    """
+    if config.get("method") not in CLASS_METHODS or class_vectors is None:
+        return None, frozenset()
+    labels = frozenset(" ".join(tokenize(str(lab))) for lab in config.get("labels", []))
+    return np.asarray(class_vectors, np.float32), labels
 
 
 def _anchoring(conn: sqlite3.Connection) -> tuple[np.ndarray | None, frozenset[str]]:
-    """The class vectors image queries are anchored to, and the labels left alone."""
+    """:func:`query_anchoring` of the stored model."""
     config = model_config(conn, SEMANTIC_MODEL) or {}
-    if config.get("method") not in _CLASS_METHODS:
+    if config.get("method") not in CLASS_METHODS:
         return None, frozenset()
     classes = load_model(conn, CLASSES_MODEL)
-    if classes is None or "vectors" not in classes[0]:
-        return None, frozenset()
-    labels = frozenset(" ".join(tokenize(str(lab))) for lab in config.get("labels", []))
-    return np.asarray(classes[0]["vectors"], np.float32), labels
+    return query_anchoring(config, None if classes is None else classes[0].get("vectors"))
 
 
 def ensure_vocabulary(
