@@ -21,7 +21,7 @@ from semsearch_sqlite.media.files import sha256_file
 from semsearch_sqlite.errors import NotFoundError, QueryError, StoreError, UnknownWordsError
 from semsearch_sqlite.model.conse import FocusTarget, resolve_focus
 from semsearch_sqlite.model.semantic import MATCH_META, match_strength
-from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL, count_rows, read_float_rows, vec_table_dim
+from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL, read_float_rows, vec_table_dim
 from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, load_model
 from semsearch_sqlite.queries.filters import Filter, allowed_ids
 from semsearch_sqlite.text.tags import is_display_word, nearest_tags
@@ -232,8 +232,10 @@ def _visual_rows(conn: sqlite3.Connection, ids: list[int]) -> np.ndarray | None:
     dim = vec_table_dim(conn, VEC_VISUAL)
     if dim is None:
         return None
+    # the images' count from the semantic matrix the text query already holds (counting
+    # the visual table's rows would cost a b-tree scan per query)
     if VEC_VISUAL in index.cached_tables(rows.database_key(conn)) or \
-            count_rows(conn, VEC_VISUAL) * dim * 4 <= SMALL_MATRIX_BYTES:
+            len(space_matrix(conn, "semantic")) * dim * 4 <= SMALL_MATRIX_BYTES:
         m = space_matrix(conn, "visual")
         found = [m.vector(i) for i in ids]
         return None if any(v is None for v in found) else np.asarray(found, np.float32)
