@@ -65,7 +65,7 @@ tags -0.5, zero-shot tags +1), the rare WordNet nouns (ketch, hawksbill) as extr
 words (zero-shot tags -9: they become hubs), the labels the classifier gives first among
 the tags (seen tags +0.8), neighbour-averaged features for the
 classifier (seen tags +1.7, zero-shot P@10 -0.8 to -2), nouns-only or singular-only tags
-(cleaner lists, same figures). Mean-of-words multi-word labels are kept; a SIF-weighted
+(cleaner lists, same figures), features averaged with the mirrored photo's (+0.5 tags, twice the CNN time). Mean-of-words multi-word labels are kept; a SIF-weighted
 mean (rare words weigh more: "flamingo" over "head") gained 2 points of zero-shot P@10
 and is left for later.
 """
