@@ -26,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import imagenet_hypernyms  # noqa: E402  (the sibling data tool: one reader of data.noun)
+
 HERE = Path(__file__).resolve().parent
 DATA_DIR = HERE.parent / "semsearch_sqlite" / "data"
 OUT = DATA_DIR / "wordnet_classes.tsv.gz"
@@ -39,18 +42,8 @@ SENSES = 3
 
 
 def read_nouns(wordnet: Path) -> dict[int, list[int]]:
-    """offset -> hypernym offsets of every noun synset."""
-    out: dict[int, list[int]] = {}
-    with open(wordnet / "data.noun", encoding="latin-1") as f:
-        for line in f:
-            if line.startswith("  "):  # the licence header
-                continue
-            fields = line.partition(" | ")[0].split()
-            count = int(fields[3], 16)
-            at = 4 + 2 * count
-            out[int(fields[0])] = [int(fields[at + 2 + 4 * j]) for j in range(int(fields[at]))
-                                   if fields[at + 1 + 4 * j] in ("@", "@i") and fields[at + 3 + 4 * j] == "n"]
-    return out
+    """offset -> hypernym offsets of every noun synset (the reader of imagenet_hypernyms.py)."""
+    return {offset: hypernyms for offset, (_lemmas, hypernyms) in imagenet_hypernyms.read_nouns(wordnet).items()}
 
 
 def read_senses(wordnet: Path) -> dict[str, list[int]]:
