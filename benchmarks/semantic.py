@@ -18,17 +18,18 @@ would on that database); then, among the unlabelled photos only:
   feedback, for the rows that have them. Query words come from the whole GloVe
   vocabulary (what the lookup table answers); a label no row can answer is refused and
   listed;
-* tag@5: the share of photos with a word of their label among their 5 stored tags (the
-  50,000 most frequent GloVe words plus the seen labels' words and the words of the
-  ImageNet class names, stopwords, numbers and punctuation left out, as ``ingest``
-  stores them);
+* tag@5: the share of photos with a word of their label among their 5 stored tags, as
+  ``ingest`` stores them: for the rows with class-led tags, the names of the photo's most
+  probable classes first, then the nearest words of the vocabulary (the 50,000 most
+  frequent GloVe words plus the seen labels' words and the words of the ImageNet class
+  names, stopwords, numbers and punctuation left out);
 * the strong/weak cue: the share of the top-10 hits marked strong, and how many of the
   strong and of the weak hits are true matches, against the threshold ``fit_semantic``
   calibrates on the labelled photos.
 
 Each method's row is what search does with it (neighbour smoothing and WordNet anchoring
-apply to the class-based models, visual feedback to every text query); the joint rows
-take the default apart. Figures are means over the seeds (min over seeds in brackets for P@10). Features, class
+apply to the class-based models, visual feedback to every text query, class-led tags to
+joint and ConSE); the joint rows take the default apart. Figures are means over the seeds (min over seeds in brackets for P@10). Features, class
 probabilities and the ImageNet head come from the real backbone and are cached in /tmp.
 Prints a markdown table and writes benchmarks/results/semantic.json.
 """
@@ -55,13 +56,16 @@ from semsearch_sqlite.media.files import discover  # noqa: E402
 from semsearch_sqlite.media.images import load_image  # noqa: E402
 from semsearch_sqlite.model.conse import class_word_vectors, imagenet_class_names  # noqa: E402
 from semsearch_sqlite.errors import QueryError  # noqa: E402
-from semsearch_sqlite.model.semantic import (MATCH_META, SMOOTH_NEIGHBOURS, collection_vectors, fit_semantic,  # noqa: E402
-                                             match_strength, smooth_vectors)
+from semsearch_sqlite.model.semantic import (MATCH_META, class_tags, collection_semantics,  # noqa: E402
+                                             fit_semantic, match_strength)
+from semsearch_sqlite.model.smoothing import (SMOOTH_NEIGHBOURS, smooth_vectors, smoothed_top_classes,  # noqa: E402
+                                              top_classes)
 from semsearch_sqlite.pipeline.train import imagenet_class_words  # noqa: E402
 from semsearch_sqlite.text.glove import DEFAULT_VOCAB_SIZE, WordVectors, load_word_vectors  # noqa: E402
 from semsearch_sqlite.text.query import combine_terms, compound_lookup, parse_query, tokenize  # noqa: E402
-from semsearch_sqlite.text.tags import is_tag_word  # noqa: E402
-from semsearch_sqlite.text.vocabulary import anchored_lookup, query_anchoring  # noqa: E402
+from semsearch_sqlite.text.tags import nearest_tags  # noqa: E402
+from semsearch_sqlite.text.vocabulary import WordSpace, anchored_lookup, query_anchoring  # noqa: E402
+from semsearch_sqlite.vectors.matrix import Matrix  # noqa: E402
 from semsearch_sqlite.vectors.maths import unit_rows  # noqa: E402
 from semsearch_sqlite.vectors.neighbours import nearest_rows  # noqa: E402
 from semsearch_sqlite.vectors.rerank import feedback_ranking  # noqa: E402
@@ -75,10 +79,11 @@ TAG_K = 5
 
 # (row name, fit_semantic method, projection inside gated, what search adds): "smooth"
 # (neighbour smoothing of the stored vectors), "anchor" (WordNet anchoring of query
-# words), "feedback" (visual re-ranking of the first hits). Each method's row is what the
-# product does with it (smoothing and anchoring apply to the class-based models only);
-# the joint rows in between take the default apart.
-ALL = ("smooth", "anchor", "feedback")
+# words), "feedback" (visual re-ranking of the first hits), "classes" (tags led by the
+# most probable classes). Each method's row is what the product does with it (smoothing
+# and anchoring apply to the class-based models only, class-led tags to joint and
+# ConSE); the joint rows in between take the default apart.
+ALL = ("smooth", "anchor", "feedback", "classes")
 ROWS = [
     ("the talk's MLP (--method mlp)", "mlp", "ridge", ALL),
     ("ridge", "ridge", "ridge", ALL),
@@ -88,7 +93,8 @@ ROWS = [
     ("joint + neighbour smoothing", "joint", "ridge", ("smooth",)),
     ("joint + WordNet anchoring", "joint", "ridge", ("anchor",)),
     ("joint + visual feedback", "joint", "ridge", ("feedback",)),
-    ("joint + all three (default)", "joint", "ridge", ALL),
+    ("joint + class-led tags", "joint", "ridge", ("classes",)),
+    ("joint + all four (default)", "joint", "ridge", ALL),
 ]
 DEFAULT_ROW = ROWS[-1][0]
 
@@ -143,17 +149,20 @@ class Scorer:
     """P@10 of label queries, tag@5 and the match cue among the unlabelled photos."""
 
     def __init__(self, wv: WordVectors, seen: list[str]):
+        # the vocabulary ingest stores, as the word space tags are drawn from
         extra = {w for c in seen for w in tokenize(c)} | set(imagenet_class_words())
         vocab = wv.subset(DEFAULT_VOCAB_SIZE, sorted(extra))
-        keep = [i for i, w in enumerate(vocab.words) if is_tag_word(w)]
-        self.words = [vocab.words[i] for i in keep]
-        self.matrix = unit_rows(vocab.vectors[keep])
+        n = len(vocab.words)
+        self.space = WordSpace(dict(enumerate(vocab.words)), {w: i for i, w in enumerate(vocab.words)},
+                               Matrix(np.arange(n), unit_rows(vocab.vectors), {i: i for i in range(n)}))
         self.wv = wv
 
     def __call__(self, vectors: np.ndarray, labels: np.ndarray, rows: np.ndarray, seen: list[str], held: list[str],
-                 strong: float | None, lookup: Any, visual: np.ndarray | None) -> dict[str, Any]:
+                 strong: float | None, lookup: Any, visual: np.ndarray | None,
+                 leading: list[list[tuple[str, float]]] | None = None) -> dict[str, Any]:
         """``lookup``: the query-term lookup (plain or anchored); ``visual``: unit visual
-        vectors of ``rows`` for the feedback re-ranking, or None."""
+        vectors of ``rows`` for the feedback re-ranking, or None; ``leading``: every
+        photo's class tags (:func:`class_tags`), or None for nearest words only."""
         V, L = unit_rows(vectors[rows]), labels[rows]
         per, refused, cue = {}, [], {"strong": [], "weak": []}
         for c in seen + held:
@@ -167,9 +176,8 @@ class Scorer:
             per[c] = float((L[top] == c).mean())
             for i in top:
                 cue[match_strength(float(1 - s[i]), strong)].append(bool(L[i] == c))
-        sims = V @ self.matrix.T
-        top5 = np.argpartition(-sims, TAG_K, axis=1)[:, :TAG_K]
-        hit = np.array([bool(set(tokenize(L[i])) & {self.words[j] for j in top5[i]}) for i in range(len(rows))])
+        tags = nearest_tags(self.space, V, TAG_K, leading=None if leading is None else [leading[i] for i in rows])
+        hit = np.array([bool(set(tokenize(L[i])) & {w for tag, _ in t for w in tokenize(tag)}) for i, t in enumerate(tags)])
         is_held = np.isin(L, held)
         n_hits = len(cue["strong"]) + len(cue["weak"])
         return {
@@ -202,11 +210,17 @@ def one_of_a_kind(X: np.ndarray, P: np.ndarray, labels: np.ndarray, head: Any, w
         scorer = Scorer(wv, seen)
         mine = np.arange(len(train), len(rows))
         raw = model.image_vectors(X[rows], P[rows])
+        probabilities = model.class_probabilities(X[rows], P[rows])
+        own = top_classes(probabilities)
         near = nearest_rows(X[rows], SMOOTH_NEIGHBOURS)
         everyone = smooth_vectors(raw, raw[near], np.ones(near.shape, np.float32), {"threshold": 0.0, "width": 1e-6})
-        for name, vectors in (("joint, not smoothed", raw), (plain, everyone),
-                              ("joint, smoothed (default)", collection_vectors(model, X[rows], P[rows]))):
-            r = scorer(vectors, labels[rows], mine, seen, held, None, compound_lookup(wv.get), None)
+        alike = smoothed_top_classes(own, (own[0][near], own[1][near]), np.ones(near.shape, np.float32),
+                                     probabilities.shape[1])
+        for name, (vectors, classes) in ((("joint, not smoothed", (raw, smoothed_top_classes(own, None, None, probabilities.shape[1]))),
+                                          (plain, (everyone, alike)),
+                                          ("joint, smoothed (default)", collection_semantics(model, X[rows], P[rows])))):
+            leading = class_tags(model, scorer.space, vectors, classes)
+            r = scorer(vectors, labels[rows], mine, seen, held, None, compound_lookup(wv.get), None, leading)
             out[name].append((r["tag_at_5_seen"], r["tag_at_5_zero_shot"]))
     return {name: (float(np.mean([a for a, _ in v])), float(np.mean([b for _, b in v]))) for name, v in out.items()}
 
@@ -255,14 +269,19 @@ def main() -> None:
                 fits[method, projection] = (model, model.image_vectors(X, P), time.perf_counter() - started)
             model, vectors, seconds = fits[method, projection]
             started = time.perf_counter()
+            classes = None
             if "smooth" in parts and model.needs_probs:
-                vectors = collection_vectors(model, X, P)
+                vectors, classes = collection_semantics(model, X, P)
+            probabilities = model.class_probabilities(X, P) if "classes" in parts else None
+            if probabilities is not None and classes is None:
+                classes = smoothed_top_classes(top_classes(probabilities), None, None, probabilities.shape[1])
+            leading = class_tags(model, scorer.space, vectors, classes) if "classes" in parts else None
             lookup = compound_lookup(wv.get)
             anchor_to, labels_left = query_anchoring(model.config, class_vectors)
             if "anchor" in parts and anchor_to is not None:
                 lookup = anchored_lookup(wv.get, anchor_to, labels_left)
             visual = unit_rows(X[test]) if "feedback" in parts else None
-            result = scorer(vectors, labels, test, seen, held, model.report.get(MATCH_META), lookup, visual)
+            result = scorer(vectors, labels, test, seen, held, model.report.get(MATCH_META), lookup, visual, leading)
             result["fit_seconds"] = seconds + time.perf_counter() - started
             per_seed[name].append(result)
             print(f"seed {seed} {name}: seen {result['seen_p_at_10']:.3f} zero-shot {result['zero_shot_p_at_10']:.3f} "

@@ -309,7 +309,9 @@ def similar(db: str, image: str, space: str, k: int, as_json: bool, where: str |
 @output_options
 @handle_errors
 def tags(db: str, image: str, k: int, as_json: bool) -> None:
-    """Image -> words: the nearest vocabulary words to IMAGE (a stored id or path, or a new image file)."""
+    """Image -> words: the tags of IMAGE (a stored id or path, or a new image file).
+
+    Its most probable classes come first, then its nearest vocabulary words."""
     with open_collection(db) as photos:
         emit(photos.tags(image, k), WORD_COLUMNS, as_json)
 

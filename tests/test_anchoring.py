@@ -12,8 +12,8 @@ import pytest
 
 from semsearch_sqlite.errors import UnknownWordsError
 from semsearch_sqlite.model.conse import class_word_vectors, imagenet_class_names
-from semsearch_sqlite.model.semantic import (SMOOTH_WEIGHT, SMOOTH_WIDTH, collection_vectors, fit_semantic,
-                                             fit_smoothing, smooth_vectors)
+from semsearch_sqlite.model.semantic import collection_semantics, fit_semantic
+from semsearch_sqlite.model.smoothing import SMOOTH_WEIGHT, SMOOTH_WIDTH, fit_smoothing, smooth_vectors
 from semsearch_sqlite.queries.search import similar_images, space_matrix, text_vector, visual_feedback
 from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.text.glove import WordVectors
@@ -177,7 +177,7 @@ def test_collection_vectors_smooth_class_based_models_only(glove: WordVectors, c
     conse = fit_semantic(X, probs, labels, glove, class_vectors, method="conse")
     assert set(conse.config["smoothing"]) == {"threshold", "width"}
     raw = conse.image_vectors(X, probs)
-    smoothed = collection_vectors(conse, X, probs)
+    smoothed = collection_semantics(conse, X, probs)[0]
     near = neighbours.nearest_rows(X, 10)
     F = unit_rows(X)
     sims = np.einsum("nd,nkd->nk", F, F[near])
@@ -185,9 +185,9 @@ def test_collection_vectors_smooth_class_based_models_only(glove: WordVectors, c
     assert not np.allclose(smoothed, unit_rows(raw), atol=1e-3)
     ridge = fit_semantic(X, probs, labels, glove, class_vectors, method="ridge")
     assert "smoothing" not in ridge.config
-    assert np.allclose(collection_vectors(ridge, X, probs), ridge.image_vectors(X, probs))
+    assert np.allclose(collection_semantics(ridge, X, probs)[0], ridge.image_vectors(X, probs))
     unlabelled = fit_semantic(X, probs, [None] * 60, glove, class_vectors, method="conse")
-    assert np.allclose(collection_vectors(unlabelled, X, probs), unlabelled.image_vectors(X, probs))
+    assert np.allclose(collection_semantics(unlabelled, X, probs)[0], unlabelled.image_vectors(X, probs))
 
 
 def test_a_label_glove_lacks_is_fitted_by_its_kin(glove: WordVectors, class_vectors: np.ndarray) -> None:
@@ -253,7 +253,7 @@ def test_stored_vectors_are_smoothed(plugin_photos: dict) -> None:
         model = semantic_model(s.conn)
         ids, X, probs, _labels = training_data(s, None)
         stored = space_matrix(s.conn, "semantic")
-        want = collection_vectors(model, X, probs)
+        want = collection_semantics(model, X, probs)[0]
         got = np.vstack([stored.vector(int(i)) for i in ids])
         assert np.allclose(got, unit_rows(want), atol=1e-5)
         assert not np.allclose(got, unit_rows(model.image_vectors(X, probs)), atol=1e-3)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from markupsafe import escape
 
 from semsearch_sqlite.cli import cli
 from semsearch_sqlite.queries.sqlfuncs import register_functions
@@ -372,7 +373,7 @@ async def test_pages_hide_the_tables_metadata_denies(photos_copy: Path, tmp_path
     assert f"/thumb/{image_id}.jpg" in page  # the images table itself is still shown
     display, page, report = await pages(root)
     assert (display, report) == (200, 200)
-    assert f"/display/{image_id}" in page and f">{tag}</a>" in page
+    assert f"/display/{image_id}" in page and f">{escape(tag)}</a>" in page
 
 
 # -- 5. time limits stop table functions, and read as the caller's own time limit -------------

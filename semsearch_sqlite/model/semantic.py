@@ -24,11 +24,12 @@ Query vectors stay plain word vectors; the classifier's weights, the label and c
 vectors are numpy arrays plus JSON (``to_arrays``/``from_arrays``), the head is the
 database's stored ``classifier`` model, so new images need no TensorFlow.
 
-Three more steps turn the joint model into what search uses (round 2): the stored
-vectors are smoothed over each photo's visual neighbours (:func:`collection_vectors`),
+Four more steps turn the joint model into what search uses (round 2): the stored
+vectors are smoothed over each photo's visual neighbours (:func:`collection_semantics`),
 query words are anchored to their WordNet kin ImageNet classes
-(``text/wordnet.py``), and the first text hits are re-ranked by their visual agreement
-with the best ones (``vectors/rerank.py``).
+(``text/wordnet.py``), the first text hits are re-ranked by their visual agreement
+with the best ones (``vectors/rerank.py``), and each photo's tags start with its most
+probable classes (:func:`class_tags`).
 
 Measured by ``benchmarks/semantic.py``, the 50-label protocol: 1,965 Caltech-101 photos
 of the two dev sets, 5 seeds, each holding 20 labels out (zero-shot); of each of the 30
@@ -40,13 +41,14 @@ method (each as search uses it)          seen P@10    zero-shot P@10  tag@5 seen
 =======================================  ===========  ==============  ==========  ==========
 the talk's MLP, cosine loss              0.886        0.097           0.906       0.040
 ridge (closed form)                      0.880        0.094           0.894       0.035
-ConSE (no training)                      0.597        0.659           0.529       0.455
+ConSE (no training)                      0.597        0.659           0.587       0.492
 gated ridge / ConSE (round 1)            0.857        0.577           0.829       0.399
 joint alone (round 2, first part)        0.904        0.598           0.905       0.408
 joint + neighbour smoothing              0.921        0.627           0.921       0.441
 joint + WordNet anchoring                0.906        0.652           0.905       0.408
 joint + visual feedback                  0.903        0.644           0.905       0.408
-**joint + all three (default)**          0.921        0.721           0.921       0.441
+joint + class-led tags                   0.904        0.598           0.963       0.445
+**joint + all four (default)**           0.921        0.721           0.980       0.481
 =======================================  ===========  ==============  ==========  ==========
 
 Measured and not kept (same protocol): hypernym-aware class vectors (each class plus its
@@ -62,8 +64,7 @@ means blur it again), diffusion over the neighbour graph instead of one smoothin
 (no better), a sharpened query-to-class kernel instead of ConSE vectors (no better),
 anchoring the labels too (zero-shot -1.3, seen tags -2.5), anchored tag words (seen
 tags -0.5, zero-shot tags +1), the rare WordNet nouns (ketch, hawksbill) as extra tag
-words (zero-shot tags -9: they become hubs), the labels the classifier gives first among
-the tags (seen tags +0.8), neighbour-averaged features for the
+words (zero-shot tags -9: they become hubs), neighbour-averaged features for the
 classifier (seen tags +1.7, zero-shot P@10 -0.8 to -2), nouns-only or singular-only tags
 (cleaner lists, same figures), features averaged with the mirrored photo's (+0.5 tags, twice the CNN time). Mean-of-words multi-word labels are kept; a SIF-weighted
 mean (rare words weigh more: "flamingo" over "head") gained 2 points of zero-shot P@10
@@ -81,8 +82,10 @@ from typing import Any
 import numpy as np
 
 from semsearch_sqlite.errors import ProjectionError
-from semsearch_sqlite.model.conse import CONSE_TOP, conse_vectors
+from semsearch_sqlite.model.conse import CONSE_TOP, conse_vectors, imagenet_class_names
 from semsearch_sqlite.model.projection import DEFAULT_PROJECTION, PROJECTION_METHODS, Projection, fit_projection
+from semsearch_sqlite.model.smoothing import (SMOOTH_NEIGHBOURS, TAG_CLASSES, fit_smoothing, neighbour_weights,
+                                              smooth_vectors, smoothed_top_classes, top_classes)
 from semsearch_sqlite.storage.models import CLASS_METHODS, CLASSIFIER_MODEL, SEMANTIC_MODEL, load_model
 from semsearch_sqlite.text.wordnet import anchored
 from semsearch_sqlite.vectors.maths import unit, unit_rows
@@ -308,6 +311,24 @@ class SemanticModel:
             g = np.full((len(projected), 1), float(self.config.get("blend_alpha", BLEND_ALPHA)), np.float32)
         return unit_rows(g * projected + (1 - g) * conse)
 
+    def class_probabilities(self, X: np.ndarray | None, probs: np.ndarray | None) -> np.ndarray | None:
+        """[n, len(class_names)] the class distribution whose ConSE mean is each image's
+        vector (``joint``: the labels', then ImageNet's; ``conse``: ImageNet's); None for
+        models whose vectors are not made of classes."""
+        if self.classifier is not None and X is not None and self.head is not None:
+            X = np.asarray(X, np.float32)
+            return self.classifier.probabilities(X, X @ self.head[0] + self.head[1])
+        if self.method == "conse" and probs is not None and self.class_vectors is not None:
+            return np.asarray(probs, np.float32)
+        return None
+
+    def class_names(self) -> list[str]:
+        """The names of :meth:`class_probabilities`' columns: the labels, then the
+        ImageNet class names ("great white shark, white shark, ...")."""
+        if self.classifier is not None:
+            return self.label_words + imagenet_class_names()
+        return imagenet_class_names() if self.method == "conse" else []
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Every array needed at query/ingest time, for :meth:`from_arrays`."""
         arrays: dict[str, np.ndarray] = {}
@@ -513,93 +534,82 @@ def semantic_model(conn: sqlite3.Connection) -> Any:
     return SemanticModel.from_arrays(*stored, head=head)
 
 
-# -- smoothing over visual neighbours ----------------------------------------------------------
-# each image's semantic vector plus SMOOTH_WEIGHT x the mean of its SMOOTH_NEIGHBOURS
-# nearest images' (by backbone features), each neighbour weighted by how surely it shows
-# the same kind of thing (see fit_smoothing). On the 50-label protocol: zero-shot P@10
-# +3 points, tag@5 +1.6 (seen) / +3.3 (zero-shot); k 5 / 20 and weights 0.5 / 1 a point lower.
-SMOOTH_NEIGHBOURS = 10
-SMOOTH_WEIGHT = 2.0
-# the logistic width of the neighbour weights, as a share of the own - other gap
-SMOOTH_WIDTH = 0.25
-# labelled images the calibration compares (pairs grow with the square)
-SMOOTH_CALIBRATION_ROWS = 4000
+def class_tags(model: "SemanticModel", space: Any, vectors: np.ndarray,
+               classes: np.ndarray | None) -> list[list[tuple[str, float]]] | None:
+    """Each image's leading tags (for :func:`semsearch_sqlite.text.tags.nearest_tags`): the
+    names of its ``classes`` (:func:`collection_semantics`), each with the cosine distance
+    of its vector to the image's. A label is named as it is stored (lower case) with its
+    label vector; an ImageNet class by :func:`class_tag_word` with that word's vector.
+    None when ``classes`` is None."""
+    from semsearch_sqlite.text.tags import class_tag_word
 
-
-def fit_smoothing(X: np.ndarray, label_index: np.ndarray, seed: int = 0) -> dict[str, float] | None:
-    """The neighbour weights' calibration, from labelled images (None with < 2 labels).
-
-    For each labelled image: the cosine (backbone features) of its nearest image of the
-    same label and of its nearest image of another label. A neighbour as close as the
-    median "other" weighs 1/2, and the weight rises to ~1 over the gap to the median
-    "own". Without it, a photo unlike any other in the collection (one of a kind, as
-    many phone photos are) would take its neighbours' meaning: with equal weights the
-    zero-shot tag@5 of such photos fell from 0.37 to 0.23 (``benchmarks/semantic.py``,
-    one of a kind); the weights keep 0.37 and nearly all of the gain where photos come
-    in kinds. The soft weights beat a hard cut at the midpoint by a point or two.
-    """
-    label_index = np.asarray(label_index)
-    if len(np.unique(label_index)) < 2:
+    if classes is None:
         return None
-    if len(label_index) > SMOOTH_CALIBRATION_ROWS:
-        keep = np.sort(np.random.default_rng(seed).choice(len(label_index), SMOOTH_CALIBRATION_ROWS, replace=False))
-        X, label_index = X[keep], label_index[keep]
-    F = unit_rows(np.asarray(X, np.float32))
-    sims = F @ F.T
-    np.fill_diagonal(sims, -np.inf)
-    same = label_index[:, None] == label_index[None, :]
-    own = np.where(same, sims, -np.inf).max(axis=1)
-    other = np.where(same, -np.inf, sims).max(axis=1)
-    own = own[np.isfinite(own)]
-    if len(own) == 0:
-        return None
-    own_median, other_median = float(np.median(own)), float(np.median(other))
-    gap = max(own_median - other_median, 1e-3)
-    return {"threshold": round(other_median, 4), "width": round(SMOOTH_WIDTH * gap, 4)}
-
-
-def smooth_vectors(vectors: np.ndarray, neighbour_vectors: np.ndarray, similarities: np.ndarray,
-                   smoothing: dict[str, float]) -> np.ndarray:
-    """Unit rows of ``vectors + SMOOTH_WEIGHT * mean_j(w_j * neighbour_vectors_j)``, with
-    ``w_j`` the logistic weight of neighbour j's visual cosine (:func:`fit_smoothing`).
-
-    A single photo's class probabilities are noisy (a sunflower read as a daisy, a
-    ketch as a yawl or a fireboat); photos that look alike mostly show the same kind of
-    thing, so their mean is a steadier guess of what the photo shows, and the photo's
-    own vector keeps what sets it apart.
-
-    Args:
-        vectors: [n, W] semantic vectors.
-        neighbour_vectors: [n, k, W] the semantic vectors of each row's visual neighbours.
-        similarities: [n, k] their visual cosines to the row.
-        smoothing: ``threshold`` and ``width`` from :func:`fit_smoothing`.
-    """
+    names = model.class_names()
+    n_labels = len(model.label_words) if model.classifier is not None else 0
+    table: dict[int, tuple[str, np.ndarray] | None] = {}
+    for c in np.unique(classes[classes >= 0]).tolist():
+        if c < n_labels:
+            assert model.classifier is not None
+            table[c] = (names[c].lower(), unit(model.classifier.label_vectors[c]))
+        else:
+            word = class_tag_word(space, names[c])
+            vector = None if word is None else space.vector(word)
+            table[c] = None if vector is None else (word, unit(vector))
     v = unit_rows(np.asarray(vectors, np.float32))
-    n, k = neighbour_vectors.shape[:2]
-    if k == 0:
-        return v
-    z = (np.asarray(similarities, np.float32) - smoothing["threshold"]) / max(smoothing["width"], 1e-6)
-    w = 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
-    near = unit_rows(neighbour_vectors.reshape(n * k, -1)).reshape(neighbour_vectors.shape)
-    return unit_rows(v + SMOOTH_WEIGHT * (w[:, :, None] * near).mean(axis=1))
+    out = []
+    for row, cs in zip(v, classes.tolist()):
+        tags: list[tuple[str, float]] = []
+        for c in cs:
+            entry = table.get(c)
+            if entry is not None and entry[0] not in {t for t, _ in tags}:
+                tags.append((entry[0], float(1.0 - row @ entry[1])))
+        out.append(tags)
+    return out
 
 
-def collection_vectors(model: "SemanticModel", X: np.ndarray, probs: np.ndarray | None) -> np.ndarray:
-    """The semantic vectors a collection stores: :meth:`SemanticModel.image_vectors`,
-    smoothed over each image's SMOOTH_NEIGHBOURS nearest images by backbone features
-    when the model is calibrated for it (class-based models fitted on >= 2 labels)."""
+def _top_classes_of(model: "SemanticModel", X: np.ndarray, probs: np.ndarray | None
+                    ) -> tuple[tuple[np.ndarray, np.ndarray] | None, int]:
+    """:func:`top_classes` of every row and the number of classes, in blocks: the whole
+    distribution is [n, 1000+] floats (2 GB at 500k images) of which only the top few are kept."""
+    parts = []
+    n_classes = 0
+    for s in range(0, len(X), 8192):
+        block = model.class_probabilities(X[s : s + 8192], None if probs is None else probs[s : s + 8192])
+        if block is None:
+            return None, 0
+        n_classes = block.shape[1]
+        parts.append(top_classes(block))
+    if not parts:
+        return None, 0
+    return (np.vstack([i for i, _ in parts]), np.vstack([v for _, v in parts])), n_classes
+
+
+def collection_semantics(model: "SemanticModel", X: np.ndarray, probs: np.ndarray | None
+                         ) -> tuple[np.ndarray, np.ndarray | None]:
+    """What a collection stores: its semantic vectors (:meth:`SemanticModel.image_vectors`,
+    smoothed over each image's SMOOTH_NEIGHBOURS nearest images by backbone features when
+    the model is calibrated for it: class-based models fitted on >= 2 labels), and the
+    TAG_CLASSES most probable classes of each image, smoothed alike (indices into
+    :meth:`SemanticModel.class_names`; None for models without classes)."""
     vectors = model.image_vectors(X, probs)
+    own, n_classes = _top_classes_of(model, X, probs)
     smoothing = model.config.get("smoothing")
     if not smoothing or len(vectors) < 2:
-        return vectors
+        return vectors, None if own is None else smoothed_top_classes(own, None, None, n_classes)
     near = nearest_rows(X, SMOOTH_NEIGHBOURS)
     F = unit_rows(np.asarray(X, np.float32))
     out = np.empty(vectors.shape, np.float32)
+    classes = None if own is None else np.empty((len(vectors), min(TAG_CLASSES, n_classes)), np.int32)
     for s in range(0, len(F), 2048):  # in blocks: F[near] whole is n x k x D floats (5 GB for 100k x 1280)
         block = near[s : s + 2048]
         sims = np.einsum("nd,nkd->nk", F[s : s + 2048], F[block])
         out[s : s + 2048] = smooth_vectors(vectors[s : s + 2048], vectors[block], sims, smoothing)
-    return out
+        if own is not None and classes is not None:
+            classes[s : s + 2048] = smoothed_top_classes((own[0][s : s + 2048], own[1][s : s + 2048]),
+                                                         (own[0][block], own[1][block]),
+                                                         neighbour_weights(sims, smoothing), n_classes)
+    return out, classes
 
 
 # -- the relevance cue ------------------------------------------------------------------------

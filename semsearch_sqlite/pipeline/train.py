@@ -97,7 +97,7 @@ def refresh_semantic(
 
 def _refit(store: Store, method: str | None, tags: int, labels: dict[str, str] | None,
            epochs: int | None, seed: int) -> dict[str, Any]:
-    from semsearch_sqlite.model.semantic import collection_vectors, fit_semantic
+    from semsearch_sqlite.model.semantic import class_tags, collection_semantics, fit_semantic
 
     ids, X, probs, image_labels = training_data(store, labels)
     if len(ids) == 0:
@@ -111,7 +111,7 @@ def _refit(store: Store, method: str | None, tags: int, labels: dict[str, str] |
     if epochs:
         kwargs["epochs"] = epochs
     model = fit_semantic(X, probs, image_labels, space, classes[0]["vectors"], head=imagenet_head(store), **kwargs)
-    vectors = collection_vectors(model, X, probs)
+    vectors, classes = collection_semantics(model, X, probs)
     report = dict(model.report)
     report.update(method=model.method, seconds=round(time.perf_counter() - started, 3), trained_at=now(),
                   images=int(len(ids)), labelled=int(sum(lab is not None for lab in image_labels)))
@@ -122,7 +122,7 @@ def _refit(store: Store, method: str | None, tags: int, labels: dict[str, str] |
         store.conn.execute("delete from tags")
         if tags:
             store.bump_generation()  # so write_tags sees the current vocabulary
-            write_tags(store, ids, vectors, tags)
+            write_tags(store, ids, vectors, tags, class_tags(model, word_space(store.conn), vectors, classes))
         store.save_model(SEMANTIC_MODEL, model.method, model.to_arrays(), {**model.config, **_jsonable(report)})
         store.update_meta({"semantic_method": model.method, "semantic_report": _jsonable(report),
                            MATCH_META: report.get(MATCH_META)})

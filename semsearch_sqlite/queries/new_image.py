@@ -18,7 +18,9 @@ from semsearch_sqlite.extras import missing_message, require_ingest
 from semsearch_sqlite.queries.search import Results, similar_to_vector, space_matrix, tags_for_vector
 from semsearch_sqlite.storage.cache import ProcessCache
 from semsearch_sqlite.storage.rows import read_meta
-from semsearch_sqlite.storage.store import Store
+from semsearch_sqlite.storage.store import Store, decode_f32
+from semsearch_sqlite.storage.vectors import VEC_VISUAL, read_float_rows, vec_table_dim
+from semsearch_sqlite.text.vocabulary import word_space
 from semsearch_sqlite.vectors.maths import unit
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -56,25 +58,63 @@ def embed_image(conn: sqlite3.Connection, image: Any) -> tuple[np.ndarray, np.nd
     return features[0], (None if probs is None else probs[0])
 
 
-def semantic_vector(conn: sqlite3.Connection, features: np.ndarray, probs: np.ndarray | None) -> np.ndarray:
-    """A new image's word-space vector from its backbone outputs, smoothed over its
-    visual neighbours in the database as ingest smooths the stored images'."""
-    from semsearch_sqlite.model.semantic import SMOOTH_NEIGHBOURS, semantic_model, smooth_vectors
+@dataclass
+class NewSemantics:
+    """A new image's word-space vector and the tags its classes lead with."""
+
+    vector: np.ndarray
+    leading: list[tuple[str, float]] | None
+
+
+def semantic_vector(conn: sqlite3.Connection, features: np.ndarray, probs: np.ndarray | None) -> NewSemantics:
+    """A new image's word-space vector and its most probable classes (the tags it leads
+    with) from its backbone outputs, both smoothed over its visual neighbours in the
+    database as ingest smooths the stored images' (``collection_semantics``)."""
+    from semsearch_sqlite.model.semantic import class_tags, semantic_model
+    from semsearch_sqlite.model.smoothing import (SMOOTH_NEIGHBOURS, neighbour_weights, smooth_vectors,
+                                                  smoothed_top_classes, top_classes)
 
     model = semantic_model(conn)
     if model is None:
         raise StoreError("this database has no word-space model yet; run semsearch-sqlite train")
-    vector = model.image_vectors(features[None, :], None if probs is None else probs[None, :])[0]
+    f, p = features[None, :], None if probs is None else probs[None, :]
+    vector = model.image_vectors(f, p)[0]
+    probabilities = model.class_probabilities(f, p)
+    own = None if probabilities is None else top_classes(probabilities)
+    neighbours = weights = None
     smoothing = model.config.get("smoothing")
-    if not smoothing:
-        return vector
-    semantic = space_matrix(conn, "semantic")
-    near = [(semantic.vector(i), 1.0 - d) for i, d in space_matrix(conn, "visual").top_k(unit(features), SMOOTH_NEIGHBOURS)]
-    near = [(v, s) for v, s in near if v is not None]
-    if not near:
-        return vector
-    vectors = np.asarray([v for v, _ in near], np.float32)[None, :, :]
-    return smooth_vectors(vector[None, :], vectors, np.array([[s for _, s in near]], np.float32), smoothing)[0]
+    if smoothing:
+        semantic = space_matrix(conn, "semantic")
+        near = [(i, semantic.vector(i), 1.0 - d) for i, d in space_matrix(conn, "visual").top_k(unit(features), SMOOTH_NEIGHBOURS)]
+        near = [(i, v, s) for i, v, s in near if v is not None]
+        if near:
+            sims = np.array([[s for _, _, s in near]], np.float32)
+            vector = smooth_vectors(vector[None, :], np.asarray([v for _, v, _ in near], np.float32)[None, :, :],
+                                    sims, smoothing)[0]
+            near_probabilities = _stored_class_probabilities(conn, model, [i for i, _, _ in near])
+            if own is not None and near_probabilities is not None:
+                idx, val = top_classes(near_probabilities)
+                neighbours, weights = (idx[None], val[None]), neighbour_weights(sims, smoothing)
+    if own is None or probabilities is None:
+        return NewSemantics(vector, None)
+    classes = smoothed_top_classes(own, neighbours, weights, probabilities.shape[1])
+    leading = class_tags(model, word_space(conn), vector[None, :], classes)
+    return NewSemantics(vector, None if leading is None else leading[0])
+
+
+def _stored_class_probabilities(conn: sqlite3.Connection, model: Any, ids: list[int]) -> np.ndarray | None:
+    """The class distribution of stored images ``ids`` (in that order), from their raw
+    features and stored ImageNet probabilities; None if any is missing."""
+    dim = vec_table_dim(conn, VEC_VISUAL)
+    if dim is None:
+        return None
+    got, raw = read_float_rows(conn, VEC_VISUAL, np.asarray(ids, np.int64), dim)
+    where = {int(i): n for n, i in enumerate(got)}
+    stored = dict(conn.execute(f"select image_id, probs from image_classes where image_id in ({','.join(map(str, ids))})"))
+    if any(i not in where or i not in stored for i in ids):
+        return None
+    X = raw[[where[i] for i in ids]]
+    return model.class_probabilities(X, np.vstack([decode_f32(stored[i]) for i in ids]))
 
 
 def search_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual", *,
@@ -82,14 +122,15 @@ def search_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str =
     """Images nearest to a new PIL image in the visual or semantic space."""
     features, probs = embed_image(conn, image)
     if space == "semantic":
-        return similar_to_vector(conn, semantic_vector(conn, features, probs), k, "semantic", where=where)
+        return similar_to_vector(conn, semantic_vector(conn, features, probs).vector, k, "semantic", where=where)
     return similar_to_vector(conn, features, k, "visual", where=where)
 
 
 def tag_image(conn: sqlite3.Connection, image: Any, k: Any = 10) -> Results:
     """The words nearest to a new PIL image (its tags, as ingest would store them)."""
     features, probs = embed_image(conn, image)
-    return tags_for_vector(conn, semantic_vector(conn, features, probs), k)
+    semantic = semantic_vector(conn, features, probs)
+    return tags_for_vector(conn, semantic.vector, k, semantic.leading)
 
 
 @dataclass
@@ -115,8 +156,8 @@ def describe_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str
         if space == "semantic":
             raise
         return NewImage(similar_to_vector(conn, features, k, "visual"), None, str(e), thumb)
-    similar = similar_to_vector(conn, semantic if space == "semantic" else features, k, space)
-    return NewImage(similar, tags_for_vector(conn, semantic, n_tags), None, thumb)
+    similar = similar_to_vector(conn, semantic.vector if space == "semantic" else features, k, space)
+    return NewImage(similar, tags_for_vector(conn, semantic.vector, n_tags, semantic.leading), None, thumb)
 
 
 PREVIEW_LONGEST = 256  # px: the thumbnail of a new image shown beside its results

@@ -303,7 +303,8 @@ def similar_to_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10,
 
 
 def image_tags(conn: sqlite3.Connection, image: Any, k: Any = 10) -> Results:
-    """Image -> its ``k`` nearest words (stored tags, computed when more are asked)."""
+    """Image -> its ``k`` tags: the stored ones (its classes, then its nearest words),
+    continued with more nearest words when more are asked than ingest stored."""
     k = index.clamp_k(k)
     image_id = resolve_image(conn, image)
     tags = rows.stored_tags(conn, image_id, k)
@@ -314,14 +315,17 @@ def image_tags(conn: sqlite3.Connection, image: Any, k: Any = 10) -> Results:
             if tags:
                 return Results([WordHit(w, round(d, 6), r) for r, (w, d) in enumerate(tags, 1)])
             raise NotFoundError(f"image {image_id} has no semantic vector yet; rerun semsearch-sqlite ingest")
-        return tags_for_vector(conn, v, k)
+        return tags_for_vector(conn, v, k, tags)
     return Results([WordHit(w, round(d, 6), r) for r, (w, d) in enumerate(tags, 1)])
 
 
-def tags_for_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10) -> Results:
-    """The ``k`` tag words nearest to a word-space vector (e.g. a new image's)."""
+def tags_for_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10,
+                    leading: Sequence[tuple[str, float]] | None = None) -> Results:
+    """The ``k`` tags of a word-space vector (e.g. a new image's): ``leading`` (its
+    classes' names and distances) first, then the nearest tag words."""
     k = index.clamp_k(k)
-    tags = nearest_tags(word_space(conn), np.asarray(vector, dtype=np.float32)[None, :], k)[0]
+    tags = nearest_tags(word_space(conn), np.asarray(vector, dtype=np.float32)[None, :], k,
+                        leading=None if leading is None else [list(leading)])[0]
     return Results([WordHit(w, round(d, 6), r) for r, (w, d) in enumerate(tags, 1)])
 
 

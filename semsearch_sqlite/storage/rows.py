@@ -226,6 +226,15 @@ def stored_tags(conn: sqlite3.Connection, image_id: int, k: int) -> list[tuple[s
     ).fetchall()
 
 
+def every_stored_tag(conn: sqlite3.Connection, k: int) -> dict[int, list[tuple[str, float]]]:
+    """image id -> its first ``k`` stored tags, best first (one query for the collection)."""
+    out: dict[int, list[tuple[str, float]]] = {}
+    for image_id, word, distance in conn.execute(
+            "select image_id, word, distance from tags where rank <= ? order by image_id, rank", [int(k)]):
+        out.setdefault(int(image_id), []).append((word, float(distance)))
+    return out
+
+
 def images_with_tag(conn: sqlite3.Connection, word: str, k: int) -> list[tuple[int, float]]:
     """``(image_id, distance)`` of the images tagged ``word``, nearest first."""
     rows = conn.execute(

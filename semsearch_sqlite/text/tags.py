@@ -1,4 +1,5 @@
-"""Generated tags: the nearest vocabulary words to an image's semantic vector, with
+"""Generated tags: the names of an image's most probable classes (see
+``model/semantic.py``), then the nearest vocabulary words to its semantic vector, with
 stopwords, punctuation and numbers left out."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from semsearch_sqlite.storage.store import Store
+from semsearch_sqlite.text.query import tokenize
 from semsearch_sqlite.text.vocabulary import WordSpace, word_space
 
 DEFAULT_TAGS = 10
@@ -59,8 +61,22 @@ def tag_mask(space: WordSpace) -> np.ndarray:
     return mask
 
 
-def nearest_tags(space: WordSpace, vectors: np.ndarray, k: int, mask: np.ndarray | None = None) -> list[list[tuple[str, float]]]:
-    """For each row of ``vectors``, the ``k`` nearest tag words and cosine distances."""
+def class_tag_word(space: WordSpace, class_name: str) -> str | None:
+    """The tag word naming an ImageNet class: the head noun (last word) of its first
+    synonym whose head is a tag word of ``space`` ("great white shark, white shark, ..."
+    -> "shark", "tabby, tabby cat" -> "tabby"), or None."""
+    for synonym in class_name.split(","):
+        words = tokenize(synonym)
+        if words and is_tag_word(words[-1]) and words[-1] in space.ids:
+            return words[-1]
+    return None
+
+
+def nearest_tags(space: WordSpace, vectors: np.ndarray, k: int, mask: np.ndarray | None = None,
+                 leading: Sequence[Sequence[tuple[str, float]]] | None = None) -> list[list[tuple[str, float]]]:
+    """For each row of ``vectors``, ``k`` tags with their cosine distances: the row's
+    ``leading`` tags first (an image's most probable classes), then the nearest tag words
+    not already among them nor a word of one of them ("car" after "car_side")."""
     if mask is None:
         mask = tag_mask(space)
     allowed = np.flatnonzero(mask)
@@ -70,26 +86,35 @@ def nearest_tags(space: WordSpace, vectors: np.ndarray, k: int, mask: np.ndarray
     norms[norms == 0] = 1
     v = v / norms
     out = []
-    kk = min(k, len(allowed))
+    # a few spare candidates stand in for the words the leading tags already cover
+    spare = max((len(lead) for lead in leading), default=0) * 3 if leading is not None else 0
+    kk = min(k + spare, len(allowed))
     # chunks keep the score matrix small (rows x vocabulary)
     ids = space.matrix.ids[allowed]
     for start in range(0, len(v), 256):
-        for row in (v[start : start + 256] @ words.T)[:, allowed]:
-            part = np.argpartition(-row, kk - 1)[:kk]
+        for n, row in enumerate((v[start : start + 256] @ words.T)[:, allowed], start):
+            part = np.argpartition(-row, kk - 1)[:kk] if kk else np.zeros(0, np.int64)
             order = part[np.argsort(-row[part], kind="stable")]
             names = [space.words[i] for i in ids[order].tolist()]
-            out.append(list(zip(names, (1.0 - row[order]).tolist())))
+            tags = list(leading[n])[:k] if leading is not None else []
+            covered = {w for tag, _ in tags for w in (tag, *tokenize(tag))}
+            for name, dist in zip(names, (1.0 - row[order]).tolist()):
+                if len(tags) >= k:
+                    break
+                if name not in covered:
+                    tags.append((name, dist))
+            out.append(tags)
     return out
 
 
-def write_tags(store: Store, ids: Sequence[int], vectors: np.ndarray, k: int = DEFAULT_TAGS) -> None:
-    """Replace the stored tags of ``ids`` (call inside a transaction)."""
+def write_tags(store: Store, ids: Sequence[int], vectors: np.ndarray, k: int = DEFAULT_TAGS,
+               leading: Sequence[Sequence[tuple[str, float]]] | None = None) -> None:
+    """Replace the stored tags of ``ids`` (call inside a transaction); ``leading`` as in
+    :func:`nearest_tags`."""
     space = word_space(store.conn)
     mask = tag_mask(space)
     rows = []
-    for image_id, tags in zip(ids, nearest_tags(space, vectors, k, mask)):
+    for image_id, tags in zip(ids, nearest_tags(space, vectors, k, mask, leading)):
         rows.extend((int(image_id), rank, word, dist) for rank, (word, dist) in enumerate(tags, 1))
     store.conn.executemany("delete from tags where image_id = ?", ((int(i),) for i in ids))
     store.conn.executemany("insert into tags(image_id, rank, word, distance) values (?, ?, ?, ?)", rows)
-
-
