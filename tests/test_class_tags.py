@@ -102,6 +102,17 @@ def test_stored_tags_lead_with_each_photos_classes(plugin_photos: dict) -> None:
             1 - float(v.vector(int(ids[n])) @ label_vector / np.linalg.norm(label_vector)), abs=1e-4)
 
 
+def test_a_label_tag_is_found_by_the_folder_spelling_too(plugin_photos: dict) -> None:
+    from semsearch_sqlite.queries.search import images_tagged
+
+    evil = plugin_photos["evil_label"]  # stored as "<script>alert(1)<script> dog"
+    with Store.open(plugin_photos["db"]) as s:
+        want = {int(i) for (i,) in s.conn.execute("select image_id from tags where word = ?", [evil])}
+        assert want
+        for spelling in (evil, evil.replace(" ", "_"), evil.upper().replace(" ", "-")):
+            assert {h.image_id for h in images_tagged(s.conn, spelling, 50).hits} == want, spelling
+
+
 def test_more_tags_than_stored_continue_the_stored_ones(plugin_photos: dict) -> None:
     with Store.open(plugin_photos["db"]) as s:
         image = int(s.conn.execute("select id from images where label = 'cat' order by id").fetchone()[0])

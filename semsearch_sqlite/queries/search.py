@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from semsearch_sqlite.vectors import matrix as index
-from semsearch_sqlite.media.files import sha256_file
+from semsearch_sqlite.media.files import normalise_label, sha256_file
 from semsearch_sqlite.errors import NotFoundError, QueryError, StoreError, UnknownWordsError
 from semsearch_sqlite.model.conse import FocusTarget, resolve_focus
 from semsearch_sqlite.model.semantic import MATCH_META, match_strength
@@ -333,7 +333,8 @@ def images_tagged(conn: sqlite3.Connection, word: str, k: Any = 10) -> Results:
     """Images whose stored tags include ``word``, best-ranked first."""
     k = index.clamp_k(k)
     word = _word(word, "the tag word").strip().lower()
-    return Results(_hits(conn, rows.images_with_tag(conn, word, k)))
+    # a label leads its photos' tags as it is stored: "car side" for the folder car_side
+    return Results(_hits(conn, rows.images_with_tag(conn, list(dict.fromkeys([word, normalise_label(word)])), k)))
 
 
 def similar_words(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_unknown: bool = False) -> Results:

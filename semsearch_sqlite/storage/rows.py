@@ -235,10 +235,13 @@ def every_stored_tag(conn: sqlite3.Connection, k: int) -> dict[int, list[tuple[s
     return out
 
 
-def images_with_tag(conn: sqlite3.Connection, word: str, k: int) -> list[tuple[int, float]]:
-    """``(image_id, distance)`` of the images tagged ``word``, nearest first."""
+def images_with_tag(conn: sqlite3.Connection, words: Sequence[str], k: int) -> list[tuple[int, float]]:
+    """``(image_id, distance)`` of the images tagged any of ``words`` (spellings of one
+    tag), nearest first."""
+    marks = ", ".join("?" * len(words))
     rows = conn.execute(
-        "select image_id, distance from tags where word = ? order by distance limit ?", [word, int(k)]
+        f"select image_id, min(distance) as d from tags where word in ({marks}) group by image_id order by d limit ?",
+        [*words, int(k)],
     ).fetchall()
     return [(int(i), float(d)) for i, d in rows]
 
