@@ -84,8 +84,8 @@ import numpy as np
 from semsearch_sqlite.errors import ProjectionError
 from semsearch_sqlite.model.conse import CONSE_TOP, conse_vectors, imagenet_class_names
 from semsearch_sqlite.model.projection import DEFAULT_PROJECTION, PROJECTION_METHODS, Projection, fit_projection
-from semsearch_sqlite.model.smoothing import (SMOOTH_NEIGHBOURS, TAG_CLASSES, fit_smoothing, neighbour_weights,
-                                              smooth_vectors, smoothed_top_classes, top_classes)
+from semsearch_sqlite.model.smoothing import (SMOOTH_NEIGHBOURS, TAG_CLASSES, fit_smoothing, smooth_rows,
+                                              smoothed_top_classes, top_classes)
 from semsearch_sqlite.storage.models import CLASS_METHODS, CLASSIFIER_MODEL, SEMANTIC_MODEL, load_model
 from semsearch_sqlite.text.wordnet import anchored
 from semsearch_sqlite.vectors.maths import unit, unit_rows
@@ -286,7 +286,6 @@ class SemanticModel:
                 f"the {self.method} word-space model needs ImageNet class probabilities; "
                 "use a backbone with a classifier head, or re-run train --method ridge"
             )
-        top = int(self.config.get("conse_top", CONSE_TOP))
         if self.classifier is not None:
             if X is None:
                 raise ProjectionError(f"the {self.method} word-space model needs the images' features")
@@ -294,9 +293,8 @@ class SemanticModel:
                 raise ProjectionError("the joint word-space model needs the backbone's classifier weights; re-run ingest")
             assert self.class_vectors is not None
             logits = np.asarray(X, np.float32) @ self.head[0] + self.head[1]
-            return conse_vectors(self.classifier.probabilities(X, logits),
-                                 np.vstack([self.classifier.label_vectors, self.class_vectors]), top)
-        conse = conse_vectors(probs, self.class_vectors, top) if self.class_vectors is not None else None
+            return self.vectors_from_classes(self.classifier.probabilities(X, logits))
+        conse = self.vectors_from_classes(probs) if self.class_vectors is not None else None
         if self.projection is None:
             assert conse is not None
             return conse
@@ -310,6 +308,15 @@ class SemanticModel:
         else:
             g = np.full((len(projected), 1), float(self.config.get("blend_alpha", BLEND_ALPHA)), np.float32)
         return unit_rows(g * projected + (1 - g) * conse)
+
+    def vectors_from_classes(self, probabilities: np.ndarray) -> np.ndarray:
+        """Unit ConSE vectors [n, W] of a class distribution (:meth:`class_probabilities`'
+        columns; ImageNet's alone for the models without labels as classes)."""
+        assert self.class_vectors is not None
+        classes = self.class_vectors
+        if self.classifier is not None:
+            classes = np.vstack([self.classifier.label_vectors, self.class_vectors])
+        return conse_vectors(probabilities, classes, int(self.config.get("conse_top", CONSE_TOP)))
 
     def class_probabilities(self, X: np.ndarray | None, probs: np.ndarray | None) -> np.ndarray | None:
         """[n, len(class_names)] the class distribution whose ConSE mean is each image's
@@ -568,21 +575,23 @@ def class_tags(model: "SemanticModel", space: Any, vectors: np.ndarray,
     return out
 
 
-def _top_classes_of(model: "SemanticModel", X: np.ndarray, probs: np.ndarray | None
-                    ) -> tuple[tuple[np.ndarray, np.ndarray] | None, int]:
-    """:func:`top_classes` of every row and the number of classes, in blocks: the whole
-    distribution is [n, 1000+] floats (2 GB at 500k images) of which only the top few are kept."""
-    parts = []
-    n_classes = 0
+def image_semantics(model: "SemanticModel", X: np.ndarray, probs: np.ndarray | None
+                    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None, int]:
+    """Unsmoothed: the images' vectors (:meth:`SemanticModel.image_vectors`), the
+    :func:`top_classes` of their class distribution (None for models without classes) and
+    the number of classes. The distribution is computed once per block of rows, for both:
+    whole, it is [n, 1000+] floats (2 GB at 500k images) of which only the top few are kept."""
+    vectors, parts, n_classes = [], [], 0
     for s in range(0, len(X), 8192):
         block = model.class_probabilities(X[s : s + 8192], None if probs is None else probs[s : s + 8192])
         if block is None:
-            return None, 0
+            return model.image_vectors(X, probs), None, 0
         n_classes = block.shape[1]
+        vectors.append(model.vectors_from_classes(block))
         parts.append(top_classes(block))
     if not parts:
-        return None, 0
-    return (np.vstack([i for i, _ in parts]), np.vstack([v for _, v in parts])), n_classes
+        return model.image_vectors(X, probs), None, 0
+    return np.vstack(vectors), (np.vstack([i for i, _ in parts]), np.vstack([v for _, v in parts])), n_classes
 
 
 def collection_semantics(model: "SemanticModel", X: np.ndarray, probs: np.ndarray | None
@@ -592,8 +601,7 @@ def collection_semantics(model: "SemanticModel", X: np.ndarray, probs: np.ndarra
     the model is calibrated for it: class-based models fitted on >= 2 labels), and the
     TAG_CLASSES most probable classes of each image, smoothed alike (indices into
     :meth:`SemanticModel.class_names`; None for models without classes)."""
-    vectors = model.image_vectors(X, probs)
-    own, n_classes = _top_classes_of(model, X, probs)
+    vectors, own, n_classes = image_semantics(model, X, probs)
     smoothing = model.config.get("smoothing")
     if not smoothing or len(vectors) < 2:
         return vectors, None if own is None else smoothed_top_classes(own, None, None, n_classes)
@@ -602,13 +610,13 @@ def collection_semantics(model: "SemanticModel", X: np.ndarray, probs: np.ndarra
     out = np.empty(vectors.shape, np.float32)
     classes = None if own is None else np.empty((len(vectors), min(TAG_CLASSES, n_classes)), np.int32)
     for s in range(0, len(F), 2048):  # in blocks: F[near] whole is n x k x D floats (5 GB for 100k x 1280)
-        block = near[s : s + 2048]
-        sims = np.einsum("nd,nkd->nk", F[s : s + 2048], F[block])
-        out[s : s + 2048] = smooth_vectors(vectors[s : s + 2048], vectors[block], sims, smoothing)
-        if own is not None and classes is not None:
-            classes[s : s + 2048] = smoothed_top_classes((own[0][s : s + 2048], own[1][s : s + 2048]),
-                                                         (own[0][block], own[1][block]),
-                                                         neighbour_weights(sims, smoothing), n_classes)
+        rows, block = slice(s, s + 2048), near[s : s + 2048]
+        sims = np.einsum("nd,nkd->nk", F[rows], F[block])
+        out[rows], top = smooth_rows(vectors[rows], vectors[block], sims, smoothing,
+                                     None if own is None else ((own[0][rows], own[1][rows]), (own[0][block], own[1][block])),
+                                     n_classes)
+        if classes is not None and top is not None:
+            classes[rows] = top
     return out, classes
 
 

@@ -151,3 +151,19 @@ def smoothed_top_classes(own: tuple[np.ndarray, np.ndarray], neighbours: tuple[n
     order = np.take_along_axis(part, np.argsort(-np.take_along_axis(dense, part, axis=1), axis=1, kind="stable"), axis=1)
     share = np.take_along_axis(dense, order, axis=1) / np.maximum(dense.sum(axis=1, keepdims=True), 1e-12)
     return np.where(share >= TAG_CLASS_SHARE, order, -1).astype(np.int32)
+
+
+def smooth_rows(vectors: np.ndarray, neighbour_vectors: np.ndarray, similarities: np.ndarray,
+                smoothing: dict[str, float],
+                classes: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None] | None,
+                n_classes: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Both smoothings of a block of rows, with the same neighbour weights: the vectors
+    (:func:`smooth_vectors`) and, when ``classes`` gives the rows' own and their
+    neighbours' :func:`top_classes` (None for neighbours whose distribution is unknown),
+    the TAG_CLASSES classes their tags lead with (:func:`smoothed_top_classes`)."""
+    out = smooth_vectors(vectors, neighbour_vectors, similarities, smoothing)
+    if classes is None:
+        return out, None
+    own, near = classes
+    weights = None if near is None else neighbour_weights(similarities, smoothing)
+    return out, smoothed_top_classes(own, near, weights, n_classes)

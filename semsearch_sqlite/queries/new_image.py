@@ -70,36 +70,31 @@ def semantic_vector(conn: sqlite3.Connection, features: np.ndarray, probs: np.nd
     """A new image's word-space vector and its most probable classes (the tags it leads
     with) from its backbone outputs, both smoothed over its visual neighbours in the
     database as ingest smooths the stored images' (``collection_semantics``)."""
-    from semsearch_sqlite.model.semantic import class_tags, semantic_model
-    from semsearch_sqlite.model.smoothing import (SMOOTH_NEIGHBOURS, neighbour_weights, smooth_vectors,
-                                                  smoothed_top_classes, top_classes)
+    from semsearch_sqlite.model.semantic import class_tags, image_semantics, semantic_model
+    from semsearch_sqlite.model.smoothing import SMOOTH_NEIGHBOURS, smooth_rows, smoothed_top_classes, top_classes
 
     model = semantic_model(conn)
     if model is None:
         raise StoreError("this database has no word-space model yet; run semsearch-sqlite train")
-    f, p = features[None, :], None if probs is None else probs[None, :]
-    vector = model.image_vectors(f, p)[0]
-    probabilities = model.class_probabilities(f, p)
-    own = None if probabilities is None else top_classes(probabilities)
-    neighbours = weights = None
+    vectors, own, n_classes = image_semantics(model, features[None, :], None if probs is None else probs[None, :])
+    classes = None if own is None else smoothed_top_classes(own, None, None, n_classes)
     smoothing = model.config.get("smoothing")
     if smoothing:
         semantic = space_matrix(conn, "semantic")
         near = [(i, semantic.vector(i), 1.0 - d) for i, d in space_matrix(conn, "visual").top_k(unit(features), SMOOTH_NEIGHBOURS)]
         near = [(i, v, s) for i, v, s in near if v is not None]
         if near:
-            sims = np.array([[s for _, _, s in near]], np.float32)
-            vector = smooth_vectors(vector[None, :], np.asarray([v for _, v, _ in near], np.float32)[None, :, :],
-                                    sims, smoothing)[0]
-            near_probabilities = _stored_class_probabilities(conn, model, [i for i, _, _ in near])
-            if own is not None and near_probabilities is not None:
-                idx, val = top_classes(near_probabilities)
-                neighbours, weights = (idx[None], val[None]), neighbour_weights(sims, smoothing)
-    if own is None or probabilities is None:
-        return NewSemantics(vector, None)
-    classes = smoothed_top_classes(own, neighbours, weights, probabilities.shape[1])
-    leading = class_tags(model, word_space(conn), vector[None, :], classes)
-    return NewSemantics(vector, None if leading is None else leading[0])
+            stored = None if own is None else _stored_class_probabilities(conn, model, [i for i, _, _ in near])
+            neighbours = None
+            if stored is not None:
+                idx, val = top_classes(stored)
+                neighbours = (idx[None], val[None])
+            vectors, smoothed = smooth_rows(vectors, np.asarray([v for _, v, _ in near], np.float32)[None, :, :],
+                                            np.array([[s for _, _, s in near]], np.float32), smoothing,
+                                            None if own is None else (own, neighbours), n_classes)
+            classes = smoothed if smoothed is not None else classes
+    leading = None if classes is None else class_tags(model, word_space(conn), vectors, classes)
+    return NewSemantics(vectors[0], None if leading is None else leading[0])
 
 
 def _stored_class_probabilities(conn: sqlite3.Connection, model: Any, ids: list[int]) -> np.ndarray | None:
