@@ -8,33 +8,12 @@ Each function is an eponymous-only virtual table module (``sqlite3_create_module
 with ``xCreate`` NULL) registered on the connection's own ``sqlite3*`` handle, so it
 works on Pythons without ``enable_load_extension`` and needs no compiler.
 
-Design:
-
-* **Lifetime.** The C callbacks and the ``sqlite3_module`` struct are created once per
-  process and never freed (they are pinned with an extra reference, so they stay valid
-  while connections are closed during interpreter shutdown). Per-registration state is a
-  small Python object found through an integer key: SQLite holds the key as the module's
-  client data and calls ``xDestroy`` when the connection closes or the module is replaced,
-  which drops it. Each ``sqlite3_vtab``/cursor is ``sqlite3_malloc``-ed and holds its own
-  key, freed in ``xDisconnect``/``xClose``. A registration does not keep the connection
-  alive (no reference cycle): ``fn`` gets the connection back from its address, which is
-  valid whenever SQLite runs a statement on it. :func:`live_registrations` counts the state
-  still held.
-* **Threads.** Callbacks run on whichever thread steps the statement, holding the GIL;
-  shared maps are only touched with single dict operations or under one lock that is never
-  held while calling SQLite. State is per registration (per connection) and per cursor.
-  A connection (``check_same_thread=False``) may move between threads, but only one thread
-  may use it at a time: CPython's sqlite3 binds parameters while holding the GIL, so two
-  threads in one connection deadlock with any Python callback (``create_function`` too).
-  Datasette gives each thread its own connection.
-* **Replacing.** Registering a name again on the same connection replaces it: with the
-  same columns and parameters the new ``fn``/``required`` take effect in place (prepared
-  statements included); with other columns or parameters a new module replaces the old
-  one and the connection's prepared statements are expired, so they are re-prepared
-  against it (an ExtensionError, changing nothing, while statements are still running);
-  the old state is released when no statement uses it any more, at the latest on close.
-* **Errors.** An exception from ``fn`` becomes an SQL error: :class:`SemsearchError`
-  messages as they are, others as ``TypeName: message``.
+Each registration's state is a small Python object found through an integer key (the
+module's client data), released by ``xDestroy``; a registration does not keep the
+connection alive, and :func:`live_registrations` counts the state still held. Registering
+a name again replaces it. One thread at a time per connection. An exception from ``fn``
+becomes an SQL error. The design (lifetime, threads, replacing, errors) is described in
+docs/architecture.md.
 """
 
 from __future__ import annotations
