@@ -11,10 +11,10 @@ benchmark that writes it.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import re
-import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,7 @@ HELP_WIDTH = 88
 # The layers, top to bottom, as import-linter lists them; used only while pyproject.toml
 # has no layers contract (the contract, once there, is what this page prints).
 DEFAULT_LAYERS = [
-    "datasette_plugin",
-    "semsearch_sqlite.cli",
+    "semsearch_sqlite.cli | datasette_plugin",
     "semsearch_sqlite.collection",
     "semsearch_sqlite.pipeline",
     "semsearch_sqlite.queries",
@@ -195,7 +194,7 @@ def sql_functions() -> str:
             raise MissingFigure(f"SQL function {name} has no line in docs/_generate.py SQL_FUNCTIONS")
         required = [] if name in NO_REQUIRED else params[: REQUIRED_PARAMS.get(name, 1)]
         # optional parameters each in brackets (nested brackets would close a cog block)
-        inner = ", ".join([*required, *(f"[{p}]" for p in params[len(required):])])
+        inner = ", ".join([*required, *(f"[{p}]" for p in params[len(required) :])])
         sig = f"`{name}({inner})`"
         rows.append((sig, SQL_FUNCTIONS[name], ", ".join(columns)))
     return table(["function", "what", "columns"], rows)
@@ -237,12 +236,31 @@ def plugin_settings() -> str:
 # -- layers -------------------------------------------------------------------------------
 def layers() -> list[str]:
     """The layers contract, top to bottom: pyproject's import-linter contract if it has one."""
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    contracts = config.get("tool", {}).get("importlinter", {}).get("contracts", [])
-    for contract in contracts:
+    for contract in _contracts():
         if contract.get("type") == "layers":
             return list(contract["layers"])
     return DEFAULT_LAYERS
+
+
+def _contracts() -> list[dict[str, Any]]:
+    """pyproject.toml's import-linter contracts."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: import-linter's own dependency
+        import tomli as tomllib
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return config.get("tool", {}).get("importlinter", {}).get("contracts", [])
+
+
+def forbidden_rules() -> str:
+    """The forbidden-import contracts, one line each."""
+    lines = []
+    for c in _contracts():
+        if c.get("type") == "forbidden":
+            banned = ", ".join(f"`{m}`" for m in c["forbidden_modules"])
+            sources = ", ".join(f"`{m}`" for m in c["source_modules"])
+            lines.append(f"- {c['name']}: {sources} may not import {banned}.")
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def layer_rules() -> str:
@@ -250,9 +268,12 @@ def layer_rules() -> str:
     lines = []
     for i, layer in enumerate(reversed(layers()), 1):
         names = [n.strip() for n in layer.replace(":", "|").split("|") if n.strip()]
-        shown = ", ".join(f"`{n}`" for n in names)
-        modules = [m for n in names for m in _modules(n)]
-        lines.append(f"{i}. {shown}" + (f": {', '.join(modules)}" if modules else ""))
+        parts = []
+        for n in names:
+            modules = _modules(n)
+            parts.append(f"`{n}`" + (f" ({', '.join(modules)})" if modules else ""))
+        side = " (side by side: neither imports the other)" if len(names) > 1 else ""
+        lines.append(f"{i}. {'; '.join(parts)}{side}")
     return "\n".join(lines) + "\n"
 
 
@@ -278,41 +299,59 @@ def semantic_table() -> str:
     for name in need(data, "summary", source="semantic"):
         s = need(data, "summary", name, source="semantic")
 
-        def f(key: str, digits: int = 3) -> str:
+        def f(key: str, digits: int = 3, s: dict[str, Any] = s, name: str = name) -> str:
             return num(need(s, key, source=f"semantic (summary -> {name!r})"), digits)
 
         row = [
-            name, f"{f('seen_p_at_10')} ({f('seen_p_at_10_min')})", f"{f('zero_shot_p_at_10')} ({f('zero_shot_p_at_10_min')})",
-            f("tag_at_5_seen"), f("tag_at_5_zero_shot"),
+            name,
+            f"{f('seen_p_at_10')} ({f('seen_p_at_10_min')})",
+            f"{f('zero_shot_p_at_10')} ({f('zero_shot_p_at_10_min')})",
+            f("tag_at_5_seen"),
+            f("tag_at_5_zero_shot"),
             f"{need(s, 'strong_share', source='semantic') * 100:.0f}% ({f('strong_precision')})",
-            f("weak_precision"), f"{f('fit_seconds', 1)} s",
+            f("weak_precision"),
+            f"{f('fit_seconds', 1)} s",
         ]
         rows.append([f"**{c}**" for c in row] if name == default else row)
-    header = ["method", "seen labels, new photos: P@10 (worst seed)", "zero-shot P@10 (worst seed)",
-              "tag@5 seen", "tag@5 zero-shot", "strong hits: share (precision)", "weak hits: precision", "fit"]
+    header = [
+        "method",
+        "seen labels, new photos: P@10 (worst seed)",
+        "zero-shot P@10 (worst seed)",
+        "tag@5 seen",
+        "tag@5 zero-shot",
+        "strong hits: share (precision)",
+        "weak hits: precision",
+        "fit",
+    ]
     return table(header, rows)
 
 
 def semantic_setup() -> str:
     """The protocol's sizes, as a sentence."""
     d = results("semantic")
-    g = lambda *k: need(d, *k, source="semantic")  # noqa: E731
-    return (f"{g('images')} Caltech-101 photos ({g('labels')} labels), {g('backbone')}; {g('seeds')} seeds, each "
-            f"holding {g('held_out')} labels out of training; of each other label, {g('train')} photos labelled "
-            f"and {g('test')} more left unlabelled.\n")
+    g = functools.partial(need, d, source="semantic")
+    return (
+        f"{g('images')} Caltech-101 photos ({g('labels')} labels), {g('backbone')}; {g('seeds')} seeds, each "
+        f"holding {g('held_out')} labels out of training; of each other label, {g('train')} photos labelled "
+        f"and {g('test')} more left unlabelled.\n"
+    )
 
 
 def one_of_a_kind_table() -> str:
     data = need(results("semantic"), "one_of_a_kind", source="semantic")
-    return table(["stored vectors and classes", "tag@5 seen", "tag@5 zero-shot"],
-                 [(name, num(seen), num(zero)) for name, (seen, zero) in data.items()])
+    return table(
+        ["stored vectors and classes", "tag@5 seen", "tag@5 zero-shot"],
+        [(name, num(seen), num(zero)) for name, (seen, zero) in data.items()],
+    )
 
 
 def _strategy_row(rows: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     for name, row in rows.items():
         if name.startswith(("Matrix.top_k (auto", "served")):
             return name, row
-    raise MissingFigure(f"benchmarks/results/query*.json: no 'Matrix.top_k (auto: ...)' or 'served' row in {list(rows)}")
+    raise MissingFigure(
+        f"benchmarks/results/query*.json: no 'Matrix.top_k (auto: ...)' or 'served' row in {list(rows)}"
+    )
 
 
 def _row_named(rows: dict[str, Any], prefix: str, source: str) -> dict[str, Any]:
@@ -335,18 +374,33 @@ def query_table(min_n: int = 100_000) -> str:
             vec = _row_named(rows, "sqlite-vec float", source)
             name, ours = _strategy_row(rows)
             strategy = "codes + exact rescoring" if "codes" in name else name.split(": ")[-1].rstrip(")")
-            g = lambda r, k: need(r, k, source=source)  # noqa: E731
+            g = functools.partial(_need2, source=source)
             recall = g(ours, "recall@10")
-            out.append((
-                f"{count(n)} x {d}",
-                ms(g(numpy, "median_ms")) + (" (est.)" if "est." in _numpy_name(rows) else ""),
-                f"{ms(g(vec, 'median_ms'))} ({g(vec, 'vs_numpy'):.1f}x)",
-                f"{ms(g(ours, 'median_ms'))} {strategy}" + (f", {recall:.3f}" if recall < 1 else "")
-                + f" ({g(ours, 'vs_numpy'):.2g}x)",
-                size(g(ours, "memory_bytes_per_vector")),
-            ))
-    return table(["N x D", "numpy brute force", "sqlite-vec float", "semsearch (strategy, recall@10)",
-                  "semsearch memory per vector"], out)
+            out.append(
+                (
+                    f"{count(n)} x {d}",
+                    ms(g(numpy, "median_ms")) + (" (est.)" if "est." in _numpy_name(rows) else ""),
+                    f"{ms(g(vec, 'median_ms'))} ({g(vec, 'vs_numpy'):.1f}x)",
+                    f"{ms(g(ours, 'median_ms'))} {strategy}"
+                    + (f", {recall:.3f}" if recall < 1 else "")
+                    + f" ({g(ours, 'vs_numpy'):.2g}x)",
+                    size(g(ours, "memory_bytes_per_vector")),
+                )
+            )
+    return table(
+        [
+            "N x D",
+            "numpy brute force",
+            "sqlite-vec float",
+            "semsearch (strategy, recall@10)",
+            "semsearch memory per vector",
+        ],
+        out,
+    )
+
+
+def _need2(row: Any, key: str, source: str) -> Any:
+    return need(row, key, source=source)
 
 
 def _numpy_name(rows: dict[str, Any]) -> str:
@@ -357,48 +411,67 @@ def served_1m() -> str:
     """The 1M x 4096 served figures as a sentence."""
     case = need(results("query_1M_4096"), "cases", 0, source="query_1M_4096")
     row = need(case, "rows", "served: fresh process (codes)", source="query_1M_4096")
-    g = lambda k: need(row, k, source="query_1M_4096")  # noqa: E731
-    return (f"In a fresh process that only opens the 1M x 4096 file and answers queries: p50 {ms(g('median_ms'))}, "
-            f"p95 {ms(g('p95_ms'))}, recall@10 {g('recall@10')}, serving RSS {g('serve_rss_gib'):.2f} GiB, first "
-            f"answer {g('first_query_s'):.1f} s after the interpreter starts.\n")
+    g = functools.partial(need, row, source="query_1M_4096")
+    return (
+        f"In a fresh process that only opens the 1M x 4096 file and answers queries: p50 {ms(g('median_ms'))}, "
+        f"p95 {ms(g('p95_ms'))}, recall@10 {g('recall@10')}, serving RSS {g('serve_rss_gib'):.2f} GiB, first "
+        f"answer {g('first_query_s'):.1f} s after the interpreter starts.\n"
+    )
 
 
 def ingest_table() -> str:
     """Small photos against 12 MP phone photos, benchmarks/ingest.py."""
     data = results("ingest")
     small, big = need(data, "small", source="ingest"), need(data, "12mp", source="ingest")
-    g = lambda r, k: need(r, k, source="ingest")  # noqa: E731
+    g = functools.partial(_need2, source="ingest")
     rows = [
         ("mean file size", f"{g(small, 'mean_file_kb'):.0f} KB", f"{g(big, 'mean_file_kb'):.0f} KB"),
         ("decoded at", "x".join(map(str, g(small, "decoded_size"))), "x".join(map(str, g(big, "decoded_size")))),
-        ("prepare one photo (read, hash, decode, thumbnail, display copy, model input)",
-         f"{g(small, 'prepare_ms_per_img')} ms", f"{g(big, 'prepare_ms_per_img')} ms"),
+        (
+            "prepare one photo (read, hash, decode, thumbnail, display copy, model input)",
+            f"{g(small, 'prepare_ms_per_img')} ms",
+            f"{g(big, 'prepare_ms_per_img')} ms",
+        ),
         ("full decode alone", f"{g(small, 'full_decode_ms_per_img')} ms", f"{g(big, 'full_decode_ms_per_img')} ms"),
         ("bare model, ms/img", g(small, "model_ms_per_img"), g(big, "model_ms_per_img")),
         ("pipeline / bare model", g(small, "pipeline_over_model"), g(big, "pipeline_over_model")),
         ("whole `ingest` command", f"{g(small, 'whole_command_s')} s", f"{g(big, 'whole_command_s')} s"),
         ("CPU of the whole ingest", f"{g(small, 'whole_ingest_cpu_s')} s", f"{g(big, 'whole_ingest_cpu_s')} s"),
-        ("`ingest --ray`, local cluster, whole command", f"{g(small, 'whole_command_ray_local_s')} s",
-         f"{g(big, 'whole_command_ray_local_s')} s"),
-        ("writer alone, rows/s", need(data, "writer_rows_s", "small", source="ingest"),
-         need(data, "writer_rows_s", "12mp", source="ingest")),
+        (
+            "`ingest --ray`, local cluster, whole command",
+            f"{g(small, 'whole_command_ray_local_s')} s",
+            f"{g(big, 'whole_command_ray_local_s')} s",
+        ),
+        (
+            "writer alone, rows/s",
+            need(data, "writer_rows_s", "small", source="ingest"),
+            need(data, "writer_rows_s", "12mp", source="ingest"),
+        ),
     ]
     return table(["", f"{g(small, 'images')} small photos", f"{g(big, 'images')} 12 MP photos"], rows)
 
 
 def new_image_query() -> str:
     q = need(results("ingest"), "new_image_query", source="ingest")
-    g = lambda k: need(q, k, source="ingest")  # noqa: E731
-    return (f"`similar photos.db new.jpg` (EfficientNet-Lite0, numpy twin): the whole command cold "
-            f"{g('cold_command_s')} s (max {g('cold_command_max_s')} s); in a process, the first query "
-            f"{g('first_query_in_process_s')} s, then {g('warm_query_s')} s.\n")
+    g = functools.partial(need, q, source="ingest")
+    return (
+        f"`similar photos.db new.jpg` (EfficientNet-Lite0, numpy twin): the whole command cold "
+        f"{g('cold_command_s')} s (max {g('cold_command_max_s')} s); in a process, the first query "
+        f"{g('first_query_in_process_s')} s, then {g('warm_query_s')} s.\n"
+    )
 
 
 def train_table() -> str:
     data = results("train")
-    rows = [(need(r, "method", source="train"), f"{need(r, 'fit_s', source='train')} s",
-             f"{need(r, 'project_s', source='train') * 1000:.1f} ms", need(r, "rows", source="train"))
-            for r in data]
+    rows = [
+        (
+            need(r, "method", source="train"),
+            f"{need(r, 'fit_s', source='train')} s",
+            f"{need(r, 'project_s', source='train') * 1000:.1f} ms",
+            need(r, "rows", source="train"),
+        )
+        for r in data
+    ]
     return table(["method", "fit", "project the rows", "rows"], rows)
 
 
@@ -407,7 +480,7 @@ def duplicates_table() -> str:
     default = need(data, "default_threshold", source="duplicates")
     rows = []
     for r in need(data, "rows", source="duplicates"):
-        g = lambda k: need(r, k, source="duplicates")  # noqa: E731
+        g = functools.partial(need, r, source="duplicates")
         row = [g("threshold"), num(g("precision")), num(g("recall")), num(g("f1")), f"{g('seconds')} s"]
         rows.append([f"**{c}**" for c in row] if g("threshold") == default else row)
     return table(["threshold", "precision", "recall", "F1", "time"], rows)
@@ -415,21 +488,25 @@ def duplicates_table() -> str:
 
 def duplicates_setup() -> str:
     d = results("duplicates")
-    g = lambda *k: need(d, *k, source="duplicates")  # noqa: E731
+    g = functools.partial(need, d, source="duplicates")
     by_kind = ", ".join(f"{kind} {v:.2f}" for kind, v in g("recall_by_copy_kind_at_default").items())
-    return (f"{g('images')} images: dev photos plus {g('copies')} copies of {g('originals')} of them "
-            f"({g('true_pairs')} true pairs), {g('backbone')} visual space. At the default threshold "
-            f"({g('default_threshold')}) recall by kind of copy: {by_kind}.\n")
+    return (
+        f"{g('images')} images: dev photos plus {g('copies')} copies of {g('originals')} of them "
+        f"({g('true_pairs')} true pairs), {g('backbone')} visual space. At the default threshold "
+        f"({g('default_threshold')}) recall by kind of copy: {by_kind}.\n"
+    )
 
 
 def feedback_table() -> str:
     d = results("feedback")
-    g = lambda k: need(d, k, source="feedback")  # noqa: E731
+    g = functools.partial(need, d, source="feedback")
+    zero_shot = f"label as text, zero-shot ({len(g('zero_shot_labels'))} labels held out, {g('zero_shot_method')})"
     rows = []
-    for label, key in [("label as text (default model)", "text"),
-                       (f"label as text, zero-shot ({len(g('zero_shot_labels'))} labels held out, "
-                        f"{g('zero_shot_method')})", "zero-shot text"),
-                       ("an image of the label (visual space)", "image")]:
+    for label, key in [
+        ("label as text (default model)", "text"),
+        (zero_shot, "zero-shot text"),
+        ("an image of the label (visual space)", "image"),
+    ]:
         before, after = g(f"{key}_none_p_at_10"), g(f"{key}_feedback_p_at_10")
         rows.append((label, num(before), num(after), f"{after - before:+.3f}"))
     return table(["query", "no feedback", "one round, 2+ / 2-", "gain"], rows)
@@ -437,11 +514,17 @@ def feedback_table() -> str:
 
 def sqlfuncs_table() -> str:
     d = results("sqlfuncs")
-    g = lambda k: need(d, k, source="sqlfuncs")  # noqa: E731
-    return table(["call", "k = 10", "k = 4096"], [
-        ("`image_tags`", f"{g('image_tags_k10_ms'):.3f} ms", f"{g('image_tags_k4096_ms'):.1f} ms"),
-        ("`similar_words`", f"{g('similar_words_k10_ms'):.1f} ms", f"{g('similar_words_k4096_ms'):.1f} ms"),
-    ]) + f"\nOne check for Datasette's time limit between steps costs {g('interruption_point_us'):.0f} µs.\n"
+    g = functools.partial(need, d, source="sqlfuncs")
+    return (
+        table(
+            ["call", "k = 10", "k = 4096"],
+            [
+                ("`image_tags`", f"{g('image_tags_k10_ms'):.3f} ms", f"{g('image_tags_k4096_ms'):.1f} ms"),
+                ("`similar_words`", f"{g('similar_words_k10_ms'):.1f} ms", f"{g('similar_words_k4096_ms'):.1f} ms"),
+            ],
+        )
+        + f"\nOne check for Datasette's time limit between steps costs {g('interruption_point_us'):.0f} µs.\n"
+    )
 
 
 # -- Python types -------------------------------------------------------------------------
@@ -472,7 +555,9 @@ def error_classes() -> str:
     for name, cls in vars(errors).items():
         if isinstance(cls, type) and issubclass(cls, errors.SemsearchError):
             parent = cls.__mro__[1].__name__ if cls is not errors.SemsearchError else "Exception"
-            rows.append((f"`{name}`", f"`{parent}`", markdown(inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")))
+            rows.append(
+                (f"`{name}`", f"`{parent}`", markdown(inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " "))
+            )
     return table(["error", "subclass of", "raised when"], rows)
 
 
@@ -494,16 +579,21 @@ def constants(names: Sequence[tuple[str, str]]) -> str:
 def machine() -> str:
     """The machine the query benchmark ran on, as a sentence."""
     m = need(results("query"), "machine", source="query")
-    return (f"Measured on {need(m, 'cpus', source='query')} CPU cores, no GPU (numpy {need(m, 'numpy', source='query')}, "
-            f"SQLite {need(m, 'sqlite', source='query')}), often beside other jobs: compare rows of one table, "
-            f"not runs on other machines.\n")
+    g = functools.partial(need, m, source="query")
+    return (
+        f"Measured on {g('cpus')} CPU cores, no GPU (numpy {g('numpy')}, "
+        f"SQLite {g('sqlite')}), often beside other jobs: compare rows of one table, "
+        f"not runs on other machines.\n"
+    )
 
 
 def headline() -> str:
     """The default model's search quality in one sentence, for the README."""
     d = results("semantic")
     s = need(d, "summary", need(d, "default", source="semantic"), source="semantic")
-    g = lambda k: need(s, k, source="semantic")  # noqa: E731
-    return (f"On {need(d, 'images', source='semantic'):,} Caltech-101 photos, a label's name finds its unlabelled "
-            f"photos with P@10 {g('seen_p_at_10'):.2f}, and the name of a kind that had no labelled photos at all "
-            f"with P@10 {g('zero_shot_p_at_10'):.2f} ([benchmarks](docs/benchmarks.md#search-quality)).\n")
+    g = functools.partial(need, s, source="semantic")
+    return (
+        f"On {need(d, 'images', source='semantic'):,} Caltech-101 photos, a label's name finds its unlabelled "
+        f"photos with P@10 {g('seen_p_at_10'):.2f}, and the name of a kind that had no labelled photos at all "
+        f"with P@10 {g('zero_shot_p_at_10'):.2f} ([benchmarks](docs/benchmarks.md#search-quality)).\n"
+    )

@@ -31,9 +31,10 @@ BACKBONE = "efficientnet-lite0"  # offline, as `make demo` uses
 
 def demo_db(folder: Path) -> Path:
     """examples/images ingested into ``folder/photos.db``, as `make demo` does."""
+    import semsearch_sqlite
+
     db = folder / "photos.db"
-    subprocess.run([sys.executable, "-m", "semsearch_sqlite.cli", "ingest", str(ROOT / "examples" / "images"),
-                    str(db), "--backbone", BACKBONE, "-q"], check=True)
+    semsearch_sqlite.ingest(ROOT / "examples" / "images", db, semsearch_sqlite.IngestOptions(backbone=BACKBONE))
     return db
 
 
@@ -42,18 +43,21 @@ def serve(db: Path) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "datasette", str(db), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "datasette", str(db), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
         try:
             urllib.request.urlopen(base + "/-/versions.json", timeout=2).close()
             return proc, base
-        except (urllib.error.URLError, OSError):
+        except (urllib.error.URLError, OSError) as e:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise SystemExit(f"datasette did not start on port {port}")
+                raise SystemExit(f"datasette did not start on port {port}: {e}") from e
             time.sleep(0.2)
 
 
