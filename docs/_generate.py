@@ -331,9 +331,9 @@ def semantic_setup() -> str:
     d = results("semantic")
     g = functools.partial(need, d, source="semantic")
     return (
-        f"{g('images')} Caltech-101 photos ({g('labels')} labels), {g('backbone')}; {g('seeds')} seeds, each "
-        f"holding {g('held_out')} labels out of training; of each other label, {g('train')} photos labelled "
-        f"and {g('test')} more left unlabelled.\n"
+        f"{g('images'):,} Caltech-101 photos ({g('labels')} labels), {g('backbone')}; {g('seeds')} seeds, each "
+        f"holding {g('held_out')} labels out of training; of each of the {g('labels') - g('held_out')} other "
+        f"labels, {g('train')} photos labelled and {g('test')} more left unlabelled.\n"
     )
 
 
