@@ -1,8 +1,8 @@
 """Datasette plugin of semsearch-sqlite: SQL functions, search pages and stored images.
 
 ``datasette photos.db`` then gives ``select * from similar_images('cat sofa')`` in SQL,
-and ``/photos/-/semsearch`` (search), ``.../image/<id>``, ``.../words``, ``.../upload``
-and ``.../report``. Hook implementations and the URL table only; the work is in
+and ``/photos/-/semsearch`` (search), ``.../image/<id>``, ``.../words``, ``.../upload``,
+``.../report``, ``.../duplicates`` and ``.../export.csv`` (:mod:`.review`). Hook implementations and the URL table only; the work is in
 :mod:`.views` (pages), :mod:`.upload`, :mod:`.report`, :mod:`.media` (image bytes,
 cells), :mod:`.databases` (connections, hidden tables) and :mod:`.compat` (permissions
 on Datasette 0.65 and 1.0a).
@@ -14,7 +14,7 @@ import re
 
 from datasette import hookimpl
 
-from . import compat, databases, media, report, upload, views
+from . import compat, databases, media, report, review, upload, views
 
 DATABASE = r"^/(?P<database>[^/]+)/-/semsearch"
 UPLOAD_ROUTE = DATABASE + r"/upload$"
@@ -23,6 +23,8 @@ ROUTES = [
     (DATABASE + r"/words$", views.words_page),
     (UPLOAD_ROUTE, upload.upload_page),
     (DATABASE + r"/report$", report.report_page),
+    (DATABASE + r"/duplicates$", review.duplicates_page),
+    (DATABASE + r"/export\.(?P<format>csv|json)$", review.export_route),
     (DATABASE + r"/image/(?P<id>[0-9]{1,20})$", views.image_page),
     (DATABASE + r"/thumb/(?P<id>[0-9]{1,20})\.jpg$", media.thumb_route),
     (DATABASE + r"/display/(?P<id>[0-9]{1,20})$", media.display_route),

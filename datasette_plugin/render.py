@@ -44,6 +44,10 @@ def request_k(datasette: Any, database: str, raw: Any, default: int | None = Non
     return page_k(raw, found.per_page if default is None else default, found.max_k)
 
 
+# the request arguments a download keeps from the page it is on (not page or k: it has every result)
+EXPORT_ARGS = ("q", "label", "taken_from", "taken_to", "like", "unlike", "focus", "threshold")
+
+
 class Urls:
     """The plugin's URLs for one database (``base_url``-safe)."""
 
@@ -68,6 +72,15 @@ class Urls:
         """An image page; ``pages`` are its sections' page numbers (``visual_page=2``)."""
         kept = {name: n for name, n in pages.items() if not (name.endswith("_page") and n == 1)}
         return f"{self.base}/image/{int(image_id)}" + _query({"focus": focus, **kept})
+
+    def duplicates(self, page: int | None = None, threshold: Any = None) -> str:
+        return self.base + "/duplicates" + _query({"page": page if page != 1 else None, "threshold": threshold})
+
+    def export(self, fmt: str, args: Any = None, **params: Any) -> str:
+        """A download (``fmt``: csv or json) of every result of the list that ``args`` (a
+        page's request arguments) and ``params`` (``of="visual"``, ``image=12``) describe."""
+        kept = {name: args.get(name) for name in EXPORT_ARGS} if args is not None else {}
+        return f"{self.base}/export.{fmt}" + _query({**kept, **params})
 
     def thumb(self, image_id: int) -> str:
         return f"{self.base}/thumb/{int(image_id)}.jpg"

@@ -15,6 +15,7 @@ from semsearch_sqlite import __version__
 from semsearch_sqlite.errors import SemsearchError
 
 TABLE_MAX_WIDTH = 60
+DUPLICATE_COLUMNS = ["group", "image_id", "path", "label", "distance", "size", "resolution", "date"]
 IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance", "match"]
 WORD_COLUMNS = ["rank", "word", "distance"]
 
@@ -49,8 +50,47 @@ def echo_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(g, widths)).rstrip())
 
 
+# ctx.meta keys: --csv was given; the collection a command opened (for its ingest root)
+CSV_FLAG = "semsearch.csv"
+OPEN_COLLECTION = "semsearch.collection"
+
+
+def _remember_csv(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    ctx.meta[CSV_FLAG] = bool(value)
+
+
+def csv_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--csv`` for a query command; :func:`emit` reads it from the context, so the
+    commands' own arguments stay as they are."""
+    return click.option("--csv", "as_csv", is_flag=True, expose_value=False, callback=_remember_csv,
+                        help="Output CSV: a header row (with path, and abs_path when the ingested "
+                        "folder is known), then every result")(fn)
+
+
+def csv_requested() -> bool:
+    """Whether the running command was given ``--csv``."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(CSV_FLAG))
+
+
+def echo_csv(results: Any, columns: Sequence[str], as_json: bool) -> None:
+    """Print every hit of ``results`` as CSV (see :mod:`semsearch_sqlite.queries.export`)."""
+    from semsearch_sqlite.queries.export import columns_of, csv_text, images_root
+
+    if as_json:
+        raise click.UsageError("--csv and --json can't be combined; give one of them")
+    ctx = click.get_current_context()
+    photos = ctx.meta.get(OPEN_COLLECTION)
+    conn = photos.conn if photos is not None else None
+    root = images_root(conn) if conn is not None else None
+    records = results.as_records(root, conn)
+    default = list(columns) + (["abs_path"] if root and "path" in columns else [])
+    click.echo(csv_text(records, columns_of(records, default)), nl=False)
+
+
 def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``-k`` and ``--json`` for every query command."""
+    """``-k``, ``--json`` and ``--csv`` for every query command."""
+    fn = csv_option(fn)
     fn = click.option("--json", "as_json", is_flag=True, help="Output JSON")(fn)
     fn = click.option("-k", "k", type=click.IntRange(1, 4096), default=10, show_default=True, help="How many results")(fn)
     return fn
@@ -71,7 +111,12 @@ def feedback_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def emit(results: Any, columns: Sequence[str], as_json: bool) -> None:
-    """Print query results as JSON or as a table (with notes on stderr)."""
+    """Print query results as JSON, CSV (``--csv``) or a table (with notes on stderr)."""
+    if csv_requested():
+        if results.unknown:
+            click.echo(f"Warning: unknown words ignored: {', '.join(results.unknown)}", err=True)
+        echo_csv(results, columns, as_json)
+        return
     if as_json:
         click.echo(json.dumps(results.as_dict(), indent=2))
         return
@@ -80,6 +125,18 @@ def emit(results: Any, columns: Sequence[str], as_json: bool) -> None:
     if results.note:
         click.echo(results.note, err=True)
     echo_table([h.as_dict() for h in results.hits], columns)
+
+
+def duplicate_row(hit: dict[str, Any]) -> dict[str, Any]:
+    """A duplicates table row: the keeper says so instead of a distance of 0; sizes in KB."""
+    from semsearch_sqlite.queries.duplicates import human_size
+
+    row = dict(hit)
+    row["distance"] = "keeper" if hit.get("keeper") else f"{hit['distance']:.4f}"
+    row["size"] = human_size(hit["size"]) if hit.get("size") is not None else ""
+    row["resolution"] = f"{hit['width']}x{hit['height']}" if hit.get("width") else ""
+    row["date"] = (hit.get("date") or "")[:10]
+    return row
 
 
 def open_readonly(db: str) -> Any:
@@ -92,7 +149,11 @@ def open_readonly(db: str) -> Any:
 def open_collection(db: str) -> Any:
     from semsearch_sqlite.collection import Collection
 
-    return Collection(open_readonly(db))
+    photos = Collection(open_readonly(db))
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:  # --csv output reads the ingest root through it
+        ctx.meta[OPEN_COLLECTION] = photos
+    return photos
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -346,18 +407,25 @@ def focus(db: str, image: str, word: str, k: int, as_json: bool, where: str | No
               help="Cosine distance in the visual space below which photos are duplicates "
               "[default: 0.12; lower finds only bursts and exact copies]")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON")
+@csv_option
 @handle_errors
 def duplicates(db: str, threshold: float | None, as_json: bool) -> None:
-    """Groups of near-identical photos (resized, recompressed or lightly cropped copies)."""
+    """Groups of near-identical photos (resized, recompressed or lightly cropped copies).
+
+    Each group starts with the suggested keeper (most pixels, then largest file, then
+    earliest date); the others follow by distance to it."""
     from semsearch_sqlite.queries.duplicates import groups_as_json
 
     with open_collection(db) as photos:
         results = photos.duplicates(threshold)
+        if csv_requested():
+            echo_csv(results, DUPLICATE_COLUMNS, as_json)
+            return
         if as_json:
             click.echo(json.dumps(groups_as_json(results), indent=2))
             return
-        click.echo(results.note, err=True)
-        echo_table([h.as_dict() for h in results.hits], ["group", "image_id", "path", "label", "distance"])
+        click.echo(results.note)  # the summary first, on the same stream as the table it introduces
+        echo_table([duplicate_row(h.as_dict()) for h in results.hits], DUPLICATE_COLUMNS)
 
 
 @cli.command()

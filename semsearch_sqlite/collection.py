@@ -102,6 +102,22 @@ class Collection:
 
         return duplicates_of(self.conn, image, threshold)
 
+    @property
+    def images_root(self) -> str | None:
+        """The folder the images were ingested from (stored paths are relative to it)."""
+        from semsearch_sqlite.queries.export import images_root
+
+        return images_root(self.conn)
+
+    def export(self, results: Results, fmt: str = "csv") -> str:
+        """``results`` as CSV or JSON text: every hit, with ``abs_path`` when the ingested
+        folder is known and the photos' EXIF fields, e.g.
+        ``open("cats.csv", "w").write(photos.export(photos.search("cat", k=500)))``."""
+        from semsearch_sqlite.queries.export import export_text
+
+        records = results.as_records(self.images_root, self.conn)
+        return export_text(records, fmt, unknown=results.unknown, note=results.note)
+
     def close(self) -> None:
         """Close the database."""
         self.store.close()

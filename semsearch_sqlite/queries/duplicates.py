@@ -4,12 +4,16 @@ recompressed or lightly cropped copies; bursts at a stricter threshold).
 Each image asks the visual index for its few nearest neighbours (not every other image),
 pairs closer than the threshold are joined with union-find, and the groups come out
 biggest first. Small collections are scored in blocks of one matrix product.
+
+Each group then gets a suggested keeper (:func:`choose_keeper`: the most pixels, then the
+largest file, then the earliest date), listed first, with the others by distance to it.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -33,7 +37,7 @@ BLOCK_ROWS = 1024
 
 @dataclass
 class DuplicateHit:
-    """One image of a duplicate group; ``distance`` is to the group's first image."""
+    """One image of a duplicate group; ``distance`` is to the group's keeper (the first)."""
 
     group: int
     image_id: int
@@ -41,9 +45,41 @@ class DuplicateHit:
     label: str | None
     distance: float
     rank: int
+    # the suggested copy to keep, and why (on the keeper only)
+    keeper: bool = False
+    why: str | None = None
+    width: int | None = None
+    height: int | None = None
+    size: int | None = None
+    # the EXIF date if known, else the file's modification time (ISO, UTC)
+    date: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class DuplicateGroup:
+    """One group of copies, keeper first, then by distance to it."""
+
+    number: int
+    hits: list[DuplicateHit] = field(default_factory=list)
+
+    @property
+    def keeper(self) -> DuplicateHit:
+        return self.hits[0]
+
+
+def human_size(n: int | None) -> str:
+    """A file size for people: ``812 B``, ``34.5 KB``, ``2.1 MB``."""
+    if n is None:
+        return ""
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
 
 
 def check_threshold(threshold: Any) -> float:
@@ -117,17 +153,80 @@ def duplicate_groups(conn: sqlite3.Connection, threshold: Any = None) -> list[li
     return groups
 
 
-def duplicate_images(conn: sqlite3.Connection, threshold: Any = None) -> Results:
-    """Every image that has a near-duplicate, as hits numbered by ``group``."""
+def _date(facts: dict[str, Any]) -> str | None:
+    """A photo's date: its EXIF ``taken_at``, else its file's modification time."""
+    if facts.get("taken_at"):
+        return str(facts["taken_at"])
+    if facts.get("mtime") is not None:
+        return datetime.fromtimestamp(float(facts["mtime"]), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return None
+
+
+def _keeper_key(image_id: int, facts: dict[str, Any]) -> tuple[Any, ...]:
+    pixels = (facts.get("width") or 0) * (facts.get("height") or 0)
+    date = _date(facts)
+    return (-pixels, -(facts.get("size") or 0), date is None, date or "", image_id)
+
+
+def choose_keeper(facts: dict[int, dict[str, Any]]) -> tuple[int, str]:
+    """The copy to keep among ``facts`` (``rows.file_facts`` of one group) and why: the
+    most pixels (the original, not a downsized copy), then the largest file (the least
+    recompressed), then the earliest date (the first taken or saved), then the lowest id."""
+    order = sorted(facts, key=lambda i: _keeper_key(i, facts[i]))
+    best, runner = order[0], order[1] if len(order) > 1 else None
+    b = facts[best]
+    if runner is None:
+        return best, "the only copy"
+    r = facts[runner]
+    if (b.get("width") or 0) * (b.get("height") or 0) != (r.get("width") or 0) * (r.get("height") or 0):
+        return best, f"most pixels ({b.get('width')}\u00d7{b.get('height')})"
+    if (b.get("size") or 0) != (r.get("size") or 0):
+        return best, "same pixels, largest file (least recompressed)"
+    if _date(b) != _date(r):
+        return best, "same pixels and file size, earliest date"
+    return best, "the copies are alike; lowest id"
+
+
+def duplicate_review(conn: sqlite3.Connection, threshold: Any = None) -> list[DuplicateGroup]:
+    """Every duplicate group with its facts (size, resolution, date) and suggested keeper;
+    biggest groups first, within a group the keeper first, then by distance to it."""
     groups = duplicate_groups(conn, threshold)
-    found = rows.image_rows(conn, [i for g in groups for i, _ in g])
-    hits = []
+    if not groups:
+        return []
+    m = space_matrix(conn, "visual")
+    facts = rows.file_facts(conn, [i for g in groups for i, _ in g])
+    out = []
     for number, group in enumerate(groups, 1):
-        for rank, (image_id, distance) in enumerate(group, 1):
-            r = found.get(image_id)
-            if r is not None:
-                hits.append(DuplicateHit(number, image_id, r.path, r.label, distance, rank))
-    return Results(hits, note=f"{len(groups)} groups of near-duplicates (threshold {check_threshold(threshold)})")
+        present = {i: facts[i] for i, _ in group if i in facts}
+        if not present:
+            continue
+        keeper, why = choose_keeper(present)
+        anchor = m.vector(keeper)
+        hits = []
+        for image_id, f in present.items():
+            v = m.vector(image_id)
+            d = 0.0
+            if image_id != keeper and v is not None and anchor is not None:
+                d = round(max(0.0, float(1.0 - v @ anchor)), 6)
+            hits.append(DuplicateHit(number, image_id, f["path"], f["label"], d, 0, image_id == keeper,
+                                     why if image_id == keeper else None, f["width"], f["height"], f["size"],
+                                     _date(f)))
+        hits.sort(key=lambda h: (not h.keeper, h.distance, h.image_id))
+        for rank, h in enumerate(hits, 1):
+            h.rank = rank
+        out.append(DuplicateGroup(number, hits))
+    return out
+
+
+def duplicate_images(conn: sqlite3.Connection, threshold: Any = None) -> Results:
+    """Every image that has a near-duplicate, as hits numbered by ``group`` (the keeper of
+    each group first: see :func:`duplicate_review`)."""
+    groups = duplicate_review(conn, threshold)
+    hits = [h for g in groups for h in g.hits]
+    n = len(groups)
+    note = (f"{n} group{'' if n == 1 else 's'} of near-duplicates, {len(hits)} photos "
+            f"(threshold {check_threshold(threshold)}); the first of each group is the suggested keeper")
+    return Results(hits, note=note)
 
 
 def duplicates_of(conn: sqlite3.Connection, image: Any, threshold: Any = None, k: int = 50) -> Results:
@@ -141,10 +240,13 @@ def duplicates_of(conn: sqlite3.Connection, image: Any, threshold: Any = None, k
 
 
 def groups_as_json(results: Results) -> dict[str, Any]:
-    """``{"groups": [{"images": [{"image_id", "path", "distance"}, ...]}, ...]}``."""
+    """``{"groups": [{"images": [{"image_id", "path", "label", "distance", "keeper", ...}, ...]}, ...]}``,
+    the keeper first in each group."""
     out: list[dict[str, Any]] = []
     for h in results.hits:
         if h.rank == 1:
             out.append({"images": []})
-        out[-1]["images"].append({"image_id": h.image_id, "path": h.path, "label": h.label, "distance": h.distance})
+        item = h.as_dict()
+        del item["group"], item["rank"]
+        out[-1]["images"].append(item)
     return {"groups": out}

@@ -74,6 +74,13 @@ class Results:
     def as_dict(self) -> dict[str, Any]:
         return {"hits": [h.as_dict() for h in self.hits], "unknown": self.unknown, "note": self.note}
 
+    def as_records(self, root: str | None = None, conn: sqlite3.Connection | None = None) -> list[dict[str, Any]]:
+        """The hits as flat rows for CSV/JSON export (``abs_path`` beside ``path`` under
+        ``root``, the ingested folder; with ``conn``, the photos' EXIF fields too)."""
+        from semsearch_sqlite.queries.export import records
+
+        return records(self.hits, root, conn)
+
 
 def resolve_image(conn: sqlite3.Connection, image: Any) -> int:
     """The id of ``image``: an id (int, whole float or ASCII digits), a stored path

@@ -314,3 +314,16 @@ def latest_evaluation(conn: sqlite3.Connection) -> Evaluation | None:
         return None
     runs = conn.execute("select count(*) from evaluations").fetchone()[0]
     return Evaluation(row[0], row[1], _json(row[2]), _json(row[3]), _json(row[4]), int(runs))
+
+
+def file_facts(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """What choosing between copies needs of ``ids``, by id: ``path``, ``label``, ``size``
+    (bytes), ``width``, ``height``, ``mtime`` and ``taken_at`` (None where unknown)."""
+    if not ids:
+        return {}
+    ids = [int(i) for i in ids]
+    taken = "taken_at" if "taken_at" in image_columns(conn) else "null"
+    sql = (f"select id, path, label, size, width, height, mtime, {taken} from images "
+           f"where id in ({_marks(len(ids))})")
+    keys = ("path", "label", "size", "width", "height", "mtime", "taken_at")
+    return {r[0]: dict(zip(keys, r[1:])) for r in conn.execute(sql, ids)}
