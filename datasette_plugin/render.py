@@ -73,8 +73,8 @@ class Urls:
         kept = {name: n for name, n in pages.items() if not (name.endswith("_page") and n == 1)}
         return f"{self.base}/image/{int(image_id)}" + _query({"focus": focus, **kept})
 
-    def duplicates(self, page: int | None = None, threshold: Any = None) -> str:
-        return self.base + "/duplicates" + _query({"page": page if page != 1 else None, "threshold": threshold})
+    def duplicates(self, page: int | None = None, threshold: Any = None, k: int | None = None) -> str:
+        return self.base + "/duplicates" + _query({"threshold": threshold, "k": k, "page": page if page != 1 else None})
 
     def export(self, fmt: str, args: Any = None, **params: Any) -> str:
         """A download (``fmt``: csv or json) of every result of the list that ``args`` (a

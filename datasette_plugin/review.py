@@ -24,7 +24,7 @@ from semsearch_sqlite.vectors.matrix import MAX_K
 
 from . import refine
 from .compat import resolve
-from .render import Paging, Urls, card, page_number, render
+from .render import Paging, Urls, card, page_number, render, request_k
 
 GROUPS_PER_PAGE = 10
 # what a download can hold: the search page's results, an image page's sections, the duplicates
@@ -107,10 +107,11 @@ def group_context(conn: sqlite3.Connection, group: DuplicateGroup) -> dict[str, 
 
 
 async def duplicates_page(datasette: Any, request: Any) -> Response:
-    """``/<db>/-/semsearch/duplicates[?page=2][&threshold=0.05]``: the library's groups of
-    near-duplicates, biggest first, a page of groups at a time."""
+    """``/<db>/-/semsearch/duplicates[?page=2][&threshold=0.05][&k=groups per page]``: the
+    library's groups of near-duplicates, biggest first, a page of groups at a time."""
     db, _ = await resolve(datasette, request)
     page = page_number(request.args.get("page"))
+    per_page = request_k(datasette, db.name, request.args.get("k"), default=GROUPS_PER_PAGE)
     raw = (request.args.get("threshold") or "").strip() or None
 
     def read(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -119,7 +120,7 @@ async def duplicates_page(datasette: Any, request: Any) -> Response:
             groups = duplicate_review(conn, threshold)
         except SemsearchError as e:
             return {"error": str(e), "threshold": raw}
-        paging = Paging.of(page, GROUPS_PER_PAGE, len(groups))
+        paging = Paging.of(page, per_page, len(groups))
         return {"groups": [group_context(conn, g) for g in paging.slice(groups)], "paging": paging,
                 "threshold": threshold, "group_count": len(groups),
                 "image_count": sum(len(g.hits) for g in groups)}
@@ -127,9 +128,10 @@ async def duplicates_page(datasette: Any, request: Any) -> Response:
     data = await db.execute_fn(read)
     urls = Urls(datasette, db.name)
     threshold_param = raw if raw and "error" not in data else None
+    k_param = per_page if request.args.get("k") else None  # kept in links only when asked for
     return await render(
         datasette, request, "semsearch_duplicates.html", db,
         {**data, "page": "duplicates", "keeper_rule": KEEPER_RULE, "threshold_param": threshold_param,
-         "page_url": lambda n: urls.duplicates(n, threshold_param)},
+         "page_url": lambda n: urls.duplicates(n, threshold_param, k_param)},
         400 if data.get("error") else 200,
     )

@@ -90,11 +90,14 @@ def test_cli_json_and_sql(db: Path) -> None:
     groups = json.loads(r.stdout)["groups"]
     with Store.open(db) as s:
         want = duplicate_groups(s.conn, THRESHOLD)
-        assert [[(x["image_id"], x["distance"]) for x in g["images"]] for g in groups] == want
-        assert set(groups[0]["images"][0]) == {"image_id", "path", "label", "distance"}
+        # the same members as the raw groups; the keeper first (distance 0), the others by distance to it
+        assert [{x["image_id"] for x in g["images"]} for g in groups] == [{i for i, _ in g} for g in want]
+        assert all(g["images"][0]["keeper"] and g["images"][0]["distance"] == 0 for g in groups)
+        assert {"image_id", "path", "label", "distance", "keeper"} <= set(groups[0]["images"][0])
+        listed = [[(x["image_id"], x["distance"]) for x in g["images"]] for g in groups]
         register_functions(s.conn)
         rows = s.conn.execute(f"select group_id, image_id, distance from duplicate_images({THRESHOLD})").fetchall()
-        assert [[(i, d) for g, i, d in rows if g == n] for n in range(1, len(want) + 1)] == want
+        assert [[(i, d) for g, i, d in rows if g == n] for n in range(1, len(want) + 1)] == listed
         assert len(s.conn.execute("select * from duplicate_images()").fetchall()) >= len(rows)
         with pytest.raises(Exception, match="threshold must be between 0 and 1"):
             s.conn.execute("select * from duplicate_images(2)").fetchall()
