@@ -90,8 +90,9 @@ class Collection:
         return search.images_tagged(self.conn, word, k)
 
     def duplicates(self, threshold: float | None = None) -> Results:
-        """Groups of near-identical photos (hits numbered by ``group``; ``distance`` to the
-        group's first image). ``threshold`` is a cosine distance in the visual space."""
+        """Groups of near-identical photos (hits numbered by ``group``, the suggested keeper
+        first with ``keeper=True`` and ``why``; ``distance`` to the keeper). ``threshold``
+        is a cosine distance in the visual space."""
         from semsearch_sqlite.queries.duplicates import duplicate_images
 
         return duplicate_images(self.conn, threshold)
@@ -112,7 +113,7 @@ class Collection:
     def export(self, results: Results, fmt: str = "csv") -> str:
         """``results`` as CSV or JSON text: every hit, with ``abs_path`` when the ingested
         folder is known and the photos' EXIF fields, e.g.
-        ``open("cats.csv", "w").write(photos.export(photos.search("cat", k=500)))``."""
+        ``Path("cats.csv").write_text(photos.export(photos.search("cat", k=500)))``."""
         from semsearch_sqlite.queries.export import export_text
 
         records = results.as_records(self.images_root, self.conn)
