@@ -192,3 +192,13 @@ def facts(width: int, height: int, size: int, taken_at: str | None = None, mtime
 def test_choose_keeper(group: dict[int, dict], keeper: int, why: str) -> None:
     chosen, reason = choose_keeper(group)
     assert chosen == keeper and why in reason
+
+
+@pytest.mark.asyncio
+async def test_the_sql_page_draws_the_thumbnail_column(library: dict[str, Any]) -> None:
+    keeper = ids_by_path(library["db"])["elephant/image_0001.jpg"]
+    r = await get(library["db"], f"/dups?sql=select+image_id,+keeper,+thumbnail+from+duplicate_images({THRESHOLD})")
+    assert r.status_code == 200
+    cells = re.findall(r'<td class="col-thumbnail">(.*?)</td>', r.text, re.S)
+    assert len(cells) == 5 and all("<img" in c for c in cells)
+    assert f'href="/dups/-/semsearch/image/{keeper}"' in cells[0]
