@@ -93,9 +93,10 @@ async def test_the_page_shows_each_group_keeper_first_with_its_facts(library: di
         first, *others = section.split('<li class="semsearch-card')[1:]
         assert first.startswith(' semsearch-keeper"') and "semsearch-keeper-mark" in first
         assert all("semsearch-keeper" not in c and "semsearch-distance" in c for c in others)
-    assert "keep: same pixels, largest file (least recompressed)" in elephant
+    keeper_says = '<span class="semsearch-keeper-mark">keeper</span> '
+    assert keeper_says + "same pixels, largest file (least recompressed)" in elephant
     w, h = library["crab"]
-    assert f"keep: most pixels ({w}\u00d7{h})" in crab
+    assert keeper_says + f"most pixels ({w}\u00d7{h})" in crab
     w, h = library["elephant"]
     size = (library["images"] / "elephant" / "image_0001.jpg").stat().st_size
     assert f"{w}\u00d7{h} &middot; {human_size(size)} &middot; " in elephant
