@@ -12,6 +12,7 @@ import sqlite3
 from typing import Any
 
 from datasette import NotFound, Response
+from markupsafe import escape
 
 from semsearch_sqlite.errors import SemsearchError
 from semsearch_sqlite.queries import hints, search
@@ -202,10 +203,15 @@ async def database_actions(datasette: Any, actor: Any, database: str) -> list[di
     ]
 
 
-async def database_page_vars(datasette: Any, actor: Any, database: str) -> dict[str, Any]:
-    """``semsearch_links`` for the database page's visible "Image search" link
-    (templates/database.html), where the actor may see the pages."""
+async def database_top(datasette: Any, actor: Any, database: str) -> str | None:
+    """``top_database`` (Datasette 1.0a): a visible "Image search" link atop the
+    database page, where the actor may see the pages."""
     if not await can_view(datasette, actor, database):
-        return {}
+        return None
     urls = Urls(datasette, database)
-    return {"semsearch_links": {"search": urls.search(), "report": urls.report()}}
+    return (
+        '<p class="semsearch-database-link" style="font-size: 1.1em; margin: 0.6em 0 1em 0">'
+        f'<a href="{escape(urls.search())}"><strong>Image search</strong></a>'
+        " &mdash; find this database's images by words, by example or by upload"
+        f' &middot; <a href="{escape(urls.report())}">search quality report</a></p>'
+    )
