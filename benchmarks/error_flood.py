@@ -37,7 +37,7 @@ def free_port() -> int:
 
 def serve(db: str, port: int, *extra: str) -> subprocess.Popen:
     """``datasette DB`` on ``port``, its output to a log file; returns once it answers."""
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"datasette-{port}.log", "wb")
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"datasette-{port}.log", "wb")  # noqa: SIM115 - the server's
     proc = subprocess.Popen([sys.executable, "-m", "datasette", "serve", db, "--port", str(port), *extra],
                             stdout=log, stderr=subprocess.STDOUT)
     for _ in range(600):

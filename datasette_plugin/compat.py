@@ -17,6 +17,11 @@ from datasette.utils import tilde_decode
 
 from .databases import is_semsearch, skipped_because
 
+# what word lists (nearest words, "Did you mean", tags) are read from
+WORD_TABLES = ("words", "vec_words", "word_lookup")
+# what a new image's tags are read from besides: its neighbours' classes
+CLASS_TABLES = ("image_classes",)
+
 async def visibility(datasette: Any, actor: Any, database: str, table: str = "images") -> tuple[bool, bool]:
     """(visible, private) of ``table`` (the ``images`` table unless told) of ``database``
     for ``actor``.
@@ -42,6 +47,15 @@ async def may_view_table(datasette: Any, request: Any, database: str, table: str
     shows rows of (``image_files`` for display copies, ``tags``, ``evaluations``), as
     Datasette's own table page would."""
     return (await visibility(datasette, request.actor, database, table))[0]
+
+
+async def may_view_tables(datasette: Any, request: Any, database: str, tables: tuple[str, ...]) -> bool:
+    """Whether the request's actor may view every one of ``tables`` (a page shows what it
+    read from them only then)."""
+    for table in tables:
+        if not await may_view_table(datasette, request, database, table):
+            return False
+    return True
 
 
 async def can_execute_sql(datasette: Any, actor: Any, database: str) -> bool:

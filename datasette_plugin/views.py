@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from datasette import NotFound, Response
+from datasette import Forbidden, NotFound, Response
 from markupsafe import escape
 
 from semsearch_sqlite.errors import SemsearchError
@@ -22,7 +22,15 @@ from semsearch_sqlite.storage import rows
 from semsearch_sqlite.queries.duplicates import duplicates_of
 
 from . import refine
-from .compat import can_execute_sql, can_view, may_view_table, resolve, semsearch_databases
+from .compat import (
+    WORD_TABLES,
+    can_execute_sql,
+    can_view,
+    may_view_table,
+    may_view_tables,
+    resolve,
+    semsearch_databases,
+)
 from .media import image_id as parse_image_id
 from .render import Paging, Urls, image_results, page_number, render, request_k, section
 
@@ -49,6 +57,7 @@ async def search_page(datasette: Any, request: Any) -> Response:
     page = page_number(request.args.get("page"))
     refinement = refine.Refinement.from_args(request.args)
     urls = Urls(datasette, db.name)
+    suggest = await may_view_tables(datasette, request, db.name, WORD_TABLES)  # "Did you mean"
 
     def read(conn: sqlite3.Connection) -> dict[str, Any]:
         out: dict[str, Any] = {"form": refine.form_context(conn), "section": {}}
@@ -59,7 +68,7 @@ async def search_page(datasette: Any, request: Any) -> Response:
         paging = Paging.of(page, k, _total(conn, "semantic", filters=filters, left_out=len(refinement.unlike)))
         found = image_results(conn, lambda: search.similar_images(
             conn, q, paging.k, allow_unknown=True, filters=filters, like=refinement.like,
-            unlike=refinement.unlike), paging, q=q)
+            unlike=refinement.unlike), paging, q=q, suggest=suggest)
         refine.add_feedback_links(urls, q, k, refinement, found.get("cards") or [])
         if found.get("error") == "unknown":  # somewhere to go from here
             out["start"] = hints.starting_points(conn)
@@ -97,7 +106,7 @@ async def image_page(datasette: Any, request: Any) -> Response:
     pages = {name: page_number(request.args.get(param)) for name, (param, _) in IMAGE_SECTIONS.items()}
     # rows of other tables are left out when the actor may not view those tables
     show_display = await may_view_table(datasette, request, db.name, "image_files")
-    show_tags = await may_view_table(datasette, request, db.name, "tags")
+    show_tags = await may_view_tables(datasette, request, db.name, ("tags", *WORD_TABLES))
 
     def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
         detail = rows.image_detail(conn, image_id)
@@ -156,6 +165,8 @@ async def image_page(datasette: Any, request: Any) -> Response:
 async def words_page(datasette: Any, request: Any) -> Response:
     """``/<db>/-/semsearch/words?q=cat``: the nearest vocabulary words."""
     db, _ = await resolve(datasette, request)
+    if not await may_view_tables(datasette, request, db.name, WORD_TABLES):
+        raise Forbidden("You do not have permission to view the words tables of this database")
     q = (request.args.get("q") or "").strip()
     k = request_k(datasette, db.name, request.args.get("k"))
     found: dict[str, Any] = {}
