@@ -110,7 +110,7 @@ def decode_upload(data: bytes, filename: str, max_pixels: int) -> Any:
 
     from semsearch_sqlite.media.images import DISPLAY_LONGEST, load_image
 
-    too_big = f"{filename}: too many pixels for this page (at most {max_pixels:,}); send a smaller copy."
+    too_big = f"{filename}: too many pixels for this page (at most {max_pixels:,}). Send a smaller copy."
     try:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
