@@ -59,8 +59,7 @@ def test_no_core_template_is_overridden() -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("path", ["/photos.json?sql=pragma+foo", "/photos?sql=pragma+foo",
-                                  "/photos.json?sql=select+*+from+no_such_table"])
+@pytest.mark.parametrize("path", ["/photos.json?sql=pragma+foo", "/photos?sql=pragma+foo"])
 async def test_invalid_sql_is_a_400_logged_without_a_traceback(
     db: str, path: str, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from datasette.app import Datasette
 
-from datasette_plugin.compat import CLASS_TABLES, WORD_TABLES
-
 IS_1_0 = hasattr(Datasette, "allowed")
 TAG = 'class="semsearch-tag"'
 SUGGEST = "Did you mean"
+WORD_TABLES = ("words", "vec_words", "word_lookup")  # what word lists are read from
+CLASS_TABLES = ("image_classes",)  # and a new image's tags besides
 
 
 def denying(db: str, *tables: str) -> Datasette:
