@@ -64,6 +64,10 @@ async def search_page(datasette: Any, request: Any) -> Response:
         if not q:
             out["start"] = hints.starting_points(conn)
             return out
+        problem = refinement.problem(conn)  # like=abc as like=-1: one clear 400
+        if problem:
+            out["section"] = {"error": problem}
+            return out
         filters = refinement.filters()
         paging = Paging.of(page, k, _total(conn, "semantic", filters=filters, left_out=len(refinement.unlike)))
         found = image_results(conn, lambda: search.similar_images(
