@@ -99,7 +99,6 @@ async def _search(datasette: Any, request: Any, db: Any, config: Settings, conte
         return upload_results(conn, lambda: embed.describe_image(
             conn, decode_upload(data, filename, config.max_upload_pixels), k, space, n_tags=UPLOAD_TAGS), show_tags)
 
-    del files, upload  # the decode below is the only holder of the bytes
     context["section"] = await _off_loop(db, run)
     context["preview"] = context["section"].pop("preview", None)
     return 400 if context["section"].get("error") else 200
@@ -109,22 +108,27 @@ def decode_upload(data: bytes, filename: str, max_pixels: int) -> Any:
     """An uploaded image decoded reduced (JPEG at a smaller DCT scale, other formats
     box-reduced at once) to what the model, the preview and ingest's display copy need,
     after a header-only check of its size against ``max_pixels``."""
-    from PIL import Image
-
     from semsearch_sqlite.media.images import DISPLAY_LONGEST, load_image
 
-    too_big = f"{filename}: too many pixels for this page (at most {max_pixels:,}). Send a smaller copy."
+    pixels = _declared_pixels(data)
+    if pixels is not None and pixels > max_pixels:
+        raise _UploadError(f"{filename}: {pixels:,} pixels; this page takes images of at most {max_pixels:,} "
+                           "pixels. Send a smaller copy.", 413)
+    return load_image(io.BytesIO(data), max_pixels=max_pixels, name=filename, reduce_to=DISPLAY_LONGEST)
+
+
+def _declared_pixels(data: bytes) -> int | None:
+    """The pixel count an image's header declares (None if unreadable: the decode says why)."""
+    from PIL import Image
+
     try:
         with Image.open(io.BytesIO(data)) as im:
-            width, height = im.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise _UploadError(too_big, 413) from None
-    except Exception:  # noqa: BLE001 - not readable: load_image names the problem
-        width = height = 0
-    if width * height > max_pixels:
-        raise _UploadError(f"{filename}: {width} x {height} = {width * height:,} pixels; "
-                           f"this page takes at most {max_pixels:,}. Send a smaller copy.", 413)
-    return load_image(io.BytesIO(data), max_pixels=max_pixels, name=filename, reduce_to=DISPLAY_LONGEST)
+            return im.size[0] * im.size[1]
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        found = re.search(r"\((\d+) pixels\)", str(e))  # over Pillow's own limit: its message has the count
+        return int(found.group(1)) if found else None
+    except Exception:  # noqa: BLE001 - any unreadable header
+        return None
 
 
 def byte_size(n: int) -> str:
