@@ -30,6 +30,7 @@ from .compat import (
     may_view_tables,
     resolve,
     semsearch_databases,
+    visibility,
 )
 from .media import image_id as parse_image_id
 from .render import Paging, Urls, image_results, page_number, render, request_k, section
@@ -209,10 +210,11 @@ async def database_actions(datasette: Any, actor: Any, database: str) -> list[di
     if not await can_view(datasette, actor, database):
         return []
     urls = Urls(datasette, database)
+    words = [(await visibility(datasette, actor, database, table))[0] for table in WORD_TABLES]
     return [
         {"href": urls.search(), "label": "Semantic image search",
          "description": "Find images by words, by example or by upload."},
-        {"href": urls.words(), "label": "Nearest words"},
+        *([{"href": urls.words(), "label": "Nearest words"}] if all(words) else []),
         {"href": urls.report(), "label": "Search quality report",
          "description": "How well search finds each label, from semsearch-sqlite evaluate."},
     ]

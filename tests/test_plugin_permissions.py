@@ -59,6 +59,9 @@ async def test_the_words_page_lists_no_words_when_a_word_table_is_denied(db: str
     assert "semsearch-words" not in r.text and "/photos/-/semsearch?q=" not in r.text
     r = await get(ds, "/photos/-/semsearch/words?q=dog", cookies=root(ds))  # who may view them still does
     assert r.status_code == 200 and "semsearch-words" in r.text
+    # the database page offers the words page only to who may view it
+    assert 'href="/photos/-/semsearch/words"' not in (await get(ds, "/photos")).text
+    assert 'href="/photos/-/semsearch/words"' in (await get(ds, "/photos", cookies=root(ds))).text
 
 
 @pytest.mark.asyncio
