@@ -22,6 +22,7 @@ WORD_TABLES = ("words", "vec_words", "word_lookup")
 # what a new image's tags are read from besides: its neighbours' classes
 CLASS_TABLES = ("image_classes",)
 
+
 async def visibility(datasette: Any, actor: Any, database: str, table: str = "images") -> tuple[bool, bool]:
     """(visible, private) of ``table`` (the ``images`` table unless told) of ``database``
     for ``actor``.
