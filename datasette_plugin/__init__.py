@@ -6,6 +6,10 @@ and ``/photos/-/semsearch`` (search), ``.../image/<id>``, ``.../words``, ``.../u
 :mod:`.views` (pages), :mod:`.upload`, :mod:`.report`, :mod:`.media` (image bytes,
 cells), :mod:`.databases` (connections, hidden tables) and :mod:`.compat` (permissions
 on Datasette 0.65 and 1.0a).
+
+Hooks used: only Datasette's documented plugin hooks, each answering for the plugin's
+own pages, SQL functions, cells and links; no core template is overridden and no other
+handler is wrapped. The one server-wide setting is :func:`.compat.plain_error_log`.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ def prepare_connection(conn, database, datasette):
 
 @hookimpl
 def startup(datasette):
+    compat.plain_error_log()  # the one server-wide setting: see its docstring
+
     async def inner():
         await databases.startup(datasette)
 
@@ -73,12 +79,11 @@ def database_actions(datasette, actor, database):
 
 
 @hookimpl
-def extra_template_vars(template, database, view_name, datasette, request):
-    if view_name != "database" or not database:
-        return None
-
+def top_database(datasette, request, database):
+    # Datasette 1.0a: a visible "Image search" link atop the database page (0.65 has no
+    # such hook: there the link is in the database actions and the navigation menu)
     async def inner():
-        return await views.database_page_vars(datasette, request.actor if request else None, database)
+        return await views.database_top(datasette, request.actor if request else None, database)
 
     return inner
 
@@ -93,17 +98,3 @@ def get_metadata(datasette, database):
 def skip_csrf(datasette, scope):
     # Datasette 0.65 only: the upload view checks the multipart form's token itself
     return upload.skip_csrf(datasette, scope, re.compile(UPLOAD_ROUTE))
-
-
-@hookimpl(hookwrapper=True)
-def handle_exception(datasette, request, exception):
-    # Datasette awaits every handler's answer. For a 404 its own handler's prints a
-    # `rich` traceback (0.4-0.9 s, ~100 log lines), and for a URL no route matches it
-    # crashes when `rich` is installed: see compat.guard_exception_handlers.
-    outcome = yield
-    try:
-        results = outcome.get_result()
-    except BaseException:  # noqa: BLE001 - another handler raised: leave that as it is
-        return
-    results = compat.quiet_not_found(results, datasette, request, exception)
-    outcome.force_result(compat.guard_exception_handlers(results, exception))

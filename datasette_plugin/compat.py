@@ -1,5 +1,5 @@
-"""Datasette 0.65 / 1.0a differences: permission checks, and a guard for Datasette's
-default exception handler.
+"""Datasette 0.65 / 1.0a differences (permission checks), and the plugin's one setting of
+Datasette's error log (:func:`plain_error_log`).
 
 Permissions: 1.0a has ``datasette.allowed`` with resource objects; 0.65 has
 ``permission_allowed`` and ``check_visibility(permissions=[...])``. Every page of the
@@ -10,17 +10,17 @@ table checks that one too (:func:`may_view_table`) and leaves out what is denied
 
 from __future__ import annotations
 
-import sys
-from functools import partial
 from typing import Any
 
-from datasette import Forbidden, NotFound, Response
-from datasette.utils import add_cors_headers, await_me_maybe, tilde_decode
+from datasette import Forbidden, NotFound
+from datasette.utils import tilde_decode
 
 from .databases import is_semsearch, skipped_because
 
-# where Datasette's own (trylast) handle_exception implementation lives
-DEFAULT_HANDLER_MODULE = "datasette.handle_exception"
+# what word lists (nearest words, "Did you mean", tags) are read from
+WORD_TABLES = ("words", "vec_words", "word_lookup")
+# what a new image's tags are read from besides: its neighbours' classes
+CLASS_TABLES = ("image_classes",)
 
 
 async def visibility(datasette: Any, actor: Any, database: str, table: str = "images") -> tuple[bool, bool]:
@@ -48,6 +48,15 @@ async def may_view_table(datasette: Any, request: Any, database: str, table: str
     shows rows of (``image_files`` for display copies, ``tags``, ``evaluations``), as
     Datasette's own table page would."""
     return (await visibility(datasette, request.actor, database, table))[0]
+
+
+async def may_view_tables(datasette: Any, request: Any, database: str, tables: tuple[str, ...]) -> bool:
+    """Whether the request's actor may view every one of ``tables`` (a page shows what it
+    read from them only then)."""
+    for table in tables:
+        if not await may_view_table(datasette, request, database, table):
+            return False
+    return True
 
 
 async def can_execute_sql(datasette: Any, actor: Any, database: str) -> bool:
@@ -96,63 +105,25 @@ async def resolve(datasette: Any, request: Any) -> tuple[Any, bool]:
     return db, private
 
 
-# -- Datasette's default exception handler -------------------------------------------------
+# -- Datasette's error log -----------------------------------------------------------------
 
 
-def quiet_not_found(results: list[Any], datasette: Any, request: Any, exception: BaseException) -> list[Any]:
-    """``handle_exception`` results with, for a 404 anywhere on the server, Datasette's
-    default handler swapped for :func:`not_found`: the same error page without its
-    ``rich`` traceback (``show_locals``), which costs 0.4-0.9 s and ~100 log lines per
-    mistyped URL. Other plugins' answers, and every other error, are left as they are."""
-    if not isinstance(exception, NotFound):
-        return results
-    return [
-        not_found(datasette, request, exception) if getattr(r, "__module__", None) == DEFAULT_HANDLER_MODULE else r
-        for r in results
-    ]
+def plain_error_log() -> None:
+    """Have Datasette's default error handler log errors as it does without ``rich``.
 
+    That handler pretty-prints every error it answers, 400s and 404s included, with
+    ``rich`` and ``show_locals`` when ``rich`` can be imported (Keras installs it): ~0.5 s
+    of rendering on the event loop and ~100 log lines per ``/db.json?sql=pragma foo``, so
+    a few clients sending bad SQL stall every page. For a URL no route matches it calls
+    ``print_exception`` outside an ``except`` block, which raises instead of answering 404.
 
-def not_found(datasette: Any, request: Any, exception: BaseException) -> Any:
-    """Datasette's 404 page (JSON for ``.json`` URLs), as its default handler renders it."""
-
-    async def inner() -> Response:
-        message = exception.args[0] if exception.args else "Not found"
-        info = {"ok": False, "error": message, "status": 404, "title": None}
-        headers: dict[str, str] = {}
-        if getattr(datasette, "cors", False):
-            add_cors_headers(headers)
-        if request is not None and request.path.split("?")[0].endswith(".json"):
-            return Response.json(info, status=404, headers=headers)
-        html = await datasette.render_template(["404.html", "error.html"], info, request=request)
-        return Response.html(html, status=404, headers=headers)
-
-    return inner
-
-
-def guard_exception_handlers(results: list[Any], exception: BaseException) -> list[Any]:
-    """``handle_exception`` results made safe to await outside an ``except`` block.
-
-    Datasette (0.65.5 and 1.0a41 alike) answers a URL that no route matches by calling
-    its exception handler with a ``NotFound("404")`` that was never raised. The default
-    handler then calls ``rich.get_console().print_exception()`` (when ``rich`` is
-    installed; Keras pulls it in), which needs an exception being handled, and raises
-    ``ValueError`` instead of rendering the 404 page: a 500, or a dropped connection.
-    ``pdb.post_mortem`` (``--pdb``) fails the same way.
-
-    When no exception is being handled, Datasette's default handler (and only it) is run
-    inside ``except`` for ``exception``, as it is for every other error; its response,
-    and any other plugin's, are unchanged.
+    This is the one place the plugin touches server-wide error handling: Datasette's
+    handler reads ``rich`` from its module's optional import (``rich = None`` when not
+    installed), and that is set to None, the install Datasette supports without rich. Its
+    pages are unchanged; a 500 is still logged by ``traceback.print_exc()``; other
+    plugins' ``handle_exception`` hooks are untouched.
     """
-    if sys.exc_info()[1] is not None:
-        return results  # the normal case: Datasette is inside an except block
-    return [
-        partial(_handling, exception, r) if getattr(r, "__module__", None) == DEFAULT_HANDLER_MODULE else r
-        for r in results
-    ]
+    from datasette import handle_exception
 
-
-async def _handling(exception: BaseException, result: Any) -> Any:
-    try:
-        raise exception
-    except BaseException:
-        return await await_me_maybe(result)
+    if getattr(handle_exception, "rich", None) is not None:
+        handle_exception.rich = None

@@ -7,6 +7,7 @@
         max_k: 100              # the most results one page asks for
         uploads: true           # the search-by-upload page
         max_upload_bytes: 20971520
+        max_upload_pixels: 64000000  # larger images are refused (decoding costs memory)
         thumbnail_px: 170       # the box thumbnails are shown in, in grids (stored: 256 px)
     databases:
       photos:
@@ -40,6 +41,7 @@ class Settings:
     max_k: int = 100
     uploads: bool = True
     max_upload_bytes: int = 20 * 1024 * 1024
+    max_upload_pixels: int = 64_000_000
     thumbnail_px: int = 170
 
 
@@ -49,6 +51,7 @@ _LIMITS: dict[str, tuple[type, int | None, int | None]] = {
     "max_k": (int, 1, 4096),
     "uploads": (bool, None, None),
     "max_upload_bytes": (int, 1024, 1 << 30),
+    "max_upload_pixels": (int, 10_000, 1_000_000_000),
     "thumbnail_px": (int, 32, 1024),
 }
 

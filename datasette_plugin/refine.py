@@ -19,6 +19,8 @@ from .render import Urls
 
 MAX_FEEDBACK = 20  # ids kept per list in a URL
 _DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+_ID = re.compile(r"^-?\d+$|^$")
+MAX_ID = 2**63 - 1
 
 
 @dataclass
@@ -30,20 +32,40 @@ class Refinement:
     taken_to: str = ""
     like: list[int] = field(default_factory=list)
     unlike: list[int] = field(default_factory=list)
+    not_ids: str = ""  # the first like/unlike item that is not an id
 
     @classmethod
     def from_args(cls, args: Any) -> Refinement:
+        bad: list[str] = []
+
         def ids(name: str) -> list[int]:
+            raw = args.get(name) or ""
             try:
-                return list(dict.fromkeys(image_ids(args.get(name) or "")))[:MAX_FEEDBACK]
+                return list(dict.fromkeys(image_ids(raw)))[:MAX_FEEDBACK]
             except QueryError:
+                bad.extend(t.strip() for t in raw.strip().strip("[]").split(",") if not _ID.match(t.strip()))
                 return []
 
         def date(name: str) -> str:
             value = (args.get(name) or "").strip()
             return value if _DATE.match(value) else ""
 
-        return cls((args.get("label") or "").strip(), date("taken_from"), date("taken_to"), ids("like"), ids("unlike"))
+        found = cls((args.get("label") or "").strip(), date("taken_from"), date("taken_to"), ids("like"), ids("unlike"))
+        found.not_ids = bad[0] if bad else ""
+        return found
+
+    def problem(self, conn: sqlite3.Connection) -> str | None:
+        """Why the like/unlike ids can't be used, one line for the page (the same for a
+        word as for an id no image has), or None."""
+        wrong = self.not_ids
+        if not wrong:
+            ids = self.like + self.unlike
+            stored = rows.image_rows(conn, [i for i in ids if abs(i) <= MAX_ID])
+            wrong = next((str(i) for i in ids if i not in stored), "")
+        if not wrong:
+            return None
+        shown = wrong if len(wrong) <= 24 else wrong[:24] + "..."
+        return f"like and unlike take ids of images in this database, such as 12,15; {shown!r} is not one."
 
     def filters(self) -> list[Filter]:
         out = []

@@ -182,18 +182,21 @@ def cards(conn: sqlite3.Connection, hits: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def section(fn: Callable[[], Any], conn: sqlite3.Connection | None = None, q: str | None = None) -> dict[str, Any]:
+def section(fn: Callable[[], Any], conn: sqlite3.Connection | None = None, q: str | None = None,
+            suggest: bool = True) -> dict[str, Any]:
     """Run one query of a page; a SemsearchError becomes the section's error message.
 
     With ``conn``, a query of unknown words gets ``unknown_words`` and ``suggestions``
-    (the known words spelt like them) instead of the library's command-line advice.
+    (the known words spelt like them, unless ``suggest`` is false: the actor may not view
+    the word tables) instead of the library's command-line advice.
     """
     try:
         res = fn()
     except UnknownWordsError as e:
         if conn is None:
             return {"error": str(e)}
-        return {"error": "unknown", "unknown_words": e.words, "suggestions": suggestions(conn, e.words, q)}
+        near = suggestions(conn, e.words, q) if suggest else []
+        return {"error": "unknown", "unknown_words": e.words, "suggestions": near}
     except SemsearchError as e:
         return {"error": str(e)}
     return {"results": res}
@@ -223,18 +226,20 @@ def image_results(
     fn: Callable[[], search.Results],
     paging: Paging | None = None,
     q: str | None = None,
+    suggest: bool = True,
 ) -> dict[str, Any]:
     """:func:`section` for a query returning images: their ``cards``, unknown words, note.
 
     With ``paging``, ``fn`` was asked for ``paging.k`` results and this page's slice is
-    kept (so page 2 continues exactly where page 1 stopped).
+    kept (so page 2 continues exactly where page 1 stopped). ``suggest``: as for
+    :func:`section`.
     """
-    out = section(fn, conn, q)
+    out = section(fn, conn, q, suggest)
     if "results" in out:
         res = out["results"]
         hits = paging.slice(res.hits) if paging is not None else res.hits
         out = {"cards": cards(conn, hits), "unknown": res.unknown, "note": res.note, "paging": paging,
-               "suggestions": suggestions(conn, res.unknown, q) if res.unknown else []}
+               "suggestions": suggestions(conn, res.unknown, q) if res.unknown and suggest else []}
     return out
 
 

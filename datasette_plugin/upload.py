@@ -1,21 +1,27 @@
-"""The search-by-image page: a multipart upload, embedded with the database's own CNN
-off the event loop, and the CSRF check Datasette 0.65 can't do for multipart bodies."""
+"""The search-by-image page: a multipart upload, decoded reduced and embedded with the
+database's own CNN off the event loop, a bounded number at a time, and the CSRF check
+Datasette 0.65 can't do for multipart bodies."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import ctypes
+import ctypes.util
+import io
 import re
 import secrets
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from datasette import Forbidden, Response
 
-from .compat import resolve
-from .config import PLUGIN_NAME, settings
+from .compat import CLASS_TABLES, WORD_TABLES, may_view_tables, resolve
+from .config import PLUGIN_NAME, Settings, settings
 from .media import sniff_image
 from .render import image_results, page_k, render, section
 
@@ -24,7 +30,14 @@ SPACES = ("visual", "semantic")
 UPLOAD_TAGS = 10
 UPLOADS_OFF = f"uploads are turned off for this database (plugins: {PLUGIN_NAME}: uploads: false)"
 
-_upload_lock = threading.Lock()
+# Uploads whose bodies are read and decoded at once (the others wait, unread); the decode
+# and the CNN run in one thread, one image at a time.
+UPLOAD_SLOTS = 2
+READ_SECONDS = 60  # a body slower than this gives its slot up
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+_decoder: ThreadPoolExecutor | None = None
+_decoder_lock = threading.Lock()
+_trim: Any = None  # glibc's malloc_trim, False where there is none
 
 
 async def upload_page(datasette: Any, request: Any) -> Response:
@@ -35,10 +48,9 @@ async def upload_page(datasette: Any, request: Any) -> Response:
     db, _ = await resolve(datasette, request)
     config = settings(datasette, db.name)
     available, reason = embed.backbone_available() if config.uploads else (False, UPLOADS_OFF)
-    max_bytes = config.max_upload_bytes
     context: dict[str, Any] = {
         "available": available, "reason": reason, "page": "upload", "k": config.per_page, "space": "visual",
-        "max_size": byte_size(max_bytes), "section": {}, "filename": None, "preview": None,
+        "max_size": byte_size(config.max_upload_bytes), "section": {}, "filename": None, "preview": None,
         "max_k": config.max_k,
     }
     if request.method != "POST":
@@ -47,11 +59,27 @@ async def upload_page(datasette: Any, request: Any) -> Response:
         context["section"] = {"error": f"Search by image is off here: {reason}"}
         return await render(datasette, request, "semsearch_upload.html", db, context,
                             status=503 if config.uploads else 403)
+    show_tags = await may_view_tables(datasette, request, db.name, WORD_TABLES + CLASS_TABLES)
+    # Bodies are read only once a slot is free: waiting uploads stay in the socket
+    async with _upload_slots():
+        try:
+            status = await _search(datasette, request, db, config, context, show_tags)
+        except _UploadError as e:
+            context["section"] = {"error": str(e)}
+            status = e.status
+    return await render(datasette, request, "semsearch_upload.html", db, context, status=status)
+
+
+async def _search(datasette: Any, request: Any, db: Any, config: Settings, context: dict[str, Any],
+                  show_tags: bool) -> int:
+    """Read the form, decode and search; fills ``context``, returns the HTTP status."""
+    from semsearch_sqlite.queries import new_image as embed
+
+    max_bytes = config.max_upload_bytes
     try:
-        fields, files = await _read_form(request, max_bytes + UPLOAD_SLACK)
-    except _UploadError as e:
-        context["section"] = {"error": str(e)}
-        return await render(datasette, request, "semsearch_upload.html", db, context, status=e.status)
+        fields, files = await asyncio.wait_for(_read_form(request, max_bytes + UPLOAD_SLACK), READ_SECONDS)
+    except asyncio.TimeoutError:
+        raise _UploadError(f"The upload took longer than {READ_SECONDS} s to arrive; try again.", 408) from None
     if not _csrf_ok(datasette, request, fields.get("csrftoken", "")):
         raise Forbidden("The form's CSRF token is missing or wrong; reload the page and try again")
     k = page_k(fields.get("k"), config.per_page, config.max_k)
@@ -59,26 +87,48 @@ async def upload_page(datasette: Any, request: Any) -> Response:
     context.update(k=k, space=space)
     upload = files.get("image")
     if upload is None or not upload[1]:
-        context["section"] = {"error": "Choose an image file to search with."}
-        return await render(datasette, request, "semsearch_upload.html", db, context, status=400)
+        raise _UploadError("Choose an image file to search with.")
     filename, data = upload
     context["filename"] = filename
     if sniff_image(data) is None:
-        context["section"] = {"error": f"{filename}: not a JPEG, PNG, WebP, GIF, BMP or TIFF image."}
-        return await render(datasette, request, "semsearch_upload.html", db, context, status=400)
+        raise _UploadError(f"{filename}: not a JPEG, PNG, WebP, GIF, BMP or TIFF image.")
     if len(data) > max_bytes:
-        context["section"] = {"error": f"{filename}: too large (at most {context['max_size']})."}
-        return await render(datasette, request, "semsearch_upload.html", db, context, status=413)
+        raise _UploadError(f"{filename}: too large (at most {context['max_size']}).", 413)
 
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        with _upload_lock:  # one CNN run at a time: it is memory-hungry
-            return upload_results(conn, lambda: embed.describe_bytes(conn, data, k, space, name=filename,
-                                                                    n_tags=UPLOAD_TAGS, max_bytes=max_bytes))
+        return upload_results(conn, lambda: embed.describe_image(
+            conn, decode_upload(data, filename, config.max_upload_pixels), k, space, n_tags=UPLOAD_TAGS), show_tags)
 
     context["section"] = await _off_loop(db, run)
     context["preview"] = context["section"].pop("preview", None)
-    status = 400 if context["section"].get("error") else 200
-    return await render(datasette, request, "semsearch_upload.html", db, context, status=status)
+    return 400 if context["section"].get("error") else 200
+
+
+def decode_upload(data: bytes, filename: str, max_pixels: int) -> Any:
+    """An uploaded image decoded reduced (JPEG at a smaller DCT scale, other formats
+    box-reduced at once) to what the model, the preview and ingest's display copy need,
+    after a header-only check of its size against ``max_pixels``."""
+    from semsearch_sqlite.media.images import DISPLAY_LONGEST, load_image
+
+    pixels = _declared_pixels(data)
+    if pixels is not None and pixels > max_pixels:
+        raise _UploadError(f"{filename}: {pixels:,} pixels; this page takes images of at most {max_pixels:,} "
+                           "pixels. Send a smaller copy.", 413)
+    return load_image(io.BytesIO(data), max_pixels=max_pixels, name=filename, reduce_to=DISPLAY_LONGEST)
+
+
+def _declared_pixels(data: bytes) -> int | None:
+    """The pixel count an image's header declares (None if unreadable: the decode says why)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size[0] * im.size[1]
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        found = re.search(r"\((\d+) pixels\)", str(e))  # over Pillow's own limit: its message has the count
+        return int(found.group(1)) if found else None
+    except Exception:  # noqa: BLE001 - any unreadable header
+        return None
 
 
 def byte_size(n: int) -> str:
@@ -89,15 +139,16 @@ def byte_size(n: int) -> str:
     return f"{n} bytes"
 
 
-def upload_results(conn: sqlite3.Connection, fn: Callable[[], Any]) -> dict[str, Any]:
-    """The upload page's section: neighbour cards, the image's tags and a preview data URL."""
+def upload_results(conn: sqlite3.Connection, fn: Callable[[], Any], show_tags: bool = True) -> dict[str, Any]:
+    """The upload page's section: neighbour cards, the image's tags (unless ``show_tags``
+    is false: the actor may not view the tables they come from) and a preview data URL."""
     found = section(fn)
     if "results" not in found:
         return found
     new = found["results"]
     out = image_results(conn, lambda: new.similar)
-    out["tags"] = new.tags.hits if new.tags is not None else []
-    out["tags_error"] = new.tags_error
+    out["tags"] = new.tags.hits if new.tags is not None and show_tags else []
+    out["tags_error"] = new.tags_error if show_tags else None
     if new.preview is not None:  # the query image, shown beside its results (it is not stored)
         data, mime, width, height = new.preview
         out["preview"] = {"src": f"data:{mime};base64," + base64.b64encode(data).decode("ascii"),
@@ -105,9 +156,40 @@ def upload_results(conn: sqlite3.Connection, fn: Callable[[], Any]) -> dict[str,
     return out
 
 
+def _upload_slots() -> asyncio.Semaphore:
+    """This event loop's upload slots (a Semaphore belongs to one loop)."""
+    loop = asyncio.get_running_loop()
+    slots = _slots.get(loop)
+    if slots is None:
+        slots = _slots[loop] = asyncio.Semaphore(UPLOAD_SLOTS)
+    return slots
+
+
+def _worker() -> ThreadPoolExecutor:
+    global _decoder
+    with _decoder_lock:
+        if _decoder is None:
+            _decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semsearch-upload")
+        return _decoder
+
+
+def _give_memory_back() -> None:
+    """Return the freed pages of a decode to the system: glibc keeps them in the thread's
+    malloc arena otherwise, so the server's RSS stays at its peak (Linux only)."""
+    global _trim
+    if _trim is None:
+        try:
+            _trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _trim = False
+    if _trim:
+        _trim(0)
+
+
 async def _off_loop(db: Any, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-    """Run a slow ``fn(conn)`` (the CNN) in a worker thread on its own read-only
-    connection, so Datasette's SQL threads stay free for other requests."""
+    """Run a slow ``fn(conn)`` (decode and CNN) in the upload thread, one at a time, on
+    its own read-only connection, so Datasette's SQL threads stay free for other
+    requests, and the memory of one decode is reused by the next."""
     if not getattr(db, "path", None):
         return await db.execute_fn(fn)
 
@@ -119,8 +201,9 @@ async def _off_loop(db: Any, fn: Callable[[sqlite3.Connection], Any]) -> Any:
             return fn(conn)
         finally:
             conn.close()
+            _give_memory_back()
 
-    return await asyncio.get_running_loop().run_in_executor(None, work)
+    return await asyncio.get_running_loop().run_in_executor(_worker(), work)
 
 
 # -- CSRF ----------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from datasette import NotFound, Response
+from datasette import Forbidden, NotFound, Response
+from markupsafe import escape
 
 from semsearch_sqlite.errors import SemsearchError
 from semsearch_sqlite.queries import hints, search
@@ -21,7 +22,16 @@ from semsearch_sqlite.storage import rows
 from semsearch_sqlite.queries.duplicates import duplicates_of
 
 from . import refine
-from .compat import can_execute_sql, can_view, may_view_table, resolve, semsearch_databases
+from .compat import (
+    WORD_TABLES,
+    can_execute_sql,
+    can_view,
+    may_view_table,
+    may_view_tables,
+    resolve,
+    semsearch_databases,
+    visibility,
+)
 from .media import image_id as parse_image_id
 from .render import Paging, Urls, image_results, page_number, render, request_k, section
 
@@ -48,17 +58,22 @@ async def search_page(datasette: Any, request: Any) -> Response:
     page = page_number(request.args.get("page"))
     refinement = refine.Refinement.from_args(request.args)
     urls = Urls(datasette, db.name)
+    suggest = await may_view_tables(datasette, request, db.name, WORD_TABLES)  # "Did you mean"
 
     def read(conn: sqlite3.Connection) -> dict[str, Any]:
         out: dict[str, Any] = {"form": refine.form_context(conn), "section": {}}
         if not q:
             out["start"] = hints.starting_points(conn)
             return out
+        problem = refinement.problem(conn)  # like=abc as like=-1: one clear 400
+        if problem:
+            out["section"] = {"error": problem}
+            return out
         filters = refinement.filters()
         paging = Paging.of(page, k, _total(conn, "semantic", filters=filters, left_out=len(refinement.unlike)))
         found = image_results(conn, lambda: search.similar_images(
             conn, q, paging.k, allow_unknown=True, filters=filters, like=refinement.like,
-            unlike=refinement.unlike), paging, q=q)
+            unlike=refinement.unlike), paging, q=q, suggest=suggest)
         refine.add_feedback_links(urls, q, k, refinement, found.get("cards") or [])
         if found.get("error") == "unknown":  # somewhere to go from here
             out["start"] = hints.starting_points(conn)
@@ -96,7 +111,7 @@ async def image_page(datasette: Any, request: Any) -> Response:
     pages = {name: page_number(request.args.get(param)) for name, (param, _) in IMAGE_SECTIONS.items()}
     # rows of other tables are left out when the actor may not view those tables
     show_display = await may_view_table(datasette, request, db.name, "image_files")
-    show_tags = await may_view_table(datasette, request, db.name, "tags")
+    show_tags = await may_view_tables(datasette, request, db.name, ("tags", *WORD_TABLES))
 
     def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
         detail = rows.image_detail(conn, image_id)
@@ -155,6 +170,8 @@ async def image_page(datasette: Any, request: Any) -> Response:
 async def words_page(datasette: Any, request: Any) -> Response:
     """``/<db>/-/semsearch/words?q=cat``: the nearest vocabulary words."""
     db, _ = await resolve(datasette, request)
+    if not await may_view_tables(datasette, request, db.name, WORD_TABLES):
+        raise Forbidden("You do not have permission to view the words tables of this database")
     q = (request.args.get("q") or "").strip()
     k = request_k(datasette, db.name, request.args.get("k"))
     found: dict[str, Any] = {}
@@ -193,19 +210,25 @@ async def database_actions(datasette: Any, actor: Any, database: str) -> list[di
     if not await can_view(datasette, actor, database):
         return []
     urls = Urls(datasette, database)
+    words = [(await visibility(datasette, actor, database, table))[0] for table in WORD_TABLES]
     return [
         {"href": urls.search(), "label": "Semantic image search",
          "description": "Find images by words, by example or by upload."},
-        {"href": urls.words(), "label": "Nearest words"},
+        *([{"href": urls.words(), "label": "Nearest words"}] if all(words) else []),
         {"href": urls.report(), "label": "Search quality report",
          "description": "How well search finds each label, from semsearch-sqlite evaluate."},
     ]
 
 
-async def database_page_vars(datasette: Any, actor: Any, database: str) -> dict[str, Any]:
-    """``semsearch_links`` for the database page's visible "Image search" link
-    (templates/database.html), where the actor may see the pages."""
+async def database_top(datasette: Any, actor: Any, database: str) -> str | None:
+    """``top_database`` (Datasette 1.0a): a visible "Image search" link atop the
+    database page, where the actor may see the pages."""
     if not await can_view(datasette, actor, database):
-        return {}
+        return None
     urls = Urls(datasette, database)
-    return {"semsearch_links": {"search": urls.search(), "report": urls.report()}}
+    return (
+        '<p class="semsearch-database-link" style="font-size: 1.1em; margin: 0.6em 0 1em 0">'
+        f'<a href="{escape(urls.search())}"><strong>Image search</strong></a>'
+        " &mdash; find this database's images by words, by example or by upload"
+        f' &middot; <a href="{escape(urls.report())}">search quality report</a></p>'
+    )
