@@ -35,11 +35,11 @@ from PIL import Image
 
 from semsearch_sqlite.media.files import discover
 from semsearch_sqlite.media.images import load_image
-from semsearch_sqlite.model.backbones import load_backbone
+from semsearch_sqlite.model.cnn import load_backbone
 from semsearch_sqlite.pipeline.ingest import IngestOptions, _Item, _Run, ingest
 from semsearch_sqlite.pipeline.prepare import PrepareSpec, prepare_image
 from semsearch_sqlite.storage.store import Store
-from semsearch_sqlite.storage.vectors import VEC_VISUAL
+from semsearch_sqlite.storage.vec0 import VEC_VISUAL
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_IMAGES = HERE.parent.parent / "shared" / "data" / "caltech101-dev"

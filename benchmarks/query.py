@@ -55,8 +55,8 @@ from typing import Any
 
 import numpy as np
 
-from semsearch_sqlite.vectors import ivf as ann, matrix as index, upkeep
-from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS, read_vectors
+from semsearch_sqlite.vectors import ivf, matrix, upkeep
+from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS, read_vectors
 from semsearch_sqlite.storage.store import Store, connect
 
 HERE = Path(__file__).resolve().parent
@@ -296,14 +296,14 @@ def run_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_vec:
     # -- this project: refresh_index (what ingest calls), then a reader's first load
     del raw
     gc.collect()
-    index.clear_cache()
+    matrix.clear_cache()
     t = time.perf_counter()
     summary = upkeep.refresh_index(store, table)
     refresh_s = time.perf_counter() - t
-    index_blob = store.conn.execute("select length(weights) from models where name = ?", [ann.index_name(table)]).fetchone()
+    index_blob = store.conn.execute("select length(weights) from models where name = ?", [ivf.index_name(table)]).fetchone()
     store.conn.execute("pragma wal_checkpoint(truncate)")
     store.close()
-    index.clear_cache()
+    matrix.clear_cache()
     gc.collect()
     case["refresh_index"] = {
         "action": summary["action"],
@@ -317,7 +317,7 @@ def run_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_vec:
 
     reader = connect(path, readonly=True)
     t = time.perf_counter()
-    m = index.matrix(reader, table)
+    m = matrix.matrix(reader, table)
     case["load_s"] = round(time.perf_counter() - t, 2)
     cells = n * d
     if cells <= SQL_READ_MAX_CELLS:
@@ -373,7 +373,7 @@ def run_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_vec:
         except Exception as e:  # noqa: BLE001 - the SQL face is optional here
             print(f"  SQL face skipped: {e}", file=sys.stderr)
     reader.close()
-    index.clear_cache()
+    matrix.clear_cache()
     served(case, path, table, queries, truth, base)
     first = ["numpy brute force"]
     case["rows"] = {k: rows[k] for k in first + [k for k in rows if k not in first]}
@@ -399,7 +399,7 @@ def serve(path: Path, table: str, qfile: Path, out: Path) -> None:
         ex = {int(selfs[i])} if selfs[i] >= 0 else None
         return [h for h, _ in m.top_k(qs[i], K, exclude=ex)]
 
-    m = index.matrix(conn, table)
+    m = matrix.matrix(conn, table)
     ask(0)
     first_s = time.perf_counter() - t0
     lat, res = [], []
@@ -461,7 +461,7 @@ def run_big_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_
     """A case too big for a float matrix in RAM (1M x 4096: 16 GB): generated and
     inserted block by block, exact answers by one streamed pass over the file, numpy's
     latency timed on a slice that fits and scaled, the product served by a fresh process."""
-    from semsearch_sqlite.storage.vectors import read_chunks
+    from semsearch_sqlite.storage.vec0 import read_chunks
     from semsearch_sqlite.vectors.codes import TopK
 
     visual = d >= 1000
@@ -558,7 +558,7 @@ def run_big_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_
     refresh_s = time.perf_counter() - t
     store.conn.execute("pragma wal_checkpoint(truncate)")
     store.close()
-    index.clear_cache()
+    matrix.clear_cache()
     size_all = path.stat().st_size
     case["refresh_index"] = {
         "action": summary["action"], "seconds": round(refresh_s, 2),
@@ -661,8 +661,8 @@ def main() -> None:
     result = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "numpy": np.__version__, "sqlite": sqlite3.sqlite_version},
-        "settings": {"k": K, "rescore": RESCORE, "target_recall": ann.TARGET_RECALL, "min_cells": ann.MIN_CELLS,
-                     "min_cells_words": ann.MIN_CELLS_WORDS,
+        "settings": {"k": K, "rescore": RESCORE, "target_recall": ivf.TARGET_RECALL, "min_cells": ivf.MIN_CELLS,
+                     "min_cells_words": ivf.MIN_CELLS_WORDS,
                      "queries": args.queries, "slow_queries": args.slow_queries},
         "total_s": round(time.perf_counter() - started, 1),
         "peak_rss_gib": round(rss_gib(), 2),

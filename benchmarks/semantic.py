@@ -108,7 +108,7 @@ def features(folder: Path, backbone: str, batch_size: int = 32) -> tuple[np.ndar
     if cached.exists():
         d = np.load(cached)
         return d["X"], d["P"], labels, (d["kernel"], d["bias"])
-    from semsearch_sqlite.model.backbones import load_backbone
+    from semsearch_sqlite.model.cnn import load_backbone
 
     model = load_backbone(backbone)
     head = model.classifier_weights()

@@ -30,11 +30,11 @@ _upload_lock = threading.Lock()
 async def upload_page(datasette: Any, request: Any) -> Response:
     """``/<db>/-/semsearch/upload``: search by a new image (needs the [ingest] extra,
     and ``uploads`` not turned off in the plugin's settings)."""
-    from semsearch_sqlite.queries import new_image as embed
+    from semsearch_sqlite.queries import new_image
 
     db, _ = await resolve(datasette, request)
     config = settings(datasette, db.name)
-    available, reason = embed.backbone_available() if config.uploads else (False, UPLOADS_OFF)
+    available, reason = new_image.backbone_available() if config.uploads else (False, UPLOADS_OFF)
     max_bytes = config.max_upload_bytes
     context: dict[str, Any] = {
         "available": available, "reason": reason, "page": "upload", "k": config.per_page, "space": "visual",
@@ -72,7 +72,7 @@ async def upload_page(datasette: Any, request: Any) -> Response:
 
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
         with _upload_lock:  # one CNN run at a time: it is memory-hungry
-            return upload_results(conn, lambda: embed.describe_bytes(conn, data, k, space, name=filename,
+            return upload_results(conn, lambda: new_image.describe_bytes(conn, data, k, space, name=filename,
                                                                     n_tags=UPLOAD_TAGS, max_bytes=max_bytes))
 
     context["section"] = await _off_loop(db, run)

@@ -236,7 +236,7 @@ def vocab(db: Path, glove: str | None, vocab_size: int | None, vocab_file: str |
     semsearch-sqlite words words.db ocean
     """
     from semsearch_sqlite.pipeline.train import refresh_semantic, refresh_vocabulary
-    from semsearch_sqlite.storage.vectors import VEC_VISUAL
+    from semsearch_sqlite.storage.vec0 import VEC_VISUAL
     from semsearch_sqlite.storage.store import writing
     from semsearch_sqlite.text.glove import bundled_data_dir, read_vocab_file
 

@@ -199,10 +199,10 @@ async def test_plugin_skips_a_store_from_a_newer_version(
 def read_only_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every connection the package opens is SQLite's read-only mode (root ignores file
     permissions, so chmod can't make a read-only file in these tests)."""
-    from semsearch_sqlite.storage import store as store_mod
+    from semsearch_sqlite.storage import store
 
-    connect = store_mod.connect
-    monkeypatch.setattr(store_mod, "connect", lambda path, **kw: connect(path, readonly=True))
+    connect = store.connect
+    monkeypatch.setattr(store, "connect", lambda path, **kw: connect(path, readonly=True))
 
 
 @pytest.mark.parametrize("command", [["train"], ["vocab", "-q"], ["evaluate"]])

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from semsearch_sqlite.cli import cli
-from semsearch_sqlite.storage.vectors import VEC_VISUAL
+from semsearch_sqlite.storage.vec0 import VEC_VISUAL
 from semsearch_sqlite.storage.store import Store
 
 pytestmark = pytest.mark.slow

@@ -627,9 +627,9 @@ async def test_upload_rejects_non_images_and_oversized_files(ds: Datasette, db: 
 
 @pytest.mark.asyncio
 async def test_upload_is_off_without_a_backbone(ds: Datasette, monkeypatch: pytest.MonkeyPatch) -> None:
-    from semsearch_sqlite.queries import new_image as embed
+    from semsearch_sqlite.queries import new_image
 
-    monkeypatch.setattr(embed, "backbone_available", lambda: (False, "tensorflow is not installed here"))
+    monkeypatch.setattr(new_image, "backbone_available", lambda: (False, "tensorflow is not installed here"))
     r = await get(ds, "/photos/-/semsearch/upload")
     assert r.status_code == 200
     assert "Search by image is off on this server: tensorflow is not installed here" in r.text
@@ -786,11 +786,11 @@ def test_page_k(raw: Any, expected: int) -> None:
 
 @pytest.mark.asyncio
 async def test_startup_loads_the_vectors_before_the_first_query(ds: Datasette, db: str) -> None:
-    from semsearch_sqlite.vectors import matrix as index
+    from semsearch_sqlite.vectors import matrix
 
-    index.clear_cache()
+    matrix.clear_cache()
     await ds.invoke_startup()
-    cached = index.cached_tables(str(Path(db).resolve()))
+    cached = matrix.cached_tables(str(Path(db).resolve()))
     assert cached == {"vec_words", "vec_visual", "vec_semantic"}
 
 

@@ -150,7 +150,7 @@ class Embedder:
     """A Ray actor: loads the backbone once, then embeds batch after batch."""
 
     def __init__(self, name: str, weights: str | None, layer: str | None):
-        from semsearch_sqlite.model.backbones import load_backbone
+        from semsearch_sqlite.model.cnn import load_backbone
 
         self.backbone = load_backbone(name, weights=weights, layer=layer)
 

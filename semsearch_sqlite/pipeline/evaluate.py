@@ -20,7 +20,7 @@ from semsearch_sqlite.errors import ProjectionError, QueryError
 from semsearch_sqlite.storage.models import CLASSES_MODEL
 from semsearch_sqlite.storage.rows import every_stored_tag
 from semsearch_sqlite.pipeline.train import imagenet_head, training_data
-from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, read_vectors
+from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, read_vectors
 from semsearch_sqlite.storage.store import Store, now
 from semsearch_sqlite.text.tags import nearest_tags, tag_mask
 from semsearch_sqlite.text.vocabulary import WordSpace, query_anchoring, word_space

@@ -16,7 +16,7 @@ from semsearch_sqlite.model.conse import imagenet_class_names, store_class_vecto
 from semsearch_sqlite.text.query import tokenize
 from semsearch_sqlite.model.semantic import MATCH_META
 from semsearch_sqlite.storage.store import Store, decode_f32, now
-from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS, read_vectors
+from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS, read_vectors
 from semsearch_sqlite.text.tags import write_tags
 from semsearch_sqlite.text.vocabulary import ensure_vocabulary, word_space
 from semsearch_sqlite.vectors.upkeep import refresh_index

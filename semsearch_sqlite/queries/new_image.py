@@ -19,7 +19,7 @@ from semsearch_sqlite.queries.search import Results, similar_to_vector, space_ma
 from semsearch_sqlite.storage.cache import ProcessCache
 from semsearch_sqlite.storage.rows import read_meta
 from semsearch_sqlite.storage.store import Store, decode_f32
-from semsearch_sqlite.storage.vectors import VEC_VISUAL, read_float_rows, vec_table_dim
+from semsearch_sqlite.storage.vec0 import VEC_VISUAL, read_float_rows, vec_table_dim
 from semsearch_sqlite.text.vocabulary import word_space
 from semsearch_sqlite.vectors.maths import unit
 
@@ -39,7 +39,7 @@ def backbone_available() -> tuple[bool, str]:
 def database_backbone(conn: sqlite3.Connection) -> Any:
     """The backbone this database was embedded with, loaded once per process."""
     require_ingest(SEARCH_BY_IMAGE)
-    from semsearch_sqlite.model.backbones import load_query_backbone
+    from semsearch_sqlite.model.cnn import load_query_backbone
 
     name = read_meta(conn, "backbone")
     if not name:

@@ -43,7 +43,7 @@ from semsearch_sqlite.errors import SchemaVersionError, StoreError
 from semsearch_sqlite.sqlite.extensions import load_sqlite_vec
 from semsearch_sqlite.storage.models import load_model, save_model
 from semsearch_sqlite.storage.rows import META_TABLE, read_meta
-from semsearch_sqlite.storage.vectors import (
+from semsearch_sqlite.storage.vec0 import (
     VEC_KEYS,
     check_vec_name,
     delete_float_rows,

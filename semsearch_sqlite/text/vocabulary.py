@@ -17,11 +17,11 @@ from semsearch_sqlite.storage.cache import ProcessCache
 from semsearch_sqlite.storage.models import CLASS_METHODS, CLASSES_MODEL, SEMANTIC_MODEL, load_model, model_config
 from semsearch_sqlite.storage.rows import database_key, generation, rare_word_vector, vocabulary
 from semsearch_sqlite.storage.store import Store
-from semsearch_sqlite.storage.vectors import VEC_WORDS
+from semsearch_sqlite.storage.vec0 import VEC_WORDS
 from semsearch_sqlite.text.glove import WordVectors
 from semsearch_sqlite.text.query import QueryVector, combine_terms, compound_lookup, parse_query, phrase_vector, tokenize
 from semsearch_sqlite.text.wordnet import anchored, kinship
-from semsearch_sqlite.vectors import matrix as index
+from semsearch_sqlite.vectors import matrix
 
 _BATCH = 5000
 # lookup-only words per row of word_lookup (a 12.5 KB vector BLOB at 50-d)
@@ -84,7 +84,7 @@ class WordSpace:
 
     words: dict[int, str]
     ids: dict[str, int]
-    matrix: index.Matrix
+    matrix: matrix.Matrix
     # words outside the vocabulary (the int8 lookup table of this database), or None
     rare: Callable[[str], np.ndarray | None] | None = None
     # image queries: the ImageNet class vectors words are anchored to (None: the images'
@@ -132,7 +132,7 @@ _spaces: ProcessCache[WordSpace] = ProcessCache(CACHE_ENTRIES)
 
 def word_space(conn: sqlite3.Connection) -> WordSpace:
     """The cached stored vocabulary of the database behind ``conn``."""
-    m = index.matrix(conn, VEC_WORDS)
+    m = matrix.matrix(conn, VEC_WORDS)
     if len(m) == 0:
         raise StoreError("this database holds no word vectors; run semsearch-sqlite ingest (or words import) first")
     db = database_key(conn)

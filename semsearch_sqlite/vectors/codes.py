@@ -11,7 +11,7 @@ features: 16 GB, in every serving process) is searched like this instead:
   :mod:`.ivf`); a query scans the codes of its ``nprobe`` nearest lists by Hamming
   distance (``np.bitwise_count``) and keeps the ``shortlist`` best;
 - the shortlist is **rescored exactly** with the float32 vectors read from the file
-  (the plain copy in ``storage.vectors.read_float_rows``: a few hundred 16 KB rows by
+  (the plain copy in ``storage.vec0.read_float_rows``: a few hundred 16 KB rows by
   id), so distances are exact and only the candidate set is approximate.
 
 ``nprobe`` and ``shortlist`` are calibrated when the index is built (stored vectors,
@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from semsearch_sqlite.storage.models import load_model, model_config, save_model
-from semsearch_sqlite.storage.vectors import (
+from semsearch_sqlite.storage.vec0 import (
     ChunkRows,
     chunk_ids,
     read_chunks,
@@ -50,7 +50,7 @@ from semsearch_sqlite.storage.vectors import (
     read_float_rows,
     write_code_lists,
 )
-from semsearch_sqlite.vectors import ivf as ann
+from semsearch_sqlite.vectors import ivf
 from semsearch_sqlite.vectors.maths import unit_rows_inplace
 
 log = logging.getLogger("semsearch_sqlite")
@@ -249,7 +249,7 @@ class CodeIndex:
 
 
 def _layout(labels: np.ndarray, nlist: int) -> tuple[np.ndarray, np.ndarray]:
-    return ann.layout(labels, nlist)
+    return ivf.layout(labels, nlist)
 
 
 def load_code_index(conn: sqlite3.Connection, table: str, dim: int) -> CodeIndex | None:
@@ -316,7 +316,7 @@ def with_rows(idx: CodeIndex, add_ids: np.ndarray, add_x: np.ndarray | None, dro
     changed = [np.unique(labels[~keep])]
     ids, codes, labels = idx.ids[keep], idx.codes[keep], labels[keep]
     if add_x is not None and len(add_ids):
-        new_labels = ann.assign(add_x, idx.centroids)
+        new_labels = ivf.assign(add_x, idx.centroids)
         ids = np.concatenate([ids, add_ids.astype(np.int64)])
         codes = np.concatenate([codes, encode(add_x, idx.threshold)])
         labels = np.concatenate([labels, new_labels])
@@ -334,7 +334,7 @@ def build(store: Any, table: str, dim: int, *, nlist: int | None = None, seed: i
 
     Returns the index (not yet saved) and its config."""
     from semsearch_sqlite.storage.rows import generation
-    from semsearch_sqlite.storage.vectors import create_float_rows, write_float_rows
+    from semsearch_sqlite.storage.vec0 import create_float_rows, write_float_rows
 
     t0 = time.perf_counter()
     conn = store.conn
@@ -343,18 +343,18 @@ def build(store: Any, table: str, dim: int, *, nlist: int | None = None, seed: i
     if src is None:
         raise sqlite3.DatabaseError(f"{table}: unexpected vec0 layout; the compact index needs vec0's chunks")
     n = len(src.ids)
-    nl = max(1, min(nlist or ann.nlist_for(n), n))
+    nl = max(1, min(nlist or ivf.nlist_for(n), n))
     rng = np.random.default_rng(seed)
     # the training sample: random rows of random chunks (chunk order follows ingest
     # order, so whole chunks would be a biased sample)
-    want = min(n, nl * ann.TRAIN_PER_LIST)
+    want = min(n, nl * ivf.TRAIN_PER_LIST)
     chunk_of = src.chunk_of(np.arange(n))
     nchunks = int(chunk_of.max()) + 1 if n else 0
     picked = np.sort(rng.choice(nchunks, min(nchunks, max(1, math.ceil(4 * want / 1024))), replace=False))
     pool = np.flatnonzero(np.isin(chunk_of, picked))
     sample_rows = np.sort(rng.choice(pool, min(want, len(pool)), replace=False))
     sample = unit_rows_inplace(src.read_rows(sample_rows))
-    centroids, _ = ann.spherical_kmeans(sample, nl, seed=seed)
+    centroids, _ = ivf.spherical_kmeans(sample, nl, seed=seed)
     threshold = sample.mean(axis=0).astype(np.float32)
     t1 = time.perf_counter()
     # calibration queries: stored rows (themselves excluded), pair sums, noisy copies
@@ -386,7 +386,7 @@ def build(store: Any, table: str, dim: int, *, nlist: int | None = None, seed: i
                 x = unit_rows_inplace(raw.copy())
                 e = at + len(x)
                 ids[at:e] = block_ids
-                labels[at:e] = ann.assign(x, centroids)
+                labels[at:e] = ivf.assign(x, centroids)
                 codes[at:e] = encode(x, threshold)
                 top.add(x, at, block_ids)
                 at = e
@@ -462,8 +462,8 @@ class CompactMatrix:
     def strategy(self, k: int, exclude: set[int] | None = None, weights: Any = None, exact: bool | None = None) -> str:
         """``"codes"`` or ``"exact"`` (a streamed scan of the table)."""
         want = k + (len(exclude) if exclude else 0)
-        if (self.index is None or weights is not None or exact or (exact is None and ann.exact_forced())
-                or want > ann.APPROX_MAX_WANT):
+        if (self.index is None or weights is not None or exact or (exact is None and ivf.exact_forced())
+                or want > ivf.APPROX_MAX_WANT):
             return "exact"
         return "codes"
 
@@ -562,7 +562,7 @@ def load_compact(conn: sqlite3.Connection, table: str, dim: int, path: str) -> C
         if idx is None:
             return CompactMatrix(path, table, dim, src.ids, None)
         known = np.isin(src.ids, idx.ids)
-        if len(known) and known.mean() < 1 / ann.RETRAIN_GROWTH:
+        if len(known) and known.mean() < 1 / ivf.RETRAIN_GROWTH:
             return CompactMatrix(path, table, dim, src.ids, None)
         new_rows = np.flatnonzero(~known)
         gone = np.setdiff1d(idx.ids, src.ids)
