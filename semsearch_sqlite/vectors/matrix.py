@@ -45,7 +45,8 @@ from semsearch_sqlite.vectors.ivf import (
     index_name,
     layout,
     load_index,
-)  # noqa: F401 - part of this module's face
+)
+from semsearch_sqlite.vectors.ivf import EXACT_ENV, exact_forced  # noqa: F401 - part of this module's face
 from semsearch_sqlite.vectors.codes import CompactMatrix
 from semsearch_sqlite.vectors.maths import unit_rows_inplace
 
