@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from semsearch_sqlite._version import __version__
 
 # Resolved on first use, so that ``import semsearch_sqlite`` (the CLI's --help, the
 # Datasette plugin) doesn't pay for numpy, sqlite-utils or the ingest pipeline.

@@ -398,7 +398,7 @@ def evaluate(db: str, zero_shot: float, seed: int, methods: tuple[str, ...], no_
     tag accuracy, and a zero-shot refit, for the default model, ConSE and chance.
     """
     from semsearch_sqlite.pipeline.evaluate import evaluate as run_evaluate
-    from semsearch_sqlite.pipeline.evaluate import summary_rows
+    from semsearch_sqlite.queries.info import summary_rows
     from semsearch_sqlite.storage.store import Store, writing
 
     with (Store.open(db, readonly=True) if no_save else writing(db)) as store:

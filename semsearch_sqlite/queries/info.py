@@ -58,3 +58,22 @@ def describe(store: Store) -> dict[str, Any]:
         },
     }
     return data
+
+
+def summary_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per method for the evaluate table."""
+    out = []
+    for method, m in figures["zero_shot"]["methods"].items():
+        out.append(
+            {
+                "method": method,
+                "seen P@10": m["seen_p_at_10"],
+                "zero-shot P@10": m["zero_shot_p_at_10"],
+                "seen AP": m["seen_ap"],
+                "zero-shot AP": m["zero_shot_ap"],
+                "tag@5 seen": m["tag_at_5_seen"],
+                "tag@5 zero-shot": m["tag_at_5_zero_shot"],
+                "fit s": m["fit_seconds"],
+            }
+        )
+    return out

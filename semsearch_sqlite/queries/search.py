@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from semsearch_sqlite.vectors import matrix
+from semsearch_sqlite.vectors.matrix import MAX_K  # the largest k a query answers; the plugin pages up to it
 from semsearch_sqlite.media.files import normalise_label, sha256_file
 from semsearch_sqlite.errors import NotFoundError, QueryError, StoreError, UnknownWordsError
 from semsearch_sqlite.model.conse import FocusTarget, resolve_focus
@@ -411,4 +412,4 @@ def ranked_count(conn: sqlite3.Connection, space: str = "semantic", *, exclude_s
     if allowed is not None:
         n = min(n, len(allowed))
     n -= (1 if exclude_self else 0) + left_out
-    return max(0, min(n, matrix.MAX_K))
+    return max(0, min(n, MAX_K))

@@ -38,7 +38,7 @@ _import_sqlite_utils()
 import sqlite_utils  # noqa: E402
 from sqlite_utils.migrations import Migrations  # noqa: E402
 
-from semsearch_sqlite import __version__
+from semsearch_sqlite._version import __version__
 from semsearch_sqlite.errors import SchemaVersionError, StoreError
 from semsearch_sqlite.sqlite.extensions import load_sqlite_vec
 from semsearch_sqlite.storage.models import load_model, save_model
