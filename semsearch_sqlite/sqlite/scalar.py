@@ -26,7 +26,8 @@ from typing import Any
 
 from semsearch_sqlite.errors import ExtensionError
 from semsearch_sqlite.sqlite.extensions import connection_handle, sqlite_library
-from semsearch_sqlite.sqlite.vtable import _HEAD, _api, _describe, _from_value, _interrupted, _set_result
+from semsearch_sqlite.sqlite.handle import handle_at
+from semsearch_sqlite.sqlite.vtable import _api, _describe, _from_value, _interrupted, _set_result
 
 _P = ctypes.c_void_p
 _SQLITE_OK, _SQLITE_INTERRUPT = 0, 9
@@ -42,7 +43,7 @@ class _Scalar:
         self.name, self.fn, self.api, self.db, self.conn_addr = name, fn, api, db, id(conn)
 
     def connection(self) -> Any:
-        if _P.from_address(self.conn_addr + _HEAD).value != self.db:
+        if handle_at(self.conn_addr) != self.db:
             raise ExtensionError(f"{self.name}(): its connection object is gone")
         return ctypes.cast(self.conn_addr, ctypes.py_object).value
 

@@ -49,6 +49,7 @@ from typing import Any
 
 from semsearch_sqlite.errors import ExtensionError, SemsearchError
 from semsearch_sqlite.sqlite.extensions import connection_handle, sqlite_library
+from semsearch_sqlite.sqlite.handle import handle_at
 
 ESTIMATED_ROWS = 100  # rows one call is assumed to return, for the query planner
 MAX_PARAMS = 30  # the provided arguments are a bitmask in the int idxNum
@@ -59,7 +60,6 @@ _SQLITE_INTEGER, _SQLITE_FLOAT, _SQLITE_TEXT, _SQLITE_BLOB = 1, 2, 3, 4
 _SQLITE_UTF8 = 1
 _CONSTRAINT_EQ = 2
 _TRANSIENT = _P(-1)
-_HEAD = object.__basicsize__  # offset of ``sqlite3 *db`` in pysqlite_Connection
 _INT64 = (-(2**63), 2**63 - 1)
 _EXPIRE_FUNCTION = "semsearch_tablefunc_expire"
 
@@ -186,7 +186,7 @@ class _Registration:
 
     def connection(self) -> Any:
         """The Python connection: alive while SQLite runs a statement on its handle."""
-        if _P.from_address(self.conn_addr + _HEAD).value != self.db:
+        if handle_at(self.conn_addr) != self.db:
             raise ExtensionError(f"{self.name}(): its connection object is gone")
         return ctypes.cast(self.conn_addr, ctypes.py_object).value
 
@@ -377,22 +377,14 @@ def _read_filters(reg: _Registration, idx_str: int, argv: Any, position: int) ->
     return tuple(out)
 
 
-def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
-    """The process-wide module struct and its callbacks.
+# -- the C callbacks ------------------------------------------------------------------------
+# Each family is made by one factory that binds everything its callbacks use as locals, so
+# the callbacks still work while module globals are being torn down at interpreter exit.
 
-    Everything a callback uses is bound here as a local, so callbacks still work while
-    module globals are being torn down at interpreter exit.
-    """
-    registrations, by_db, vtabs, cursors, keys, lock = (
-        _registrations, _by_db, _vtabs, _cursors, _keys, _lock)
-    VTab, VCursor, Cursor, describe, from_value, set_result, interrupted = (
-        _VTab, _VCursor, _Cursor, _describe, _from_value, _set_result, _interrupted)
-    memset, sizeof = ctypes.memset, ctypes.sizeof
-    OK, ERROR, NOMEM, CONSTRAINT, EQ = (
-        _SQLITE_OK, _SQLITE_ERROR, _SQLITE_NOMEM, _SQLITE_CONSTRAINT, _CONSTRAINT_EQ)
-    rows_estimate = ESTIMATED_ROWS
-    INTERRUPT = _SQLITE_INTERRUPT
-    plan_filters, read_filters = _plan_filters, _read_filters
+
+def _error_setter() -> Callable[[_Api, int, str], int]:
+    """``set_error(api, vtab, message)``: the vtab's zErrMsg for SQLite to report; SQLITE_ERROR."""
+    VTab, ERROR = _VTab, _SQLITE_ERROR
 
     def set_error(api: _Api, vtab: int, message: str) -> int:
         v = VTab.from_address(vtab)
@@ -400,6 +392,15 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
             api.free(v.zErrMsg)
         v.zErrMsg = api.c_string(message) or None
         return ERROR
+
+    return set_error
+
+
+def _table_callbacks() -> dict[str, Any]:
+    """xConnect/xDisconnect: a ``sqlite3_vtab`` per use of a registration in a statement."""
+    registrations, vtabs, keys = _registrations, _vtabs, _keys
+    VTab, memset, sizeof = _VTab, ctypes.memset, ctypes.sizeof
+    OK, ERROR, NOMEM = _SQLITE_OK, _SQLITE_ERROR, _SQLITE_NOMEM
 
     def x_connect(db, aux, argc, argv, pp_vtab, pz_err):  # type: ignore[no-untyped-def]
         try:
@@ -420,6 +421,27 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
             return OK
         except:  # noqa: E722 - nothing may escape into C
             return ERROR
+
+    def x_disconnect(vtab):  # type: ignore[no-untyped-def]
+        try:
+            reg = vtabs.pop(VTab.from_address(vtab).key, None)
+            if reg is not None:
+                v = VTab.from_address(vtab)
+                if v.zErrMsg:
+                    reg.api.free(v.zErrMsg)
+                reg.api.free(vtab)
+            return OK
+        except:  # noqa: E722 - nothing may escape into C
+            return OK
+
+    return {"xConnect": _CONNECT(x_connect), "xDisconnect": _ONE(x_disconnect)}
+
+
+def _plan_callbacks(set_error: Callable[[_Api, int, str], int]) -> dict[str, Any]:
+    """xBestIndex: which arguments (and filters) a plan hands to fn, and its cost."""
+    vtabs, VTab, describe, plan_filters = _vtabs, _VTab, _describe, _plan_filters
+    OK, ERROR, CONSTRAINT, EQ = _SQLITE_OK, _SQLITE_ERROR, _SQLITE_CONSTRAINT, _CONSTRAINT_EQ
+    rows_estimate = ESTIMATED_ROWS
 
     def x_best_index(vtab, p_info):  # type: ignore[no-untyped-def]
         reg = None
@@ -458,17 +480,14 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
         except BaseException as e:  # noqa: BLE001 - reported as the SQL error
             return set_error(reg.api, vtab, describe(e)) if reg is not None else ERROR
 
-    def x_disconnect(vtab):  # type: ignore[no-untyped-def]
-        try:
-            reg = vtabs.pop(VTab.from_address(vtab).key, None)
-            if reg is not None:
-                v = VTab.from_address(vtab)
-                if v.zErrMsg:
-                    reg.api.free(v.zErrMsg)
-                reg.api.free(vtab)
-            return OK
-        except:  # noqa: E722 - nothing may escape into C
-            return OK
+    return {"xBestIndex": _BEST_INDEX(x_best_index)}
+
+
+def _cursor_callbacks() -> dict[str, Any]:
+    """xOpen/xClose, and the cursor's position: xEof, xRowid."""
+    vtabs, cursors, keys = _vtabs, _cursors, _keys
+    VTab, VCursor, Cursor, memset, sizeof = _VTab, _VCursor, _Cursor, ctypes.memset, ctypes.sizeof
+    OK, ERROR, NOMEM = _SQLITE_OK, _SQLITE_ERROR, _SQLITE_NOMEM
 
     def x_open(vtab, pp_cursor):  # type: ignore[no-untyped-def]
         try:
@@ -494,6 +513,25 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
         except:  # noqa: E722 - nothing may escape into C
             return OK
 
+    def x_eof(cursor):  # type: ignore[no-untyped-def]
+        try:
+            return int(cursors[VCursor.from_address(cursor).key].row is None)
+        except:  # noqa: E722 - nothing may escape into C
+            return 1
+
+    def x_rowid(cursor, p_rowid):  # type: ignore[no-untyped-def]
+        try:
+            p_rowid[0] = cursors[VCursor.from_address(cursor).key].rowid
+            return OK
+        except:  # noqa: E722 - nothing may escape into C
+            return ERROR
+
+    return {"xOpen": _OPEN(x_open), "xClose": _ONE(x_close), "xEof": _ONE(x_eof), "xRowid": _ROWID(x_rowid)}
+
+
+def _row_advancer() -> Callable[[_Cursor], None]:
+    """``advance(state)``: the cursor's next row from fn's iterator, checked against the columns."""
+
     def advance(state: _Cursor) -> None:
         reg = state.reg
         try:
@@ -510,6 +548,15 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
                              f"{len(reg.columns)} ({', '.join(reg.columns)})")
         state.row = row
         state.rowid += 1
+
+    return advance
+
+
+def _scan_callbacks(set_error: Callable[[_Api, int, str], int]) -> dict[str, Any]:
+    """xFilter/xNext: call fn with the statement's arguments and step through its rows."""
+    cursors, VCursor, describe, interrupted = _cursors, _VCursor, _describe, _interrupted
+    from_value, read_filters, advance = _from_value, _read_filters, _row_advancer()
+    OK, ERROR, INTERRUPT = _SQLITE_OK, _SQLITE_ERROR, _SQLITE_INTERRUPT
 
     def fail(state, e):  # type: ignore[no-untyped-def]
         # ends the cursor's rows and hands the exception's text to SQLite as the error
@@ -559,11 +606,13 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
         except BaseException as e:  # noqa: BLE001 - reported as the SQL error
             return fail(state, e)
 
-    def x_eof(cursor):  # type: ignore[no-untyped-def]
-        try:
-            return int(cursors[VCursor.from_address(cursor).key].row is None)
-        except:  # noqa: E722 - nothing may escape into C
-            return 1
+    return {"xFilter": _FILTER(x_filter), "xNext": _ONE(x_next)}
+
+
+def _column_callbacks() -> dict[str, Any]:
+    """xColumn: one value of the current row (or an argument, for a hidden column)."""
+    cursors, VCursor, describe, set_result = _cursors, _VCursor, _describe, _set_result
+    OK, ERROR = _SQLITE_OK, _SQLITE_ERROR
 
     def x_column(cursor, ctx, i):  # type: ignore[no-untyped-def]
         state = None
@@ -579,18 +628,19 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
         except BaseException as e:  # noqa: BLE001 - reported as the SQL error
             if state is None:
                 return ERROR
-            name = (state.reg.columns + state.reg.params)[i] if 0 <= i < len(
-                state.reg.columns) + len(state.reg.params) else str(i)
+            names = state.reg.columns + state.reg.params
+            name = names[i] if 0 <= i < len(names) else str(i)
             message = f"{state.reg.name}() column {name}: {describe(e)}".encode()
             state.reg.api.result_error(ctx, message, len(message))
             return ERROR
 
-    def x_rowid(cursor, p_rowid):  # type: ignore[no-untyped-def]
-        try:
-            p_rowid[0] = cursors[VCursor.from_address(cursor).key].rowid
-            return OK
-        except:  # noqa: E722 - nothing may escape into C
-            return ERROR
+    return {"xColumn": _COLUMN(x_column)}
+
+
+def _destroy_callback() -> Any:
+    """xDestroy of the module's client data: drops the registration (connection closed or
+    module replaced)."""
+    registrations, by_db, lock = _registrations, _by_db, _lock
 
     def x_destroy_aux(aux):  # type: ignore[no-untyped-def]
         try:
@@ -601,15 +651,18 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
         except:  # noqa: E722 - nothing may escape into C
             pass
 
-    callbacks = dict(
-        xConnect=_CONNECT(x_connect), xBestIndex=_BEST_INDEX(x_best_index),
-        xDisconnect=_ONE(x_disconnect), xOpen=_OPEN(x_open), xClose=_ONE(x_close),
-        xFilter=_FILTER(x_filter), xNext=_ONE(x_next), xEof=_ONE(x_eof),
-        xColumn=_COLUMN(x_column), xRowid=_ROWID(x_rowid))
+    return _DESTROY_AUX(x_destroy_aux)
+
+
+def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
+    """The process-wide module struct and its callbacks, pinned for the life of the process."""
+    set_error = _error_setter()
+    callbacks = {**_table_callbacks(), **_plan_callbacks(set_error), **_cursor_callbacks(),
+                 **_scan_callbacks(set_error), **_column_callbacks()}
     slots = {name: ctypes.cast(cb, _P) for name, cb in callbacks.items()}
     # xCreate NULL: eponymous-only. xDestroy (never called for those) = xDisconnect.
     module = _Module(iVersion=1, xDestroy=slots["xDisconnect"], **slots)
-    destroy = _DESTROY_AUX(x_destroy_aux)
+    destroy = _destroy_callback()
     keep = (module, destroy, tuple(callbacks.values()))
     # Pin for the life of the process: SQLite may call these while globals are cleared.
     ctypes.pythonapi.Py_IncRef(ctypes.py_object(keep))
