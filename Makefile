@@ -26,6 +26,7 @@ demo: install
 # ctypes path, Datasette 0.65), then the TF-free parts and the plugin again on a
 # Python that has enable_load_extension, with pysqlite3 and Datasette 1.0a.
 test: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	$(MAKE) test-native
 

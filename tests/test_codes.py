@@ -13,7 +13,8 @@ from semsearch_sqlite.storage.store import Store, connect
 from semsearch_sqlite.storage.vec0 import VEC_VISUAL
 from semsearch_sqlite.vectors import codes, upkeep
 from semsearch_sqlite.vectors import matrix
-from tests.test_index import file_state, make_db, structured, unit, write
+
+from .helpers import file_state, make_db, structured, unit, write
 
 N, D = 3000, 128
 

@@ -8,7 +8,8 @@ import pytest
 from semsearch_sqlite.queries import duplicates
 from semsearch_sqlite.vectors import matrix
 
-from .test_index import ivf_matrix, structured, unit
+from .helpers import ivf_matrix, structured, unit
+
 
 
 def exact_allowed(m: matrix.Matrix, q: np.ndarray, k: int, allowed: np.ndarray) -> list[int]:

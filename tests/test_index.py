@@ -3,9 +3,6 @@ stored in the database, cache invalidation, the fast vec0 reader, read-only read
 
 from __future__ import annotations
 
-import hashlib
-import os
-from pathlib import Path
 
 import re
 
@@ -17,6 +14,8 @@ from semsearch_sqlite.vectors import ivf, matrix, upkeep
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL
 from semsearch_sqlite.storage.store import Store, connect
 
+from .helpers import file_state, ivf_matrix, make_db, structured, unit, write
+
 
 def clustered(n: int, d: int, clusters: int, spread: float, seed: int = 0) -> np.ndarray:
     """Gaussian mixture, float32."""
@@ -26,64 +25,12 @@ def clustered(n: int, d: int, clusters: int, spread: float, seed: int = 0) -> np
     return x.astype(np.float32)
 
 
-def structured(n: int, d: int, seed: int = 0) -> np.ndarray:
-    """Topics, sub-clusters, a low-dimensional continuum and noise (like the benchmark)."""
-    rng = np.random.default_rng(seed)
-    topics, subs = 12, max(16, n // 150)
-    t = rng.standard_normal((topics, d))
-    s = 0.9 * rng.standard_normal((subs, d))
-    basis = 0.5 * rng.standard_normal((topics, 4, d))
-    sub = rng.integers(0, subs, n)
-    tp = rng.integers(0, topics, subs)[sub]
-    z = rng.standard_normal((n, 4))
-    x = t[tp] + s[sub] + np.einsum("nl,nld->nd", z, basis[tp]) + 0.7 * rng.standard_normal((n, d))
-    return x.astype(np.float32)
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def ivf_matrix(x: np.ndarray, ids: np.ndarray | None = None) -> matrix.Matrix:
-    """A Matrix with a trained IVF matrix, built in memory as refresh_index does."""
-    x = unit(x)
-    ids = np.arange(1, len(x) + 1, dtype=np.int64) if ids is None else ids
-    trained = ivf.train(x)
-    order, offsets = ivf.layout(trained.labels, len(trained.centroids))
-    return matrix.Matrix(ids[order], x[order], matrix.Positions(ids[order]),
-                        ivf.IVF(trained.centroids, offsets, trained.nprobe, trained.config))
-
-
 def exact_ids(m: matrix.Matrix, q: np.ndarray, k: int, exclude: set[int] | None = None) -> list[int]:
     scores = m.vectors @ q
     want = min(len(scores), k + len(exclude or ()) + 20)
     top = np.argpartition(-scores, want - 1)[:want]
     order = top[np.lexsort((m.ids[top], -scores[top]))]
     return [int(m.ids[i]) for i in order if not exclude or int(m.ids[i]) not in exclude][:k]
-
-
-def make_db(path: Path, x: np.ndarray, table: str = VEC_VISUAL, ids: np.ndarray | None = None) -> Store:
-    store = Store.open(path, create=True)
-    ids = np.arange(1, len(x) + 1) if ids is None else ids
-    with store.atomic():
-        store.ensure_vec_table(table, x.shape[1])
-        store.write_vectors(table, ids.tolist(), x)
-        store.bump_generation()
-    return store
-
-
-def write(store: Store, table: str, ids: list[int], x: np.ndarray) -> None:
-    with store.atomic():
-        store.write_vectors(table, ids, x)
-        store.bump_generation()
-
-
-def file_state(path: Path) -> tuple[str, int, int]:
-    """The database file's digest and mtime, and how many bytes its WAL holds (a WAL
-    reader may create an empty -wal/-shm pair: that is SQLite, not a write)."""
-    wal = Path(str(path) + "-wal")
-    return (hashlib.sha256(path.read_bytes()).hexdigest(), os.stat(path).st_mtime_ns,
-            wal.stat().st_size if wal.exists() else 0)
 
 
 @pytest.fixture(autouse=True)

@@ -26,7 +26,8 @@ from PIL import Image
 import datasette_plugin
 from datasette_plugin import media, render, upload, views
 
-IS_1_0 = hasattr(Datasette, "allowed")
+from .helpers import IS_1_0, PRIVATE_CONFIGS, get, make_ds, root_cookies
+
 EVIL = ["'; drop table images; --", '" onmouseover=alert(1) x="', "<script>alert(1)</script>"]
 TABLE_FUNCTION_SQL = {
     "similar_images": "select * from similar_images('cat', 3)",
@@ -38,36 +39,12 @@ TABLE_FUNCTION_SQL = {
 }
 
 
-def make_ds(db: str, config: dict[str, Any] | None = None, **kwargs: Any) -> Datasette:
-    """A Datasette on ``db``; ``config`` (allow blocks) is metadata on 0.65, config on 1.0a."""
-    if config is not None:
-        kwargs["config" if IS_1_0 else "metadata"] = config
-    return Datasette([db], **kwargs)
-
-
-async def get(ds: Datasette, path: str, **kwargs: Any) -> Any:
-    await ds.invoke_startup()
-    return await ds.client.get(path, follow_redirects=True, **kwargs)
-
-
 async def sql_rows(ds: Datasette, sql: str, **params: Any) -> list[dict[str, Any]]:
     from urllib.parse import urlencode
 
     r = await get(ds, "/photos.json?" + urlencode({"sql": sql, "_shape": "array", **params}))
     assert r.status_code == 200, r.text
     return r.json()
-
-
-def root_cookies(ds: Datasette) -> dict[str, str]:
-    return {"ds_actor": ds.sign({"a": {"id": "root"}}, "actor")}
-
-
-# a private database, a private instance, a private images table
-PRIVATE_CONFIGS = [
-    {"databases": {"photos": {"allow": False}}},
-    {"allow": {"id": "root"}},
-    {"databases": {"photos": {"tables": {"images": {"allow": {"id": "root"}}}}}},
-]
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from semsearch_sqlite.cli import cli
 from semsearch_sqlite.pipeline.ingest import IngestOptions, ingest
 
-from .test_ingest import make_folder, rows
-from .test_reliability import check_consistent
+from .helpers import check_consistent, make_folder, rows
+
 
 RAY_CPUS = 2
 # The driver of a --ray ingest, SIGKILLed once its first batch is committed.

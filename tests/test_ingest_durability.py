@@ -1,5 +1,5 @@
-"""Fault injection and concurrency: kill -9 at several points, readers during writes,
-hostile files, foreign databases. Nothing stored may be lost; a rerun converges."""
+"""Ingest durability: kill -9 at several points, readers during writes, foreign databases,
+a full disk. Nothing stored may be lost; a rerun converges."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from semsearch_sqlite.errors import StoreError
 from semsearch_sqlite.pipeline.ingest import IngestOptions
 from semsearch_sqlite.pipeline.ingest import ingest
 from semsearch_sqlite.queries.search import similar_images
-from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL
 from semsearch_sqlite.storage.store import Store
 
-from .test_ingest import make_folder, rows
+from .helpers import check_consistent, make_folder, rows
+
 
 pytestmark = pytest.mark.slow
 
@@ -61,23 +61,6 @@ print("finished without being killed")
 """
 
 KILL_POINTS = [("words", 2), ("after_batch", 1), ("after_batch", 3), ("mid_commit", 2), ("tagging", 1)]
-
-
-def check_consistent(db: Path) -> None:
-    conn = sqlite3.connect(db)
-    assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
-    conn.close()
-    with Store.open(db) as s:
-        c = s.conn
-        ids = {i for (i,) in c.execute("select id from images")}
-        if s.vec_dim(VEC_VISUAL):
-            visual = {i for (i,) in c.execute(f"select image_id from {VEC_VISUAL}")}
-            assert visual == ids, "every image row has its visual vector and vice versa"
-        files = {i for (i,) in c.execute("select image_id from image_files")}
-        assert files == ids
-        if s.vec_dim(VEC_SEMANTIC):
-            semantic = {i for (i,) in c.execute(f"select image_id from {VEC_SEMANTIC}")}
-            assert semantic <= ids
 
 
 @pytest.fixture(scope="module")
