@@ -9,7 +9,6 @@ classes' names: the DeViSE claim, measured.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ from semsearch_sqlite.storage.models import CLASSES_MODEL
 from semsearch_sqlite.storage.rows import every_stored_tag
 from semsearch_sqlite.pipeline.train import imagenet_head, training_data
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, read_vectors
-from semsearch_sqlite.storage.store import Store, now
+from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.text.tags import nearest_tags, tag_mask
 from semsearch_sqlite.text.vocabulary import WordSpace, query_anchoring, word_space
 from semsearch_sqlite.text.query import tokenize
@@ -218,11 +217,7 @@ def _measure(store: Store, zero_shot: float, seed: int, methods: tuple[str, ...]
     settings = {"zero_shot": zero_shot, "seed": seed, "methods": list(methods), "k": k}
     if save:
         provenance = {key: store.get_meta(key) for key in ("backbone", "backbone_weights_sha256", "words_source", "semantic_method", "package_version")}
-        with store.atomic():
-            store.conn.execute(
-                "insert into evaluations(created_at, settings, provenance, figures) values (?, ?, ?, ?)",
-                [now(), json.dumps(settings), json.dumps(provenance), json.dumps(figures)],
-            )
+        store.save_evaluation(settings, provenance, figures)
     return figures
 
 

@@ -35,6 +35,7 @@ from semsearch_sqlite.media.files import OUTSIDE_LINK, discover, label_for, read
 from semsearch_sqlite.errors import ImageError, StoreError  # noqa: E402
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL  # noqa: E402
 from semsearch_sqlite.storage.models import CLASSIFIER_MODEL, SEMANTIC_MODEL  # noqa: E402
+from semsearch_sqlite.storage.rows import row_count  # noqa: E402
 from semsearch_sqlite.storage.store import Store, encode_f32, now, writing  # noqa: E402
 from semsearch_sqlite.pipeline.prepare import Prepared, PrepareSpec, try_prepare  # noqa: E402
 
@@ -217,20 +218,7 @@ class _Run:
             self._clear_vectors()
 
     def _clear_vectors(self) -> None:
-        with self.store.atomic():
-            for table in (VEC_VISUAL, VEC_SEMANTIC):
-                self.store.drop_vec_table(table)
-            for sql in (
-                "delete from image_classes",
-                "delete from tags",
-                "delete from models where name in ('semantic', 'classifier')",
-                # size 0 forces every image to be re-read and re-embedded
-                "update images set size = -1",
-            ):
-                self.store.conn.execute(sql)
-            for key in ("backbone", "backbone_provenance"):
-                self.store.conn.execute("delete from semsearch_meta where key = ?", [key])
-            self.store.bump_generation()
+        self.store.forget_embeddings((VEC_VISUAL, VEC_SEMANTIC))
 
     def backbone(self, report: bool = True) -> Any:
         if self._warm_error is not None:
@@ -389,10 +377,10 @@ class _Run:
     def _count_missing_semantic(self) -> int:
         if not self.store.vec_dim(VEC_VISUAL):
             return 0
-        total = self.store.conn.execute("select count(*) from images").fetchone()[0]
+        total = row_count(self.store.conn, "images")
         if not self.store.vec_dim(VEC_SEMANTIC):
             return total
-        have = self.store.conn.execute(f"select count(*) from {VEC_SEMANTIC}").fetchone()[0]
+        have = row_count(self.store.conn, VEC_SEMANTIC)
         return total - have
 
     # -- embedding -----------------------------------------------------------------------------

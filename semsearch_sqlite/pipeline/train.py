@@ -15,6 +15,7 @@ from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, SEM
 from semsearch_sqlite.model.conse import imagenet_class_names, store_class_vectors
 from semsearch_sqlite.text.query import tokenize
 from semsearch_sqlite.model.semantic import MATCH_META
+from semsearch_sqlite.storage.rows import class_probability_blobs, paths_and_labels
 from semsearch_sqlite.storage.store import Store, decode_f32, now
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS, read_vectors
 from semsearch_sqlite.text.tags import write_tags
@@ -54,10 +55,10 @@ def training_data(
     """``(ids, features, ImageNet probabilities or None, labels)`` of every embedded image;
     ``labels`` (path -> label) overrides the stored labels."""
     ids, X = read_vectors(store.conn, VEC_VISUAL)
-    rows = {r[0]: (r[1], r[2]) for r in store.conn.execute("select id, path, label from images")}
+    rows = paths_and_labels(store.conn)
     keep = [n for n, i in enumerate(ids) if int(i) in rows]
     ids, X = ids[keep], X[keep]
-    probs_rows = dict(store.conn.execute("select image_id, probs from image_classes").fetchall())
+    probs_rows = class_probability_blobs(store.conn)
     probs = None
     if probs_rows and all(int(i) in probs_rows for i in ids):
         probs = np.vstack([decode_f32(probs_rows[int(i)]) for i in ids])
@@ -119,7 +120,7 @@ def _refit(store: Store, method: str | None, tags: int, labels: dict[str, str] |
         store.drop_vec_table(VEC_SEMANTIC)
         store.ensure_vec_table(VEC_SEMANTIC, vectors.shape[1])
         store.write_vectors(VEC_SEMANTIC, ids, vectors)
-        store.conn.execute("delete from tags")
+        store.clear_tags()
         if tags:
             store.bump_generation()  # so write_tags sees the current vocabulary
             write_tags(store, ids, vectors, tags, class_tags(model, word_space(store.conn), vectors, classes))

@@ -7,6 +7,7 @@ from typing import Any
 
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS
 from semsearch_sqlite.storage.models import SEMANTIC_MODEL
+from semsearch_sqlite.storage.rows import image_sizes, row_count
 from semsearch_sqlite.storage.store import Store
 
 
@@ -15,11 +16,8 @@ def describe(store: Store) -> dict[str, Any]:
     conn = store.conn
     meta = store.meta()
 
-    def one(sql: str) -> Any:
-        return conn.execute(sql).fetchone()[0]
-
     def count(table: str) -> int:
-        return int(one(f"select count(*) from {table}")) if store.vec_dim(table) or table in ("images", "words", "tags") else 0
+        return row_count(conn, table) if store.vec_dim(table) or table in ("images", "words", "tags") else 0
 
     semantic = store.load_model(SEMANTIC_MODEL)
     data: dict[str, Any] = {
@@ -31,10 +29,7 @@ def describe(store: Store) -> dict[str, Any]:
         "updated_at": meta.get("updated_at"),
         "images": {
             "count": count("images"),
-            "labels": int(one("select count(distinct label) from images where label is not null")),
-            "unlabelled": int(one("select count(*) from images where label is null")),
-            "thumbnail_bytes": int(one("select coalesce(sum(length(thumbnail)), 0) from images")),
-            "display_bytes": int(one("select coalesce(sum(length(display)), 0) from image_files")),
+            **image_sizes(conn),
             "root": meta.get("images_root"),
         },
         "visual": {

@@ -17,7 +17,7 @@ from semsearch_sqlite.errors import BackboneError, StoreError
 from semsearch_sqlite.extras import missing_message, require_ingest
 from semsearch_sqlite.queries.search import Results, similar_to_vector, space_matrix, tags_for_vector
 from semsearch_sqlite.storage.cache import ProcessCache
-from semsearch_sqlite.storage.rows import read_meta
+from semsearch_sqlite.storage.rows import class_probability_blobs, read_meta
 from semsearch_sqlite.storage.store import Store, decode_f32
 from semsearch_sqlite.storage.vec0 import VEC_VISUAL, read_float_rows, vec_table_dim
 from semsearch_sqlite.text.vocabulary import word_space
@@ -105,7 +105,7 @@ def _stored_class_probabilities(conn: sqlite3.Connection, model: Any, ids: list[
         return None
     got, raw = read_float_rows(conn, VEC_VISUAL, np.asarray(ids, np.int64), dim)
     where = {int(i): n for n, i in enumerate(got)}
-    stored = dict(conn.execute(f"select image_id, probs from image_classes where image_id in ({','.join(map(str, ids))})"))
+    stored = class_probability_blobs(conn, ids)
     if any(i not in where or i not in stored for i in ids):
         return None
     X = raw[[where[i] for i in ids]]

@@ -204,6 +204,39 @@ def filtered_image_ids(conn: sqlite3.Connection, condition: str | None,
     return [r[0] for r in conn.execute(sql, params)]
 
 
+def paths_and_labels(conn: sqlite3.Connection) -> dict[int, tuple[str, str | None]]:
+    """image id -> ``(path, label)`` of every stored image."""
+    return {r[0]: (r[1], r[2]) for r in conn.execute("select id, path, label from images")}
+
+
+def class_probability_blobs(conn: sqlite3.Connection, ids: Sequence[int] | None = None) -> dict[int, bytes]:
+    """image id -> its stored ImageNet class probabilities (float32 BLOB), for ``ids`` or all."""
+    if ids is None:
+        return dict(conn.execute("select image_id, probs from image_classes").fetchall())
+    wanted = [int(i) for i in ids]
+    return dict(conn.execute(f"select image_id, probs from image_classes where image_id in ({_marks(len(wanted))})",
+                             wanted).fetchall())
+
+
+def row_count(conn: sqlite3.Connection, table: str) -> int:
+    """How many rows ``table`` (one of this package's tables) holds."""
+    return int(conn.execute(f"select count(*) from {table}").fetchone()[0])
+
+
+def image_sizes(conn: sqlite3.Connection) -> dict[str, int]:
+    """Label counts and stored image bytes, for ``info``."""
+
+    def one(sql: str) -> int:
+        return int(conn.execute(sql).fetchone()[0])
+
+    return {
+        "labels": one("select count(distinct label) from images where label is not null"),
+        "unlabelled": one("select count(*) from images where label is null"),
+        "thumbnail_bytes": one("select coalesce(sum(length(thumbnail)), 0) from images"),
+        "display_bytes": one("select coalesce(sum(length(display)), 0) from image_files"),
+    }
+
+
 def label_counts(conn: sqlite3.Connection) -> dict[str, int]:
     """Number of images of each label."""
     return dict(conn.execute("select label, count(*) from images where label is not null group by label"))

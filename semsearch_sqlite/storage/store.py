@@ -527,6 +527,57 @@ class Store:
             ([meta.get(c) for c in PHOTO_METADATA_COLUMNS] + [stamp, int(image_id)] for image_id, meta in values),
         )
 
+    # -- tags, words, evaluations, derived data ----------------------------------------------
+    def forget_embeddings(self, vec_tables: Sequence[str]) -> None:
+        """Drop what a backbone computed (``vec_tables``, class probabilities, tags, the fitted
+        word-space models, the backbone's provenance) and mark every image to be re-read."""
+        with self.atomic():
+            for table in vec_tables:
+                self.drop_vec_table(table)
+            for sql in (
+                "delete from image_classes",
+                "delete from tags",
+                "delete from models where name in ('semantic', 'classifier')",
+                # size -1 forces every image to be re-read and re-embedded
+                "update images set size = -1",
+            ):
+                self.conn.execute(sql)
+            for key in ("backbone", "backbone_provenance"):
+                self.conn.execute(f"delete from {META_TABLE} where key = ?", [key])
+            self.bump_generation()
+
+    def replace_tags(self, ids: Sequence[int], rows: Iterable[tuple[int, int, str, float]]) -> None:
+        """Replace the tags of image ``ids`` with ``rows`` of ``(image_id, rank, word, distance)``
+        (call inside a transaction)."""
+        self.conn.executemany("delete from tags where image_id = ?", ((int(i),) for i in ids))
+        self.conn.executemany("insert into tags(image_id, rank, word, distance) values (?, ?, ?, ?)", rows)
+
+    def clear_tags(self) -> None:
+        """Delete every stored tag (call inside a transaction)."""
+        self.conn.execute("delete from tags")
+
+    def replace_words(self, words: Sequence[str]) -> list[int]:
+        """Replace the vocabulary's words; ids follow the order of ``words``, from 1 (call
+        inside a transaction). Returns the ids."""
+        self.conn.execute("delete from words")
+        ids = list(range(1, len(words) + 1))
+        self.conn.executemany("insert into words(id, word) values (?, ?)", zip(ids, words, strict=True))
+        return ids
+
+    def replace_word_lookup(self, buckets: Iterable[tuple[str, str, bytes]]) -> None:
+        """Replace the lookup-only (rare) words with ``buckets`` of ``(first word, words joined
+        by newlines, int8 vectors)`` (call inside a transaction)."""
+        self.conn.execute("delete from word_lookup")
+        self.conn.executemany("insert into word_lookup(first, words, vectors) values (?, ?, ?)", buckets)
+
+    def save_evaluation(self, settings: dict[str, Any], provenance: dict[str, Any], figures: dict[str, Any]) -> None:
+        """Store one evaluation run (as JSON), stamped now."""
+        with self.atomic():
+            self.conn.execute(
+                "insert into evaluations(created_at, settings, provenance, figures) values (?, ?, ?, ?)",
+                [now(), json.dumps(settings), json.dumps(provenance), json.dumps(figures)],
+            )
+
     def generation(self) -> int:
         """A number that changes whenever vectors are written (for caches)."""
         return int(self.get_meta("generation", 0))
