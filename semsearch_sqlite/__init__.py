@@ -29,8 +29,18 @@ _EXPORTS = {
     "IngestStats": "semsearch_sqlite.pipeline.ingest",
     "SemsearchError": "semsearch_sqlite.errors",
 }
-__all__ = ["Collection", "ImageHit", "IngestOptions", "IngestStats", "Results", "SemsearchError", "WordHit",
-           "__version__", "ingest", "open"]
+__all__ = [
+    "Collection",
+    "ImageHit",
+    "IngestOptions",
+    "IngestStats",
+    "Results",
+    "SemsearchError",
+    "WordHit",
+    "__version__",
+    "ingest",
+    "open",
+]
 
 if TYPE_CHECKING:
     from semsearch_sqlite.collection import Collection, open

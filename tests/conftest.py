@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.pipeline.train import refresh_vocabulary
+from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.text.glove import WordVectors, load_word_vectors
 
 
@@ -78,8 +78,7 @@ def plugin_photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     Returns ``{"db": path, "images": folder, "backbone": .keras path, "labels": {...},
     "evil_file": ..., "evil_label": ...}``.
     """
-    from semsearch_sqlite.pipeline.ingest import IngestOptions
-    from semsearch_sqlite.pipeline.ingest import ingest
+    from semsearch_sqlite.pipeline.ingest import IngestOptions, ingest
 
     root = tmp_path_factory.mktemp("plugin")
     images = root / "images"
@@ -95,8 +94,12 @@ def plugin_photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     stats = ingest(images, db, IngestOptions(backbone=str(backbone), vocab_size=20000, workers=1))
     assert stats.added == len(PLUGIN_PHOTO_LABELS) * PLUGIN_PHOTOS_PER_LABEL, stats.problems
     return {
-        "db": str(db), "images": str(images), "backbone": str(backbone), "labels": PLUGIN_PHOTO_LABELS,
-        "evil_file": PLUGIN_EVIL_FILE, "evil_label": PLUGIN_EVIL_LABEL,
+        "db": str(db),
+        "images": str(images),
+        "backbone": str(backbone),
+        "labels": PLUGIN_PHOTO_LABELS,
+        "evil_file": PLUGIN_EVIL_FILE,
+        "evil_label": PLUGIN_EVIL_LABEL,
     }
 
 

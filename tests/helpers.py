@@ -17,7 +17,6 @@ from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL
 from semsearch_sqlite.vectors import ivf, matrix
 
-
 # -- drawn photos in labelled folders, and what an ingest stored -----------------------------------
 
 
@@ -58,10 +57,18 @@ def rows(db: Path) -> dict[str, object]:
 # -- photos with EXIF ------------------------------------------------------------------------------
 
 
-def photo(path: Path, colour: tuple[int, int, int] = (100, 150, 200), *, make: Any = "Canon",
-          model: Any = "Canon EOS 5D", original: Any = "2019:07:04 12:30:05", offset: Any = "+02:00",
-          datetime: Any = "2020:01:02 03:04:05", lens: Any = "EF 50mm f/1.8",
-          gps: dict[int, Any] | None = None) -> Path:
+def photo(
+    path: Path,
+    colour: tuple[int, int, int] = (100, 150, 200),
+    *,
+    make: Any = "Canon",
+    model: Any = "Canon EOS 5D",
+    original: Any = "2019:07:04 12:30:05",
+    offset: Any = "+02:00",
+    datetime: Any = "2020:01:02 03:04:05",
+    lens: Any = "EF 50mm f/1.8",
+    gps: dict[int, Any] | None = None,
+) -> Path:
     """A JPEG with real EXIF; ``None`` leaves a tag out."""
     img = Image.new("RGB", (64, 48), colour)
     exif = Image.Exif()
@@ -110,8 +117,12 @@ def ivf_matrix(x: np.ndarray, ids: np.ndarray | None = None) -> matrix.Matrix:
     ids = np.arange(1, len(x) + 1, dtype=np.int64) if ids is None else ids
     trained = ivf.train(x)
     order, offsets = ivf.layout(trained.labels, len(trained.centroids))
-    return matrix.Matrix(ids[order], x[order], matrix.Positions(ids[order]),
-                        ivf.IVF(trained.centroids, offsets, trained.nprobe, trained.config))
+    return matrix.Matrix(
+        ids[order],
+        x[order],
+        matrix.Positions(ids[order]),
+        ivf.IVF(trained.centroids, offsets, trained.nprobe, trained.config),
+    )
 
 
 def make_db(path: Path, x: np.ndarray, table: str = VEC_VISUAL, ids: np.ndarray | None = None) -> Store:
@@ -134,8 +145,11 @@ def file_state(path: Path) -> tuple[str, int, int]:
     """The database file's digest and mtime, and how many bytes its WAL holds (a WAL
     reader may create an empty -wal/-shm pair: that is SQLite, not a write)."""
     wal = Path(str(path) + "-wal")
-    return (hashlib.sha256(path.read_bytes()).hexdigest(), os.stat(path).st_mtime_ns,
-            wal.stat().st_size if wal.exists() else 0)
+    return (
+        hashlib.sha256(path.read_bytes()).hexdigest(),
+        os.stat(path).st_mtime_ns,
+        wal.stat().st_size if wal.exists() else 0,
+    )
 
 
 # -- a database's consistency after a crash --------------------------------------------------------

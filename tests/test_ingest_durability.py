@@ -15,13 +15,11 @@ import numpy as np
 import pytest
 
 from semsearch_sqlite.errors import StoreError
-from semsearch_sqlite.pipeline.ingest import IngestOptions
-from semsearch_sqlite.pipeline.ingest import ingest
+from semsearch_sqlite.pipeline.ingest import IngestOptions, ingest
 from semsearch_sqlite.queries.search import similar_images
 from semsearch_sqlite.storage.store import Store
 
 from .helpers import check_consistent, make_folder, rows
-
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +77,9 @@ def test_kill_9_then_rerun_converges(
     db = tmp_path / "k.db"
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(folder), str(db), tiny_backbone, point, str(n)],
-        capture_output=True, text=True, timeout=240,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
     check_consistent(db)

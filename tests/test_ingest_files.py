@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from semsearch_sqlite.cli import cli
-from semsearch_sqlite.storage.vec0 import VEC_VISUAL
 from semsearch_sqlite.storage.store import Store
+from semsearch_sqlite.storage.vec0 import VEC_VISUAL
 
 from .helpers import draw, make_folder
 
@@ -129,7 +129,9 @@ def test_hostile_corpus(tmp_path: Path, tiny_backbone: str) -> None:
         cos = float(upright @ rotated / (np.linalg.norm(upright) * np.linalg.norm(rotated)))
         assert cos > 0.99
 
-    strict = runner.invoke(cli, ["ingest", str(folder), str(tmp_path / "s.db"), "--backbone", tiny_backbone, "--strict"])
+    strict = runner.invoke(
+        cli, ["ingest", str(folder), str(tmp_path / "s.db"), "--backbone", tiny_backbone, "--strict"]
+    )
     assert strict.exit_code == 1
     assert strict.stderr.splitlines()[-1].startswith("Error: ")
     assert "(--strict stops at the first bad file)" in strict.stderr
@@ -171,13 +173,16 @@ def test_ingest_skips_links_out_of_the_folder_and_says_so_once(tmp_path: Path, t
 def test_follow_links_reads_each_real_folder_once(tmp_path: Path, tiny_backbone: str) -> None:
     folder, _ = linked_folder(tmp_path)
     db = tmp_path / "links.db"
-    result = CliRunner().invoke(cli, ["ingest", str(folder), str(db), "--backbone", tiny_backbone, "-q",
-                                      "--follow-links"])
+    result = CliRunner().invoke(
+        cli, ["ingest", str(folder), str(db), "--backbone", tiny_backbone, "-q", "--follow-links"]
+    )
     assert result.exit_code == 0, result.output
     assert "Skipped" not in result.stderr
     paths = stored_paths(db)
     assert [p for p in paths if p.endswith(("far0.png", "far1.png"))] in (
-        [f"again/{n}" for n in ("far0.png", "far1.png")], [f"away/{n}" for n in ("far0.png", "far1.png")])
+        [f"again/{n}" for n in ("far0.png", "far1.png")],
+        [f"away/{n}" for n in ("far0.png", "far1.png")],
+    )
     assert "cat/linked.png" in paths and not any(p.startswith("inside/") for p in paths)
 
 
@@ -187,14 +192,24 @@ def test_quiet_still_reports_every_skipped_file(tmp_path: Path, tiny_backbone: s
     (folder / "cat" / "notes.jpg").write_bytes(b"not an image at all\n" * 4)
     good = (folder / "dog" / "dog_0.png").read_bytes()
     (folder / "dog" / "cut.png").write_bytes(good[: len(good) // 2])
-    result = CliRunner().invoke(cli, ["ingest", str(folder), str(tmp_path / "q.db"), "--backbone", tiny_backbone,
-                                      "--quiet"])
+    result = CliRunner().invoke(
+        cli, ["ingest", str(folder), str(tmp_path / "q.db"), "--backbone", tiny_backbone, "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     lines = result.stderr.splitlines()
     skipped = sorted(line.split(":")[0] for line in lines if line.startswith("Skipped "))
     assert skipped == [f"Skipped {folder / name}" for name in ("cat/empty.png", "cat/notes.jpg", "dog/cut.png")]
     assert lines[-1].startswith("3 added, 0 updated, 0 moved, 0 unchanged, 0 removed, 3 failed in ")
     assert not any("fitting" in line or "%" in line for line in lines)
-    clean = CliRunner().invoke(cli, ["ingest", str(make_folder(tmp_path / "ok", per_class=1)), str(tmp_path / "ok.db"),
-                                     "--backbone", tiny_backbone, "--quiet"])
+    clean = CliRunner().invoke(
+        cli,
+        [
+            "ingest",
+            str(make_folder(tmp_path / "ok", per_class=1)),
+            str(tmp_path / "ok.db"),
+            "--backbone",
+            tiny_backbone,
+            "--quiet",
+        ],
+    )
     assert (clean.exit_code, clean.stderr) == (0, "")

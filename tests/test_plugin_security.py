@@ -13,7 +13,6 @@ from markupsafe import escape
 from semsearch_sqlite.cli import cli
 from semsearch_sqlite.storage.store import Store
 
-
 pytestmark = pytest.mark.slow
 
 
@@ -27,8 +26,9 @@ async def test_csrf_exemption_is_exactly_the_upload_route(
     encoded = await ds.client.post("/photos/images%2F-%2Fsemsearch%2Fupload", data={"a": "1"}, cookies=cookies)
     assert encoded.status_code == 403, encoded.text  # asgi-csrf refuses it; it never reaches the table POST
     assert "form-urlencoded POST field did not match cookie" in encoded.text
-    own = await ds.client.post("/photos/-/semsearch/upload", files={"image": ("a.png", b"x")},
-                               data={"csrftoken": "wrong"}, cookies=cookies)
+    own = await ds.client.post(
+        "/photos/-/semsearch/upload", files={"image": ("a.png", b"x")}, data={"csrftoken": "wrong"}, cookies=cookies
+    )
     assert own.status_code == 403  # the upload view checks its own form's token
     assert "CSRF token is missing or wrong; reload the page and try again" in own.text
 
@@ -43,8 +43,15 @@ async def test_pages_hide_the_tables_metadata_denies(photos_copy: Path, tmp_path
     assert evaluated.exit_code == 0, evaluated.output
     root_only = {"allow": {"id": "root"}}
     metadata_file = tmp_path / "metadata.json"
-    metadata_file.write_text(json.dumps({"databases": {"photos": {"tables": {
-        "image_files": root_only, "tags": root_only, "evaluations": root_only}}}}))
+    metadata_file.write_text(
+        json.dumps(
+            {
+                "databases": {
+                    "photos": {"tables": {"image_files": root_only, "tags": root_only, "evaluations": root_only}}
+                }
+            }
+        )
+    )
     ds = datasette([str(photos_copy)], metadata=parse_metadata(metadata_file.read_text()))
     await ds.invoke_startup()
     with Store.open(photos_copy, readonly=True) as store:

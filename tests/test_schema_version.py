@@ -34,11 +34,17 @@ def test_cli_refuses_an_unknown_schema_version_untouched(
 ) -> None:
     set_schema_version(photos_copy, raw)
     before = sha(photos_copy)
-    expected = (f"Error: {photos_copy}: schema version {shown} is not one this semsearch-sqlite knows (it knows {KNOWN}); "
-                "the file was changed by another program: restore it from a copy (nothing was changed in it)\n")
-    for args in (["search", str(photos_copy), "cat"], ["train", str(photos_copy)],
-                 ["ingest", plugin_photos["images"], str(photos_copy), "--backbone", plugin_photos["backbone"], "-q"],
-                 ["vocab", str(photos_copy), "-q"], ["evaluate", str(photos_copy)]):
+    expected = (
+        f"Error: {photos_copy}: schema version {shown} is not one this semsearch-sqlite knows (it knows {KNOWN}); "
+        "the file was changed by another program: restore it from a copy (nothing was changed in it)\n"
+    )
+    for args in (
+        ["search", str(photos_copy), "cat"],
+        ["train", str(photos_copy)],
+        ["ingest", plugin_photos["images"], str(photos_copy), "--backbone", plugin_photos["backbone"], "-q"],
+        ["vocab", str(photos_copy), "-q"],
+        ["evaluate", str(photos_copy)],
+    ):
         result = CliRunner().invoke(cli, args)
         assert (result.exit_code, result.output) == (1, expected), args
         assert sha(photos_copy) == before, args
@@ -49,8 +55,10 @@ def test_cli_refuses_a_newer_schema_version(photos_copy: Path) -> None:
     before = sha(photos_copy)
     result = CliRunner().invoke(cli, ["train", str(photos_copy)])
     assert result.exit_code == 1
-    assert result.output.startswith(f"Error: {photos_copy}: schema version 99 is newer than this semsearch-sqlite; "
-                                    "upgrade with: pip install -U semsearch-sqlite")
+    assert result.output.startswith(
+        f"Error: {photos_copy}: schema version 99 is newer than this semsearch-sqlite; "
+        "upgrade with: pip install -U semsearch-sqlite"
+    )
     assert sha(photos_copy) == before
 
 
@@ -59,7 +67,9 @@ async def test_plugin_skips_a_store_from_a_newer_version(
     photos_copy: Path, caplog: pytest.LogCaptureFixture, datasette: Any
 ) -> None:
     set_schema_version(photos_copy, "99")
-    message = "photos: schema version 99 is newer than this semsearch-sqlite; upgrade with: pip install -U semsearch-sqlite"
+    message = (
+        "photos: schema version 99 is newer than this semsearch-sqlite; upgrade with: pip install -U semsearch-sqlite"
+    )
     ds = datasette([str(photos_copy)])
     with caplog.at_level("WARNING"):
         await ds.invoke_startup()

@@ -13,7 +13,6 @@ import pytest
 from semsearch_sqlite.queries.sqlfuncs import register_functions
 from semsearch_sqlite.storage.store import Store
 
-
 pytestmark = pytest.mark.slow
 
 
@@ -21,7 +20,10 @@ BAD_CALLS = [
     ("select * from similar_images('cat', 1e999)", "k must be a whole number, not inf"),
     ("select * from similar_images('cat', 2.5)", "k must be a whole number, not 2.5"),
     ("select * from similar_images('cat', '５')", "k must be a whole number, not '５'"),
-    ("select * from similar_to_image('¹')", "no image stored with path '¹'; list them with: select id, path from images"),
+    (
+        "select * from similar_to_image('¹')",
+        "no image stored with path '¹'; list them with: select id, path from images",
+    ),
     ("select * from similar_to_image(1.5)", "an image id is a whole number, not 1.5"),
     ("select * from image_tags(1e999)", "an image id is a whole number, not inf"),
     ("select * from images_tagged(5)", "the tag word must be text, not int"),
@@ -86,8 +88,15 @@ def interrupt_inside_functions(conn: sqlite3.Connection) -> None:
     conn.set_progress_handler(handler, 1)
 
 
-@pytest.mark.parametrize("sql", ["select * from similar_images('cat', 100)", "select count(*) from image_tags(3, 4096)",
-                                 "select * from similar_words('cat', 4096)", "select semsearch_text_vector('cat')"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "select * from similar_images('cat', 100)",
+        "select count(*) from image_tags(3, 4096)",
+        "select * from similar_words('cat', 4096)",
+        "select semsearch_text_vector('cat')",
+    ],
+)
 def test_a_time_limit_inside_a_function_is_sqlites_interrupted(photos_copy: Path, sql: str) -> None:
     with Store.open(photos_copy, readonly=True) as store:
         register_functions(store.conn)

@@ -24,7 +24,8 @@ def test_sql_command_is_read_only_by_default(photos_copy: Path) -> None:
     result = CliRunner().invoke(cli, ["sql", str(photos_copy), "delete from tags"])
     assert result.exit_code == 1
     assert result.output == (
-        f"Error: attempt to write a readonly database; {photos_copy} is opened read-only: add --write to change it\n")
+        f"Error: attempt to write a readonly database; {photos_copy} is opened read-only: add --write to change it\n"
+    )
     assert sha(photos_copy) == before
     counted = CliRunner().invoke(cli, ["sql", str(photos_copy), "select count(*) as n from tags", "--json"])
     assert counted.exit_code == 0 and '"n": 0' not in counted.output
@@ -45,13 +46,18 @@ def read_only_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("command", [["train"], ["vocab", "-q"], ["evaluate"]])
-def test_writers_on_a_read_only_file_say_one_line(photos_copy: Path, read_only_sqlite: None, command: list[str]) -> None:
+def test_writers_on_a_read_only_file_say_one_line(
+    photos_copy: Path, read_only_sqlite: None, command: list[str]
+) -> None:
     before = sha(photos_copy)
-    result = CliRunner().invoke(cli, [command[0], str(photos_copy), *command[1:]] + (
-        ["--vocab-size", "30000"] if command[0] == "vocab" else []))
+    result = CliRunner().invoke(
+        cli, [command[0], str(photos_copy), *command[1:]] + (["--vocab-size", "30000"] if command[0] == "vocab" else [])
+    )
     assert result.exit_code == 1, result.output
-    assert result.output == (f"Error: {photos_copy}: attempt to write a readonly database; the file or its "
-                             "folder is read-only: make it writable or give another file\n")
+    assert result.output == (
+        f"Error: {photos_copy}: attempt to write a readonly database; the file or its "
+        "folder is read-only: make it writable or give another file\n"
+    )
     assert sha(photos_copy) == before
 
 
@@ -70,8 +76,9 @@ def test_writers_wait_for_the_ingest_writer_lock(photos_copy: Path, command: lis
         fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         result = CliRunner().invoke(cli, [command[0], str(photos_copy), *command[1:]])
     assert result.exit_code == 1, result.output
-    assert result.output == (f"Error: {photos_copy}: another semsearch-sqlite process is writing to this "
-                             "database; wait for it to finish\n")
+    assert result.output == (
+        f"Error: {photos_copy}: another semsearch-sqlite process is writing to this database; wait for it to finish\n"
+    )
     assert sha(photos_copy) == before
 
 
@@ -80,8 +87,9 @@ def test_train_reads_its_rows_inside_the_write_transaction(photos_copy: Path) ->
 
     with Store.open(photos_copy) as store:
         seen: list[bool] = []
-        store.conn.set_trace_callback(lambda sql: seen.append(store.conn.in_transaction)
-                                      if "from images" in sql and "label" in sql else None)
+        store.conn.set_trace_callback(
+            lambda sql: seen.append(store.conn.in_transaction) if "from images" in sql and "label" in sql else None
+        )
         refresh_semantic(store, method="ridge")
         store.conn.set_trace_callback(None)
     assert seen and all(seen)

@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 
 from semsearch_sqlite.errors import ProjectionError, QueryError
+from semsearch_sqlite.pipeline.train import imagenet_head, training_data
 from semsearch_sqlite.storage.models import CLASSES_MODEL
 from semsearch_sqlite.storage.rows import every_stored_tag
-from semsearch_sqlite.pipeline.train import imagenet_head, training_data
-from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, read_vectors
 from semsearch_sqlite.storage.store import Store
+from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, read_vectors
+from semsearch_sqlite.text.query import tokenize
 from semsearch_sqlite.text.tags import nearest_tags, tag_mask
 from semsearch_sqlite.text.vocabulary import WordSpace, query_anchoring, word_space
-from semsearch_sqlite.text.query import tokenize
 from semsearch_sqlite.vectors.maths import unit_rows
 from semsearch_sqlite.vectors.rerank import feedback_ranking
 
@@ -86,19 +86,33 @@ def _text_metrics(
     return out
 
 
-def _tag_accuracy(space: Any, image_vectors: np.ndarray, leading: list[list[tuple[str, float]]] | None,
-                  labels: np.ndarray, mask: np.ndarray, rows: np.ndarray) -> float:
+def _tag_accuracy(
+    space: Any,
+    image_vectors: np.ndarray,
+    leading: list[list[tuple[str, float]]] | None,
+    labels: np.ndarray,
+    mask: np.ndarray,
+    rows: np.ndarray,
+) -> float:
     """The share of ``rows`` with a word of their label among their first TAG_K tags."""
     if len(rows) == 0:
         return float("nan")
-    tags = nearest_tags(space, image_vectors[rows], TAG_K, mask, None if leading is None else [leading[r] for r in rows])
+    tags = nearest_tags(
+        space, image_vectors[rows], TAG_K, mask, None if leading is None else [leading[r] for r in rows]
+    )
     ok = [bool(set(tokenize(labels[r])) & {w for tag, _ in t for w in tokenize(tag)}) for r, t in zip(rows, tags)]
     return float(np.mean(ok))
 
 
-def _fit_vectors(data: _Data, labels: list[str | None], space: WordSpace, class_vectors: np.ndarray, method: str,
-                 seed: int, head: tuple[np.ndarray, np.ndarray] | None = None
-                 ) -> tuple[np.ndarray, list[list[tuple[str, float]]] | None, WordSpace, float]:
+def _fit_vectors(
+    data: _Data,
+    labels: list[str | None],
+    space: WordSpace,
+    class_vectors: np.ndarray,
+    method: str,
+    seed: int,
+    head: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, list[list[tuple[str, float]]] | None, WordSpace, float]:
     """The refitted collection's vectors and leading tags, the word space its queries see,
     and the fit's seconds."""
     from semsearch_sqlite.model.semantic import class_tags, collection_semantics, fit_semantic
@@ -108,8 +122,12 @@ def _fit_vectors(data: _Data, labels: list[str | None], space: WordSpace, class_
     vectors, classes = collection_semantics(model, data.X, data.probs)
     seconds = time.perf_counter() - started
     anchor_to, labels_left = query_anchoring(model.config, class_vectors)
-    return (vectors, class_tags(model, space, vectors, classes),
-            dataclasses.replace(space, class_vectors=anchor_to, labels=labels_left), seconds)
+    return (
+        vectors,
+        class_tags(model, space, vectors, classes),
+        dataclasses.replace(space, class_vectors=anchor_to, labels=labels_left),
+        seconds,
+    )
 
 
 def evaluate(
@@ -132,8 +150,7 @@ def evaluate(
         return _measure(store, zero_shot, seed, methods, k, save)
 
 
-def _measure(store: Store, zero_shot: float, seed: int, methods: tuple[str, ...], k: int,
-             save: bool) -> dict[str, Any]:
+def _measure(store: Store, zero_shot: float, seed: int, methods: tuple[str, ...], k: int, save: bool) -> dict[str, Any]:
     data = _labelled_data(store)
     lab = np.array(data.labels, dtype=object)
     classes = sorted(set(data.labels))
@@ -154,14 +171,20 @@ def _measure(store: Store, zero_shot: float, seed: int, methods: tuple[str, ...]
         comparison[method] = _method_figures(fitted, space, mask, visual, lab, split, k)
     comparison["chance"] = split.chance_figures()
     figures["zero_shot"] = {
-        "fraction": zero_shot, "seed": seed, "held_out": split.held, "test_share": TEST_SHARE,
-        "pool_images": int(len(split.pool)), "methods": comparison,
+        "fraction": zero_shot,
+        "seed": seed,
+        "held_out": split.held,
+        "test_share": TEST_SHARE,
+        "pool_images": int(len(split.pool)),
+        "methods": comparison,
     }
     figures["seconds"] = round(time.perf_counter() - started, 2)
     if save:
         settings = {"zero_shot": zero_shot, "seed": seed, "methods": list(methods), "k": k}
-        provenance = {key: store.get_meta(key) for key in ("backbone", "backbone_weights_sha256", "words_source",
-                                                           "semantic_method", "package_version")}
+        provenance = {
+            key: store.get_meta(key)
+            for key in ("backbone", "backbone_weights_sha256", "words_source", "semantic_method", "package_version")
+        }
         store.save_evaluation(settings, provenance, figures)
     return figures
 
@@ -175,8 +198,9 @@ def _labelled_data(store: Store) -> _Data:
     return _Data(ids[keep], X[keep], None if probs is None else probs[keep], [labels[i] for i in keep])
 
 
-def _as_stored(store: Store, data: _Data, space: WordSpace, mask: np.ndarray, visual: np.ndarray,
-               k: int) -> dict[str, Any]:
+def _as_stored(
+    store: Store, data: _Data, space: WordSpace, mask: np.ndarray, visual: np.ndarray, k: int
+) -> dict[str, Any]:
     """The database as it is: neighbour precision, text search and stored tags."""
     lab = np.array(data.labels, dtype=object)
     classes = sorted(set(data.labels))
@@ -224,8 +248,9 @@ class _ZeroShotSplit:
         train_labels = [None if (held_mask[i] or test_seen[i]) else c for i, c in enumerate(lab.tolist())]
         pool = np.flatnonzero(held_mask | test_seen)
         chance = {c: float((lab[pool] == c).mean()) for c in classes}
-        return cls(classes, held, seen, train_labels, pool, np.flatnonzero(held_mask), np.flatnonzero(test_seen),
-                   chance)
+        return cls(
+            classes, held, seen, train_labels, pool, np.flatnonzero(held_mask), np.flatnonzero(test_seen), chance
+        )
 
     def chance_figures(self) -> dict[str, Any]:
         """What a random ranking of the pool scores."""
@@ -241,8 +266,15 @@ class _ZeroShotSplit:
         }
 
 
-def _method_figures(fitted: tuple[Any, ...], space: WordSpace, mask: np.ndarray, visual: np.ndarray,
-                    lab: np.ndarray, split: _ZeroShotSplit, k: int) -> dict[str, Any]:
+def _method_figures(
+    fitted: tuple[Any, ...],
+    space: WordSpace,
+    mask: np.ndarray,
+    visual: np.ndarray,
+    lab: np.ndarray,
+    split: _ZeroShotSplit,
+    k: int,
+) -> dict[str, Any]:
     """Score a refit (:func:`_fit_vectors` on the split's training labels): the pool's text
     queries and the tags of held-back seen images and of held-out classes."""
     vectors, leading, refit_space, seconds = fitted

@@ -77,8 +77,7 @@ def prepare_image(path: Path, spec: PrepareSpec, sha256: str | None = None) -> P
     """
     data = path.read_bytes()
     sha = sha256 or hashlib.sha256(data).hexdigest()
-    img = images.load_image(io.BytesIO(data), max_pixels=spec.max_pixels, name=str(path),
-                            reduce_to=spec.decode_size())
+    img = images.load_image(io.BytesIO(data), max_pixels=spec.max_pixels, name=str(path), reduce_to=spec.decode_size())
     fmt = getattr(img, "source_format", None)
     width, height = getattr(img, "source_size", img.size)
     mime = images.mime_for(fmt, path)

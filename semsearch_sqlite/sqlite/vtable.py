@@ -75,8 +75,12 @@ class _VCursor(ctypes.Structure):
 
 
 class _Constraint(ctypes.Structure):
-    _fields_ = [("iColumn", ctypes.c_int), ("op", ctypes.c_ubyte), ("usable", ctypes.c_ubyte),
-                ("iTermOffset", ctypes.c_int)]
+    _fields_ = [
+        ("iColumn", ctypes.c_int),
+        ("op", ctypes.c_ubyte),
+        ("usable", ctypes.c_ubyte),
+        ("iTermOffset", ctypes.c_int),
+    ]
 
 
 class _ConstraintUsage(ctypes.Structure):
@@ -84,20 +88,49 @@ class _ConstraintUsage(ctypes.Structure):
 
 
 class _IndexInfo(ctypes.Structure):
-    _fields_ = [("nConstraint", ctypes.c_int), ("aConstraint", ctypes.POINTER(_Constraint)),
-                ("nOrderBy", ctypes.c_int), ("aOrderBy", _P),
-                ("aConstraintUsage", ctypes.POINTER(_ConstraintUsage)),
-                ("idxNum", ctypes.c_int), ("idxStr", _P), ("needToFreeIdxStr", ctypes.c_int),
-                ("orderByConsumed", ctypes.c_int), ("estimatedCost", ctypes.c_double),
-                ("estimatedRows", ctypes.c_int64),  # SQLite >= 3.8.2
-                ("idxFlags", ctypes.c_int),  # >= 3.9.0
-                ("colUsed", ctypes.c_uint64)]  # >= 3.10.0
+    _fields_ = [
+        ("nConstraint", ctypes.c_int),
+        ("aConstraint", ctypes.POINTER(_Constraint)),
+        ("nOrderBy", ctypes.c_int),
+        ("aOrderBy", _P),
+        ("aConstraintUsage", ctypes.POINTER(_ConstraintUsage)),
+        ("idxNum", ctypes.c_int),
+        ("idxStr", _P),
+        ("needToFreeIdxStr", ctypes.c_int),
+        ("orderByConsumed", ctypes.c_int),
+        ("estimatedCost", ctypes.c_double),
+        ("estimatedRows", ctypes.c_int64),  # SQLite >= 3.8.2
+        ("idxFlags", ctypes.c_int),  # >= 3.9.0
+        ("colUsed", ctypes.c_uint64),
+    ]  # >= 3.10.0
 
 
-_SLOTS = ["xCreate", "xConnect", "xBestIndex", "xDisconnect", "xDestroy", "xOpen", "xClose",
-          "xFilter", "xNext", "xEof", "xColumn", "xRowid", "xUpdate", "xBegin", "xSync",
-          "xCommit", "xRollback", "xFindFunction", "xRename", "xSavepoint", "xRelease",
-          "xRollbackTo", "xShadowName", "xIntegrity"]
+_SLOTS = [
+    "xCreate",
+    "xConnect",
+    "xBestIndex",
+    "xDisconnect",
+    "xDestroy",
+    "xOpen",
+    "xClose",
+    "xFilter",
+    "xNext",
+    "xEof",
+    "xColumn",
+    "xRowid",
+    "xUpdate",
+    "xBegin",
+    "xSync",
+    "xCommit",
+    "xRollback",
+    "xFindFunction",
+    "xRename",
+    "xSavepoint",
+    "xRelease",
+    "xRollbackTo",
+    "xShadowName",
+    "xIntegrity",
+]
 
 
 class _Module(ctypes.Structure):
@@ -148,7 +181,7 @@ class _Api:
         for name, restype, argtypes in self._SIGNATURES:
             fn = lib[name]  # a fresh function object: our argtypes don't touch other users'
             fn.restype, fn.argtypes = restype, argtypes
-            setattr(self, name[len("sqlite3_"):], fn)
+            setattr(self, name[len("sqlite3_") :], fn)
         for name, restype, argtypes in self._OPTIONAL:
             try:
                 fn = lib[name]
@@ -156,7 +189,7 @@ class _Api:
                 fn = None
             else:
                 fn.restype, fn.argtypes = restype, argtypes
-            setattr(self, name[len("sqlite3_"):], fn)
+            setattr(self, name[len("sqlite3_") :], fn)
 
     def c_string(self, text: str) -> int:
         """``text`` copied into ``sqlite3_malloc`` memory (for zErrMsg), or 0."""
@@ -171,16 +204,37 @@ class _Api:
 class _Registration:
     """One table function on one connection."""
 
-    __slots__ = ("key", "name", "fold", "fn", "columns", "params", "required", "decl", "api",
-                 "db", "conn_addr", "filters")
+    __slots__ = (
+        "key",
+        "name",
+        "fold",
+        "fn",
+        "columns",
+        "params",
+        "required",
+        "decl",
+        "api",
+        "db",
+        "conn_addr",
+        "filters",
+    )
 
-    def __init__(self, key: int, name: str, fn: Callable[..., Iterable[Sequence[Any]]],
-                 columns: list[str], params: list[str], required: int, api: _Api, db: int,
-                 conn: Any):
+    def __init__(
+        self,
+        key: int,
+        name: str,
+        fn: Callable[..., Iterable[Sequence[Any]]],
+        columns: list[str],
+        params: list[str],
+        required: int,
+        api: _Api,
+        db: int,
+        conn: Any,
+    ):
         self.key, self.name, self.fold, self.fn = key, name, _fold(name), fn
         self.columns, self.params, self.required = columns, params, required
-        self.decl = ("CREATE TABLE x(%s)" % ", ".join(
-            [_quote(c) for c in columns] + [_quote(p) + " HIDDEN" for p in params])).encode()
+        declared = ", ".join([_quote(c) for c in columns] + [_quote(p) + " HIDDEN" for p in params])
+        self.decl = f"CREATE TABLE x({declared})".encode()
         self.api, self.db, self.conn_addr = api, db, id(conn)
         self.filters: frozenset[int] = frozenset()  # result columns whose constraints fn receives
 
@@ -199,8 +253,7 @@ class _Registration:
 
     def usage(self) -> str:
         given = ", ".join(self.params[: self.required])
-        optional = "".join(f" [, {p}]" if i or given else f"[{p}]"
-                           for i, p in enumerate(self.params[self.required:]))
+        optional = "".join(f" [, {p}]" if i or given else f"[{p}]" for i, p in enumerate(self.params[self.required :]))
         return f"{self.name}({given}{optional})"
 
 
@@ -280,8 +333,9 @@ def to_sql_value(value: Any) -> int | float | str | bytes | None:
         return memoryview(value).tobytes()
     except TypeError:
         pass
-    raise TypeError(f"cannot return a {kind.__module__}.{kind.__qualname__} value to SQL "
-                    "(use int, float, str, bytes or None)")
+    raise TypeError(
+        f"cannot return a {kind.__module__}.{kind.__qualname__} value to SQL (use int, float, str, bytes or None)"
+    )
 
 
 def _from_value(api: _Api, value: int) -> Any:
@@ -540,12 +594,15 @@ def _row_advancer() -> Callable[[_Cursor], None]:
             state.row, state.it = None, None
             return
         if isinstance(row, (str, bytes)) or not hasattr(row, "__len__"):
-            raise TypeError(f"{reg.name}() must yield rows as tuples of {len(reg.columns)} "
-                            f"values, got a {type(row).__name__}")
+            raise TypeError(
+                f"{reg.name}() must yield rows as tuples of {len(reg.columns)} values, got a {type(row).__name__}"
+            )
         row = tuple(row)
         if len(row) != len(reg.columns):
-            raise ValueError(f"{reg.name}() returned a row of {len(row)} values; expected "
-                             f"{len(reg.columns)} ({', '.join(reg.columns)})")
+            raise ValueError(
+                f"{reg.name}() returned a row of {len(row)} values; expected "
+                f"{len(reg.columns)} ({', '.join(reg.columns)})"
+            )
         state.row = row
         state.rowid += 1
 
@@ -589,8 +646,7 @@ def _scan_callbacks(set_error: Callable[[_Api, int, str], int]) -> dict[str, Any
             else:
                 result = reg.fn(reg.connection(), *args)
             if result is None or isinstance(result, (str, bytes)):
-                raise TypeError(f"{reg.name}() must return an iterable of rows, "
-                                f"got {type(result).__name__}")
+                raise TypeError(f"{reg.name}() must return an iterable of rows, got {type(result).__name__}")
             state.it = iter(result)
             advance(state)
             return OK
@@ -657,8 +713,13 @@ def _destroy_callback() -> Any:
 def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
     """The process-wide module struct and its callbacks, pinned for the life of the process."""
     set_error = _error_setter()
-    callbacks = {**_table_callbacks(), **_plan_callbacks(set_error), **_cursor_callbacks(),
-                 **_scan_callbacks(set_error), **_column_callbacks()}
+    callbacks = {
+        **_table_callbacks(),
+        **_plan_callbacks(set_error),
+        **_cursor_callbacks(),
+        **_scan_callbacks(set_error),
+        **_column_callbacks(),
+    }
     slots = {name: ctypes.cast(cb, _P) for name, cb in callbacks.items()}
     # xCreate NULL: eponymous-only. xDestroy (never called for those) = xDisconnect.
     module = _Module(iVersion=1, xDestroy=slots["xDisconnect"], **slots)
@@ -748,7 +809,8 @@ def register_table_function(
     except Exception as e:  # noqa: BLE001 - one clear error for every way this fails
         raise ExtensionError(
             f"cannot register table function {name}() on a {type(conn).__module__} connection "
-            f"(Python {sys.version.split()[0]}): {_describe(e)}") from e
+            f"(Python {sys.version.split()[0]}): {_describe(e)}"
+        ) from e
     with _lock:
         current = _registrations.get(_by_db.get((db, _fold(name)), 0))
         if current is not None and current.columns == columns and current.params == params:
@@ -820,8 +882,9 @@ def _self_check(conn: Any, reg: _Registration) -> None:
         if seen != reg.columns:
             raise ExtensionError(f"it has columns {seen}, expected {reg.columns}")
     except Exception as e:  # noqa: BLE001 - one clear error for every way this fails
-        raise ExtensionError(f"table function {reg.name}() failed its self-check after "
-                             f"registering: {_describe(e)}") from e
+        raise ExtensionError(
+            f"table function {reg.name}() failed its self-check after registering: {_describe(e)}"
+        ) from e
 
 
 def live_registrations() -> int:

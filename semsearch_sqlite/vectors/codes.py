@@ -129,7 +129,11 @@ class TopK:
                 scores[qi, block_ids == self.skip[qi]] = -np.inf
         vals = np.concatenate([self.val, scores], axis=1)
         idx = np.concatenate([self.idx, np.broadcast_to(np.arange(first, first + len(block)), scores.shape)], axis=1)
-        keep = np.argpartition(-vals, self.k - 1, axis=1)[:, : self.k] if vals.shape[1] > self.k else np.argsort(-vals, axis=1)
+        keep = (
+            np.argpartition(-vals, self.k - 1, axis=1)[:, : self.k]
+            if vals.shape[1] > self.k
+            else np.argsort(-vals, axis=1)
+        )
         self.val = np.take_along_axis(vals, keep, axis=1)
         self.idx = np.take_along_axis(idx, keep, axis=1)
 
@@ -138,15 +142,26 @@ class TopK:
         return np.take_along_axis(self.idx, order, axis=1)
 
 
-def calibrate(queries: np.ndarray, truth: np.ndarray, kinds: np.ndarray, labels: np.ndarray, codes: np.ndarray,
-              centroids: np.ndarray, threshold: np.ndarray, *, target: float = TARGET_RECALL) -> dict[str, Any]:
+def calibrate(
+    queries: np.ndarray,
+    truth: np.ndarray,
+    kinds: np.ndarray,
+    labels: np.ndarray,
+    codes: np.ndarray,
+    centroids: np.ndarray,
+    threshold: np.ndarray,
+    *,
+    target: float = TARGET_RECALL,
+) -> dict[str, Any]:
     """The cheapest ``(nprobe, shortlist)`` whose recall@10 reaches ``target`` for every
     query kind: a true neighbour is found when its list is among the ``nprobe`` nearest
     and its Hamming rank among the probed rows is below ``shortlist``."""
     n = len(labels)
     nlist = len(centroids)
     sizes = np.bincount(labels, minlength=nlist)
-    probes = sorted({p for p in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512) if p <= nlist} | {nlist})
+    probes = sorted(
+        {p for p in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512) if p <= nlist} | {nlist}
+    )
     qcodes = encode(queries, threshold)
     found = np.zeros((len(probes), len(SHORTLISTS), len(queries)), dtype=np.float32)
     scanned = np.zeros((len(probes), len(queries)))
@@ -194,8 +209,13 @@ def calibrate(queries: np.ndarray, truth: np.ndarray, kinds: np.ndarray, labels:
         rec = min(float(found[a, b, kinds == k].mean()) for k in kinds_list)
         best = (0.0, probes[a], SHORTLISTS[b], rec, float(scanned[a].mean()) / n)
     _, p, r, rec, share = best
-    return {"nprobe": int(p), "shortlist": int(r), "calibration_recall": round(rec, 4),
-            "scan_share": round(share, 5), "target_recall": target}
+    return {
+        "nprobe": int(p),
+        "shortlist": int(r),
+        "calibration_recall": round(rec, 4),
+        "scan_share": round(share, 5),
+        "target_recall": target,
+    }
 
 
 # -- the index in memory -------------------------------------------------------------------------
@@ -228,7 +248,7 @@ class CodeIndex:
             size = math.ceil(size * want / 10)
         cs = self.centroids @ query
         nl = len(cs)
-        lists = np.arange(nl) if nprobe >= nl else np.sort(np.argpartition(cs, nl - nprobe)[nl - nprobe:])
+        lists = np.arange(nl) if nprobe >= nl else np.sort(np.argpartition(cs, nl - nprobe)[nl - nprobe :])
         starts, ends = self.offsets[lists], self.offsets[lists + 1]
         total = int((ends - starts).sum())
         if total == 0:
@@ -239,8 +259,8 @@ class CodeIndex:
         at = 0
         for s, e in zip(starts.tolist(), ends.tolist()):
             if e > s:
-                dist[at: at + e - s] = hamming(self.codes[s:e], qc)
-                rows[at: at + e - s] = np.arange(s, e)
+                dist[at : at + e - s] = hamming(self.codes[s:e], qc)
+                rows[at : at + e - s] = np.arange(s, e)
                 at += e - s
         if size < total:
             keep = np.argpartition(dist, size)[:size]
@@ -260,8 +280,12 @@ def load_code_index(conn: sqlite3.Connection, table: str, dim: int) -> CodeIndex
             return None
         arrays, config = got
         centroids, threshold = arrays["centroids"].astype(np.float32), arrays["threshold"].astype(np.float32)
-        if (config.get("format") != CODES_FORMAT or centroids.ndim != 2 or centroids.shape[1] != dim
-                or threshold.shape != (dim,)):
+        if (
+            config.get("format") != CODES_FORMAT
+            or centroids.ndim != 2
+            or centroids.shape[1] != dim
+            or threshold.shape != (dim,)
+        ):
             return None
         nlist, width, count = len(centroids), code_bytes(dim), int(config.get("count", -1))
         stamp = config.get("stamp")
@@ -270,16 +294,22 @@ def load_code_index(conn: sqlite3.Connection, table: str, dim: int) -> CodeIndex
         offsets = np.zeros(nlist + 1, dtype=np.int64)
         at, seen = 0, 0
         for lst, row_stamp, n, id_blob, code_blob in read_code_lists(conn, table):
-            if (row_stamp != stamp or not 0 <= lst < nlist or lst < seen or at + n > count
-                    or len(id_blob) != 8 * n or len(code_blob) != width * n):
+            if (
+                row_stamp != stamp
+                or not 0 <= lst < nlist
+                or lst < seen
+                or at + n > count
+                or len(id_blob) != 8 * n
+                or len(code_blob) != width * n
+            ):
                 return None
-            offsets[seen + 1: lst + 1] = at
-            ids[at: at + n] = np.frombuffer(id_blob, "<i8")
-            codes[at: at + n] = np.frombuffer(code_blob, np.uint8).reshape(n, width)
+            offsets[seen + 1 : lst + 1] = at
+            ids[at : at + n] = np.frombuffer(id_blob, "<i8")
+            codes[at : at + n] = np.frombuffer(code_blob, np.uint8).reshape(n, width)
             at += n
             offsets[lst + 1] = at
             seen = lst + 1
-        offsets[seen + 1:] = at
+        offsets[seen + 1 :] = at
         if at != count:
             return None
         return CodeIndex(centroids, threshold, offsets, ids, codes, config)
@@ -288,16 +318,31 @@ def load_code_index(conn: sqlite3.Connection, table: str, dim: int) -> CodeIndex
         return None
 
 
-def save_code_index(conn: sqlite3.Connection, table: str, idx: CodeIndex, config: dict[str, Any],
-                    changed: np.ndarray | None = None) -> dict[str, Any]:
+def save_code_index(
+    conn: sqlite3.Connection, table: str, idx: CodeIndex, config: dict[str, Any], changed: np.ndarray | None = None
+) -> dict[str, Any]:
     """Write ``idx`` (inside a transaction): all lists, or only the ``changed`` ones."""
-    config = {**config, "format": CODES_FORMAT, "table": table, "dim": int(idx.centroids.shape[1]),
-              "nlist": idx.nlist, "count": len(idx.ids), "stamp": uuid.uuid4().hex}
+    config = {
+        **config,
+        "format": CODES_FORMAT,
+        "table": table,
+        "dim": int(idx.centroids.shape[1]),
+        "nlist": idx.nlist,
+        "count": len(idx.ids),
+        "stamp": uuid.uuid4().hex,
+    }
     save_model(conn, codes_name(table), MODEL_KIND, {"centroids": idx.centroids, "threshold": idx.threshold}, config)
     lists = range(idx.nlist) if changed is None else sorted(set(int(c) for c in changed))
-    write_code_lists(conn, table, config["stamp"],
-                     ((lst, idx.ids[idx.offsets[lst]: idx.offsets[lst + 1]], idx.codes[idx.offsets[lst]: idx.offsets[lst + 1]])
-                      for lst in lists), replace_all=changed is None)
+    write_code_lists(
+        conn,
+        table,
+        config["stamp"],
+        (
+            (lst, idx.ids[idx.offsets[lst] : idx.offsets[lst + 1]], idx.codes[idx.offsets[lst] : idx.offsets[lst + 1]])
+            for lst in lists
+        ),
+        replace_all=changed is None,
+    )
     idx.config = config
     return config
 
@@ -308,7 +353,9 @@ def code_index_stamp(conn: sqlite3.Connection, table: str) -> str | None:
     return None if config is None else str(config.get("stamp"))
 
 
-def with_rows(idx: CodeIndex, add_ids: np.ndarray, add_x: np.ndarray | None, drop_ids: np.ndarray) -> tuple[CodeIndex, np.ndarray]:
+def with_rows(
+    idx: CodeIndex, add_ids: np.ndarray, add_x: np.ndarray | None, drop_ids: np.ndarray
+) -> tuple[CodeIndex, np.ndarray]:
     """``idx`` with unit rows ``add_x`` (ids ``add_ids``) coded into their nearest lists and
     ``drop_ids`` removed; also the lists that changed."""
     labels = np.repeat(np.arange(idx.nlist, dtype=np.int32), np.diff(idx.offsets))
@@ -327,8 +374,9 @@ def with_rows(idx: CodeIndex, add_ids: np.ndarray, add_x: np.ndarray | None, dro
 
 
 # -- building (the writers) ------------------------------------------------------------------------
-def build(store: Any, table: str, dim: int, *, nlist: int | None = None, seed: int = 0,
-          progress: Any = None) -> tuple[CodeIndex, dict[str, Any]]:
+def build(
+    store: Any, table: str, dim: int, *, nlist: int | None = None, seed: int = 0, progress: Any = None
+) -> tuple[CodeIndex, dict[str, Any]]:
     """Train, code and calibrate the code index of ``table`` in bounded memory (one
     pass over the table, chunk by chunk), filling its float-row copy on the way.
 
@@ -363,7 +411,9 @@ def build(store: Any, table: str, dim: int, *, nlist: int | None = None, seed: i
     b = rng.choice(len(sample), m, replace=True)
     noise = rng.standard_normal((m, dim)).astype(np.float32)
     noise *= (0.5 / np.maximum(np.linalg.norm(noise, axis=1), 1e-12))[:, None]
-    queries = np.concatenate([sample[a], unit_rows_inplace(sample[a] + sample[b]), unit_rows_inplace(sample[a] + noise)])
+    queries = np.concatenate(
+        [sample[a], unit_rows_inplace(sample[a] + sample[b]), unit_rows_inplace(sample[a] + noise)]
+    )
     kinds = np.repeat(np.arange(3), m)
     skip = np.concatenate([src.ids[sample_rows[a]], np.full(2 * m, -1)])
     del sample
@@ -379,7 +429,7 @@ def build(store: Any, table: str, dim: int, *, nlist: int | None = None, seed: i
         create_float_rows(conn, table)
     for g in range(0, len(all_chunks), CHUNKS_PER_COMMIT):
         with store.atomic():
-            for block_ids, raw in read_chunks(conn, table, dim, all_chunks[g: g + CHUNKS_PER_COMMIT]):
+            for block_ids, raw in read_chunks(conn, table, dim, all_chunks[g : g + CHUNKS_PER_COMMIT]):
                 if at + len(block_ids) > n:  # the table grew since: the rest waits for the next refresh
                     block_ids, raw = block_ids[: n - at], raw[: n - at]
                 write_float_rows(conn, table, block_ids, raw)
@@ -394,15 +444,25 @@ def build(store: Any, table: str, dim: int, *, nlist: int | None = None, seed: i
             progress(min(len(all_chunks), g + CHUNKS_PER_COMMIT), len(all_chunks))
     ids, labels, codes = ids[:at], labels[:at], codes[:at]
     t2 = time.perf_counter()
-    cal = calibrate(queries, top.best(), kinds, labels, codes, centroids, threshold) if at else {
-        "nprobe": 1, "shortlist": SHORTLISTS[0]}
+    cal = (
+        calibrate(queries, top.best(), kinds, labels, codes, centroids, threshold)
+        if at
+        else {"nprobe": 1, "shortlist": SHORTLISTS[0]}
+    )
     t3 = time.perf_counter()
     order, offsets = _layout(labels, nl)
     idx = CodeIndex(centroids, threshold, offsets, ids[order], codes[order])
-    config = {**cal, "nlist": nl, "n_trained": at, "generation": gen, "train_s": round(t1 - t0, 2),
-              "code_s": round(t2 - t1, 2), "calibrate_s": round(t3 - t2, 2),
-              "bytes_per_vector": code_bytes(dim) + 8,
-              "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    config = {
+        **cal,
+        "nlist": nl,
+        "n_trained": at,
+        "generation": gen,
+        "train_s": round(t1 - t0, 2),
+        "code_s": round(t2 - t1, 2),
+        "calibrate_s": round(t3 - t2, 2),
+        "bytes_per_vector": code_bytes(dim) + 8,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     return idx, config
 
 
@@ -462,14 +522,25 @@ class CompactMatrix:
     def strategy(self, k: int, exclude: set[int] | None = None, weights: Any = None, exact: bool | None = None) -> str:
         """``"codes"`` or ``"exact"`` (a streamed scan of the table)."""
         want = k + (len(exclude) if exclude else 0)
-        if (self.index is None or weights is not None or exact or (exact is None and ivf.exact_forced())
-                or want > ivf.APPROX_MAX_WANT):
+        if (
+            self.index is None
+            or weights is not None
+            or exact
+            or (exact is None and ivf.exact_forced())
+            or want > ivf.APPROX_MAX_WANT
+        ):
             return "exact"
         return "codes"
 
-    def top_k(self, query: np.ndarray, k: int, exclude: set[int] | None = None,
-              weights: np.ndarray | None = None, exact: bool | None = None,
-              allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+    def top_k(
+        self,
+        query: np.ndarray,
+        k: int,
+        exclude: set[int] | None = None,
+        weights: np.ndarray | None = None,
+        exact: bool | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> list[tuple[int, float]]:
         """The ``k`` nearest ``(id, cosine distance)`` to unit vector ``query``;
         ``allowed`` (ids) restricts the candidates before the top k is taken."""
         n = len(self.ids)
@@ -496,8 +567,9 @@ class CompactMatrix:
                 break
         return out
 
-    def _allowed(self, q: np.ndarray, want: int, allowed: np.ndarray,
-                 weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _allowed(
+        self, q: np.ndarray, want: int, allowed: np.ndarray, weights: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores of the allowed ids: read by id from the file when they are few
         (a filter such as one label), else one filtered scan of the table."""
         if len(allowed) <= ALLOWED_READ_MAX:
@@ -505,8 +577,9 @@ class CompactMatrix:
             return found, _scores(x, q, weights)
         return self._exact(q, want, weights, allowed=np.unique(allowed))
 
-    def _exact(self, q: np.ndarray, want: int, weights: np.ndarray | None,
-               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _exact(
+        self, q: np.ndarray, want: int, weights: np.ndarray | None, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         best_ids = np.zeros(0, dtype=np.int64)
         best = np.zeros(0, dtype=np.float32)
         for ids, x in self._stream():

@@ -34,20 +34,21 @@ from semsearch_sqlite.storage.models import model_config
 from semsearch_sqlite.storage.rows import database_key, generation
 from semsearch_sqlite.storage.vec0 import RowSource, count_rows, open_rows, vec_table_dim
 from semsearch_sqlite.vectors import codes
-from semsearch_sqlite.vectors.ivf import (
+from semsearch_sqlite.vectors.codes import CompactMatrix
+from semsearch_sqlite.vectors.ivf import (  # noqa: F401 - part of this module's face
     BLOCK_CELLS,
+    EXACT_ENV,
     FINGERPRINT_TOLERANCE,
     IVF,
     RETRAIN_GROWTH,
     StoredIndex,
     assign,
+    exact_forced,
     fingerprint_probe,
     index_name,
     layout,
     load_index,
 )
-from semsearch_sqlite.vectors.ivf import EXACT_ENV, exact_forced  # noqa: F401 - part of this module's face
-from semsearch_sqlite.vectors.codes import CompactMatrix
 from semsearch_sqlite.vectors.maths import unit_rows_inplace
 
 if TYPE_CHECKING:
@@ -180,12 +181,16 @@ class Matrix:
             items, distances = items[keep], distances[keep]
         return list(zip(items[:k].tolist(), distances[:k].tolist()))
 
-    def _top_allowed(self, q: np.ndarray, want: int, allowed: np.ndarray, weights: np.ndarray | None,
-                     exact: bool | None) -> tuple[np.ndarray, np.ndarray]:
+    def _top_allowed(
+        self, q: np.ndarray, want: int, allowed: np.ndarray, weights: np.ndarray | None, exact: bool | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The best ``want`` rows among the ids ``allowed``: all of them scored when they are
         few, else the index's shortlist, widened by how rare they are."""
-        subset = self.position.rows_of(allowed) if isinstance(self.position, Positions) else np.array(
-            [self.position[int(i)] for i in allowed if int(i) in self.position], dtype=np.int64)
+        subset = (
+            self.position.rows_of(allowed)
+            if isinstance(self.position, Positions)
+            else np.array([self.position[int(i)] for i in allowed if int(i) in self.position], dtype=np.int64)
+        )
         if len(subset) == 0:
             return subset, np.zeros(0, dtype=np.float32)
         want = min(want, len(subset))

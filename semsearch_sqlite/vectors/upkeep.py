@@ -22,8 +22,7 @@ from semsearch_sqlite.storage.vec0 import (
     read_float_rows,
     vec_table_dim,
 )
-from semsearch_sqlite.vectors import codes
-from semsearch_sqlite.vectors import ivf
+from semsearch_sqlite.vectors import codes, ivf
 from semsearch_sqlite.vectors.maths import unit_rows_inplace
 from semsearch_sqlite.vectors.matrix import MIN_COVERAGE, Matrix, Positions, forget, load_matrix, remember
 
@@ -38,8 +37,9 @@ MAX_REWRITTEN = 0.05
 SAMPLE_CHUNKS = 4
 
 
-def refresh_index(store: Store, table: str, *, rebuild: bool = False, min_cells: int | None = None,
-                  compact: bool | None = None) -> dict[str, Any]:
+def refresh_index(
+    store: Store, table: str, *, rebuild: bool = False, min_cells: int | None = None, compact: bool | None = None
+) -> dict[str, Any]:
     """Build, update or drop the stored ANN index of vec0 table ``table``.
 
     Call it once a write to ``table`` has committed (ingest, vocabulary load); it reads
@@ -69,11 +69,20 @@ def refresh_index(store: Store, table: str, *, rebuild: bool = False, min_cells:
     have = has_model(conn, name)
 
     def done(action: str, rows: int, config: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {"action": action, "table": table, "rows": rows, "seconds": round(time.perf_counter() - t0, 3),
-                "config": config or {}}
+        return {
+            "action": action,
+            "table": table,
+            "rows": rows,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "config": config or {},
+        }
 
     rows = 0 if dim is None else count_rows(conn, table)
-    big = dim is not None and table in codes.CODE_TABLES and (codes.wants_codes(rows, dim) if compact is None else compact)
+    big = (
+        dim is not None
+        and table in codes.CODE_TABLES
+        and (codes.wants_codes(rows, dim) if compact is None else compact)
+    )
     if big and rows >= ivf.MIN_ROWS:
         assert dim is not None
         if have:  # the float index isn't read any more
@@ -105,7 +114,11 @@ def refresh_index(store: Store, table: str, *, rebuild: bool = False, min_cells:
     m = load_matrix(conn, table, use_index=False)
     trained = ivf.train(m.vectors)
     fps = m.vectors @ ivf.fingerprint_probe(dim)
-    config = {**trained.config, "generation": generation(conn), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    config = {
+        **trained.config,
+        "generation": generation(conn),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     with store.atomic():
         config = ivf.save_index(conn, table, trained.centroids, m.ids, trained.labels, fps, config)
     # keep what we built for this process's next query
@@ -211,8 +224,10 @@ def _update_codes(store: Store, table: str, dim: int, stored: codes.CodeIndex) -
         # whole id list would mean reading the whole copy)
         found, copy = read_float_rows(conn, table, src.ids[sample], dim, fallback=False)
         if len(found) != len(sample) or not np.allclose(
-                unit_rows_inplace(np.array(copy[np.argsort(found)], dtype=np.float32)),
-                x[np.argsort(src.ids[sample])], atol=1e-6):
+            unit_rows_inplace(np.array(copy[np.argsort(found)], dtype=np.float32)),
+            x[np.argsort(src.ids[sample])],
+            atol=1e-6,
+        ):
             return None
         new_rows = np.flatnonzero(~known)
         gone = np.setdiff1d(stored.ids, src.ids)
