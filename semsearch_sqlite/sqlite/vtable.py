@@ -1,40 +1,25 @@
 """Table-valued SQL functions on any ``sqlite3``/``pysqlite3`` connection, in pure ctypes.
 
-    register_table_function(conn, "similar_images", fn, ["image_id", "path", "distance"],
-                            ["query", "k"])
+    register_table_function(conn, "similar_images", fn, ["image_id", "path", "distance"], ["query", "k"])
     conn.execute("select * from similar_images('cat sofa', 5)")   # calls fn(conn, 'cat sofa', 5)
 
-Each function is an eponymous-only virtual table module (``sqlite3_create_module_v2``
-with ``xCreate`` NULL) registered on the connection's own ``sqlite3*`` handle, so it
-works on Pythons without ``enable_load_extension`` and needs no compiler.
+Each function is an eponymous-only virtual table module (``sqlite3_create_module_v2``, ``xCreate``
+NULL) registered on the connection's own ``sqlite3*`` handle (:mod:`.handle`), so it works on
+Pythons without ``enable_load_extension`` and needs no compiler. Design:
 
-Design:
-
-* **Lifetime.** The C callbacks and the ``sqlite3_module`` struct are created once per
-  process and never freed (they are pinned with an extra reference, so they stay valid
-  while connections are closed during interpreter shutdown). Per-registration state is a
-  small Python object found through an integer key: SQLite holds the key as the module's
-  client data and calls ``xDestroy`` when the connection closes or the module is replaced,
-  which drops it. Each ``sqlite3_vtab``/cursor is ``sqlite3_malloc``-ed and holds its own
-  key, freed in ``xDisconnect``/``xClose``. A registration does not keep the connection
-  alive (no reference cycle): ``fn`` gets the connection back from its address, which is
-  valid whenever SQLite runs a statement on it. :func:`live_registrations` counts the state
-  still held.
-* **Threads.** Callbacks run on whichever thread steps the statement, holding the GIL;
-  shared maps are only touched with single dict operations or under one lock that is never
-  held while calling SQLite. State is per registration (per connection) and per cursor.
-  A connection (``check_same_thread=False``) may move between threads, but only one thread
-  may use it at a time: CPython's sqlite3 binds parameters while holding the GIL, so two
-  threads in one connection deadlock with any Python callback (``create_function`` too).
-  Datasette gives each thread its own connection.
-* **Replacing.** Registering a name again on the same connection replaces it: with the
-  same columns and parameters the new ``fn``/``required`` take effect in place (prepared
-  statements included); with other columns or parameters a new module replaces the old
-  one and the connection's prepared statements are expired, so they are re-prepared
-  against it (an ExtensionError, changing nothing, while statements are still running);
-  the old state is released when no statement uses it any more, at the latest on close.
-* **Errors.** An exception from ``fn`` becomes an SQL error: :class:`SemsearchError`
-  messages as they are, others as ``TypeName: message``.
+* **Lifetime.** The C callbacks and the module struct are made once per process and pinned, so
+  they stay valid during interpreter shutdown. Per-registration state is found through an integer
+  key SQLite holds as client data and drops in ``xDestroy``; each vtab/cursor is
+  ``sqlite3_malloc``-ed with its own key. A registration doesn't keep the connection alive: ``fn``
+  gets it back from its address, valid whenever SQLite runs a statement on it.
+* **Threads.** Callbacks run on the stepping thread, holding the GIL; shared maps are touched with
+  single dict operations or under one lock never held while calling SQLite. One thread at a time
+  per connection (Datasette gives each thread its own).
+* **Replacing.** Registering a name again replaces it: same columns and parameters swap ``fn`` in
+  place; others make a new module and expire the connection's prepared statements (an
+  ExtensionError, changing nothing, while statements still run).
+* **Errors.** An exception from ``fn`` becomes an SQL error: :class:`SemsearchError` messages as
+  they are, others as ``TypeName: message``.
 """
 
 from __future__ import annotations

@@ -16,9 +16,7 @@ features: 16 GB, in every serving process) is searched like this instead:
 
 ``nprobe`` and ``shortlist`` are calibrated when the index is built (stored vectors,
 sums of two, noisy copies against their exact neighbours) to the cheapest pair that
-keeps recall@10 at :data:`TARGET_RECALL`. Measured on structured synthetic 4096-d
-post-ReLU vectors (100k rows, full scan): mean-threshold bits + rescoring 100 give
-recall@10 0.999, sign bits 0.956, PCA-128 float32 (same 512 bytes) 0.535.
+keeps recall@10 at :data:`TARGET_RECALL`.
 
 The index is written by the writers (``upkeep.refresh_index``): centroids, thresholds
 and calibration in ``models`` (``codes:<table>``), the codes in one row per list. Readers
@@ -374,6 +372,35 @@ def with_rows(
 
 
 # -- building (the writers) ------------------------------------------------------------------------
+def _training_rows(src: ChunkRows, n: int, nl: int, rng: np.random.Generator) -> np.ndarray:
+    """The training sample's rows: random rows of random chunks (chunk order follows ingest
+    order, so whole chunks would be a biased sample)."""
+    want = min(n, nl * ivf.TRAIN_PER_LIST)
+    chunk_of = src.chunk_of(np.arange(n))
+    nchunks = int(chunk_of.max()) + 1 if n else 0
+    picked = np.sort(rng.choice(nchunks, min(nchunks, max(1, math.ceil(4 * want / 1024))), replace=False))
+    pool = np.flatnonzero(np.isin(chunk_of, picked))
+    return np.sort(rng.choice(pool, min(want, len(pool)), replace=False))
+
+
+def _calibration_queries(
+    sample: np.ndarray, sample_ids: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calibration queries from the unit training ``sample``: stored rows (themselves
+    excluded), sums of two, noisy copies. Returns ``(queries, kind of each, id to skip)``."""
+    m = min(CALIBRATION_QUERIES, len(sample))
+    a = rng.choice(len(sample), m, replace=False)
+    b = rng.choice(len(sample), m, replace=True)
+    noise = rng.standard_normal((m, sample.shape[1])).astype(np.float32)
+    noise *= (0.5 / np.maximum(np.linalg.norm(noise, axis=1), 1e-12))[:, None]
+    queries = np.concatenate(
+        [sample[a], unit_rows_inplace(sample[a] + sample[b]), unit_rows_inplace(sample[a] + noise)]
+    )
+    kinds = np.repeat(np.arange(3), m)
+    skip = np.concatenate([sample_ids[a], np.full(2 * m, -1)])
+    return queries, kinds, skip
+
+
 def build(
     store: Any, table: str, dim: int, *, nlist: int | None = None, seed: int = 0, progress: Any = None
 ) -> tuple[CodeIndex, dict[str, Any]]:
@@ -393,29 +420,12 @@ def build(
     n = len(src.ids)
     nl = max(1, min(nlist or ivf.nlist_for(n), n))
     rng = np.random.default_rng(seed)
-    # the training sample: random rows of random chunks (chunk order follows ingest
-    # order, so whole chunks would be a biased sample)
-    want = min(n, nl * ivf.TRAIN_PER_LIST)
-    chunk_of = src.chunk_of(np.arange(n))
-    nchunks = int(chunk_of.max()) + 1 if n else 0
-    picked = np.sort(rng.choice(nchunks, min(nchunks, max(1, math.ceil(4 * want / 1024))), replace=False))
-    pool = np.flatnonzero(np.isin(chunk_of, picked))
-    sample_rows = np.sort(rng.choice(pool, min(want, len(pool)), replace=False))
+    sample_rows = _training_rows(src, n, nl, rng)
     sample = unit_rows_inplace(src.read_rows(sample_rows))
     centroids, _ = ivf.spherical_kmeans(sample, nl, seed=seed)
     threshold = sample.mean(axis=0).astype(np.float32)
     t1 = time.perf_counter()
-    # calibration queries: stored rows (themselves excluded), pair sums, noisy copies
-    m = min(CALIBRATION_QUERIES, len(sample))
-    a = rng.choice(len(sample), m, replace=False)
-    b = rng.choice(len(sample), m, replace=True)
-    noise = rng.standard_normal((m, dim)).astype(np.float32)
-    noise *= (0.5 / np.maximum(np.linalg.norm(noise, axis=1), 1e-12))[:, None]
-    queries = np.concatenate(
-        [sample[a], unit_rows_inplace(sample[a] + sample[b]), unit_rows_inplace(sample[a] + noise)]
-    )
-    kinds = np.repeat(np.arange(3), m)
-    skip = np.concatenate([src.ids[sample_rows[a]], np.full(2 * m, -1)])
+    queries, kinds, skip = _calibration_queries(sample, src.ids[sample_rows], rng)
     del sample
     top = TopK(queries, min(10, max(1, n - 1)), skip)
     ids = np.empty(n, dtype=np.int64)

@@ -90,12 +90,7 @@ def refresh_index(
                 delete_model(conn, name)
         action, config = _refresh_codes(store, table, dim, rebuild=rebuild)
         return done(action, rows, config)
-    if has_model(conn, codes.codes_name(table)) or has_code_lists(conn, table) or has_float_rows(conn, table):
-        with store.atomic():  # no longer big: back to the float matrix
-            delete_model(conn, codes.codes_name(table))
-            drop_code_lists(conn, table)
-            drop_float_rows(conn, table)
-        forget(conn, table)
+    _drop_codes(store, table)
     if dim is None or rows < ivf.MIN_ROWS or rows * dim < floor:
         if have:
             with store.atomic():
@@ -109,8 +104,25 @@ def refresh_index(
         result = None if grown else _update(store, table, dim, stored)
         if result is not None:
             return done(result[0], rows, result[1])
-    # (re)train on the whole table (this process's cached copy goes first: memory)
-    forget(conn, table)
+    return done("built", rows, _train_index(store, table, dim))
+
+
+def _drop_codes(store: Store, table: str) -> None:
+    """Back to the float matrix: drop the compact code index of a table no longer big."""
+    conn = store.conn
+    if has_model(conn, codes.codes_name(table)) or has_code_lists(conn, table) or has_float_rows(conn, table):
+        with store.atomic():
+            delete_model(conn, codes.codes_name(table))
+            drop_code_lists(conn, table)
+            drop_float_rows(conn, table)
+        forget(conn, table)
+
+
+def _train_index(store: Store, table: str, dim: int) -> dict[str, Any]:
+    """(Re)train the IVF index on the whole table, save it, and keep what was built for this
+    process's next query. Returns the saved config."""
+    conn = store.conn
+    forget(conn, table)  # this process's cached copy goes first: memory
     m = load_matrix(conn, table, use_index=False)
     trained = ivf.train(m.vectors)
     fps = m.vectors @ ivf.fingerprint_probe(dim)
@@ -128,7 +140,7 @@ def refresh_index(
     del m
     built = Matrix(ids, vectors, Positions(ids), ivf.IVF(trained.centroids, offsets, trained.nprobe, config))
     remember(conn, table, config["stamp"], built)
-    return done("built", rows, config)
+    return config
 
 
 def refresh_indexes(store: Store, tables: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
