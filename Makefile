@@ -37,7 +37,7 @@ test-native:
 	  $(NATIVE_VENV)/bin/python -m pip install -q --upgrade pip; \
 	  $(NATIVE_VENV)/bin/python -m pip install -q -e '.[test]' 'datasette==1.0a41' pysqlite3-binary; \
 	  $(NATIVE_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" \
-	    tests/test_sqlite_ext.py tests/test_store.py tests/test_words.py tests/test_tablefunc.py tests/test_plugin.py \
+	    tests/test_sqlite_ext.py tests/test_connection_handle.py tests/test_store.py tests/test_words.py tests/test_tablefunc.py tests/test_plugin.py \
 	    tests/test_plugin_config.py tests/test_anchoring.py tests/test_class_tags.py; \
 	else echo "test-native: $(NATIVE_PYTHON) not found, skipped"; fi
 
