@@ -35,9 +35,9 @@ vectors plus noise (like multi-word text queries).
 
 from __future__ import annotations
 
-import time as _time
+import time
 
-_STARTED = _time.perf_counter()  # the serving process's first query is timed from here
+_STARTED = time.perf_counter()  # the serving process's first query is timed from here
 
 import argparse
 import gc
@@ -48,7 +48,6 @@ import shutil
 import sqlite3
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
