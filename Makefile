@@ -7,7 +7,7 @@ BIN = $(VENV)/bin
 DB ?= photos.db
 PORT ?= 8001
 
-.PHONY: install demo test test-native benchmarks clean
+.PHONY: install demo test test-native docs screenshot benchmarks clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,15 @@ test-native:
 	    tests/test_sqlite_ext.py tests/test_connection_handle.py tests/test_store.py tests/test_words.py tests/test_tablefunc.py tests/test_plugin.py \
 	    tests/test_plugin_config.py tests/test_anchoring.py tests/test_class_tags.py; \
 	else echo "test-native: $(NATIVE_PYTHON) not found, skipped"; fi
+
+# Regenerate the figures, CLI reference and tables in README.md and docs/ (cog blocks;
+# tests/test_docs.py fails when they are stale).
+docs: install
+	$(BIN)/cog -r -I docs README.md docs/*.md
+
+# docs/search.png: the search page for "animal" over examples/images, in headless Chromium.
+screenshot: install
+	$(BIN)/python docs/screenshot.py
 
 BENCH_DB ?= benchmarks/dev.db
 

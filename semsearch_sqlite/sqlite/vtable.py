@@ -5,21 +5,14 @@
 
 Each function is an eponymous-only virtual table module (``sqlite3_create_module_v2``, ``xCreate``
 NULL) registered on the connection's own ``sqlite3*`` handle (:mod:`.handle`), so it works on
-Pythons without ``enable_load_extension`` and needs no compiler. Design:
+Pythons without ``enable_load_extension`` and needs no compiler.
 
-* **Lifetime.** The C callbacks and the module struct are made once per process and pinned, so
-  they stay valid during interpreter shutdown. Per-registration state is found through an integer
-  key SQLite holds as client data and drops in ``xDestroy``; each vtab/cursor is
-  ``sqlite3_malloc``-ed with its own key. A registration doesn't keep the connection alive: ``fn``
-  gets it back from its address, valid whenever SQLite runs a statement on it.
-* **Threads.** Callbacks run on the stepping thread, holding the GIL; shared maps are touched with
-  single dict operations or under one lock never held while calling SQLite. One thread at a time
-  per connection (Datasette gives each thread its own).
-* **Replacing.** Registering a name again replaces it: same columns and parameters swap ``fn`` in
-  place; others make a new module and expire the connection's prepared statements (an
-  ExtensionError, changing nothing, while statements still run).
-* **Errors.** An exception from ``fn`` becomes an SQL error: :class:`SemsearchError` messages as
-  they are, others as ``TypeName: message``.
+Each registration's state is a small Python object found through an integer key (the
+module's client data), released by ``xDestroy``; a registration does not keep the
+connection alive, and :func:`live_registrations` counts the state still held. Registering
+a name again replaces it. One thread at a time per connection. An exception from ``fn``
+becomes an SQL error. The design (lifetime, threads, replacing, errors) is described in
+docs/architecture.md.
 """
 
 from __future__ import annotations

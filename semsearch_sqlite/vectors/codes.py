@@ -16,7 +16,7 @@ features: 16 GB, in every serving process) is searched like this instead:
 
 ``nprobe`` and ``shortlist`` are calibrated when the index is built (stored vectors,
 sums of two, noisy copies against their exact neighbours) to the cheapest pair that
-keeps recall@10 at :data:`TARGET_RECALL`.
+keeps recall@10 at :data:`TARGET_RECALL` (why these codes: docs/research.md).
 
 The index is written by the writers (``upkeep.refresh_index``): centroids, thresholds
 and calibration in ``models`` (``codes:<table>``), the codes in one row per list. Readers
