@@ -7,7 +7,7 @@ BIN = $(VENV)/bin
 DB ?= photos.db
 PORT ?= 8001
 
-.PHONY: install demo test test-native docs screenshot benchmarks clean
+.PHONY: install demo test test-native docs screenshot benchmarks clean chromium
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,15 @@ demo: install
 # The whole suite on this Python (no enable_load_extension on pyenv builds: the
 # ctypes path, Datasette 0.65), then the TF-free parts and the plugin again on a
 # Python that has enable_load_extension, with pysqlite3 and Datasette 1.0a.
-test: install
+test: chromium install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	$(MAKE) test-native
+
+# tests/test_browser.py renders the pages in this Chromium; without it they would skip.
+CHROMIUM = /usr/bin/chromium
+chromium:
+	@[ -x $(CHROMIUM) ] || { echo "make test: $(CHROMIUM) not found; the browser tests need it: sudo apt-get install chromium"; exit 1; }
 
 test-native:
 	@if [ -x $(NATIVE_PYTHON) ]; then \
