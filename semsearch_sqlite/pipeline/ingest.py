@@ -35,7 +35,7 @@ from semsearch_sqlite.media.files import OUTSIDE_LINK, discover, label_for, read
 from semsearch_sqlite.errors import ImageError, StoreError  # noqa: E402
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL  # noqa: E402
 from semsearch_sqlite.storage.models import CLASSIFIER_MODEL, SEMANTIC_MODEL  # noqa: E402
-from semsearch_sqlite.storage.rows import row_count  # noqa: E402
+from semsearch_sqlite.storage.rows import image_count, row_count  # noqa: E402
 from semsearch_sqlite.storage.store import Store, encode_f32, now, writing  # noqa: E402
 from semsearch_sqlite.pipeline.prepare import Prepared, PrepareSpec, try_prepare  # noqa: E402
 
@@ -377,7 +377,7 @@ class _Run:
     def _count_missing_semantic(self) -> int:
         if not self.store.vec_dim(VEC_VISUAL):
             return 0
-        total = row_count(self.store.conn, "images")
+        total = image_count(self.store.conn)
         if not self.store.vec_dim(VEC_SEMANTIC):
             return total
         have = row_count(self.store.conn, VEC_SEMANTIC)

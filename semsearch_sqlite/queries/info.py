@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from semsearch_sqlite.storage.models import SEMANTIC_MODEL
-from semsearch_sqlite.storage.rows import image_sizes, row_count
+from semsearch_sqlite.storage.rows import image_sizes, plain_counts, row_count
 from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS
 
@@ -16,8 +16,10 @@ def describe(store: Store) -> dict[str, Any]:
     conn = store.conn
     meta = store.meta()
 
+    plain = plain_counts(conn)
+
     def count(table: str) -> int:
-        return row_count(conn, table) if store.vec_dim(table) or table in ("images", "words", "tags") else 0
+        return row_count(conn, table) if store.vec_dim(table) else 0
 
     semantic = store.load_model(SEMANTIC_MODEL)
     data: dict[str, Any] = {
@@ -28,7 +30,7 @@ def describe(store: Store) -> dict[str, Any]:
         "created_at": meta.get("created_at"),
         "updated_at": meta.get("updated_at"),
         "images": {
-            "count": count("images"),
+            "count": plain["images"],
             **image_sizes(conn),
             "root": meta.get("images_root"),
         },
@@ -42,13 +44,13 @@ def describe(store: Store) -> dict[str, Any]:
         "words": {
             "source": meta.get("words_source"),
             "dims": store.vec_dim(VEC_WORDS),
-            "count": count("words"),
+            "count": plain["words"],
         },
         "semantic": {
             "method": semantic[1].get("method") if semantic else None,
             "dims": store.vec_dim(VEC_SEMANTIC),
             "vectors": count(VEC_SEMANTIC),
-            "tags": count("tags"),
+            "tags": plain["tags"],
             "trained_at": semantic[1].get("trained_at") if semantic else None,
         },
     }

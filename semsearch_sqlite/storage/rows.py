@@ -250,8 +250,18 @@ def class_probability_blobs(conn: sqlite3.Connection, ids: Sequence[int] | None 
 
 
 def row_count(conn: sqlite3.Connection, table: str) -> int:
-    """How many rows ``table`` (one of this package's tables) holds."""
+    """How many rows ``table`` (one of this package's tables, a ``vec_*`` one included) holds."""
     return int(conn.execute(f"select count(*) from {table}").fetchone()[0])
+
+
+def image_count(conn: sqlite3.Connection) -> int:
+    """How many images are stored."""
+    return row_count(conn, "images")
+
+
+def plain_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Rows of the plain tables a summary counts: ``images``, ``words``, ``tags``."""
+    return {table: row_count(conn, table) for table in ("images", "words", "tags")}
 
 
 def image_sizes(conn: sqlite3.Connection) -> dict[str, int]:
