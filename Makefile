@@ -26,6 +26,7 @@ demo: install
 # ctypes path, Datasette 0.65), then the TF-free parts and the plugin again on a
 # Python that has enable_load_extension, with pysqlite3 and Datasette 1.0a.
 test: chromium install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	$(MAKE) test-native
 
@@ -41,7 +42,7 @@ test-native:
 	  $(NATIVE_VENV)/bin/python -m pip install -q --upgrade pip; \
 	  $(NATIVE_VENV)/bin/python -m pip install -q -e '.[test]' 'datasette==1.0a41' pysqlite3-binary; \
 	  $(NATIVE_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" \
-	    tests/test_sqlite_ext.py tests/test_store.py tests/test_words.py tests/test_tablefunc.py tests/test_plugin.py \
+	    tests/test_sqlite_ext.py tests/test_connection_handle.py tests/test_store.py tests/test_words.py tests/test_tablefunc.py tests/test_plugin.py \
 	    tests/test_plugin_config.py tests/test_anchoring.py tests/test_class_tags.py; \
 	else echo "test-native: $(NATIVE_PYTHON) not found, skipped"; fi
 

@@ -112,26 +112,50 @@ def main() -> int:
             precision = hit / len(predicted) if predicted else 1.0
             recall = hit / len(truth) if truth else 1.0
             f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-            rows.append({"threshold": t, "groups": len(groups), "pairs": len(predicted), "precision": round(precision, 4),
-                         "recall": round(recall, 4), "f1": round(f1, 4), "seconds": round(seconds, 3)})
+            rows.append(
+                {
+                    "threshold": t,
+                    "groups": len(groups),
+                    "pairs": len(predicted),
+                    "precision": round(precision, 4),
+                    "recall": round(recall, 4),
+                    "f1": round(f1, 4),
+                    "seconds": round(seconds, 3),
+                }
+            )
         per_kind = {}
         groups = duplicate_groups(conn, DEFAULT_THRESHOLD)
         member = {i: n for n, g in enumerate(groups) for i, _ in g}
         ids = {p: i for i, (p, _) in by_id.items()}
         for kind in COPIES:
-            found = [member.get(ids[p]) is not None and member.get(ids[p]) == member.get(ids[o])
-                     for p, o in origin.items() if p.endswith(f"_copy_{kind}.jpg")]
+            found = [
+                member.get(ids[p]) is not None and member.get(ids[p]) == member.get(ids[o])
+                for p, o in origin.items()
+                if p.endswith(f"_copy_{kind}.jpg")
+            ]
             per_kind[kind] = round(sum(found) / len(found), 4)
-    result = {"images": len(by_id), "originals": args.originals, "copies": args.originals * len(COPIES),
-              "true_pairs": len(truth), "backbone": args.backbone, "ingest_seconds": round(ingest_s, 1),
-              "default_threshold": DEFAULT_THRESHOLD, "recall_by_copy_kind_at_default": per_kind, "rows": rows}
-    print(f"{len(by_id)} images ({args.originals} originals x {len(COPIES)} copies among the dev set), "
-          f"{len(truth)} true pairs, backbone {args.backbone}\n")
+    result = {
+        "images": len(by_id),
+        "originals": args.originals,
+        "copies": args.originals * len(COPIES),
+        "true_pairs": len(truth),
+        "backbone": args.backbone,
+        "ingest_seconds": round(ingest_s, 1),
+        "default_threshold": DEFAULT_THRESHOLD,
+        "recall_by_copy_kind_at_default": per_kind,
+        "rows": rows,
+    }
+    print(
+        f"{len(by_id)} images ({args.originals} originals x {len(COPIES)} copies among the dev set), "
+        f"{len(truth)} true pairs, backbone {args.backbone}\n"
+    )
     print("| threshold | groups | predicted pairs | precision | recall | F1 | seconds |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['threshold']} | {r['groups']} | {r['pairs']} | {r['precision']:.3f} | {r['recall']:.3f} "
-              f"| {r['f1']:.3f} | {r['seconds']} |")
+        print(
+            f"| {r['threshold']} | {r['groups']} | {r['pairs']} | {r['precision']:.3f} | {r['recall']:.3f} "
+            f"| {r['f1']:.3f} | {r['seconds']} |"
+        )
     print(f"\nrecall per copy kind at the default threshold {DEFAULT_THRESHOLD}: {per_kind}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")

@@ -44,8 +44,13 @@ K = 10
 LOOK = 20
 
 
-def judged(rng: np.random.Generator, ranked: list[tuple[int, str | None]], label: str,
-           by_label: dict[str, list[int]], skip: set[int]) -> tuple[list[int], list[int]]:
+def judged(
+    rng: np.random.Generator,
+    ranked: list[tuple[int, str | None]],
+    label: str,
+    by_label: dict[str, list[int]],
+    skip: set[int],
+) -> tuple[list[int], list[int]]:
     """2 liked and 2 disliked ids, as a user would click them on the first results."""
     first = ranked[:LOOK]
     like = [i for i, lab in first if lab == label and i not in skip][:2]
@@ -69,8 +74,11 @@ def main() -> int:
     parser.add_argument("db", type=Path)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--zero-shot", type=float, default=0.25)
-    parser.add_argument("--zero-shot-method", default="ridge",
-                        help="word-space method refitted for the zero-shot rows (ridge: no ConSE, so the search is weak)")
+    parser.add_argument(
+        "--zero-shot-method",
+        default="ridge",
+        help="word-space method refitted for the zero-shot rows (ridge: no ConSE, so the search is weak)",
+    )
     parser.add_argument("--output", type=Path, default=HERE / "results" / "feedback.json")
     args = parser.parse_args()
     sums: dict[tuple[str, str], list[float]] = {}
@@ -81,14 +89,22 @@ def main() -> int:
         with Store.open(copy, create=True) as store:
             labelled = store.conn.execute("select path, label from images where label is not null").fetchall()
             labels = sorted({lab for _, lab in labelled})
-            held = set(np.random.default_rng(0).choice(labels, size=max(1, round(len(labels) * args.zero_shot)),
-                                                       replace=False).tolist())
-            refresh_semantic(store, method=args.zero_shot_method,
-                             labels={p: lab for p, lab in labelled if lab not in held})
+            held = set(
+                np.random.default_rng(0)
+                .choice(labels, size=max(1, round(len(labels) * args.zero_shot)), replace=False)
+                .tolist()
+            )
+            refresh_semantic(
+                store, method=args.zero_shot_method, labels={p: lab for p, lab in labelled if lab not in held}
+            )
         run_rounds(copy, args.seeds, held, sums)
     result = {f"{kind}_{mode}_p_at_10": round(float(np.mean(v)), 4) for (kind, mode), v in sums.items()}
-    result.update(seeds=args.seeds, zero_shot_labels=sorted(held), zero_shot_method=args.zero_shot_method,
-                  queries={kind: len(v) for (kind, mode), v in sums.items() if mode == "none"})
+    result.update(
+        seeds=args.seeds,
+        zero_shot_labels=sorted(held),
+        zero_shot_method=args.zero_shot_method,
+        queries={kind: len(v) for (kind, mode), v in sums.items() if mode == "none"},
+    )
     print(f"{len(labels)} labels ({len(held)} held out for zero-shot) x {args.seeds} seeds, residual P@{K}\n")
     print("| query | no feedback | 2+ / 2- feedback | gain |")
     print("|---|---|---|---|")
@@ -115,12 +131,20 @@ def run_rounds(db: Path, seeds: int, held: set[str] | None, sums: dict[tuple[str
                     continue
                 query_image = int(ids[int(rng.integers(len(ids)))])
                 cases = [
-                    ("text" if held is None else "zero-shot text",
-                     lambda **kw: similar_images(conn, label, want, allow_unknown=True, **kw), set()),
+                    (
+                        "text" if held is None else "zero-shot text",
+                        lambda label=label, **kw: similar_images(conn, label, want, allow_unknown=True, **kw),
+                        set(),
+                    ),
                 ]
                 if held is None:
-                    cases.append(("image", lambda **kw: similar_to_image(conn, query_image, want, "visual", **kw),
-                                  {query_image}))
+                    cases.append(
+                        (
+                            "image",
+                            lambda q=query_image, **kw: similar_to_image(conn, q, want, "visual", **kw),
+                            {query_image},
+                        )
+                    )
                 for kind, run, skip in cases:
                     before = [(h.image_id, h.label) for h in run().hits]
                     like, unlike = judged(rng, before, label, by_label, skip)

@@ -34,8 +34,11 @@ def read_nouns(wordnet: Path) -> dict[int, tuple[list[str], list[int]]]:
             count = int(fields[3], 16)
             lemmas = [fields[4 + 2 * i] for i in range(count)]
             at = 4 + 2 * count
-            hypernyms = [int(fields[at + 2 + 4 * j]) for j in range(int(fields[at]))
-                         if fields[at + 1 + 4 * j] in ("@", "@i") and fields[at + 3 + 4 * j] == "n"]
+            hypernyms = [
+                int(fields[at + 2 + 4 * j])
+                for j in range(int(fields[at]))
+                if fields[at + 1 + 4 * j] in ("@", "@i") and fields[at + 3 + 4 * j] == "n"
+            ]
             out[int(fields[0])] = (lemmas, hypernyms)
     return out
 

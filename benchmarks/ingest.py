@@ -35,11 +35,11 @@ from PIL import Image
 
 from semsearch_sqlite.media.files import discover
 from semsearch_sqlite.media.images import load_image
-from semsearch_sqlite.model.backbones import load_backbone
+from semsearch_sqlite.model.cnn import load_backbone
 from semsearch_sqlite.pipeline.ingest import IngestOptions, _Item, _Run, ingest
 from semsearch_sqlite.pipeline.prepare import PrepareSpec, prepare_image
 from semsearch_sqlite.storage.store import Store
-from semsearch_sqlite.storage.vectors import VEC_VISUAL
+from semsearch_sqlite.storage.vec0 import VEC_VISUAL
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_IMAGES = HERE.parent.parent / "shared" / "data" / "caltech101-dev"
@@ -88,8 +88,16 @@ def make_phone_photos(files: list[Path], root: Path, target: Path) -> list[Path]
     return out
 
 
-def measure_case(name: str, files: list[Path], root: Path, work: Path, backbone: Any, backbone_name: str,
-                 batch_size: int, use_ray: bool) -> dict[str, Any]:
+def measure_case(
+    name: str,
+    files: list[Path],
+    root: Path,
+    work: Path,
+    backbone: Any,
+    backbone_name: str,
+    batch_size: int,
+    use_ray: bool,
+) -> dict[str, Any]:
     spec = PrepareSpec(backbone.preprocessor, backbone.input_size)
     prepare_image(files[0], spec)  # warm-up
     started = time.perf_counter()
@@ -132,8 +140,19 @@ def measure_case(name: str, files: list[Path], root: Path, work: Path, backbone:
         "stages_s": {k: round(v, 2) for k, v in clock.seconds.items()},
     }
     # the goal's measure: the whole command, as a user runs it (TensorFlow import included)
-    command = [sys.executable, "-m", "semsearch_sqlite", "ingest", str(root), "", "--backbone", backbone_name,
-               "--batch-size", str(batch_size), "-q"]
+    command = [
+        sys.executable,
+        "-m",
+        "semsearch_sqlite",
+        "ingest",
+        str(root),
+        "",
+        "--backbone",
+        backbone_name,
+        "--batch-size",
+        str(batch_size),
+        "-q",
+    ]
     for key, extra in (("whole_command_s", []), ("whole_command_ray_local_s", ["--ray"])):
         if extra and not use_ray:
             continue
@@ -160,8 +179,10 @@ def writer_rate(prepared: list[Any], dim: int, work: Path, batch_size: int) -> f
         run = _Run(store, work, IngestOptions(), None)  # type: ignore[arg-type]
         started = time.perf_counter()
         for start in range(0, WRITER_ROWS, batch_size):
-            batch = [(_Item(Path(f"w/{i}.jpg"), f"w/{i}.jpg", "label", 1, 1.0), prepared[i % len(prepared)])
-                     for i in range(start, min(start + batch_size, WRITER_ROWS))]
+            batch = [
+                (_Item(Path(f"w/{i}.jpg"), f"w/{i}.jpg", "label", 1, 1.0), prepared[i % len(prepared)])
+                for i in range(start, min(start + batch_size, WRITER_ROWS))
+            ]
             features = rng.random((len(batch), dim), dtype=np.float32)
             probs = rng.random((len(batch), 1000), dtype=np.float32)
             run._write_batch(batch, features, probs)
@@ -174,8 +195,11 @@ def query_times(db: Path, image: Path) -> dict[str, float]:
     colds = []
     for _ in range(3):
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "semsearch_sqlite", "similar", str(db), str(image), "-k", "5"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "semsearch_sqlite", "similar", str(db), str(image), "-k", "5"],
+            check=True,
+            capture_output=True,
+        )
         colds.append(time.perf_counter() - started)
     code = (
         "import sys, time\n"
@@ -186,8 +210,12 @@ def query_times(db: Path, image: Path) -> dict[str, float]:
     )
     out = subprocess.run([sys.executable, "-c", code, str(db), str(image)], check=True, capture_output=True, text=True)
     first, warm = (float(v) for v in out.stdout.split())
-    return {"cold_command_s": round(min(colds), 2), "cold_command_max_s": round(max(colds), 2),
-            "first_query_in_process_s": round(first, 2), "warm_query_s": round(warm, 3)}
+    return {
+        "cold_command_s": round(min(colds), 2),
+        "cold_command_max_s": round(max(colds), 2),
+        "first_query_in_process_s": round(first, 2),
+        "warm_query_s": round(warm, 3),
+    }
 
 
 def main() -> None:
@@ -226,8 +254,10 @@ def main() -> None:
         for name, group, root in (("small", small, small_root), ("12mp", phones, phone_root)):
             print(f"measuring {name}...", file=sys.stderr)
             cases[name] = measure_case(name, group, root, work, backbone, args.backbone, args.batch_size, args.ray)
-        writer = {name: round(writer_rate(case["prepared"], backbone.dim, work / name, args.batch_size), 1)
-                  for name, case in cases.items()}
+        writer = {
+            name: round(writer_rate(case["prepared"], backbone.dim, work / name, args.batch_size), 1)
+            for name, case in cases.items()
+        }
         new_image = work / "new.jpg"
         shutil.copy2(all_files[-1] if all_files[-1] not in files else all_files[-2], new_image)
         query = query_times(cases["small"]["db"], new_image)
@@ -236,8 +266,11 @@ def main() -> None:
 
     s, b = cases["small"]["result"], cases["12mp"]["result"]
     result = {
-        "backbone": args.backbone, "batch_size": args.batch_size, "cpus": os.cpu_count(),
-        "small": s, "12mp": b,
+        "backbone": args.backbone,
+        "batch_size": args.batch_size,
+        "cpus": os.cpu_count(),
+        "small": s,
+        "12mp": b,
         "12mp_over_small_whole_command": round(b["whole_command_s"] / s["whole_command_s"], 3),
         "12mp_over_small_whole_ingest": round(b["whole_ingest_s"] / s["whole_ingest_s"], 3),
         "12mp_over_small_embedding_stage": round(b["stages_s"]["embedding"] / s["stages_s"]["embedding"], 3),
@@ -248,25 +281,35 @@ def main() -> None:
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "ingest.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"{args.backbone}, batch {args.batch_size}, {os.cpu_count()} CPUs, {len(files)} photos")
-    print("| case | file | decoded at | prepare ms/img | full decode ms/img | model ms/img | pipeline img/s "
-          "| pipeline/bare model | embedding stage | ingest() | whole command | writer alone |")
+    print(
+        "| case | file | decoded at | prepare ms/img | full decode ms/img | model ms/img | pipeline img/s "
+        "| pipeline/bare model | embedding stage | ingest() | whole command | writer alone |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in (("small", s), ("12 MP", b)):
         key = "small" if name == "small" else "12mp"
-        print(f"| {name} | {r['mean_file_kb']:.0f} KB | {r['decoded_size'][0]}x{r['decoded_size'][1]} "
-              f"| {r['prepare_ms_per_img']} | {r['full_decode_ms_per_img']} | {r['model_ms_per_img']} "
-              f"| {r['pipeline_img_s']} | {r['pipeline_over_model']:.2f} | {r['stages_s']['embedding']:.1f} s "
-              f"| {r['whole_ingest_s']:.1f} s | {r['whole_command_s']:.1f} s | {writer[key]:.0f} rows/s |")
-    print(f"12 MP / small: whole command {result['12mp_over_small_whole_command']:.2f}x (goal <= 1.35), "
-          f"ingest() {result['12mp_over_small_whole_ingest']:.2f}x, "
-          f"embedding stage {result['12mp_over_small_embedding_stage']:.2f}x, "
-          f"CPU time of the whole ingest {result['12mp_over_small_whole_ingest_cpu']:.2f}x "
-          f"({s['whole_ingest_cpu_s']:.1f} s, {b['whole_ingest_cpu_s']:.1f} s)")
+        print(
+            f"| {name} | {r['mean_file_kb']:.0f} KB | {r['decoded_size'][0]}x{r['decoded_size'][1]} "
+            f"| {r['prepare_ms_per_img']} | {r['full_decode_ms_per_img']} | {r['model_ms_per_img']} "
+            f"| {r['pipeline_img_s']} | {r['pipeline_over_model']:.2f} | {r['stages_s']['embedding']:.1f} s "
+            f"| {r['whole_ingest_s']:.1f} s | {r['whole_command_s']:.1f} s | {writer[key]:.0f} rows/s |"
+        )
+    print(
+        f"12 MP / small: whole command {result['12mp_over_small_whole_command']:.2f}x (goal <= 1.35), "
+        f"ingest() {result['12mp_over_small_whole_ingest']:.2f}x, "
+        f"embedding stage {result['12mp_over_small_embedding_stage']:.2f}x, "
+        f"CPU time of the whole ingest {result['12mp_over_small_whole_ingest_cpu']:.2f}x "
+        f"({s['whole_ingest_cpu_s']:.1f} s, {b['whole_ingest_cpu_s']:.1f} s)"
+    )
     if args.ray:
-        print(f"ingest --ray, whole command on a local cluster: small {s['whole_command_ray_local_s']:.1f} s, "
-              f"12 MP {b['whole_command_ray_local_s']:.1f} s")
-    print(f"new-image query: cold command {query['cold_command_s']:.2f} s (max {query['cold_command_max_s']:.2f}), "
-          f"first in a process {query['first_query_in_process_s']:.2f} s, warm {query['warm_query_s'] * 1000:.0f} ms")
+        print(
+            f"ingest --ray, whole command on a local cluster: small {s['whole_command_ray_local_s']:.1f} s, "
+            f"12 MP {b['whole_command_ray_local_s']:.1f} s"
+        )
+    print(
+        f"new-image query: cold command {query['cold_command_s']:.2f} s (max {query['cold_command_max_s']:.2f}), "
+        f"first in a process {query['first_query_in_process_s']:.2f} s, warm {query['warm_query_s'] * 1000:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -35,9 +35,9 @@ vectors plus noise (like multi-word text queries).
 
 from __future__ import annotations
 
-import time as _time
+import time
 
-_STARTED = _time.perf_counter()  # the serving process's first query is timed from here
+_STARTED = time.perf_counter()  # the serving process's first query is timed from here
 
 import argparse
 import gc
@@ -48,16 +48,15 @@ import shutil
 import sqlite3
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from semsearch_sqlite.vectors import ivf as ann, matrix as index, upkeep
-from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS, read_vectors
 from semsearch_sqlite.storage.store import Store, connect
+from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS, read_vectors
+from semsearch_sqlite.vectors import ivf, matrix, upkeep
 
 HERE = Path(__file__).resolve().parent
 FULL = "10k:50,10k:300,10k:1280,10k:4096,100k:50,100k:300,100k:1280,100k:4096,1M:50,1M:300"
@@ -138,7 +137,9 @@ def make_queries(x: np.ndarray, ids: np.ndarray, nq: int, seed: int) -> list[tup
 
 
 # -- measurement ------------------------------------------------------------------------------
-def timed(fn: Callable[[np.ndarray, int | None], list[int]], queries: list[tuple[np.ndarray, int | None]]) -> tuple[list[float], list[list[int]]]:
+def timed(
+    fn: Callable[[np.ndarray, int | None], list[int]], queries: list[tuple[np.ndarray, int | None]]
+) -> tuple[list[float], list[list[int]]]:
     lat, res = timed_together([fn], queries)
     return lat[0], res[0]
 
@@ -186,7 +187,9 @@ def run_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_vec:
     table = VEC_VISUAL if visual else (VEC_WORDS if n > 200_000 else VEC_SEMANTIC)
     key = {VEC_VISUAL: "image_id", VEC_SEMANTIC: "image_id", VEC_WORDS: "word_id"}[table]
     label = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M"
-    print(f"\n## {label} x {d} ({'visual, post-ReLU' if visual else 'word-like'}; {table})", file=sys.stderr, flush=True)
+    print(
+        f"\n## {label} x {d} ({'visual, post-ReLU' if visual else 'word-like'}; {table})", file=sys.stderr, flush=True
+    )
     case: dict[str, Any] = {"n": n, "d": d, "table": table, "rows": {}}
     raw = structured(n, d, seed=n + d, visual=visual)
     ids = np.arange(1, n + 1, dtype=np.int64)
@@ -230,8 +233,17 @@ def run_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_vec:
     base = float(np.median(numpy_lat))
     rows = case["rows"]
 
-    def add(name: str, lat: list[float], rec: float, base: float = base, *, qs: list | None = None,
-            res: list | None = None, tr: list | None = None, **extra: Any) -> None:
+    def add(
+        name: str,
+        lat: list[float],
+        rec: float,
+        base: float = base,
+        *,
+        qs: list | None = None,
+        res: list | None = None,
+        tr: list | None = None,
+        **extra: Any,
+    ) -> None:
         med = float(np.median(lat))
         rows[name] = {
             "median_ms": round(med * 1e3, 3),
@@ -254,12 +266,22 @@ def run_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_vec:
         conn = store.conn
 
         def vec_float(q: np.ndarray, self_id: int | None) -> list[int]:
-            got = conn.execute(f"select {key} from {table} where embedding match ? and k = ?", [q.tobytes(), K + 1]).fetchall()
+            got = conn.execute(
+                f"select {key} from {table} where embedding match ? and k = ?", [q.tobytes(), K + 1]
+            ).fetchall()
             return drop_self([r[0] for r in got], self_id)
 
         lat, res = timed_together([numpy_exact, vec_float], slow_queries)
-        add("sqlite-vec float", lat[1], recall(res[1], slow_truth), float(np.median(lat[0])),
-            qs=slow_queries, res=res[1], tr=slow_truth, db_bytes_per_vector=round(size_vec0 / n, 1))
+        add(
+            "sqlite-vec float",
+            lat[1],
+            recall(res[1], slow_truth),
+            float(np.median(lat[0])),
+            qs=slow_queries,
+            res=res[1],
+            tr=slow_truth,
+            db_bytes_per_vector=round(size_vec0 / n, 1),
+        )
 
         t = time.perf_counter()
         with store.atomic():
@@ -268,10 +290,14 @@ def run_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_vec:
             conn.execute("create table bench_floats(id integer primary key, embedding blob)")
             for a in range(0, n, 5000):
                 bits = np.packbits(raw[a : a + 5000] > 0, axis=1, bitorder="little")
-                conn.executemany("insert into bench_bits(id, embedding) values (?, vec_bit(?))",
-                                 ((int(i), b.tobytes()) for i, b in zip(ids[a : a + 5000], bits)))
-                conn.executemany("insert into bench_floats(id, embedding) values (?, ?)",
-                                 ((int(i), v.tobytes()) for i, v in zip(ids[a : a + 5000], raw[a : a + 5000])))
+                conn.executemany(
+                    "insert into bench_bits(id, embedding) values (?, vec_bit(?))",
+                    ((int(i), b.tobytes()) for i, b in zip(ids[a : a + 5000], bits)),
+                )
+                conn.executemany(
+                    "insert into bench_floats(id, embedding) values (?, ?)",
+                    ((int(i), v.tobytes()) for i, v in zip(ids[a : a + 5000], raw[a : a + 5000])),
+                )
         bit_build = time.perf_counter() - t
         conn.execute("pragma wal_checkpoint(truncate)")
         size_bits = path.stat().st_size - size_vec0
@@ -286,9 +312,17 @@ def run_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_vec:
             return drop_self([r[0] for r in got], self_id)
 
         lat, res = timed_together([numpy_exact, vec_bits], slow_queries)
-        add(f"sqlite-vec bit + rescore {RESCORE}", lat[1], recall(res[1], slow_truth), float(np.median(lat[0])),
-            qs=slow_queries, res=res[1], tr=slow_truth, build_s=round(bit_build, 2),
-            db_bytes_per_vector=round(size_bits / n, 1))
+        add(
+            f"sqlite-vec bit + rescore {RESCORE}",
+            lat[1],
+            recall(res[1], slow_truth),
+            float(np.median(lat[0])),
+            qs=slow_queries,
+            res=res[1],
+            tr=slow_truth,
+            build_s=round(bit_build, 2),
+            db_bytes_per_vector=round(size_bits / n, 1),
+        )
         with store.atomic():
             conn.execute("drop table bench_bits")
             conn.execute("drop table bench_floats")
@@ -296,14 +330,16 @@ def run_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_vec:
     # -- this project: refresh_index (what ingest calls), then a reader's first load
     del raw
     gc.collect()
-    index.clear_cache()
+    matrix.clear_cache()
     t = time.perf_counter()
     summary = upkeep.refresh_index(store, table)
     refresh_s = time.perf_counter() - t
-    index_blob = store.conn.execute("select length(weights) from models where name = ?", [ann.index_name(table)]).fetchone()
+    index_blob = store.conn.execute(
+        "select length(weights) from models where name = ?", [ivf.index_name(table)]
+    ).fetchone()
     store.conn.execute("pragma wal_checkpoint(truncate)")
     store.close()
-    index.clear_cache()
+    matrix.clear_cache()
     gc.collect()
     case["refresh_index"] = {
         "action": summary["action"],
@@ -317,7 +353,7 @@ def run_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_vec:
 
     reader = connect(path, readonly=True)
     t = time.perf_counter()
-    m = index.matrix(reader, table)
+    m = matrix.matrix(reader, table)
     case["load_s"] = round(time.perf_counter() - t, 2)
     cells = n * d
     if cells <= SQL_READ_MAX_CELLS:
@@ -329,8 +365,11 @@ def run_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_vec:
         t = time.perf_counter()
         reader.execute(f"select {key}, embedding from {table} where {key} <= ? order by {key}", [part]).fetchall()
         case["sql_read_s_estimated"] = round((time.perf_counter() - t) * n / part, 1)
-    print(f"  first load {case['load_s']} s (SQL read: {case.get('sql_read_s', case.get('sql_read_s_estimated'))} s)",
-          file=sys.stderr, flush=True)
+    print(
+        f"  first load {case['load_s']} s (SQL read: {case.get('sql_read_s', case.get('sql_read_s_estimated'))} s)",
+        file=sys.stderr,
+        flush=True,
+    )
 
     mem = m.vectors.nbytes + m.ids.nbytes + 16 * len(m)
     if m.ivf is not None:
@@ -346,10 +385,22 @@ def run_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_vec:
     strategy = m.strategy(K, {1})
     lat, res = timed_together([numpy_exact, library(None), library(True)], queries)
     base = float(np.median(lat[0]))
-    add("numpy brute force", lat[0], 1.0, base, qs=queries, res=res[0], tr=truth, memory_bytes_per_vector=x.itemsize * d)
+    add(
+        "numpy brute force", lat[0], 1.0, base, qs=queries, res=res[0], tr=truth, memory_bytes_per_vector=x.itemsize * d
+    )
     auto = f"Matrix.top_k (auto: {strategy})"
-    add(auto, lat[1], recall(res[1], truth), base, qs=queries, res=res[1], tr=truth, memory_bytes_per_vector=round(mem / n, 1),
-        first_load_s=case["load_s"], build_s=round(refresh_s, 2))
+    add(
+        auto,
+        lat[1],
+        recall(res[1], truth),
+        base,
+        qs=queries,
+        res=res[1],
+        tr=truth,
+        memory_bytes_per_vector=round(mem / n, 1),
+        first_load_s=case["load_s"],
+        build_s=round(refresh_s, 2),
+    )
     add("Matrix.top_k (exact=True)", lat[2], recall(res[2], truth), base, qs=queries, res=res[2], tr=truth)
     if m.ivf is not None:
         p = m.ivf.probes_for(K + 1)
@@ -373,7 +424,7 @@ def run_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_vec:
         except Exception as e:  # noqa: BLE001 - the SQL face is optional here
             print(f"  SQL face skipped: {e}", file=sys.stderr)
     reader.close()
-    index.clear_cache()
+    matrix.clear_cache()
     served(case, path, table, queries, truth, base)
     first = ["numpy brute force"]
     case["rows"] = {k: rows[k] for k in first + [k for k in rows if k not in first]}
@@ -399,7 +450,7 @@ def serve(path: Path, table: str, qfile: Path, out: Path) -> None:
         ex = {int(selfs[i])} if selfs[i] >= 0 else None
         return [h for h, _ in m.top_k(qs[i], K, exclude=ex)]
 
-    m = index.matrix(conn, table)
+    m = matrix.matrix(conn, table)
     ask(0)
     first_s = time.perf_counter() - t0
     lat, res = [], []
@@ -410,20 +461,52 @@ def serve(path: Path, table: str, qfile: Path, out: Path) -> None:
         res.append(got)
     nbytes = m.nbytes if hasattr(m, "nbytes") else m.vectors.nbytes + m.ids.nbytes + 16 * len(m)
     strategy = m.strategy(K, {1})
-    out.write_text(json.dumps({"lat": lat, "res": res, "first_query_s": first_s, "rss_gib": rss_gib(),
-                               "strategy": strategy, "bytes_per_vector": nbytes / max(len(m), 1)}))
+    out.write_text(
+        json.dumps(
+            {
+                "lat": lat,
+                "res": res,
+                "first_query_s": first_s,
+                "rss_gib": rss_gib(),
+                "strategy": strategy,
+                "bytes_per_vector": nbytes / max(len(m), 1),
+            }
+        )
+    )
 
 
-def served(case: dict[str, Any], path: Path, table: str, queries: list[tuple[np.ndarray, int | None]],
-           truth: list[list[int]], base: float | None) -> None:
+def served(
+    case: dict[str, Any],
+    path: Path,
+    table: str,
+    queries: list[tuple[np.ndarray, int | None]],
+    truth: list[list[int]],
+    base: float | None,
+) -> None:
     """Run :func:`serve` in a fresh interpreter; add its row and print the RESULT line."""
     import subprocess
 
     qfile, out = path.with_suffix(".queries.npz"), path.with_suffix(".served.json")
-    np.savez(qfile, queries=np.stack([q for q, _ in queries]).astype(np.float32),
-             selfs=np.array([-1 if s is None else s for _, s in queries], dtype=np.int64))
-    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--serve", str(path), "--table", table,
-                    "--queries-file", str(qfile), "--served-out", str(out)], check=True)
+    np.savez(
+        qfile,
+        queries=np.stack([q for q, _ in queries]).astype(np.float32),
+        selfs=np.array([-1 if s is None else s for _, s in queries], dtype=np.int64),
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--serve",
+            str(path),
+            "--table",
+            table,
+            "--queries-file",
+            str(qfile),
+            "--served-out",
+            str(out),
+        ],
+        check=True,
+    )
     got = json.loads(out.read_text())
     qfile.unlink(missing_ok=True)
     out.unlink(missing_ok=True)
@@ -432,14 +515,23 @@ def served(case: dict[str, Any], path: Path, table: str, queries: list[tuple[np.
     name = f"served: fresh process ({got['strategy']})"
     rows = case["rows"]
     med = float(np.median(lat))
-    rows[name] = {"median_ms": round(med * 1e3, 3), "p95_ms": round(float(np.percentile(lat, 95)) * 1e3, 3),
-                  "recall@10": round(rec, 4), "vs_numpy": round(med / base, 3) if base else None,
-                  "queries": len(lat), "memory_bytes_per_vector": round(got["bytes_per_vector"], 1),
-                  "serve_rss_gib": round(got["rss_gib"], 3), "first_query_s": round(got["first_query_s"], 2)}
+    rows[name] = {
+        "median_ms": round(med * 1e3, 3),
+        "p95_ms": round(float(np.percentile(lat, 95)) * 1e3, 3),
+        "recall@10": round(rec, 4),
+        "vs_numpy": round(med / base, 3) if base else None,
+        "queries": len(lat),
+        "memory_bytes_per_vector": round(got["bytes_per_vector"], 1),
+        "serve_rss_gib": round(got["rss_gib"], 3),
+        "first_query_s": round(got["first_query_s"], 2),
+    }
     label = f"{case['n'] // 1000}k" if case["n"] < 1_000_000 else f"{case['n'] // 1_000_000}M"
-    print(f"RESULT case={label}:{case['d']} strategy={got['strategy']} p50_ms={med * 1e3:.3f} "
-          f"p95_ms={float(np.percentile(lat, 95)) * 1e3:.3f} recall10={rec:.4f} serve_rss_gib={got['rss_gib']:.3f} "
-          f"first_query_s={got['first_query_s']:.2f} bytes_per_vector={got['bytes_per_vector']:.0f}", flush=True)
+    print(
+        f"RESULT case={label}:{case['d']} strategy={got['strategy']} p50_ms={med * 1e3:.3f} "
+        f"p95_ms={float(np.percentile(lat, 95)) * 1e3:.3f} recall10={rec:.4f} serve_rss_gib={got['rss_gib']:.3f} "
+        f"first_query_s={got['first_query_s']:.2f} bytes_per_vector={got['bytes_per_vector']:.0f}",
+        flush=True,
+    )
 
 
 class _Rows:
@@ -461,14 +553,18 @@ def run_big_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_
     """A case too big for a float matrix in RAM (1M x 4096: 16 GB): generated and
     inserted block by block, exact answers by one streamed pass over the file, numpy's
     latency timed on a slice that fits and scaled, the product served by a fresh process."""
-    from semsearch_sqlite.storage.vectors import read_chunks
+    from semsearch_sqlite.storage.vec0 import read_chunks
     from semsearch_sqlite.vectors.codes import TopK
 
     visual = d >= 1000
     table = VEC_VISUAL if visual else VEC_SEMANTIC
     key = "image_id"
     label = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M"
-    print(f"\n## {label} x {d} ({'visual, post-ReLU' if visual else 'word-like'}; {table}; streamed)", file=sys.stderr, flush=True)
+    print(
+        f"\n## {label} x {d} ({'visual, post-ReLU' if visual else 'word-like'}; {table}; streamed)",
+        file=sys.stderr,
+        flush=True,
+    )
     case: dict[str, Any] = {"n": n, "d": d, "table": table, "rows": {}}
     ids = np.arange(1, n + 1, dtype=np.int64)
     path = work / f"bench_{label}_{d}.db"
@@ -487,15 +583,19 @@ def run_big_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_
     for a, raw in structured_blocks(n, d, seed=n + d, visual=visual):
         gen_s += time.perf_counter() - g
         with store.atomic():  # a transaction per block: the WAL stays small
-            store.conn.executemany(f"insert into {table}({key}, embedding) values (?, ?)",
-                                   ((int(i), v.tobytes()) for i, v in zip(ids[a: a + len(raw)], raw)))
-            store.conn.executemany("insert into images(id, path, sha256) values (?, ?, '')",
-                                   ((int(i), f"img/{i}.jpg") for i in ids[a: a + len(raw)]))
+            store.conn.executemany(
+                f"insert into {table}({key}, embedding) values (?, ?)",
+                ((int(i), v.tobytes()) for i, v in zip(ids[a : a + len(raw)], raw)),
+            )
+            store.conn.executemany(
+                "insert into images(id, path, sha256) values (?, ?, '')",
+                ((int(i), f"img/{i}.jpg") for i in ids[a : a + len(raw)]),
+            )
         x = unit(raw)
         for i in [i for i in probe.seen if a <= i < a + len(raw)]:
             kept[i] = x[i - a].copy()
         if a < len(sample):
-            sample[a: a + len(x)] = x[: len(sample) - a]
+            sample[a : a + len(x)] = x[: len(sample) - a]
         g = time.perf_counter()
     with store.atomic():
         store.bump_generation()
@@ -505,7 +605,7 @@ def run_big_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_
     size_vec0 = path.stat().st_size
     print(f"  generated in {case['generate_s']} s, vec0 insert {case['vec0_insert_s']} s", file=sys.stderr, flush=True)
     queries = make_queries(_Rows(n, d, kept), ids, nq, seed=d)
-    slow_queries = queries[: nq_slow // 2] + queries[nq // 2: nq // 2 + nq_slow - nq_slow // 2]
+    slow_queries = queries[: nq_slow // 2] + queries[nq // 2 : nq // 2 + nq_slow - nq_slow // 2]
 
     # exact answers: one pass over the file for all queries at once
     t = time.perf_counter()
@@ -515,7 +615,7 @@ def run_big_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_
     at, order_ids = 0, np.empty(n, dtype=np.int64)
     for block_ids, raw in read_chunks(reader, table, d):
         top.add(unit(raw), at, block_ids)
-        order_ids[at: at + len(block_ids)] = block_ids
+        order_ids[at : at + len(block_ids)] = block_ids
         at += len(block_ids)
     truth = [order_ids[r].tolist() for r in top.best()]
     case["exact_pass_s"] = round(time.perf_counter() - t, 2)
@@ -524,7 +624,7 @@ def run_big_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_
     # numpy brute force, in RAM: timed on the slice, scaled to the whole table
     def numpy_slice(v: np.ndarray, self_id: int | None) -> list[int]:
         s = sample @ v
-        top_ = np.argpartition(s, len(s) - K - 1)[len(s) - K - 1:]
+        top_ = np.argpartition(s, len(s) - K - 1)[len(s) - K - 1 :]
         return top_[np.argsort(-s[top_])].tolist()
 
     lat, _ = timed(numpy_slice, queries)
@@ -532,24 +632,38 @@ def run_big_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_
     base = float(np.median(lat)) * scale
     rows = case["rows"]
     rows["numpy brute force (est.)"] = {
-        "median_ms": round(base * 1e3, 3), "p95_ms": round(float(np.percentile(lat, 95)) * scale * 1e3, 3),
-        "recall@10": 1.0, "vs_numpy": 1.0, "queries": len(lat), "memory_bytes_per_vector": 4 * d,
-        "note": f"timed on {len(sample)} rows in RAM, x{scale:.1f} (the whole matrix would need {4 * d * n / 2**30:.1f} GiB)"}
+        "median_ms": round(base * 1e3, 3),
+        "p95_ms": round(float(np.percentile(lat, 95)) * scale * 1e3, 3),
+        "recall@10": 1.0,
+        "vs_numpy": 1.0,
+        "queries": len(lat),
+        "memory_bytes_per_vector": 4 * d,
+        "note": f"timed on {len(sample)} rows in RAM, x{scale:.1f} "
+        f"(the whole matrix would need {4 * d * n / 2**30:.1f} GiB)",
+    }
     print(f"  numpy brute force (est.): {base * 1e3:.1f} ms", file=sys.stderr, flush=True)
     sample = sample[:0].copy()  # frees the slice before the index build
     gc.collect()
 
     if not skip_sqlite_vec:
+
         def vec_float(v: np.ndarray, self_id: int | None) -> list[int]:
-            got = reader.execute(f"select {key} from {table} where embedding match ? and k = ?", [v.tobytes(), K + 1]).fetchall()
+            got = reader.execute(
+                f"select {key} from {table} where embedding match ? and k = ?", [v.tobytes(), K + 1]
+            ).fetchall()
             return drop_self([r[0] for r in got], self_id)
 
-        slow_truth = truth[: nq_slow // 2] + truth[nq // 2: nq // 2 + nq_slow - nq_slow // 2]
+        slow_truth = truth[: nq_slow // 2] + truth[nq // 2 : nq // 2 + nq_slow - nq_slow // 2]
         lat, res = timed(vec_float, slow_queries)
         med = float(np.median(lat))
-        rows["sqlite-vec float"] = {"median_ms": round(med * 1e3, 3), "p95_ms": round(float(np.percentile(lat, 95)) * 1e3, 3),
-                                    "recall@10": round(recall(res, slow_truth), 4), "vs_numpy": round(med / base, 3),
-                                    "queries": len(lat), "db_bytes_per_vector": round(size_vec0 / n, 1)}
+        rows["sqlite-vec float"] = {
+            "median_ms": round(med * 1e3, 3),
+            "p95_ms": round(float(np.percentile(lat, 95)) * 1e3, 3),
+            "recall@10": round(recall(res, slow_truth), 4),
+            "vs_numpy": round(med / base, 3),
+            "queries": len(lat),
+            "db_bytes_per_vector": round(size_vec0 / n, 1),
+        }
         print(f"  sqlite-vec float: {med * 1e3:.0f} ms", file=sys.stderr, flush=True)
     reader.close()
 
@@ -558,18 +672,23 @@ def run_big_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_
     refresh_s = time.perf_counter() - t
     store.conn.execute("pragma wal_checkpoint(truncate)")
     store.close()
-    index.clear_cache()
+    matrix.clear_cache()
     size_all = path.stat().st_size
     case["refresh_index"] = {
-        "action": summary["action"], "seconds": round(refresh_s, 2),
+        "action": summary["action"],
+        "seconds": round(refresh_s, 2),
         "vs_vec0_insert": round(refresh_s / max(case["vec0_insert_s"], 1e-9), 3),
         "vs_cnn_ingest": round(refresh_s / (n / CNN_IMAGES_PER_S), 4),
         "index_db_bytes_per_vector": round((size_all - size_vec0) / n, 1),
         "config": {k: v for k, v in summary.get("config", {}).items() if k not in ("stamp",)},
     }
     case["load_s"] = None
-    print(f"  refresh_index: {summary['action']} in {refresh_s:.1f} s "
-          f"(nprobe {summary['config'].get('nprobe')}, shortlist {summary['config'].get('shortlist')})", file=sys.stderr, flush=True)
+    print(
+        f"  refresh_index: {summary['action']} in {refresh_s:.1f} s "
+        f"(nprobe {summary['config'].get('nprobe')}, shortlist {summary['config'].get('shortlist')})",
+        file=sys.stderr,
+        flush=True,
+    )
     served(case, path, table, queries, truth, base)
     name = next(k for k in rows if k.startswith("served"))
     case["load_s"] = rows[name]["first_query_s"]
@@ -583,7 +702,8 @@ def run_big_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_
 
 def markdown(cases: list[dict[str, Any]]) -> str:
     lines = [
-        "| N | D | strategy | median ms | p95 ms | recall@10 | vs numpy | image->image ms (recall) | text-like ms (recall) | build s | memory B/vec | notes |",
+        "| N | D | strategy | median ms | p95 ms | recall@10 | vs numpy | image->image ms (recall) "
+        "| text-like ms (recall) | build s | memory B/vec | notes |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cases:
@@ -608,10 +728,14 @@ def markdown(cases: list[dict[str, Any]]) -> str:
             ]
             lines.append(
                 f"| {n} | {c['d']} | {name} | {r['median_ms']:.2f} | {r['p95_ms']:.2f} | {r['recall@10']:.3f} | "
-                f"{'' if r.get('vs_numpy') is None else format(r['vs_numpy'], '.2f') + 'x'} | {kinds[0]} | {kinds[1]} | {build} | {mem} | {'; '.join(notes)} |"
+                f"{'' if r.get('vs_numpy') is None else format(r['vs_numpy'], '.2f') + 'x'} | {kinds[0]} | {kinds[1]} "
+                f"| {build} | {mem} | {'; '.join(notes)} |"
             )
     lines.append("")
-    lines.append("| N | D | vec0 insert s | refresh_index s | vs vec0 insert | vs CNN ingest (50 img/s) | index B/vec in DB | DB B/vec | first load s | SQL read s |")
+    lines.append(
+        "| N | D | vec0 insert s | refresh_index s | vs vec0 insert | vs CNN ingest (50 img/s) | index B/vec in DB "
+        "| DB B/vec | first load s | SQL read s |"
+    )
     lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for c in cases:
         r = c["refresh_index"]
@@ -619,7 +743,8 @@ def markdown(cases: list[dict[str, Any]]) -> str:
         sql = c.get("sql_read_s", f"~{c.get('sql_read_s_estimated')} (est.)" if c.get("sql_read_s_estimated") else "")
         cnn = "" if r["vs_cnn_ingest"] is None else f"{100 * r['vs_cnn_ingest']:.2f}%"
         lines.append(
-            f"| {n} | {c['d']} | {c['vec0_insert_s']} | {r['seconds']} ({r['action']}) | {100 * r['vs_vec0_insert']:.0f}% | "
+            f"| {n} | {c['d']} | {c['vec0_insert_s']} | {r['seconds']} ({r['action']}) "
+            f"| {100 * r['vs_vec0_insert']:.0f}% | "
             f"{cnn} | {r['index_db_bytes_per_vector']} | {c['db_file_bytes_per_vector']} | {c['load_s']} | {sql} |"
         )
     return "\n".join(lines)
@@ -661,9 +786,15 @@ def main() -> None:
     result = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "numpy": np.__version__, "sqlite": sqlite3.sqlite_version},
-        "settings": {"k": K, "rescore": RESCORE, "target_recall": ann.TARGET_RECALL, "min_cells": ann.MIN_CELLS,
-                     "min_cells_words": ann.MIN_CELLS_WORDS,
-                     "queries": args.queries, "slow_queries": args.slow_queries},
+        "settings": {
+            "k": K,
+            "rescore": RESCORE,
+            "target_recall": ivf.TARGET_RECALL,
+            "min_cells": ivf.MIN_CELLS,
+            "min_cells_words": ivf.MIN_CELLS_WORDS,
+            "queries": args.queries,
+            "slow_queries": args.slow_queries,
+        },
         "total_s": round(time.perf_counter() - started, 1),
         "peak_rss_gib": round(rss_gib(), 2),
         "cases": cases,

@@ -29,8 +29,9 @@ would on that database); then, among the unlabelled photos only:
 
 Each method's row is what search does with it (neighbour smoothing and WordNet anchoring
 apply to the class-based models, visual feedback to every text query, class-led tags to
-joint and ConSE); the joint rows take the default apart. Figures are means over the seeds (min over seeds in brackets for P@10). Features, class
-probabilities and the ImageNet head come from the real backbone and are cached in /tmp.
+joint and ConSE); the joint rows take the default apart. Figures are means over the seeds
+(min over seeds in brackets for P@10). Features, class probabilities and the ImageNet head
+come from the real backbone and are cached in /tmp.
 Prints a markdown table and writes benchmarks/results/semantic.json.
 """
 
@@ -52,21 +53,19 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from semsearch_sqlite.errors import QueryError  # noqa: E402
 from semsearch_sqlite.media.files import discover  # noqa: E402
 from semsearch_sqlite.media.images import load_image  # noqa: E402
 from semsearch_sqlite.model.conse import class_word_vectors, imagenet_class_names  # noqa: E402
-from semsearch_sqlite.errors import QueryError  # noqa: E402
-from semsearch_sqlite.model.semantic import (MATCH_META, class_tags, collection_semantics,  # noqa: E402
-                                             fit_semantic, match_strength)
-from semsearch_sqlite.model.smoothing import (SMOOTH_NEIGHBOURS, smooth_vectors, smoothed_top_classes,  # noqa: E402
-                                              top_classes)
+from semsearch_sqlite.model.semantic import MATCH_META, class_tags, collection_semantics, fit_semantic, match_strength  # noqa: E402
+from semsearch_sqlite.model.smoothing import SMOOTH_NEIGHBOURS, smooth_vectors, smoothed_top_classes, top_classes  # noqa: E402
 from semsearch_sqlite.pipeline.train import imagenet_class_words  # noqa: E402
 from semsearch_sqlite.text.glove import DEFAULT_VOCAB_SIZE, WordVectors, load_word_vectors  # noqa: E402
 from semsearch_sqlite.text.query import combine_terms, compound_lookup, parse_query, tokenize  # noqa: E402
 from semsearch_sqlite.text.tags import nearest_tags  # noqa: E402
 from semsearch_sqlite.text.vocabulary import WordSpace, anchored_lookup, query_anchoring  # noqa: E402
-from semsearch_sqlite.vectors.matrix import Matrix  # noqa: E402
 from semsearch_sqlite.vectors.maths import unit_rows  # noqa: E402
+from semsearch_sqlite.vectors.matrix import Matrix  # noqa: E402
 from semsearch_sqlite.vectors.neighbours import nearest_rows  # noqa: E402
 from semsearch_sqlite.vectors.rerank import feedback_ranking  # noqa: E402
 
@@ -99,7 +98,9 @@ ROWS = [
 DEFAULT_ROW = ROWS[-1][0]
 
 
-def features(folder: Path, backbone: str, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray, list[str], tuple[np.ndarray, np.ndarray]]:
+def features(
+    folder: Path, backbone: str, batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray, list[str], tuple[np.ndarray, np.ndarray]]:
     """Features, class probabilities, labels (folder names) and the ImageNet head, cached in /tmp."""
     files = discover(folder).files
     labels = [f.parent.name if f.parent != folder else "" for f in files]
@@ -108,7 +109,7 @@ def features(folder: Path, backbone: str, batch_size: int = 32) -> tuple[np.ndar
     if cached.exists():
         d = np.load(cached)
         return d["X"], d["P"], labels, (d["kernel"], d["bias"])
-    from semsearch_sqlite.model.backbones import load_backbone
+    from semsearch_sqlite.model.cnn import load_backbone
 
     model = load_backbone(backbone)
     head = model.classifier_weights()
@@ -122,13 +123,19 @@ def features(folder: Path, backbone: str, batch_size: int = 32) -> tuple[np.ndar
         print(f"\rfeatures {folder.name}: {min(i + batch_size, len(files))}/{len(files)}", end="", file=sys.stderr)
     print(file=sys.stderr)
     CACHE.mkdir(parents=True, exist_ok=True)
-    out = {"X": np.vstack(X).astype(np.float32), "P": np.vstack(P).astype(np.float32),
-           "kernel": np.asarray(head[0], np.float32), "bias": np.asarray(head[1], np.float32)}
+    out = {
+        "X": np.vstack(X).astype(np.float32),
+        "P": np.vstack(P).astype(np.float32),
+        "kernel": np.asarray(head[0], np.float32),
+        "bias": np.asarray(head[1], np.float32),
+    }
     np.savez(cached, **out)
     return out["X"], out["P"], labels, (out["kernel"], out["bias"])
 
 
-def split(labels: np.ndarray, seed: int, held_out: int, n_train: int, n_test: int) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+def split(
+    labels: np.ndarray, seed: int, held_out: int, n_train: int, n_test: int
+) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
     """(seen labels, zero-shot labels, labelled rows, unlabelled evaluation rows)."""
     classes = sorted(set(labels.tolist()))
     rng = np.random.default_rng(seed)
@@ -153,13 +160,25 @@ class Scorer:
         extra = {w for c in seen for w in tokenize(c)} | set(imagenet_class_words())
         vocab = wv.subset(DEFAULT_VOCAB_SIZE, sorted(extra))
         n = len(vocab.words)
-        self.space = WordSpace(dict(enumerate(vocab.words)), {w: i for i, w in enumerate(vocab.words)},
-                               Matrix(np.arange(n), unit_rows(vocab.vectors), {i: i for i in range(n)}))
+        self.space = WordSpace(
+            dict(enumerate(vocab.words)),
+            {w: i for i, w in enumerate(vocab.words)},
+            Matrix(np.arange(n), unit_rows(vocab.vectors), {i: i for i in range(n)}),
+        )
         self.wv = wv
 
-    def __call__(self, vectors: np.ndarray, labels: np.ndarray, rows: np.ndarray, seen: list[str], held: list[str],
-                 strong: float | None, lookup: Any, visual: np.ndarray | None,
-                 leading: list[list[tuple[str, float]]] | None = None) -> dict[str, Any]:
+    def __call__(
+        self,
+        vectors: np.ndarray,
+        labels: np.ndarray,
+        rows: np.ndarray,
+        seen: list[str],
+        held: list[str],
+        strong: float | None,
+        lookup: Any,
+        visual: np.ndarray | None,
+        leading: list[list[tuple[str, float]]] | None = None,
+    ) -> dict[str, Any]:
         """``lookup``: the query-term lookup (plain or anchored); ``visual``: unit visual
         vectors of ``rows`` for the feedback re-ranking, or None; ``leading``: every
         photo's class tags (:func:`class_tags`), or None for nearest words only."""
@@ -177,7 +196,9 @@ class Scorer:
             for i in top:
                 cue[match_strength(float(1 - s[i]), strong)].append(bool(L[i] == c))
         tags = nearest_tags(self.space, V, TAG_K, leading=None if leading is None else [leading[i] for i in rows])
-        hit = np.array([bool(set(tokenize(L[i])) & {w for tag, _ in t for w in tokenize(tag)}) for i, t in enumerate(tags)])
+        hit = np.array(
+            [bool(set(tokenize(L[i])) & {w for tag, _ in t for w in tokenize(tag)}) for i, t in enumerate(tags)]
+        )
         is_held = np.isin(L, held)
         n_hits = len(cue["strong"]) + len(cue["weak"])
         return {
@@ -193,8 +214,15 @@ class Scorer:
         }
 
 
-def one_of_a_kind(X: np.ndarray, P: np.ndarray, labels: np.ndarray, head: Any, wv: WordVectors, class_vectors: np.ndarray,
-                  args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+def one_of_a_kind(
+    X: np.ndarray,
+    P: np.ndarray,
+    labels: np.ndarray,
+    head: Any,
+    wv: WordVectors,
+    class_vectors: np.ndarray,
+    args: argparse.Namespace,
+) -> dict[str, tuple[float, float]]:
     """Tags of photos unlike any other in their collection (many phone photos are): per
     seed, the labelled photos of the split plus ONE unlabelled photo of each label. The
     neighbour smoothing must not hand such a photo its neighbours' meaning."""
@@ -205,8 +233,16 @@ def one_of_a_kind(X: np.ndarray, P: np.ndarray, labels: np.ndarray, head: Any, w
         rng = np.random.default_rng(seed)
         pool = np.array(sorted(int(rng.choice(test[labels[test] == c])) for c in sorted(set(labels[test].tolist()))))
         rows = np.concatenate([train, pool])
-        model = fit_semantic(X[rows], P[rows], [labels[i] for i in train] + [None] * len(pool), wv, class_vectors,
-                             method="joint", seed=seed, head=head)
+        model = fit_semantic(
+            X[rows],
+            P[rows],
+            [labels[i] for i in train] + [None] * len(pool),
+            wv,
+            class_vectors,
+            method="joint",
+            seed=seed,
+            head=head,
+        )
         scorer = Scorer(wv, seen)
         mine = np.arange(len(train), len(rows))
         raw = model.image_vectors(X[rows], P[rows])
@@ -214,11 +250,14 @@ def one_of_a_kind(X: np.ndarray, P: np.ndarray, labels: np.ndarray, head: Any, w
         own = top_classes(probabilities)
         near = nearest_rows(X[rows], SMOOTH_NEIGHBOURS)
         everyone = smooth_vectors(raw, raw[near], np.ones(near.shape, np.float32), {"threshold": 0.0, "width": 1e-6})
-        alike = smoothed_top_classes(own, (own[0][near], own[1][near]), np.ones(near.shape, np.float32),
-                                     probabilities.shape[1])
-        for name, (vectors, classes) in ((("joint, not smoothed", (raw, smoothed_top_classes(own, None, None, probabilities.shape[1]))),
-                                          (plain, (everyone, alike)),
-                                          ("joint, smoothed (default)", collection_semantics(model, X[rows], P[rows])))):
+        alike = smoothed_top_classes(
+            own, (own[0][near], own[1][near]), np.ones(near.shape, np.float32), probabilities.shape[1]
+        )
+        for name, (vectors, classes) in (
+            ("joint, not smoothed", (raw, smoothed_top_classes(own, None, None, probabilities.shape[1]))),
+            (plain, (everyone, alike)),
+            ("joint, smoothed (default)", collection_semantics(model, X[rows], P[rows])),
+        ):
             leading = class_tags(model, scorer.space, vectors, classes)
             r = scorer(vectors, labels[rows], mine, seen, held, None, compound_lookup(wv.get), None, leading)
             out[name].append((r["tag_at_5_seen"], r["tag_at_5_zero_shot"]))
@@ -264,8 +303,9 @@ def main() -> None:
         for name, method, projection, parts in rows:
             started = time.perf_counter()
             if (method, projection) not in fits:
-                model = fit_semantic(X, P, train_labels, wv, class_vectors, method=method, seed=seed,
-                                     projection=projection, head=head)
+                model = fit_semantic(
+                    X, P, train_labels, wv, class_vectors, method=method, seed=seed, projection=projection, head=head
+                )
                 fits[method, projection] = (model, model.image_vectors(X, P), time.perf_counter() - started)
             model, vectors, seconds = fits[method, projection]
             started = time.perf_counter()
@@ -284,13 +324,24 @@ def main() -> None:
             result = scorer(vectors, labels, test, seen, held, model.report.get(MATCH_META), lookup, visual, leading)
             result["fit_seconds"] = seconds + time.perf_counter() - started
             per_seed[name].append(result)
-            print(f"seed {seed} {name}: seen {result['seen_p_at_10']:.3f} zero-shot {result['zero_shot_p_at_10']:.3f} "
-                  f"({result['fit_seconds']:.1f} s)", file=sys.stderr)
+            print(
+                f"seed {seed} {name}: seen {result['seen_p_at_10']:.3f} zero-shot {result['zero_shot_p_at_10']:.3f} "
+                f"({result['fit_seconds']:.1f} s)",
+                file=sys.stderr,
+            )
 
     alone = one_of_a_kind(X, P, labels, head, wv, class_vectors, args)
 
-    keys = ("seen_p_at_10", "zero_shot_p_at_10", "tag_at_5_seen", "tag_at_5_zero_shot", "strong_share",
-            "strong_precision", "weak_precision", "fit_seconds")
+    keys = (
+        "seen_p_at_10",
+        "zero_shot_p_at_10",
+        "tag_at_5_seen",
+        "tag_at_5_zero_shot",
+        "strong_share",
+        "strong_precision",
+        "weak_precision",
+        "fit_seconds",
+    )
     summary: dict[str, dict[str, float]] = {}
     for name, results in per_seed.items():
         summary[name] = {k: float(np.nanmean([r[k] for r in results])) for k in keys}
@@ -299,35 +350,57 @@ def main() -> None:
     refused = sorted({c for r in per_seed.get(DEFAULT_ROW, []) for c in r["refused"]})
     refused_other = {name: sorted({c for r in results for c in r["refused"]}) for name, results in per_seed.items()}
     result = {
-        "backbone": args.backbone, "images": len(labels), "labels": len(set(labels.tolist())), "seeds": args.seeds,
-        "held_out": args.held_out, "train": args.train, "test": args.test, "splits": splits, "default": DEFAULT_ROW,
-        "refused_labels": refused, "refused_by_row": refused_other, "summary": summary, "per_seed": per_seed,
+        "backbone": args.backbone,
+        "images": len(labels),
+        "labels": len(set(labels.tolist())),
+        "seeds": args.seeds,
+        "held_out": args.held_out,
+        "train": args.train,
+        "test": args.test,
+        "splits": splits,
+        "default": DEFAULT_ROW,
+        "refused_labels": refused,
+        "refused_by_row": refused_other,
+        "summary": summary,
+        "per_seed": per_seed,
         "one_of_a_kind": alone,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
-    print(f"{len(labels)} photos, {len(set(labels.tolist()))} labels, backbone {args.backbone}; {args.seeds} seeds, "
-          f"{args.held_out} zero-shot labels each; seen labels: {args.train} labelled + {args.test} unlabelled photos, "
-          f"zero-shot labels: {args.train} unlabelled photos\n")
-    print("| method | seen labels, new photos P@10 | zero-shot P@10 | tag@5 new photos of seen labels | tag@5 zero-shot | "
-          "strong hits (precision) | weak hits' precision | fit |")
+    print(
+        f"{len(labels)} photos, {len(set(labels.tolist()))} labels, backbone {args.backbone}; {args.seeds} seeds, "
+        f"{args.held_out} zero-shot labels each; seen labels: {args.train} labelled + {args.test} unlabelled photos, "
+        f"zero-shot labels: {args.train} unlabelled photos\n"
+    )
+    print(
+        "| method | seen labels, new photos P@10 | zero-shot P@10 | tag@5 new photos of seen labels | "
+        "tag@5 zero-shot | "
+        "strong hits (precision) | weak hits' precision | fit |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, s in summary.items():
         shown = f"**{name}**" if name == DEFAULT_ROW else name
-        print(f"| {shown} | {s['seen_p_at_10']:.3f} ({s['seen_p_at_10_min']:.3f}) | {s['zero_shot_p_at_10']:.3f} "
-              f"({s['zero_shot_p_at_10_min']:.3f}) | {s['tag_at_5_seen']:.3f} | {s['tag_at_5_zero_shot']:.3f} | "
-              f"{s['strong_share']:.0%} ({s['strong_precision']:.3f}) | {s['weak_precision']:.3f} | {s['fit_seconds']:.2f} s |")
+        print(
+            f"| {shown} | {s['seen_p_at_10']:.3f} ({s['seen_p_at_10_min']:.3f}) | {s['zero_shot_p_at_10']:.3f} "
+            f"({s['zero_shot_p_at_10_min']:.3f}) | {s['tag_at_5_seen']:.3f} | {s['tag_at_5_zero_shot']:.3f} | "
+            f"{s['strong_share']:.0%} ({s['strong_precision']:.3f}) | {s['weak_precision']:.3f} | "
+            f"{s['fit_seconds']:.2f} s |"
+        )
     print(f"\nrefused as unknown by the default: {', '.join(refused) or 'none'}")
     for name, words in refused_other.items():
         if words and name != DEFAULT_ROW:
             print(f"refused by {name}: {', '.join(words)}")
-    print("\nOne of a kind (the collection holds 1 unlabelled photo per label besides the labelled ones; tag@5 of "
-          "those photos, seen / zero-shot labels):\n")
+    print(
+        "\nOne of a kind (the collection holds 1 unlabelled photo per label besides the labelled ones; tag@5 of "
+        "those photos, seen / zero-shot labels):\n"
+    )
     print("| stored vectors | tag@5 seen | tag@5 zero-shot |\n|---|---|---|")
     for name, (seen_tags, zero_tags) in alone.items():
         print(f"| {name} | {seen_tags:.3f} | {zero_tags:.3f} |")
-    print("\nzero-shot labels per seed: " + "; ".join(f"{s['seed']}: {', '.join(s['zero_shot_labels'])}" for s in splits))
+    print(
+        "\nzero-shot labels per seed: " + "; ".join(f"{s['seed']}: {', '.join(s['zero_shot_labels'])}" for s in splits)
+    )
 
 
 if __name__ == "__main__":

@@ -44,10 +44,12 @@ def main() -> None:
         image = args.image or conn.execute("select min(id) from images").fetchone()[0]
         search.image_tags(conn, image, 4096)  # builds the cached tag mask once
         out: dict[str, float] = {}
-        for name, call in (("image_tags", lambda k: search.image_tags(conn, image, k)),
-                           ("similar_words", lambda k: search.similar_words(conn, "cat", k))):
-            small = median_seconds(lambda: call(10), args.repeats)
-            large = median_seconds(lambda: call(4096), args.repeats)
+        for name, call in (
+            ("image_tags", lambda k: search.image_tags(conn, image, k)),
+            ("similar_words", lambda k: search.similar_words(conn, "cat", k)),
+        ):
+            small = median_seconds(lambda call=call: call(10), args.repeats)
+            large = median_seconds(lambda call=call: call(4096), args.repeats)
             out[f"{name}_k10_ms"], out[f"{name}_k4096_ms"] = small * 1000, large * 1000
             out[f"{name}_ratio"] = large / small
             print(f"{name}: k=10 {small * 1000:.2f} ms, k=4096 {large * 1000:.2f} ms (x{large / small:.1f})")

@@ -17,16 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
+from semsearch_sqlite.model.conse import imagenet_class_names
 from semsearch_sqlite.model.semantic import fit_semantic
 from semsearch_sqlite.pipeline.train import training_data
-from semsearch_sqlite.model.conse import imagenet_class_names
 from semsearch_sqlite.storage.store import Store
-from semsearch_sqlite.text.vocabulary import word_space
 from semsearch_sqlite.text.glove import load_word_vectors
+from semsearch_sqlite.text.vocabulary import word_space
 
 HERE = Path(__file__).resolve().parent
-LABELS = ("airplane butterfly camera chair crab cup dolphin elephant ferry helicopter "
-          "kangaroo lamp laptop llama pizza revolver rooster starfish sunflower umbrella").split()
+LABELS = (
+    "airplane butterfly camera chair crab cup dolphin elephant ferry helicopter "
+    "kangaroo lamp laptop llama pizza revolver rooster starfish sunflower umbrella"
+).split()
 METHODS = ("ridge", "conse", "auto", "mlp", "hinge")
 
 
@@ -55,7 +57,14 @@ def main() -> None:
             words = word_space(store.conn)
             classes = store.load_model("imagenet_classes")[0]["vectors"]  # type: ignore[index]
         take = rng.choice(len(X), size=args.rows, replace=len(X) < args.rows)
-        cases = [(f"{args.db.name} ({X.shape[1]}-d)", X[take], None if probs is None else probs[take], [labels[i] for i in take])]
+        cases = [
+            (
+                f"{args.db.name} ({X.shape[1]}-d)",
+                X[take],
+                None if probs is None else probs[take],
+                [labels[i] for i in take],
+            )
+        ]
     else:
         words = load_word_vectors()
         classes, _ = class_word_vectors(imagenet_class_names(), words)
@@ -68,8 +77,15 @@ def main() -> None:
             started = time.perf_counter()
             model.image_vectors(X, probs)
             project = time.perf_counter() - started
-            results.append({"features": name, "rows": len(X), "method": method, "fit_s": round(fit, 3),
-                            "project_s": round(project, 4)})
+            results.append(
+                {
+                    "features": name,
+                    "rows": len(X),
+                    "method": method,
+                    "fit_s": round(fit, 3),
+                    "project_s": round(project, 4),
+                }
+            )
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "train.json").write_text(json.dumps(results, indent=2) + "\n")
     ridge = {r["features"]: r["fit_s"] for r in results if r["method"] == "ridge"}
@@ -77,7 +93,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for r in results:
         ratio = r["fit_s"] / ridge[r["features"]] if ridge[r["features"]] else float("nan")
-        print(f"| {r['features']} | {r['rows']} | {r['method']} | {r['fit_s']:.3f} | {ratio:.1f} | {r['project_s']:.4f} |")
+        print(
+            f"| {r['features']} | {r['rows']} | {r['method']} | {r['fit_s']:.3f} | {ratio:.1f} | {r['project_s']:.4f} |"
+        )
 
 
 if __name__ == "__main__":

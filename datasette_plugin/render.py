@@ -15,8 +15,8 @@ from datasette import Response
 
 from semsearch_sqlite.errors import SemsearchError, UnknownWordsError
 from semsearch_sqlite.queries import hints, search
+from semsearch_sqlite.queries.search import MAX_K
 from semsearch_sqlite.storage import rows
-from semsearch_sqlite.vectors.matrix import MAX_K
 
 from .config import Settings, settings
 

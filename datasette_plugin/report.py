@@ -214,7 +214,7 @@ def _sortable(value: Any) -> float:
 
 def _methods(figures: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The zero-shot comparison: one row per method, and the held-out labels' P@10."""
-    from semsearch_sqlite.pipeline.evaluate import summary_rows
+    from semsearch_sqlite.queries.info import summary_rows
 
     zero_shot = figures.get("zero_shot") or {}
     try:

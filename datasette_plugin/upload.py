@@ -43,11 +43,11 @@ _trim: Any = None  # glibc's malloc_trim, False where there is none
 async def upload_page(datasette: Any, request: Any) -> Response:
     """``/<db>/-/semsearch/upload``: search by a new image (needs the [ingest] extra,
     and ``uploads`` not turned off in the plugin's settings)."""
-    from semsearch_sqlite.queries import new_image as embed
+    from semsearch_sqlite.queries import new_image
 
     db, _ = await resolve(datasette, request)
     config = settings(datasette, db.name)
-    available, reason = embed.backbone_available() if config.uploads else (False, UPLOADS_OFF)
+    available, reason = new_image.backbone_available() if config.uploads else (False, UPLOADS_OFF)
     context: dict[str, Any] = {
         "available": available, "reason": reason, "page": "upload", "k": config.per_page, "space": "visual",
         "max_size": byte_size(config.max_upload_bytes), "section": {}, "filename": None, "preview": None,
@@ -73,7 +73,7 @@ async def upload_page(datasette: Any, request: Any) -> Response:
 async def _search(datasette: Any, request: Any, db: Any, config: Settings, context: dict[str, Any],
                   show_tags: bool) -> int:
     """Read the form, decode and search; fills ``context``, returns the HTTP status."""
-    from semsearch_sqlite.queries import new_image as embed
+    from semsearch_sqlite.queries import new_image
 
     max_bytes = config.max_upload_bytes
     try:
@@ -96,7 +96,7 @@ async def _search(datasette: Any, request: Any, db: Any, config: Settings, conte
         raise _UploadError(f"{filename}: too large (at most {context['max_size']}).", 413)
 
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        return upload_results(conn, lambda: embed.describe_image(
+        return upload_results(conn, lambda: new_image.describe_image(
             conn, decode_upload(data, filename, config.max_upload_pixels), k, space, n_tags=UPLOAD_TAGS), show_tags)
 
     context["section"] = await _off_loop(db, run)

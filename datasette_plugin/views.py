@@ -32,7 +32,7 @@ from .compat import (
     semsearch_databases,
     visibility,
 )
-from .media import image_id as parse_image_id
+from . import media
 from .render import Paging, Urls, image_results, page_number, render, request_k, section
 
 TAGS_SHOWN = 10
@@ -105,7 +105,7 @@ async def image_page(datasette: Any, request: Any) -> Response:
     """``/<db>/-/semsearch/image/<id>[?focus=word][&visual_page=2]``: one image, its
     tags, its neighbours in both spaces (and by focus), each list paged."""
     db, _ = await resolve(datasette, request)
-    image_id = parse_image_id(request.url_vars["id"])
+    image_id = media.image_id(request.url_vars["id"])
     focus = (request.args.get("focus") or "").strip() or None
     k = request_k(datasette, db.name, request.args.get("k"))
     pages = {name: page_number(request.args.get(param)) for name, (param, _) in IMAGE_SECTIONS.items()}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from semsearch_sqlite._version import __version__
 
 # Resolved on first use, so that ``import semsearch_sqlite`` (the CLI's --help, the
 # Datasette plugin) doesn't pay for numpy, sqlite-utils or the ingest pipeline.
@@ -29,8 +29,18 @@ _EXPORTS = {
     "IngestStats": "semsearch_sqlite.pipeline.ingest",
     "SemsearchError": "semsearch_sqlite.errors",
 }
-__all__ = ["Collection", "ImageHit", "IngestOptions", "IngestStats", "Results", "SemsearchError", "WordHit",
-           "__version__", "ingest", "open"]
+__all__ = [
+    "Collection",
+    "ImageHit",
+    "IngestOptions",
+    "IngestStats",
+    "Results",
+    "SemsearchError",
+    "WordHit",
+    "__version__",
+    "ingest",
+    "open",
+]
 
 if TYPE_CHECKING:
     from semsearch_sqlite.collection import Collection, open

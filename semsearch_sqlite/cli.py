@@ -297,7 +297,7 @@ def vocab(db: Path, glove: str | None, vocab_size: int | None, vocab_file: str |
     semsearch-sqlite words words.db ocean
     """
     from semsearch_sqlite.pipeline.train import refresh_semantic, refresh_vocabulary
-    from semsearch_sqlite.storage.vectors import VEC_VISUAL
+    from semsearch_sqlite.storage.vec0 import VEC_VISUAL
     from semsearch_sqlite.storage.store import writing
     from semsearch_sqlite.text.glove import bundled_data_dir, read_vocab_file
 
@@ -466,7 +466,7 @@ def evaluate(db: str, zero_shot: float, seed: int, methods: tuple[str, ...], no_
     tag accuracy, and a zero-shot refit, for the default model, ConSE and chance.
     """
     from semsearch_sqlite.pipeline.evaluate import evaluate as run_evaluate
-    from semsearch_sqlite.pipeline.evaluate import summary_rows
+    from semsearch_sqlite.queries.info import summary_rows
     from semsearch_sqlite.storage.store import Store, writing
 
     with (Store.open(db, readonly=True) if no_save else writing(db)) as store:

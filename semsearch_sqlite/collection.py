@@ -41,8 +41,16 @@ class Collection:
     def path(self) -> str:
         return self.store.path
 
-    def search(self, query: str, k: int = 10, *, allow_unknown: bool = False, where: str | None = None,
-               like: Any = None, unlike: Any = None) -> Results:
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        allow_unknown: bool = False,
+        where: str | None = None,
+        like: Any = None,
+        unlike: Any = None,
+    ) -> Results:
         """Images nearest to a text query such as ``"cat sofa"`` or ``"2:cat -dog"``.
 
         Unknown words raise :class:`~semsearch_sqlite.errors.UnknownWordsError`, or with
@@ -51,11 +59,20 @@ class Collection:
         picks the candidates before the top ``k``. ``like`` / ``unlike`` (image ids) refine
         the query by relevance feedback (Rocchio): "more like these, less like those".
         """
-        return search.similar_images(self.conn, query, k, allow_unknown=allow_unknown, where=where,
-                                     like=like, unlike=unlike)
+        return search.similar_images(
+            self.conn, query, k, allow_unknown=allow_unknown, where=where, like=like, unlike=unlike
+        )
 
-    def similar(self, image: Any, k: int = 10, space: str = "visual", *, where: str | None = None,
-                like: Any = None, unlike: Any = None) -> Results:
+    def similar(
+        self,
+        image: Any,
+        k: int = 10,
+        space: str = "visual",
+        *,
+        where: str | None = None,
+        like: Any = None,
+        unlike: Any = None,
+    ) -> Results:
         """Images similar to ``image`` in the ``visual`` (CNN) or ``semantic`` (word) space."""
         try:
             return search.similar_to_image(self.conn, image, k, space, where=where, like=like, unlike=unlike)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.pipeline.train import refresh_vocabulary
+from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.text.glove import WordVectors, load_word_vectors
 
 
@@ -25,8 +30,6 @@ def words_db(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 # -- a real photo database for the Datasette plugin (tests/test_plugin.py, test_browser.py) --
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
 
 # label folder -> (background colour, shape colour); the label words are real GloVe words
 PLUGIN_PHOTO_LABELS = {
@@ -75,8 +78,7 @@ def plugin_photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     Returns ``{"db": path, "images": folder, "backbone": .keras path, "labels": {...},
     "evil_file": ..., "evil_label": ...}``.
     """
-    from semsearch_sqlite.pipeline.ingest import IngestOptions
-    from semsearch_sqlite.pipeline.ingest import ingest
+    from semsearch_sqlite.pipeline.ingest import IngestOptions, ingest
 
     root = tmp_path_factory.mktemp("plugin")
     images = root / "images"
@@ -92,8 +94,12 @@ def plugin_photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     stats = ingest(images, db, IngestOptions(backbone=str(backbone), vocab_size=20000, workers=1))
     assert stats.added == len(PLUGIN_PHOTO_LABELS) * PLUGIN_PHOTOS_PER_LABEL, stats.problems
     return {
-        "db": str(db), "images": str(images), "backbone": str(backbone), "labels": PLUGIN_PHOTO_LABELS,
-        "evil_file": PLUGIN_EVIL_FILE, "evil_label": PLUGIN_EVIL_LABEL,
+        "db": str(db),
+        "images": str(images),
+        "backbone": str(backbone),
+        "labels": PLUGIN_PHOTO_LABELS,
+        "evil_file": PLUGIN_EVIL_FILE,
+        "evil_label": PLUGIN_EVIL_LABEL,
     }
 
 
@@ -113,3 +119,48 @@ def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("backbone") / "tiny.keras"
     keras.Model(inputs, outputs, name="tiny").save(path)
     return str(path)
+
+
+@pytest.fixture
+def photos_copy(plugin_photos: dict[str, Any], tmp_path: Path) -> Path:
+    """A private copy of the plugin's photo database (tests that change it)."""
+    target = tmp_path / "photos.db"
+    with closing(sqlite3.connect(plugin_photos["db"])) as src, closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
+    return target
+
+
+@pytest.fixture
+def datasette() -> Any:
+    """Makes real Datasette instances; their SQL threads, and so their connections, end
+    with the test (not at some later garbage collection, mid-way through another test)."""
+    from datasette.app import Datasette
+
+    made: list[Any] = []
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        made.append(Datasette(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for ds in made:
+        if ds.executor is not None:
+            ds.executor.shutdown(wait=True)
+
+
+@pytest.fixture(scope="module")
+def dated_photos_db(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: str) -> Path:
+    """A database from the real ingest of 15 JPEGs with EXIF dates (2016 to 2020), five
+    shades each of the three COLOURS labels (one per test module: some modules write to it)."""
+    from semsearch_sqlite.pipeline.ingest import IngestOptions, ingest
+
+    from .helpers import COLOURS, DATED_PHOTOS_PER_LABEL, photo
+
+    root = tmp_path_factory.mktemp("filters")
+    for label, colour in COLOURS.items():
+        for i in range(DATED_PHOTOS_PER_LABEL):
+            shade = tuple(max(0, min(255, c + 25 * i - 50)) for c in colour)
+            photo(root / "images" / label / f"{label}_{i}.jpg", shade, original=f"{2016 + i}:06:01 10:00:00")
+    path = root / "f.db"
+    ingest(root / "images", path, IngestOptions(backbone=tiny_backbone, workers=1))
+    return path

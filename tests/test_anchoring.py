@@ -274,18 +274,18 @@ def test_words_queries_stay_plain(plugin_photos: dict) -> None:
 
 def test_feedback_reads_few_rows_of_a_big_table_by_id(plugin_photos: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     from semsearch_sqlite.queries import search
-    from semsearch_sqlite.storage.vectors import VEC_VISUAL
-    from semsearch_sqlite.vectors import matrix as index
+    from semsearch_sqlite.storage.vec0 import VEC_VISUAL
+    from semsearch_sqlite.vectors import matrix
 
     with Store.open(plugin_photos["db"]) as s:
         pairs = space_matrix(s.conn, "semantic").top_k(text_vector(s.conn, "dog sofa")[0], FEEDBACK_SHORTLIST)
-        index.clear_cache()
+        matrix.clear_cache()
         from_matrix = visual_feedback(s.conn, pairs)
-        assert VEC_VISUAL in index.cached_tables(search.rows.database_key(s.conn))  # small: loaded whole
-        index.clear_cache()
+        assert VEC_VISUAL in matrix.cached_tables(search.rows.database_key(s.conn))  # small: loaded whole
+        matrix.clear_cache()
         monkeypatch.setattr(search, "SMALL_MATRIX_BYTES", 0)
         by_id = visual_feedback(s.conn, pairs)
-        assert VEC_VISUAL not in index.cached_tables(search.rows.database_key(s.conn))  # big: read by id
+        assert VEC_VISUAL not in matrix.cached_tables(search.rows.database_key(s.conn))  # big: read by id
         assert by_id == from_matrix
         assert visual_feedback(s.conn, [(10**9, 0.1)] * 5 + pairs) == [(10**9, 0.1)] * 5 + pairs  # unknown id: as is
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semsearch_sqlite.model.backbones import OFFLINE_ENV, Backbone, build_keras_backbone, load_backbone, vgg16_cached_weights
+from semsearch_sqlite.model.cnn import OFFLINE_ENV, Backbone, build_keras_backbone, load_backbone, vgg16_cached_weights
 from semsearch_sqlite.errors import BackboneError
 
 pytestmark = pytest.mark.slow

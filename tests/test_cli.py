@@ -6,7 +6,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from semsearch_sqlite import __version__
@@ -98,3 +100,10 @@ def test_info(words_db: str) -> None:
 def test_k_is_validated(words_db: str) -> None:
     code, _, err = run("words", words_db, "cat", "-k", "0")
     assert code == 2 and "-k" in err
+
+
+@pytest.mark.slow  # the photo database is a real ingest
+def test_cli_similar_with_a_superscript_digit_is_one_line(plugin_photos: dict[str, Any]) -> None:
+    result = CliRunner().invoke(cli, ["similar", plugin_photos["db"], "¹"])
+    assert result.exit_code == 1
+    assert result.output == "Error: no image stored with path '¹'; list them with: select id, path from images\n"

@@ -7,22 +7,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from semsearch_sqlite.storage import vectors as vec0
+from semsearch_sqlite.storage import vec0
 from semsearch_sqlite.storage.models import has_model, model_config
 from semsearch_sqlite.storage.store import Store, connect
-from semsearch_sqlite.storage.vectors import VEC_VISUAL
+from semsearch_sqlite.storage.vec0 import VEC_VISUAL
 from semsearch_sqlite.vectors import codes, upkeep
-from semsearch_sqlite.vectors import matrix as index
-from tests.test_index import file_state, make_db, structured, unit, write
+from semsearch_sqlite.vectors import matrix
+
+from .helpers import file_state, make_db, structured, unit, write
 
 N, D = 3000, 128
 
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    index.clear_cache()
+    matrix.clear_cache()
     yield
-    index.clear_cache()
+    matrix.clear_cache()
 
 
 def relu_structured(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -64,7 +65,7 @@ def test_readers_search_the_codes_and_rescore_exactly(big):
     path, store, x = big
     store.close()
     conn = connect(path, readonly=True)
-    m = index.matrix(conn, VEC_VISUAL)
+    m = matrix.matrix(conn, VEC_VISUAL)
     assert isinstance(m, codes.CompactMatrix) and m.strategy(10) == "codes"
     assert len(m) == N and m.dim == D
     assert m.nbytes < N * D  # far below the float matrix's 4 bytes a cell
@@ -88,7 +89,7 @@ def test_readers_search_the_codes_and_rescore_exactly(big):
 
 def test_exact_queries_and_weights_stream_the_table(big):
     path, store, x = big
-    m = index.matrix(store.conn, VEC_VISUAL)
+    m = matrix.matrix(store.conn, VEC_VISUAL)
     ids = np.arange(1, N + 1)
     q = unit(x[5:6])[0]
     got = m.top_k(q, 12, exact=True)
@@ -102,7 +103,7 @@ def test_exact_queries_and_weights_stream_the_table(big):
 
 def test_filtered_searches_are_exact_over_the_allowed_ids(big, monkeypatch):
     path, store, x = big
-    m = index.matrix(store.conn, VEC_VISUAL)
+    m = matrix.matrix(store.conn, VEC_VISUAL)
     ids = np.arange(1, N + 1)
     q = unit(x[9:10])[0]
     allowed = np.arange(3, N + 1, 7)  # every 7th image, as a label filter would give
@@ -159,7 +160,7 @@ def test_a_stale_index_is_brought_up_to_date_in_memory_without_writing(big):
     store.close()
     before = file_state(path)
     reader = connect(path, readonly=True)
-    m = index.matrix(reader, VEC_VISUAL)
+    m = matrix.matrix(reader, VEC_VISUAL)
     assert isinstance(m, codes.CompactMatrix) and m.index is not None
     assert len(m) == N - 3 + 40
     for j in range(0, 40, 7):  # a new row is its own nearest neighbour
@@ -188,7 +189,7 @@ def test_without_a_usable_code_index_big_tables_stream_exactly(big, monkeypatch)
         store.conn.execute(f"update {vec0.code_lists_table(VEC_VISUAL)} set stamp = 'other' where list = 0")
         store.bump_generation()
     assert codes.load_code_index(store.conn, VEC_VISUAL, D) is None
-    m = index.matrix(store.conn, VEC_VISUAL)
+    m = matrix.matrix(store.conn, VEC_VISUAL)
     assert isinstance(m, codes.CompactMatrix) and m.index is None and m.strategy(10) == "exact"
     assert [g for g, _ in m.top_k(q, 10)] == exact(x, ids, q, 10)
     # no code index at all, but too big for a float matrix: still streamed
@@ -196,7 +197,7 @@ def test_without_a_usable_code_index_big_tables_stream_exactly(big, monkeypatch)
         store.conn.execute("delete from models")
         store.bump_generation()
     monkeypatch.setattr(codes, "COMPACT_MIN_BYTES", 1024)
-    m = index.matrix(store.conn, VEC_VISUAL)
+    m = matrix.matrix(store.conn, VEC_VISUAL)
     assert isinstance(m, codes.CompactMatrix) and m.index is None
     assert [g for g, _ in m.top_k(q, 10)] == exact(x, ids, q, 10)
     store.close()
@@ -209,8 +210,8 @@ def test_small_again_means_a_float_matrix_again(big):
     conn = store.conn
     assert not has_model(conn, codes.codes_name(VEC_VISUAL))
     assert not vec0.has_float_rows(conn, VEC_VISUAL) and not vec0.has_code_lists(conn, VEC_VISUAL)
-    m = index.matrix(conn, VEC_VISUAL)
-    assert isinstance(m, index.Matrix) and m.ivf is not None
+    m = matrix.matrix(conn, VEC_VISUAL)
+    assert isinstance(m, matrix.Matrix) and m.ivf is not None
     store.close()
 
 
@@ -221,7 +222,7 @@ def test_in_memory_databases_keep_the_float_matrix(monkeypatch):
     with store.atomic():
         store.ensure_vec_table(VEC_VISUAL, 32)
         store.write_vectors(VEC_VISUAL, list(range(1, 1201)), x)
-    assert isinstance(index.matrix(store.conn, VEC_VISUAL), index.Matrix)
+    assert isinstance(matrix.matrix(store.conn, VEC_VISUAL), matrix.Matrix)
     store.close()
 
 

@@ -20,7 +20,8 @@ from semsearch_sqlite.queries.search import space_matrix
 from semsearch_sqlite.queries.sqlfuncs import register_functions
 from semsearch_sqlite.storage.store import Store
 
-from .test_ingest import COLOURS, draw
+from .helpers import COLOURS, draw
+
 
 pytestmark = pytest.mark.slow
 THRESHOLD = 0.02

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from semsearch_sqlite.errors import BackboneError
-from semsearch_sqlite.model.backbones import load_backbone, load_query_backbone
+from semsearch_sqlite.model.cnn import load_backbone, load_query_backbone
 from semsearch_sqlite.model.effnet_numpy import NumpyEfficientNetLite0, load_numpy_efficientnet_lite0
 
 
@@ -44,7 +44,7 @@ def test_numpy_forward_pass_equals_the_keras_model() -> None:
 def test_query_backbone_for_efficientnet_never_imports_tensorflow() -> None:
     code = (
         "import sys, numpy as np\n"
-        "from semsearch_sqlite.model.backbones import load_query_backbone\n"
+        "from semsearch_sqlite.model.cnn import load_query_backbone\n"
         "b = load_query_backbone('efficientnet-lite0')\n"
         "f, p = b.predict(np.zeros((1, 224, 224, 3), np.float32))\n"
         "print(type(b).__name__, f.shape, p.shape, 'tensorflow' in sys.modules)\n"

@@ -15,7 +15,8 @@ from semsearch_sqlite.pipeline.ingest import IngestOptions
 from semsearch_sqlite.pipeline.ingest import ingest
 from semsearch_sqlite.storage.store import Store
 
-from .test_ingest import make_folder, rows
+from .helpers import make_folder, rows
+
 
 pytestmark = pytest.mark.slow
 

@@ -14,30 +14,7 @@ from semsearch_sqlite.media.exif import PhotoMetadata, parse_exif_date, read_met
 from semsearch_sqlite.pipeline.ingest import IngestOptions, ingest
 from semsearch_sqlite.storage.store import PHOTO_METADATA_COLUMNS, Store
 
-
-def photo(path: Path, colour: tuple[int, int, int] = (100, 150, 200), *, make: Any = "Canon",
-          model: Any = "Canon EOS 5D", original: Any = "2019:07:04 12:30:05", offset: Any = "+02:00",
-          datetime: Any = "2020:01:02 03:04:05", lens: Any = "EF 50mm f/1.8",
-          gps: dict[int, Any] | None = None) -> Path:
-    """A JPEG with real EXIF; ``None`` leaves a tag out."""
-    img = Image.new("RGB", (64, 48), colour)
-    exif = Image.Exif()
-    for tag, value in ((271, make), (272, model), (306, datetime)):
-        if value is not None:
-            exif[tag] = value
-    sub = exif.get_ifd(0x8769)
-    for tag, value in ((36867, original), (36881, offset), (42036, lens)):
-        if value is not None:
-            sub[tag] = value
-    g = exif.get_ifd(0x8825)
-    for tag, value in (gps if gps is not None else SYDNEY).items():
-        g[tag] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, exif=exif)
-    return path
-
-
-SYDNEY = {1: "S", 2: (33.0, 51.0, 54.0), 3: "E", 4: (151.0, 12.0, 36.0)}
+from .helpers import photo
 
 
 def test_full_exif_is_read(tmp_path: Path) -> None:

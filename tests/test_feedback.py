@@ -18,16 +18,20 @@ from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.vectors.maths import unit
 from semsearch_sqlite.vectors.rerank import FEEDBACK_SHORTLIST
 
-from .test_filters import db  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def db(dated_photos_db: Path) -> Path:
+    return dated_photos_db
 
 
 def ids_of(conn, label: str) -> list[int]:  # type: ignore[no-untyped-def]
     return [r[0] for r in conn.execute("select id from images where label = ? order by id", [label])]
 
 
-def test_rocchio_moves_the_query(db: Path) -> None:  # noqa: F811
+def test_rocchio_moves_the_query(db: Path) -> None:
     with Store.open(db) as s:
         conn = s.conn
         like, unlike = ids_of(conn, "car")[:2], ids_of(conn, "cat")[:1]
@@ -48,7 +52,7 @@ def test_rocchio_moves_the_query(db: Path) -> None:  # noqa: F811
         assert len(visual) == 4 and unlike[0] not in [h.image_id for h in visual]
 
 
-def test_cli_and_sql_agree_with_python(db: Path) -> None:  # noqa: F811
+def test_cli_and_sql_agree_with_python(db: Path) -> None:
     with Store.open(db) as s:
         like, unlike = ids_of(s.conn, "dog")[:2], ids_of(s.conn, "car")[:2]
         want = [h.image_id for h in similar_images(s.conn, "cat", 4, like=like, unlike=unlike).hits]
@@ -62,7 +66,7 @@ def test_cli_and_sql_agree_with_python(db: Path) -> None:  # noqa: F811
     assert [h["image_id"] for h in json.loads(r.stdout)["hits"]] == want
 
 
-def test_bad_feedback_ids(db: Path) -> None:  # noqa: F811
+def test_bad_feedback_ids(db: Path) -> None:
     with Store.open(db) as s:
         with pytest.raises(QueryError, match="like/unlike take image ids such as 12,15, not 'x'"):
             similar_images(s.conn, "cat", 3, like="1,x")

@@ -19,7 +19,8 @@ from semsearch_sqlite.queries.new_image import describe_bytes
 from semsearch_sqlite.queries.search import image_tags, resolve_image
 from semsearch_sqlite.storage.store import Store
 
-from .test_ingest import COLOURS, draw, make_folder
+from .helpers import COLOURS, draw, make_folder
+
 
 pytestmark = pytest.mark.slow
 

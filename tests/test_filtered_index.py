@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from semsearch_sqlite.queries import duplicates
-from semsearch_sqlite.vectors import matrix as index
+from semsearch_sqlite.vectors import matrix
 
-from .test_index import ivf_matrix, structured, unit
+from .helpers import ivf_matrix, structured, unit
 
 
-def exact_allowed(m: index.Matrix, q: np.ndarray, k: int, allowed: np.ndarray) -> list[int]:
+
+def exact_allowed(m: matrix.Matrix, q: np.ndarray, k: int, allowed: np.ndarray) -> list[int]:
     keep = np.isin(m.ids, allowed)
     scores = np.where(keep, m.vectors @ q, -np.inf)
     return [int(m.ids[i]) for i in np.argsort(-scores, kind="stable")[:k] if keep[i]]
@@ -30,7 +31,7 @@ def test_small_subsets_are_scored_exactly() -> None:
 def test_large_subsets_go_through_the_index(monkeypatch: pytest.MonkeyPatch) -> None:
     m = ivf_matrix(structured(30_000, 48))
     assert m.strategy(10) == "ivf"
-    monkeypatch.setattr(index, "SUBSET_EXACT_MAX", 1000)
+    monkeypatch.setattr(matrix, "SUBSET_EXACT_MAX", 1000)
     allowed = m.ids[m.ids % 3 == 0]  # a third of the collection
     calls = []
     real = m.ivf.search

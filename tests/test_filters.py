@@ -13,29 +13,20 @@ from click.testing import CliRunner
 import semsearch_sqlite
 from semsearch_sqlite.cli import cli
 from semsearch_sqlite.errors import QueryError
-from semsearch_sqlite.pipeline.ingest import IngestOptions, ingest
 from semsearch_sqlite.queries.filters import Filter
 from semsearch_sqlite.queries.search import similar_images, similar_to_image, space_matrix, text_vector, visual_feedback
 from semsearch_sqlite.queries.sqlfuncs import register_functions
 from semsearch_sqlite.storage.store import connect
 
-from .test_exif import photo
+from .helpers import COLOURS, DATED_PHOTOS_PER_LABEL
+
 
 pytestmark = pytest.mark.slow
-COLOURS = {"cat": (200, 60, 40), "dog": (40, 160, 60), "car": (40, 60, 200)}
-PER_LABEL = 5
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: str) -> Path:
-    root = tmp_path_factory.mktemp("filters")
-    for label, colour in COLOURS.items():
-        for i in range(PER_LABEL):
-            shade = tuple(max(0, min(255, c + 25 * i - 50)) for c in colour)
-            photo(root / "images" / label / f"{label}_{i}.jpg", shade, original=f"{2016 + i}:06:01 10:00:00")
-    path = root / "f.db"
-    ingest(root / "images", path, IngestOptions(backbone=tiny_backbone, workers=1))
-    return path
+def db(dated_photos_db: Path) -> Path:
+    return dated_photos_db
 
 
 @pytest.fixture
@@ -50,7 +41,7 @@ def nearest_among(conn: sqlite3.Connection, query: str, k: int, keep: set[int]) 
     """The oracle: rank every image in the semantic space, keep the allowed ones in
     order, then the text search's visual re-ranking among them."""
     m = space_matrix(conn, "semantic")
-    everything = m.top_k(text_vector(conn, query)[0], len(COLOURS) * PER_LABEL)
+    everything = m.top_k(text_vector(conn, query)[0], len(COLOURS) * DATED_PHOTOS_PER_LABEL)
     return [i for i, _ in visual_feedback(conn, [(i, d) for i, d in everything if i in keep])[:k]]
 
 

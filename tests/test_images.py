@@ -379,7 +379,7 @@ def test_importing_images_does_not_import_tensorflow() -> None:
     import subprocess
 
     code = (
-        "import sys, semsearch_sqlite.media.images, semsearch_sqlite.model.backbones, semsearch_sqlite.model.torchpth, "
+        "import sys, semsearch_sqlite.media.images, semsearch_sqlite.model.cnn, semsearch_sqlite.model.torchpth, "
         "semsearch_sqlite.model.effnet_numpy, semsearch_sqlite.pipeline.prepare; "
         "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     )

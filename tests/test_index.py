@@ -3,19 +3,18 @@ stored in the database, cache invalidation, the fast vec0 reader, read-only read
 
 from __future__ import annotations
 
-import hashlib
-import os
-from pathlib import Path
 
 import re
 
 import numpy as np
 import pytest
 
-from semsearch_sqlite.storage import vectors as vec0
-from semsearch_sqlite.vectors import ivf as ann, matrix as index, upkeep
-from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL
+from semsearch_sqlite.storage import vec0
+from semsearch_sqlite.vectors import ivf, matrix, upkeep
+from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL
 from semsearch_sqlite.storage.store import Store, connect
+
+from .helpers import file_state, ivf_matrix, make_db, structured, unit, write
 
 
 def clustered(n: int, d: int, clusters: int, spread: float, seed: int = 0) -> np.ndarray:
@@ -26,35 +25,7 @@ def clustered(n: int, d: int, clusters: int, spread: float, seed: int = 0) -> np
     return x.astype(np.float32)
 
 
-def structured(n: int, d: int, seed: int = 0) -> np.ndarray:
-    """Topics, sub-clusters, a low-dimensional continuum and noise (like the benchmark)."""
-    rng = np.random.default_rng(seed)
-    topics, subs = 12, max(16, n // 150)
-    t = rng.standard_normal((topics, d))
-    s = 0.9 * rng.standard_normal((subs, d))
-    basis = 0.5 * rng.standard_normal((topics, 4, d))
-    sub = rng.integers(0, subs, n)
-    tp = rng.integers(0, topics, subs)[sub]
-    z = rng.standard_normal((n, 4))
-    x = t[tp] + s[sub] + np.einsum("nl,nld->nd", z, basis[tp]) + 0.7 * rng.standard_normal((n, d))
-    return x.astype(np.float32)
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def ivf_matrix(x: np.ndarray, ids: np.ndarray | None = None) -> index.Matrix:
-    """A Matrix with a trained IVF index, built in memory as refresh_index does."""
-    x = unit(x)
-    ids = np.arange(1, len(x) + 1, dtype=np.int64) if ids is None else ids
-    trained = ann.train(x)
-    order, offsets = ann.layout(trained.labels, len(trained.centroids))
-    return index.Matrix(ids[order], x[order], index.Positions(ids[order]),
-                        ann.IVF(trained.centroids, offsets, trained.nprobe, trained.config))
-
-
-def exact_ids(m: index.Matrix, q: np.ndarray, k: int, exclude: set[int] | None = None) -> list[int]:
+def exact_ids(m: matrix.Matrix, q: np.ndarray, k: int, exclude: set[int] | None = None) -> list[int]:
     scores = m.vectors @ q
     want = min(len(scores), k + len(exclude or ()) + 20)
     top = np.argpartition(-scores, want - 1)[:want]
@@ -62,35 +33,11 @@ def exact_ids(m: index.Matrix, q: np.ndarray, k: int, exclude: set[int] | None =
     return [int(m.ids[i]) for i in order if not exclude or int(m.ids[i]) not in exclude][:k]
 
 
-def make_db(path: Path, x: np.ndarray, table: str = VEC_VISUAL, ids: np.ndarray | None = None) -> Store:
-    store = Store.open(path, create=True)
-    ids = np.arange(1, len(x) + 1) if ids is None else ids
-    with store.atomic():
-        store.ensure_vec_table(table, x.shape[1])
-        store.write_vectors(table, ids.tolist(), x)
-        store.bump_generation()
-    return store
-
-
-def write(store: Store, table: str, ids: list[int], x: np.ndarray) -> None:
-    with store.atomic():
-        store.write_vectors(table, ids, x)
-        store.bump_generation()
-
-
-def file_state(path: Path) -> tuple[str, int, int]:
-    """The database file's digest and mtime, and how many bytes its WAL holds (a WAL
-    reader may create an empty -wal/-shm pair: that is SQLite, not a write)."""
-    wal = Path(str(path) + "-wal")
-    return (hashlib.sha256(path.read_bytes()).hexdigest(), os.stat(path).st_mtime_ns,
-            wal.stat().st_size if wal.exists() else 0)
-
-
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    index.clear_cache()
+    matrix.clear_cache()
     yield
-    index.clear_cache()
+    matrix.clear_cache()
 
 
 # -- strategies --------------------------------------------------------------------------------
@@ -151,10 +98,10 @@ def test_exact_can_be_forced(monkeypatch):
     m = ivf_matrix(clustered(2000, 16, clusters=20, spread=0.2))
     assert m.strategy(10) == "ivf"
     assert m.strategy(10, exact=True) == "exact"
-    monkeypatch.setenv(index.EXACT_ENV, "1")
+    monkeypatch.setenv(matrix.EXACT_ENV, "1")
     assert m.strategy(10) == "exact"
     assert m.strategy(10, exact=False) == "ivf"
-    monkeypatch.setenv(index.EXACT_ENV, "0")
+    monkeypatch.setenv(matrix.EXACT_ENV, "0")
     assert m.strategy(10) == "ivf"
 
 
@@ -162,8 +109,8 @@ def test_small_tables_get_no_index_and_stay_exact(tmp_path):
     store = make_db(tmp_path / "s.db", clustered(500, 16, 5, 0.3))
     summary = upkeep.refresh_index(store, VEC_VISUAL)
     assert summary["action"] == "none"
-    assert store.load_model(ann.index_name(VEC_VISUAL)) is None
-    m = index.matrix(store.conn, VEC_VISUAL)
+    assert store.load_model(ivf.index_name(VEC_VISUAL)) is None
+    m = matrix.matrix(store.conn, VEC_VISUAL)
     assert m.ivf is None and m.strategy(10) == "exact"
     assert upkeep.refresh_index(store, VEC_SEMANTIC)["action"] == "none"  # no such table
 
@@ -176,7 +123,7 @@ def test_stored_index_round_trip_and_incremental_rows(tmp_path):
     store = make_db(path, x, ids=ids)
     built = upkeep.refresh_index(store, VEC_VISUAL, min_cells=0)
     assert built["action"] == "built" and built["rows"] == 3000
-    saved = store.load_model(ann.index_name(VEC_VISUAL))
+    saved = store.load_model(ivf.index_name(VEC_VISUAL))
     assert saved is not None
     arrays, config = saved
     assert config["table"] == VEC_VISUAL and config["count"] == 3000 and config["dim"] == 32
@@ -184,9 +131,9 @@ def test_stored_index_round_trip_and_incremental_rows(tmp_path):
     assert upkeep.refresh_index(store, VEC_VISUAL, min_cells=0)["action"] == "unchanged"
 
     # a reader in another connection (read-only) uses it as stored
-    index.clear_cache()
+    matrix.clear_cache()
     reader = Store.open(path, readonly=True)
-    m = index.matrix(reader.conn, VEC_VISUAL)
+    m = matrix.matrix(reader.conn, VEC_VISUAL)
     assert m.ivf is not None and m.strategy(10) == "ivf"
     assert np.array_equal(m.ivf.centroids, arrays["centroids"])
     assert sorted(m.ids.tolist()) == sorted(ids.tolist())
@@ -201,7 +148,7 @@ def test_stored_index_round_trip_and_incremental_rows(tmp_path):
     write(store, VEC_VISUAL, list(range(100_001, 100_041)), new)
     moved = clustered(3000, 32, clusters=30, spread=0.2, seed=4)[2000] * -1.0  # far from where it was
     write(store, VEC_VISUAL, [int(ids[0])], moved[None])
-    m2 = index.matrix(reader.conn, VEC_VISUAL)
+    m2 = matrix.matrix(reader.conn, VEC_VISUAL)
     assert m2 is not m and len(m2) == 3040 and m2.ivf is not None
     assert m2.top_k(unit(new[5:6])[0], 1)[0][0] == 100_006
     assert m2.top_k(unit(moved[None])[0], 1)[0][0] == int(ids[0])
@@ -210,7 +157,7 @@ def test_stored_index_round_trip_and_incremental_rows(tmp_path):
     # the writer's refresh stores the new rows' lists: same answers, index updated
     summary = upkeep.refresh_index(store, VEC_VISUAL, min_cells=0)
     assert summary["action"] == "updated" and summary["config"]["count"] == 3040
-    m3 = index.matrix(reader.conn, VEC_VISUAL)
+    m3 = matrix.matrix(reader.conn, VEC_VISUAL)
     assert m3 is not m2  # the stored index changed, so the cache key did
     assert m3.top_k(unit(new[5:6])[0], 1)[0][0] == 100_006
     reader.close()
@@ -229,7 +176,7 @@ def test_refresh_retrains_when_the_table_doubles_and_drops_when_small(tmp_path):
     assert upkeep.refresh_index(store, VEC_VISUAL, min_cells=0, rebuild=True)["action"] == "built"
     # below the size where an index pays, a stored one is dropped
     assert upkeep.refresh_index(store, VEC_VISUAL)["action"] == "dropped"
-    assert store.load_model(ann.index_name(VEC_VISUAL)) is None
+    assert store.load_model(ivf.index_name(VEC_VISUAL)) is None
     store.close()
 
 
@@ -241,7 +188,7 @@ def test_an_index_for_other_dimensions_is_ignored(tmp_path):
         store.ensure_vec_table(VEC_VISUAL, 8)
         store.write_vectors(VEC_VISUAL, list(range(1, 1201)), clustered(1200, 8, 12, 0.2))
         store.bump_generation()
-    m = index.matrix(store.conn, VEC_VISUAL)
+    m = matrix.matrix(store.conn, VEC_VISUAL)
     assert m.ivf is None and m.vectors.shape == (1200, 8)
     store.close()
 
@@ -249,19 +196,19 @@ def test_an_index_for_other_dimensions_is_ignored(tmp_path):
 # -- caching -----------------------------------------------------------------------------------
 def test_cache_follows_generation_and_index(tmp_path):
     store = make_db(tmp_path / "c.db", clustered(1000, 8, 10, 0.2))
-    m1 = index.matrix(store.conn, VEC_VISUAL)
-    assert index.matrix(store.conn, VEC_VISUAL) is m1
+    m1 = matrix.matrix(store.conn, VEC_VISUAL)
+    assert matrix.matrix(store.conn, VEC_VISUAL) is m1
     other = connect(tmp_path / "c.db", readonly=True)
-    assert index.matrix(other, VEC_VISUAL) is m1  # same file, same generation: shared
+    assert matrix.matrix(other, VEC_VISUAL) is m1  # same file, same generation: shared
     with store.atomic():  # a write without a generation bump is not seen (by design)
         store.write_vectors(VEC_VISUAL, [5000], np.ones((1, 8), np.float32))
-    assert index.matrix(store.conn, VEC_VISUAL) is m1
+    assert matrix.matrix(store.conn, VEC_VISUAL) is m1
     with store.atomic():
         store.bump_generation()
-    m2 = index.matrix(store.conn, VEC_VISUAL)
+    m2 = matrix.matrix(store.conn, VEC_VISUAL)
     assert m2 is not m1 and m2.vector(5000) is not None
     upkeep.refresh_index(store, VEC_VISUAL, min_cells=0)
-    m3 = index.matrix(other, VEC_VISUAL)
+    m3 = matrix.matrix(other, VEC_VISUAL)
     assert m3 is not m2 and m3.ivf is not None
     other.close()
     store.close()
@@ -291,8 +238,8 @@ def test_fast_reader_matches_the_sql_read_with_holes(tmp_path):
     ids_sql, raw_sql = store.read_vectors(VEC_VISUAL)
     assert np.array_equal(ids_fast, ids_sql) and np.array_equal(raw_fast, raw_sql)
     assert vec0.read_vectors(store.conn, VEC_SEMANTIC)[0].shape == (0,)
-    m = index.load_matrix(store.conn, VEC_VISUAL)
-    m_sql = index.load_matrix(store.conn, VEC_VISUAL, fast=False)
+    m = matrix.load_matrix(store.conn, VEC_VISUAL)
+    m_sql = matrix.load_matrix(store.conn, VEC_VISUAL, fast=False)
     for i in (1, 4, 9000, 2499):
         assert np.array_equal(m.vector(i), m_sql.vector(i))
     assert m.vector(3) is None
@@ -307,7 +254,7 @@ def test_fast_reader_notices_a_write_between_its_reads(tmp_path):
     assert src is not None
     write(store, VEC_VISUAL, [77], np.ones((1, 8), np.float32))  # moves row 77
     assert src.fill(np.empty((len(src.ids), 8), np.float32), None) is False
-    m = index.load_matrix(reader, VEC_VISUAL)  # retries and gets a consistent copy
+    m = matrix.load_matrix(reader, VEC_VISUAL)  # retries and gets a consistent copy
     assert np.allclose(m.vector(77), np.full(8, 8**-0.5), atol=1e-6)
     reader.close()
     store.close()
@@ -317,7 +264,7 @@ def test_unknown_vec0_layouts_fall_back_to_sql(tmp_path, monkeypatch):
     store = make_db(tmp_path / "f.db", clustered(300, 8, 3, 0.5))
     monkeypatch.setattr(vec0, "_CHUNKS_SQL", re.compile("never"))
     assert isinstance(vec0.open_rows(store.conn, VEC_VISUAL, 8), vec0.SqlRows)
-    m = index.matrix(store.conn, VEC_VISUAL)
+    m = matrix.matrix(store.conn, VEC_VISUAL)
     assert len(m) == 300 and m.top_k(m.vectors[0], 1)[0][0] == int(m.ids[0])
     store.close()
 
@@ -333,9 +280,9 @@ def test_readers_never_write(tmp_path):
     before = file_state(path)
     assert before[2] == 0
     for stored_index in (True, False):
-        index.clear_cache()
+        matrix.clear_cache()
         reader = Store.open(path, readonly=True)
-        m = index.matrix(reader.conn, VEC_VISUAL)
+        m = matrix.matrix(reader.conn, VEC_VISUAL)
         assert (m.ivf is not None) is stored_index
         assert len(m) == 2050 and m.top_k(m.vectors[3], 5)
         assert reader.conn.total_changes == 0
@@ -354,7 +301,7 @@ def test_equal_scores_at_the_cut_are_taken_in_id_order(tmp_path):
     same = [6, 13, 27, 41, 55]
     x[same] = x[0]
     store = make_db(tmp_path / "t.db", x)
-    m = index.matrix(store.conn, VEC_VISUAL)
+    m = matrix.matrix(store.conn, VEC_VISUAL)
     q = x[0] / np.linalg.norm(x[0])
     everything = [i for i, _ in m.top_k(q, 20, exact=True)]
     assert everything[:6] == sorted(everything[:6])  # six equal scores: by id

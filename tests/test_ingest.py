@@ -12,48 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from semsearch_sqlite.cli import cli
 from semsearch_sqlite.errors import ImageError, StoreError
 from semsearch_sqlite.pipeline.ingest import IngestOptions
 from semsearch_sqlite.pipeline.ingest import ingest
 from semsearch_sqlite.queries.search import image_tags, similar_images, similar_to_image
-from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL
+from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL
 from semsearch_sqlite.storage.store import Store
 
+from .helpers import COLOURS, draw, make_folder, rows
+
 pytestmark = pytest.mark.slow
-COLOURS = {"cat": (200, 60, 40), "dog": (40, 160, 60), "car": (40, 60, 200)}
-
-
-def draw(path: Path, colour: tuple[int, int, int], seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    img = Image.new("RGB", (96, 80), tuple(int(c * 0.3) for c in colour))
-    d = ImageDraw.Draw(img)
-    for _ in range(4):
-        x, y = rng.integers(0, 70), rng.integers(0, 55)
-        d.ellipse([x, y, x + 25, y + 22], fill=colour)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-
-
-def make_folder(root: Path, per_class: int = 4) -> Path:
-    for label, colour in COLOURS.items():
-        for i in range(per_class):
-            draw(root / label / f"{label}_{i}.png", colour, hash((label, i)) % 1000)
-    return root
-
-
-def rows(db: Path) -> dict[str, object]:
-    """Everything an ingest writes, in comparable form."""
-    with Store.open(db) as s:
-        c = s.conn
-        images = c.execute("select id, path, label, sha256, width, height from images order by id").fetchall()
-        visual = s.read_vectors(VEC_VISUAL)
-        semantic = s.read_vectors(VEC_SEMANTIC)
-        tags = c.execute("select image_id, rank, word from tags order by image_id, rank").fetchall()
-        files = c.execute("select image_id, length(display) > 0 from image_files order by image_id").fetchall()
-    return {"images": images, "visual": visual, "semantic": semantic, "tags": tags, "files": files}
 
 
 @pytest.fixture()

@@ -26,7 +26,8 @@ from PIL import Image
 import datasette_plugin
 from datasette_plugin import media, render, upload, views
 
-IS_1_0 = hasattr(Datasette, "allowed")
+from .helpers import IS_1_0, PRIVATE_CONFIGS, get, make_ds, root_cookies
+
 EVIL = ["'; drop table images; --", '" onmouseover=alert(1) x="', "<script>alert(1)</script>"]
 TABLE_FUNCTION_SQL = {
     "similar_images": "select * from similar_images('cat', 3)",
@@ -38,36 +39,12 @@ TABLE_FUNCTION_SQL = {
 }
 
 
-def make_ds(db: str, config: dict[str, Any] | None = None, **kwargs: Any) -> Datasette:
-    """A Datasette on ``db``; ``config`` (allow blocks) is metadata on 0.65, config on 1.0a."""
-    if config is not None:
-        kwargs["config" if IS_1_0 else "metadata"] = config
-    return Datasette([db], **kwargs)
-
-
-async def get(ds: Datasette, path: str, **kwargs: Any) -> Any:
-    await ds.invoke_startup()
-    return await ds.client.get(path, follow_redirects=True, **kwargs)
-
-
 async def sql_rows(ds: Datasette, sql: str, **params: Any) -> list[dict[str, Any]]:
     from urllib.parse import urlencode
 
     r = await get(ds, "/photos.json?" + urlencode({"sql": sql, "_shape": "array", **params}))
     assert r.status_code == 200, r.text
     return r.json()
-
-
-def root_cookies(ds: Datasette) -> dict[str, str]:
-    return {"ds_actor": ds.sign({"a": {"id": "root"}}, "actor")}
-
-
-# a private database, a private instance, a private images table
-PRIVATE_CONFIGS = [
-    {"databases": {"photos": {"allow": False}}},
-    {"allow": {"id": "root"}},
-    {"databases": {"photos": {"tables": {"images": {"allow": {"id": "root"}}}}}},
-]
 
 
 @pytest.fixture
@@ -604,9 +581,9 @@ async def test_upload_rejects_non_images_and_oversized_files(ds: Datasette, db: 
 
 @pytest.mark.asyncio
 async def test_upload_is_off_without_a_backbone(ds: Datasette, monkeypatch: pytest.MonkeyPatch) -> None:
-    from semsearch_sqlite.queries import new_image as embed
+    from semsearch_sqlite.queries import new_image
 
-    monkeypatch.setattr(embed, "backbone_available", lambda: (False, "tensorflow is not installed here"))
+    monkeypatch.setattr(new_image, "backbone_available", lambda: (False, "tensorflow is not installed here"))
     r = await get(ds, "/photos/-/semsearch/upload")
     assert r.status_code == 200
     assert "Search by image is off on this server: tensorflow is not installed here" in r.text
@@ -763,11 +740,11 @@ def test_page_k(raw: Any, expected: int) -> None:
 
 @pytest.mark.asyncio
 async def test_startup_loads_the_vectors_before_the_first_query(ds: Datasette, db: str) -> None:
-    from semsearch_sqlite.vectors import matrix as index
+    from semsearch_sqlite.vectors import matrix
 
-    index.clear_cache()
+    matrix.clear_cache()
     await ds.invoke_startup()
-    cached = index.cached_tables(str(Path(db).resolve()))
+    cached = matrix.cached_tables(str(Path(db).resolve()))
     assert cached == {"vec_words", "vec_visual", "vec_semantic"}
 
 

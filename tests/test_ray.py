@@ -17,21 +17,21 @@ from click.testing import CliRunner
 from semsearch_sqlite.cli import cli
 from semsearch_sqlite.pipeline.ingest import IngestOptions, ingest
 
-from .test_ingest import make_folder, rows
-from .test_reliability import check_consistent
+from .helpers import check_consistent, make_folder, rows
+
 
 RAY_CPUS = 2
 # The driver of a --ray ingest, SIGKILLed once its first batch is committed.
 CHILD = r"""
 import os, signal, sys
-from semsearch_sqlite.pipeline import ingest as ing
+from semsearch_sqlite.pipeline import ingest
 images, db, backbone = sys.argv[1], sys.argv[2], sys.argv[3]
-original = ing._Run._write_batch
+original = ingest._Run._write_batch
 def write_then_die(self, *args, **kwargs):
     original(self, *args, **kwargs)
     os.kill(os.getpid(), signal.SIGKILL)
-ing._Run._write_batch = write_then_die
-ing.ingest(images, db, ing.IngestOptions(backbone=backbone, batch_size=3, ray=True))
+ingest._Run._write_batch = write_then_die
+ingest.ingest(images, db, ingest.IngestOptions(backbone=backbone, batch_size=3, ray=True))
 print("finished without being killed")
 """
 

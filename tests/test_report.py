@@ -24,7 +24,8 @@ from datasette_plugin import chart, report
 from semsearch_sqlite.pipeline.evaluate import evaluate
 from semsearch_sqlite.storage.store import Store
 
-from .test_plugin import PRIVATE_CONFIGS, get, make_ds, root_cookies
+from .helpers import PRIVATE_CONFIGS, get, make_ds, root_cookies
+
 
 REPORT = "/photos/-/semsearch/report"
 

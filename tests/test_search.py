@@ -15,7 +15,8 @@ from semsearch_sqlite.pipeline.ingest import ingest
 from semsearch_sqlite.queries.search import focus_class, focused_search, similar_to_image
 from semsearch_sqlite.storage.store import Store
 
-from .test_ingest import COLOURS, draw, make_folder
+from .helpers import COLOURS, draw, make_folder
+
 
 pytestmark = pytest.mark.slow
 

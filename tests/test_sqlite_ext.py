@@ -46,7 +46,7 @@ def test_handle_is_verified_against_the_file(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "b.db")
     assert connection_handle(conn) != 0
     conn.close()
-    with pytest.raises(Exception):
+    with pytest.raises(ExtensionError, match="the connection is closed"):
         connection_handle(conn)
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semsearch_sqlite.storage import store as store_mod
+from semsearch_sqlite.storage import store
 from semsearch_sqlite.errors import SchemaVersionError, StoreError
-from semsearch_sqlite.storage.vectors import VEC_VISUAL
+from semsearch_sqlite.storage.vec0 import VEC_VISUAL
 from semsearch_sqlite.storage.store import Store, decode_f32, encode_f32, schema_version
 
 
@@ -23,7 +23,7 @@ def test_create_sets_wal_page_size_and_provenance(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
     with Store.open(path, create=True) as s:
         assert s.conn.execute("pragma journal_mode").fetchone()[0] == "wal"
-        assert s.conn.execute("pragma page_size").fetchone()[0] == store_mod.PAGE_SIZE
+        assert s.conn.execute("pragma page_size").fetchone()[0] == store.PAGE_SIZE
         meta = s.meta()
         assert meta["schema_version"] == schema_version()
         assert meta["package_version"]
@@ -79,17 +79,17 @@ def test_older_schema_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     Store.open(path, create=True).close()
 
-    @store_mod.migration
+    @store.migration
     def m900_test_upgrade(db: object) -> None:
         db.execute("create table upgraded (x)")  # type: ignore[attr-defined]
 
     try:
         with Store.open(path, create=True) as s:
             assert "upgraded" in s.db.table_names()
-            assert s.get_meta("schema_version") == schema_version() == len(store_mod.MIGRATION_STEPS)
+            assert s.get_meta("schema_version") == schema_version() == len(store.MIGRATION_STEPS)
     finally:
-        store_mod.MIGRATION_STEPS.pop()
-        store_mod.migrations._migrations.pop()  # sqlite-utils offers no way to unregister
+        store.MIGRATION_STEPS.pop()
+        store.migrations._migrations.pop()  # sqlite-utils offers no way to unregister
 
 
 def test_atomic_rolls_back_everything(tmp_path: Path) -> None:

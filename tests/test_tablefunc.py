@@ -270,7 +270,7 @@ def test_many_threads_each_with_its_own_connection(tmp_path: Path) -> None:
     def work(t: int) -> None:
         try:
             total = 0
-            for round_ in range(3):
+            for _round in range(3):
                 c = sqlite3.connect(tmp_path / f"t{t}.db", check_same_thread=False)
                 register_table_function(c, "numbers", numbers, COLUMNS, ["n", "step"])
                 register_table_function(c, f"tagged_{t}", lambda _c, n: [(t, n)], ["t", "n2"], ["n"])

@@ -99,7 +99,7 @@ def _text(value: Any) -> str | None:
 
 
 def _camera(make: str | None, model: str | None) -> str | None:
-    """"Canon" + "Canon EOS 5D" is "Canon EOS 5D", not "Canon Canon EOS 5D"."""
+    """ "Canon" + "Canon EOS 5D" is "Canon EOS 5D", not "Canon Canon EOS 5D"."""
     if make and model:
         return model if model.lower().startswith(make.split()[0].lower()) else f"{make} {model}"
     return model or make

@@ -13,7 +13,6 @@ from pathlib import Path, PurePosixPath
 
 from semsearch_sqlite.errors import ImageError
 
-
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 
 

@@ -40,7 +40,9 @@ _pillow_limit_lock = threading.Lock()
 
 
 def load_image(
-    source: str | Path | BinaryIO, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | None = None,
+    source: str | Path | BinaryIO,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
     reduce_to: int | None = None,
 ) -> Image.Image:
     """Load an image as upright 8-bit RGB.
@@ -213,8 +215,9 @@ def make_thumbnail(
     small = img
     if max(w, h) > longest:
         scale = longest / max(w, h)
-        small = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR,
-                           reducing_gap=2.0)
+        small = img.resize(
+            (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR, reducing_gap=2.0
+        )
     data, mime = encode_image(small, fmt, quality)
     return data, mime, small.width, small.height
 
@@ -278,5 +281,3 @@ def _install_bomb_filter() -> None:
     if not any(f[0] == "error" and f[2] is wanted for f in warnings.filters):
         with _pillow_limit_lock:
             warnings.filterwarnings("error", category=wanted)
-
-

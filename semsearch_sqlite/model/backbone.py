@@ -1,6 +1,6 @@
 """The Backbone interface every CNN of the package has: preprocessing (a picklable
 :class:`Preprocessor`, so it travels to Ray workers), a batched forward pass to features
-and ImageNet class probabilities, and provenance. Builders live in :mod:`.backbones`."""
+and ImageNet class probabilities, and provenance. Builders live in :mod:`.cnn`."""
 
 from __future__ import annotations
 

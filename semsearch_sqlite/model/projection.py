@@ -113,9 +113,9 @@ def _expected_keys(ops: list[str]) -> list[str]:
 
 
 def import_keras(what: str = "an mlp or hinge projection") -> Any:
-    from semsearch_sqlite.model.keras_env import import_keras as import_quietly
+    from semsearch_sqlite.model import keras_env
 
-    return import_quietly(what)
+    return keras_env.import_keras(what)
 
 
 def _build_keras(keras: Any, ops: list[str], input_dim: int, arrays: dict[str, np.ndarray], *,

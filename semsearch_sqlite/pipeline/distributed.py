@@ -48,8 +48,9 @@ def import_ray() -> Any:
     return ray
 
 
-def ray_embedded_batches(batches: list[list[Any]], spec: PrepareSpec, backbone_args: tuple[str, str | None, str | None],
-                         batch_size: int) -> Iterator[tuple[list[Any], list[Prepared | str], np.ndarray, np.ndarray | None]]:
+def ray_embedded_batches(
+    batches: list[list[Any]], spec: PrepareSpec, backbone_args: tuple[str, str | None, str | None], batch_size: int
+) -> Iterator[tuple[list[Any], list[Prepared | str], np.ndarray, np.ndarray | None]]:
     """The embedded batches of ``batches`` (ingest's items), computed on a Ray cluster, in order.
 
     Uses the Ray connection this process already has, else connects to ``RAY_ADDRESS``,
@@ -76,8 +77,12 @@ def _init(ray: Any) -> None:
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     # Ray reads RAY_ADDRESS itself; without it, init() starts a local cluster
     with quiet_fd2():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR)
+        ray.init(
+            address=os.environ.get("RAY_ADDRESS") or None,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
     for name in ("ray", "ray.data"):  # Ray's notices would break into the progress bar
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -92,8 +97,9 @@ def actor_resources(resources: dict[str, float]) -> dict[str, Any]:
     return {"actors": max(1, cpus // CPUS_PER_CPU_ACTOR), "num_cpus": 1}
 
 
-def _run(ray: Any, items: list[Any], spec: PrepareSpec, backbone_args: tuple[str, str | None, str | None],
-         batch_size: int) -> Iterator[tuple[list[Any], list[Prepared | str], np.ndarray, np.ndarray | None]]:
+def _run(
+    ray: Any, items: list[Any], spec: PrepareSpec, backbone_args: tuple[str, str | None, str | None], batch_size: int
+) -> Iterator[tuple[list[Any], list[Prepared | str], np.ndarray, np.ndarray | None]]:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the CLI draws its own
     ctx.execution_options.preserve_order = True  # same ids as a local run, and a killed run leaves a prefix
@@ -102,11 +108,23 @@ def _run(ray: Any, items: list[Any], spec: PrepareSpec, backbone_args: tuple[str
     ds = ray.data.from_items(rows, override_num_blocks=blocks)
     # The memory request, unlike the actors' arguments, also keeps Ray from fusing the
     # two stages into the actors: decoding overlaps the model instead of queueing behind it.
-    ds = ds.map_batches(decode_batch, fn_kwargs={"spec": spec}, batch_size=batch_size, batch_format="numpy",
-                        num_cpus=1, memory=DECODE_TASK_MEMORY)
+    ds = ds.map_batches(
+        decode_batch,
+        fn_kwargs={"spec": spec},
+        batch_size=batch_size,
+        batch_format="numpy",
+        num_cpus=1,
+        memory=DECODE_TASK_MEMORY,
+    )
     wanted = actor_resources(ray.cluster_resources())
-    ds = ds.map_batches(Embedder, fn_constructor_args=backbone_args, batch_size=batch_size, batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=wanted.pop("actors")), **wanted)
+    ds = ds.map_batches(
+        Embedder,
+        fn_constructor_args=backbone_args,
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=wanted.pop("actors")),
+        **wanted,
+    )
     for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
         idx = [int(i) for i in out["i"]]
         results = [_prepared(out, j) if out["ok"][j] else str(out["reason"][j]) for j in range(len(idx))]
@@ -116,8 +134,22 @@ def _run(ray: Any, items: list[Any], spec: PrepareSpec, backbone_args: tuple[str
         yield [items[i] for i in idx], results, features, probs
 
 
-_FIELDS = ("sha256", "width", "height", "mime", "thumb", "thumb_mime", "thumb_width", "thumb_height",
-           "display", "display_mime", "display_width", "display_height", "original", "metadata")
+_FIELDS = (
+    "sha256",
+    "width",
+    "height",
+    "mime",
+    "thumb",
+    "thumb_mime",
+    "thumb_width",
+    "thumb_height",
+    "display",
+    "display_mime",
+    "display_width",
+    "display_height",
+    "original",
+    "metadata",
+)
 
 
 def decode_batch(batch: dict[str, np.ndarray], spec: PrepareSpec) -> dict[str, np.ndarray]:
@@ -136,8 +168,18 @@ def decode_batch(batch: dict[str, np.ndarray], spec: PrepareSpec) -> dict[str, n
         else:
             tensors[j] = r.tensor
             # the EXIF travels as JSON text: one plain column, whatever fields it holds
-            values = (True, "", r.sha256, r.width, r.height, r.mime, *r.thumb, *r.display, r.original,
-                      json.dumps(r.metadata.as_dict()))
+            values = (
+                True,
+                "",
+                r.sha256,
+                r.width,
+                r.height,
+                r.mime,
+                *r.thumb,
+                *r.display,
+                r.original,
+                json.dumps(r.metadata.as_dict()),
+            )
         for k, v in zip(cols, values):
             cols[k].append(v)
     out = {k: np.array(v, dtype=object if k in ("thumb", "display") else None) for k, v in cols.items()}
@@ -150,7 +192,7 @@ class Embedder:
     """A Ray actor: loads the backbone once, then embeds batch after batch."""
 
     def __init__(self, name: str, weights: str | None, layer: str | None):
-        from semsearch_sqlite.model.backbones import load_backbone
+        from semsearch_sqlite.model.cnn import load_backbone
 
         self.backbone = load_backbone(name, weights=weights, layer=layer)
 
@@ -175,9 +217,13 @@ class Embedder:
 def _prepared(out: dict[str, np.ndarray], j: int) -> Prepared:
     g = {k: out[k][j] for k in _FIELDS}
     return Prepared(
-        sha256=str(g["sha256"]), width=int(g["width"]), height=int(g["height"]), mime=str(g["mime"]),
+        sha256=str(g["sha256"]),
+        width=int(g["width"]),
+        height=int(g["height"]),
+        mime=str(g["mime"]),
         thumb=(bytes(g["thumb"]), str(g["thumb_mime"]), int(g["thumb_width"]), int(g["thumb_height"])),
         display=(bytes(g["display"]), str(g["display_mime"]), int(g["display_width"]), int(g["display_height"])),
-        original=bool(g["original"]), tensor=np.zeros(0, np.float32),
+        original=bool(g["original"]),
+        tensor=np.zeros(0, np.float32),
         metadata=PhotoMetadata(**json.loads(str(g["metadata"]) or "{}")),
     )

@@ -30,10 +30,12 @@ from semsearch_sqlite.extras import require_ingest
 # with the fix, before anything (a new database file included) is made.
 require_ingest("ingest")
 
-from semsearch_sqlite.media import exif, files as media_files, images as imglib  # noqa: E402
+from semsearch_sqlite.media import exif, images  # noqa: E402
+from semsearch_sqlite.media.files import OUTSIDE_LINK, discover, label_for, read_labels_csv, sha256_file  # noqa: E402
 from semsearch_sqlite.errors import ImageError, StoreError  # noqa: E402
-from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL  # noqa: E402
+from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL  # noqa: E402
 from semsearch_sqlite.storage.models import CLASSIFIER_MODEL, SEMANTIC_MODEL  # noqa: E402
+from semsearch_sqlite.storage.rows import image_count, row_count  # noqa: E402
 from semsearch_sqlite.storage.store import Store, encode_f32, now, writing  # noqa: E402
 from semsearch_sqlite.pipeline.prepare import Prepared, PrepareSpec, try_prepare  # noqa: E402
 
@@ -81,7 +83,7 @@ class IngestOptions:
     prune: bool = True
     strict: bool = False
     rebuild: bool = False
-    max_pixels: int = imglib.DEFAULT_MAX_PIXELS
+    max_pixels: int = images.DEFAULT_MAX_PIXELS
     tags: int = 10
     method: str | None = None
     workers: int = 2
@@ -202,7 +204,7 @@ class _Run:
 
     def _check_backbone(self) -> None:
         stored = self.store.get_meta("backbone")
-        from semsearch_sqlite.model.backbones import canonical_backbone
+        from semsearch_sqlite.model.cnn import canonical_backbone
 
         wanted = canonical_backbone(self.options.backbone) if self.options.backbone else None
         if stored and wanted and wanted != stored:
@@ -216,26 +218,13 @@ class _Run:
             self._clear_vectors()
 
     def _clear_vectors(self) -> None:
-        with self.store.atomic():
-            for table in (VEC_VISUAL, VEC_SEMANTIC):
-                self.store.drop_vec_table(table)
-            for sql in (
-                "delete from image_classes",
-                "delete from tags",
-                "delete from models where name in ('semantic', 'classifier')",
-                # size 0 forces every image to be re-read and re-embedded
-                "update images set size = -1",
-            ):
-                self.store.conn.execute(sql)
-            for key in ("backbone", "backbone_provenance"):
-                self.store.conn.execute("delete from semsearch_meta where key = ?", [key])
-            self.store.bump_generation()
+        self.store.forget_embeddings((VEC_VISUAL, VEC_SEMANTIC))
 
     def backbone(self, report: bool = True) -> Any:
         if self._warm_error is not None:
             raise self._warm_error
         if self._backbone is None:
-            from semsearch_sqlite.model.backbones import load_backbone
+            from semsearch_sqlite.model.cnn import load_backbone
 
             name, weights, layer = self._backbone_args()
             if report:
@@ -260,23 +249,23 @@ class _Run:
         return thread
 
     def _discover(self) -> list[Path]:
-        result = media_files.discover(self.root, follow_links=self.options.follow_links)
+        result = discover(self.root, follow_links=self.options.follow_links)
         for path, reason in result.problems:
             self._problem(path, reason)
         for link in result.outside_links:
             self.stats.outside_links.append(str(link))
-            self.progress.problem(str(link), media_files.OUTSIDE_LINK.format(target=os.path.realpath(link)))
+            self.progress.problem(str(link), OUTSIDE_LINK.format(target=os.path.realpath(link)))
         return result.files
 
     def _labels(self, files: list[Path]) -> dict[str, str | None]:
         rels = {self._rel(p): p for p in files}
         if self.options.labels_file:
-            table = media_files.read_labels_csv(self.options.labels_file)
+            table = read_labels_csv(self.options.labels_file)
             out: dict[str, str | None] = {}
             for rel, p in rels.items():
                 out[rel] = table.get(rel) or table.get(str(p.resolve()))
             return out
-        return {rel: media_files.label_for(p, self.root) for rel, p in rels.items()}
+        return {rel: label_for(p, self.root) for rel, p in rels.items()}
 
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -330,7 +319,7 @@ class _Run:
                 remaining.append(item)  # new, and nothing gone it could be: hashed as it is read
                 continue
             try:
-                item.sha256 = media_files.sha256_file(item.path)
+                item.sha256 = sha256_file(item.path)
             except OSError as e:
                 self._problem(item.path, f"cannot read ({e.strerror})")
                 continue
@@ -388,10 +377,10 @@ class _Run:
     def _count_missing_semantic(self) -> int:
         if not self.store.vec_dim(VEC_VISUAL):
             return 0
-        total = self.store.conn.execute("select count(*) from images").fetchone()[0]
+        total = image_count(self.store.conn)
         if not self.store.vec_dim(VEC_SEMANTIC):
             return total
-        have = self.store.conn.execute(f"select count(*) from {VEC_SEMANTIC}").fetchone()[0]
+        have = row_count(self.store.conn, VEC_SEMANTIC)
         return total - have
 
     # -- embedding -----------------------------------------------------------------------------

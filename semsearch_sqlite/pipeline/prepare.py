@@ -19,10 +19,10 @@ import numpy as np
 from PIL import Image
 
 from semsearch_sqlite.errors import ImageError
-from semsearch_sqlite.media import exif, images as imglib
+from semsearch_sqlite.media import exif, images
 
-DISPLAY_SIZE = imglib.DISPLAY_LONGEST
-THUMB_SIZE = imglib.THUMBNAIL_LONGEST
+DISPLAY_SIZE = images.DISPLAY_LONGEST
+THUMB_SIZE = images.THUMBNAIL_LONGEST
 # The thumbnail and the model input come from one box-reduced copy still this many times
 # their size (Pillow's reducing_gap, paid once for both): on a 1008 px decode it halves
 # their cost (17 -> 8 ms of a 12 MP photo's ~70 ms).
@@ -42,7 +42,7 @@ class PrepareSpec:
 
     preprocess: Callable[[list[Image.Image]], np.ndarray]
     input_size: tuple[int, int]
-    max_pixels: int = imglib.DEFAULT_MAX_PIXELS
+    max_pixels: int = images.DEFAULT_MAX_PIXELS
     originals: bool = False
     display: int = DISPLAY_SIZE
     thumb: int = THUMB_SIZE
@@ -77,16 +77,15 @@ def prepare_image(path: Path, spec: PrepareSpec, sha256: str | None = None) -> P
     """
     data = path.read_bytes()
     sha = sha256 or hashlib.sha256(data).hexdigest()
-    img = imglib.load_image(io.BytesIO(data), max_pixels=spec.max_pixels, name=str(path),
-                            reduce_to=spec.decode_size())
+    img = images.load_image(io.BytesIO(data), max_pixels=spec.max_pixels, name=str(path), reduce_to=spec.decode_size())
     fmt = getattr(img, "source_format", None)
     width, height = getattr(img, "source_size", img.size)
-    mime = imglib.mime_for(fmt, path)
-    original = spec.originals or imglib.usable_as_display(data, img, spec.display)
-    display = (data, mime, width, height) if original else imglib.make_display(img, spec.display)
+    mime = images.mime_for(fmt, path)
+    original = spec.originals or images.usable_as_display(data, img, spec.display)
+    display = (data, mime, width, height) if original else images.make_display(img, spec.display)
     factor = int(max(img.size) // (SMALL_COPY_GAP * max(spec.thumb, *spec.input_size)))
     small = img.reduce(factor) if factor >= 2 else img
-    thumb = imglib.make_thumbnail(small, spec.thumb)
+    thumb = images.make_thumbnail(small, spec.thumb)
     tensor = spec.preprocess([small])[0]
     # the EXIF of the bytes already read (headers only; bad fields come back empty)
     metadata = exif.read_metadata(io.BytesIO(data))

@@ -11,24 +11,40 @@ from typing import Any
 import numpy as np
 
 from semsearch_sqlite.errors import ProjectionError
-from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, SEMANTIC_MODEL
 from semsearch_sqlite.model.conse import imagenet_class_names, store_class_vectors
-from semsearch_sqlite.text.query import tokenize
 from semsearch_sqlite.model.semantic import MATCH_META
+from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, SEMANTIC_MODEL
+from semsearch_sqlite.storage.rows import class_probability_blobs, paths_and_labels
 from semsearch_sqlite.storage.store import Store, decode_f32, now
-from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS, read_vectors
+from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS, read_vectors
+from semsearch_sqlite.text.query import tokenize
 from semsearch_sqlite.text.tags import write_tags
 from semsearch_sqlite.text.vocabulary import ensure_vocabulary, word_space
 from semsearch_sqlite.vectors.upkeep import refresh_index
 
 
-def refresh_vocabulary(store: Store, glove: str | None = None, vocab_size: int | None = None,
-                       extra_words: Sequence[str] = (), required_words: Sequence[str] = (), *,
-                       rebuild: bool = False, on_load: Callable[[], None] | None = None) -> bool:
+def refresh_vocabulary(
+    store: Store,
+    glove: str | None = None,
+    vocab_size: int | None = None,
+    extra_words: Sequence[str] = (),
+    required_words: Sequence[str] = (),
+    *,
+    rebuild: bool = False,
+    on_load: Callable[[], None] | None = None,
+) -> bool:
     """:func:`~semsearch_sqlite.text.vocabulary.ensure_vocabulary`, then the ImageNet class
     vectors of the same word vectors and the vocabulary's index. True when rewritten."""
-    wv = ensure_vocabulary(store, glove, vocab_size, extra_words, required_words, rebuild=rebuild, on_load=on_load,
-                           class_words=imagenet_class_words())
+    wv = ensure_vocabulary(
+        store,
+        glove,
+        vocab_size,
+        extra_words,
+        required_words,
+        rebuild=rebuild,
+        on_load=on_load,
+        class_words=imagenet_class_words(),
+    )
     if wv is None:
         return False
     store_class_vectors(store, wv)
@@ -54,10 +70,10 @@ def training_data(
     """``(ids, features, ImageNet probabilities or None, labels)`` of every embedded image;
     ``labels`` (path -> label) overrides the stored labels."""
     ids, X = read_vectors(store.conn, VEC_VISUAL)
-    rows = {r[0]: (r[1], r[2]) for r in store.conn.execute("select id, path, label from images")}
+    rows = paths_and_labels(store.conn)
     keep = [n for n, i in enumerate(ids) if int(i) in rows]
     ids, X = ids[keep], X[keep]
-    probs_rows = dict(store.conn.execute("select image_id, probs from image_classes").fetchall())
+    probs_rows = class_probability_blobs(store.conn)
     probs = None
     if probs_rows and all(int(i) in probs_rows for i in ids):
         probs = np.vstack([decode_f32(probs_rows[int(i)]) for i in ids])
@@ -95,8 +111,9 @@ def refresh_semantic(
     return report
 
 
-def _refit(store: Store, method: str | None, tags: int, labels: dict[str, str] | None,
-           epochs: int | None, seed: int) -> dict[str, Any]:
+def _refit(
+    store: Store, method: str | None, tags: int, labels: dict[str, str] | None, epochs: int | None, seed: int
+) -> dict[str, Any]:
     from semsearch_sqlite.model.semantic import class_tags, collection_semantics, fit_semantic
 
     ids, X, probs, image_labels = training_data(store, labels)
@@ -113,19 +130,25 @@ def _refit(store: Store, method: str | None, tags: int, labels: dict[str, str] |
     model = fit_semantic(X, probs, image_labels, space, classes[0]["vectors"], head=imagenet_head(store), **kwargs)
     vectors, classes = collection_semantics(model, X, probs)
     report = dict(model.report)
-    report.update(method=model.method, seconds=round(time.perf_counter() - started, 3), trained_at=now(),
-                  images=int(len(ids)), labelled=int(sum(lab is not None for lab in image_labels)))
+    report.update(
+        method=model.method,
+        seconds=round(time.perf_counter() - started, 3),
+        trained_at=now(),
+        images=int(len(ids)),
+        labelled=int(sum(lab is not None for lab in image_labels)),
+    )
     with store.atomic():
         store.drop_vec_table(VEC_SEMANTIC)
         store.ensure_vec_table(VEC_SEMANTIC, vectors.shape[1])
         store.write_vectors(VEC_SEMANTIC, ids, vectors)
-        store.conn.execute("delete from tags")
+        store.clear_tags()
         if tags:
             store.bump_generation()  # so write_tags sees the current vocabulary
             write_tags(store, ids, vectors, tags, class_tags(model, word_space(store.conn), vectors, classes))
         store.save_model(SEMANTIC_MODEL, model.method, model.to_arrays(), {**model.config, **_jsonable(report)})
-        store.update_meta({"semantic_method": model.method, "semantic_report": _jsonable(report),
-                           MATCH_META: report.get(MATCH_META)})
+        store.update_meta(
+            {"semantic_method": model.method, "semantic_report": _jsonable(report), MATCH_META: report.get(MATCH_META)}
+        )
         store.bump_generation()
     return report
 
@@ -138,5 +161,3 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
         if isinstance(v, (str, int, float, bool, list, dict)) or v is None:
             out[k] = v
     return out
-
-

@@ -18,11 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from semsearch_sqlite.vectors.codes import CompactMatrix
-
 from semsearch_sqlite.errors import QueryError
 from semsearch_sqlite.queries.search import Results, resolve_image, space_matrix
 from semsearch_sqlite.storage import rows
+from semsearch_sqlite.vectors.codes import CompactMatrix
 
 # cosine distance in the visual space below which two photos count as the same picture;
 # chosen with benchmarks/duplicates.py (precision/recall on generated copies)
@@ -124,8 +123,10 @@ def duplicate_groups(conn: sqlite3.Connection, threshold: Any = None) -> list[li
     limit = check_threshold(threshold)
     m = space_matrix(conn, "visual")
     if isinstance(m, CompactMatrix):
-        raise QueryError(f"near-duplicates over {len(m)} images held as compact codes (tables over 2 GiB of "
-                         "vectors) are not supported yet; use similar_to_image(id) for one image's near copies")
+        raise QueryError(
+            f"near-duplicates over {len(m)} images held as compact codes (tables over 2 GiB of "
+            "vectors) are not supported yet; use similar_to_image(id) for one image's near copies"
+        )
     ids, vectors = m.ids, m.vectors
     parent = list(range(len(ids)))
 

@@ -119,4 +119,3 @@ def starting_points(conn: sqlite3.Connection, examples: int = EXAMPLES) -> Start
     if len(words) >= 7:
         out.append(f"{words[5]} -{words[6]}")
     return StartingPoints(labels, out[:examples])
-

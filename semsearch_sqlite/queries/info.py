@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS
 from semsearch_sqlite.storage.models import SEMANTIC_MODEL
+from semsearch_sqlite.storage.rows import image_sizes, plain_counts, row_count
 from semsearch_sqlite.storage.store import Store
+from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS
 
 
 def describe(store: Store) -> dict[str, Any]:
@@ -15,11 +16,10 @@ def describe(store: Store) -> dict[str, Any]:
     conn = store.conn
     meta = store.meta()
 
-    def one(sql: str) -> Any:
-        return conn.execute(sql).fetchone()[0]
+    plain = plain_counts(conn)
 
     def count(table: str) -> int:
-        return int(one(f"select count(*) from {table}")) if store.vec_dim(table) or table in ("images", "words", "tags") else 0
+        return row_count(conn, table) if store.vec_dim(table) else 0
 
     semantic = store.load_model(SEMANTIC_MODEL)
     data: dict[str, Any] = {
@@ -30,11 +30,8 @@ def describe(store: Store) -> dict[str, Any]:
         "created_at": meta.get("created_at"),
         "updated_at": meta.get("updated_at"),
         "images": {
-            "count": count("images"),
-            "labels": int(one("select count(distinct label) from images where label is not null")),
-            "unlabelled": int(one("select count(*) from images where label is null")),
-            "thumbnail_bytes": int(one("select coalesce(sum(length(thumbnail)), 0) from images")),
-            "display_bytes": int(one("select coalesce(sum(length(display)), 0) from image_files")),
+            "count": plain["images"],
+            **image_sizes(conn),
             "root": meta.get("images_root"),
         },
         "visual": {
@@ -47,14 +44,33 @@ def describe(store: Store) -> dict[str, Any]:
         "words": {
             "source": meta.get("words_source"),
             "dims": store.vec_dim(VEC_WORDS),
-            "count": count("words"),
+            "count": plain["words"],
         },
         "semantic": {
             "method": semantic[1].get("method") if semantic else None,
             "dims": store.vec_dim(VEC_SEMANTIC),
             "vectors": count(VEC_SEMANTIC),
-            "tags": count("tags"),
+            "tags": plain["tags"],
             "trained_at": semantic[1].get("trained_at") if semantic else None,
         },
     }
     return data
+
+
+def summary_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per method for the evaluate table."""
+    out = []
+    for method, m in figures["zero_shot"]["methods"].items():
+        out.append(
+            {
+                "method": method,
+                "seen P@10": m["seen_p_at_10"],
+                "zero-shot P@10": m["zero_shot_p_at_10"],
+                "seen AP": m["seen_ap"],
+                "zero-shot AP": m["zero_shot_ap"],
+                "tag@5 seen": m["tag_at_5_seen"],
+                "tag@5 zero-shot": m["tag_at_5_zero_shot"],
+                "fit s": m["fit_seconds"],
+            }
+        )
+    return out

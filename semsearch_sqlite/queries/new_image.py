@@ -17,9 +17,9 @@ from semsearch_sqlite.errors import BackboneError, StoreError
 from semsearch_sqlite.extras import missing_message, require_ingest
 from semsearch_sqlite.queries.search import Results, similar_to_vector, space_matrix, tags_for_vector
 from semsearch_sqlite.storage.cache import ProcessCache
-from semsearch_sqlite.storage.rows import read_meta
+from semsearch_sqlite.storage.rows import class_probability_blobs, read_meta
 from semsearch_sqlite.storage.store import Store, decode_f32
-from semsearch_sqlite.storage.vectors import VEC_VISUAL, read_float_rows, vec_table_dim
+from semsearch_sqlite.storage.vec0 import VEC_VISUAL, read_float_rows, vec_table_dim
 from semsearch_sqlite.text.vocabulary import word_space
 from semsearch_sqlite.vectors.maths import unit
 
@@ -39,7 +39,7 @@ def backbone_available() -> tuple[bool, str]:
 def database_backbone(conn: sqlite3.Connection) -> Any:
     """The backbone this database was embedded with, loaded once per process."""
     require_ingest(SEARCH_BY_IMAGE)
-    from semsearch_sqlite.model.backbones import load_query_backbone
+    from semsearch_sqlite.model.cnn import load_query_backbone
 
     name = read_meta(conn, "backbone")
     if not name:
@@ -48,7 +48,9 @@ def database_backbone(conn: sqlite3.Connection) -> Any:
     layer = read_meta(conn, "backbone_layer")
     if weights and not os.path.exists(weights):
         raise BackboneError(f"the backbone weights {weights} used for this database are not on this machine")
-    return _backbones.get_or_load((name, weights, layer), lambda: load_query_backbone(name, weights=weights, layer=layer))
+    return _backbones.get_or_load(
+        (name, weights, layer), lambda: load_query_backbone(name, weights=weights, layer=layer)
+    )
 
 
 def embed_image(conn: sqlite3.Connection, image: Any) -> tuple[np.ndarray, np.ndarray | None]:
@@ -81,7 +83,10 @@ def semantic_vector(conn: sqlite3.Connection, features: np.ndarray, probs: np.nd
     smoothing = model.config.get("smoothing")
     if smoothing:
         semantic = space_matrix(conn, "semantic")
-        near = [(i, semantic.vector(i), 1.0 - d) for i, d in space_matrix(conn, "visual").top_k(unit(features), SMOOTH_NEIGHBOURS)]
+        near = [
+            (i, semantic.vector(i), 1.0 - d)
+            for i, d in space_matrix(conn, "visual").top_k(unit(features), SMOOTH_NEIGHBOURS)
+        ]
         near = [(i, v, s) for i, v, s in near if v is not None]
         if near:
             stored = None if own is None else _stored_class_probabilities(conn, model, [i for i, _, _ in near])
@@ -89,9 +94,14 @@ def semantic_vector(conn: sqlite3.Connection, features: np.ndarray, probs: np.nd
             if stored is not None:
                 idx, val = top_classes(stored)
                 neighbours = (idx[None], val[None])
-            vectors, smoothed = smooth_rows(vectors, np.asarray([v for _, v, _ in near], np.float32)[None, :, :],
-                                            np.array([[s for _, _, s in near]], np.float32), smoothing,
-                                            None if own is None else (own, neighbours), n_classes)
+            vectors, smoothed = smooth_rows(
+                vectors,
+                np.asarray([v for _, v, _ in near], np.float32)[None, :, :],
+                np.array([[s for _, _, s in near]], np.float32),
+                smoothing,
+                None if own is None else (own, neighbours),
+                n_classes,
+            )
             classes = smoothed if smoothed is not None else classes
     leading = None if classes is None else class_tags(model, word_space(conn), vectors, classes)
     return NewSemantics(vectors[0], None if leading is None else leading[0])
@@ -105,15 +115,16 @@ def _stored_class_probabilities(conn: sqlite3.Connection, model: Any, ids: list[
         return None
     got, raw = read_float_rows(conn, VEC_VISUAL, np.asarray(ids, np.int64), dim)
     where = {int(i): n for n, i in enumerate(got)}
-    stored = dict(conn.execute(f"select image_id, probs from image_classes where image_id in ({','.join(map(str, ids))})"))
+    stored = class_probability_blobs(conn, ids)
     if any(i not in where or i not in stored for i in ids):
         return None
     X = raw[[where[i] for i in ids]]
     return model.class_probabilities(X, np.vstack([decode_f32(stored[i]) for i in ids]))
 
 
-def search_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual", *,
-                 where: str | None = None) -> Results:
+def search_image(
+    conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual", *, where: str | None = None
+) -> Results:
     """Images nearest to a new PIL image in the visual or semantic space."""
     features, probs = embed_image(conn, image)
     if space == "semantic":
@@ -138,8 +149,9 @@ class NewImage:
     preview: tuple[bytes, str, int, int] | None = None  # a thumbnail: (bytes, MIME type, width, height)
 
 
-def describe_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual",
-                   n_tags: int = 10) -> NewImage:
+def describe_image(
+    conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual", n_tags: int = 10
+) -> NewImage:
     """Neighbours and tags of a new PIL image, embedding it once."""
     from semsearch_sqlite.media.images import make_thumbnail
 
@@ -158,8 +170,7 @@ def describe_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str
 PREVIEW_LONGEST = 256  # px: the thumbnail of a new image shown beside its results
 
 
-def search_file(store: Store, path: str, k: Any = 10, space: str = "visual", *,
-                where: str | None = None) -> Results:
+def search_file(store: Store, path: str, k: Any = 10, space: str = "visual", *, where: str | None = None) -> Results:
     """Images nearest to the image file at ``path``."""
     require_ingest(SEARCH_BY_IMAGE)
     from semsearch_sqlite.media.images import load_image
@@ -187,20 +198,34 @@ def _upload(data: bytes, name: str, max_bytes: int) -> Any:
     return load_image(io.BytesIO(data), name=name)
 
 
-def search_bytes(conn: sqlite3.Connection, data: bytes, k: Any = 10, space: str = "visual", name: str = "upload",
-                 max_bytes: int = MAX_UPLOAD_BYTES) -> Results:
+def search_bytes(
+    conn: sqlite3.Connection,
+    data: bytes,
+    k: Any = 10,
+    space: str = "visual",
+    name: str = "upload",
+    max_bytes: int = MAX_UPLOAD_BYTES,
+) -> Results:
     """Images nearest to an uploaded image given as bytes (at most ``max_bytes``)."""
     return search_image(conn, _upload(data, name, max_bytes), k, space)
 
 
-def describe_bytes(conn: sqlite3.Connection, data: bytes, k: Any = 10, space: str = "visual",
-                   name: str = "upload", n_tags: int = 10, max_bytes: int = MAX_UPLOAD_BYTES) -> NewImage:
+def describe_bytes(
+    conn: sqlite3.Connection,
+    data: bytes,
+    k: Any = 10,
+    space: str = "visual",
+    name: str = "upload",
+    n_tags: int = 10,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+) -> NewImage:
     """Neighbours, tags and a thumbnail of an uploaded image given as bytes (at most ``max_bytes``)."""
     return describe_image(conn, _upload(data, name, max_bytes), k, space, n_tags)
 
 
-def preview_bytes(data: bytes, name: str = "upload", longest: int = PREVIEW_LONGEST,
-                  max_bytes: int = MAX_UPLOAD_BYTES) -> tuple[bytes, int, int]:
+def preview_bytes(
+    data: bytes, name: str = "upload", longest: int = PREVIEW_LONGEST, max_bytes: int = MAX_UPLOAD_BYTES
+) -> tuple[bytes, int, int]:
     """A small JPEG of an uploaded image, to show it beside its results: ``(bytes, width, height)``."""
     from semsearch_sqlite.media.images import make_thumbnail
 

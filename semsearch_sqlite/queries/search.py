@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from semsearch_sqlite.vectors import matrix as index
+from semsearch_sqlite.vectors import matrix
+from semsearch_sqlite.vectors.matrix import MAX_K  # the largest k a query answers; the plugin pages up to it
 from semsearch_sqlite.media.files import normalise_label, sha256_file
 from semsearch_sqlite.errors import NotFoundError, QueryError, StoreError, UnknownWordsError
 from semsearch_sqlite.model.conse import FocusTarget, resolve_focus
 from semsearch_sqlite.model.semantic import MATCH_META, match_strength
-from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL, read_float_rows, vec_table_dim
+from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL, read_float_rows, vec_table_dim
 from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, load_model
 from semsearch_sqlite.queries.filters import Filter, allowed_ids
 from semsearch_sqlite.text.tags import is_display_word, nearest_tags
@@ -158,11 +159,11 @@ def _hits(conn: sqlite3.Connection, pairs: list[tuple[int, float]]) -> list[Imag
     return out
 
 
-def space_matrix(conn: sqlite3.Connection, space: str) -> index.Matrix:
+def space_matrix(conn: sqlite3.Connection, space: str) -> matrix.Matrix:
     """The cached matrix of image vectors in ``space`` ("visual" or "semantic")."""
     if not isinstance(space, str) or space not in _SPACE_TABLES:
         raise QueryError(f"space must be one of {', '.join(SPACES)}, not {space!r}")
-    m = index.matrix(conn, _SPACE_TABLES[space])
+    m = matrix.matrix(conn, _SPACE_TABLES[space])
     if len(m) == 0:
         raise StoreError(f"this database has no {space} vectors yet; run semsearch-sqlite ingest")
     return m
@@ -196,7 +197,7 @@ def image_ids(value: Any) -> list[int]:
     return out
 
 
-def rocchio(m: index.Matrix, query: np.ndarray, like: Sequence[int] = (), unlike: Sequence[int] = ()) -> np.ndarray:
+def rocchio(m: matrix.Matrix, query: np.ndarray, like: Sequence[int] = (), unlike: Sequence[int] = ()) -> np.ndarray:
     """The query moved towards the liked images and away from the disliked ones (Rocchio,
     in the space being searched), as a unit vector."""
     if not like and not unlike:
@@ -241,7 +242,7 @@ def _visual_rows(conn: sqlite3.Connection, ids: list[int]) -> np.ndarray | None:
         return None
     # the images' count from the semantic matrix the text query already holds (counting
     # the visual table's rows would cost a b-tree scan per query)
-    if VEC_VISUAL in index.cached_tables(rows.database_key(conn)) or \
+    if VEC_VISUAL in matrix.cached_tables(rows.database_key(conn)) or \
             len(space_matrix(conn, "semantic")) * dim * 4 <= SMALL_MATRIX_BYTES:
         m = space_matrix(conn, "visual")
         found = [m.vector(i) for i in ids]
@@ -264,7 +265,7 @@ def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_u
     ``like`` / ``unlike`` (image ids) refine the query by relevance feedback; the
     disliked images are left out of the results.
     """
-    k = index.clamp_k(k)
+    k = matrix.clamp_k(k)
     vector, unknown = text_vector(conn, query, allow_unknown=allow_unknown)
     m = space_matrix(conn, "semantic")
     liked, disliked = image_ids(like), image_ids(unlike)
@@ -286,7 +287,7 @@ def similar_to_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: s
                      unlike: Any = None) -> Results:
     """Image -> images in the ``visual`` (CNN) or ``semantic`` (word) space (``like`` /
     ``unlike``: relevance feedback, as in :func:`similar_images`)."""
-    k = index.clamp_k(k)
+    k = matrix.clamp_k(k)
     image_id = resolve_image(conn, image)
     m = space_matrix(conn, space)
     v = m.vector(image_id)
@@ -301,7 +302,7 @@ def similar_to_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: s
 def similar_to_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10, space: str = "visual", *,
                       where: str | None = None, filters: Sequence[Filter] = ()) -> Results:
     """Images nearest to a vector of the given space (e.g. a new image's features)."""
-    k = index.clamp_k(k)
+    k = matrix.clamp_k(k)
     m = space_matrix(conn, space)
     v = unit(np.asarray(vector, dtype=np.float32))
     if v.shape[0] != m.dim:
@@ -312,11 +313,11 @@ def similar_to_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10,
 def image_tags(conn: sqlite3.Connection, image: Any, k: Any = 10) -> Results:
     """Image -> its ``k`` tags: the stored ones (its classes, then its nearest words),
     continued with more nearest words when more are asked than ingest stored."""
-    k = index.clamp_k(k)
+    k = matrix.clamp_k(k)
     image_id = resolve_image(conn, image)
     tags = rows.stored_tags(conn, image_id, k)
     if len(tags) < k:
-        m = index.matrix(conn, VEC_SEMANTIC)
+        m = matrix.matrix(conn, VEC_SEMANTIC)
         v = m.vector(image_id)
         if v is None:
             if tags:
@@ -330,7 +331,7 @@ def tags_for_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10,
                     leading: Sequence[tuple[str, float]] | None = None) -> Results:
     """The ``k`` tags of a word-space vector (e.g. a new image's): ``leading`` (its
     classes' names and distances) first, then the nearest tag words."""
-    k = index.clamp_k(k)
+    k = matrix.clamp_k(k)
     tags = nearest_tags(word_space(conn), np.asarray(vector, dtype=np.float32)[None, :], k,
                         leading=None if leading is None else [list(leading)])[0]
     return Results([WordHit(w, round(d, 6), r) for r, (w, d) in enumerate(tags, 1)])
@@ -338,7 +339,7 @@ def tags_for_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10,
 
 def images_tagged(conn: sqlite3.Connection, word: str, k: Any = 10) -> Results:
     """Images whose stored tags include ``word``, best-ranked first."""
-    k = index.clamp_k(k)
+    k = matrix.clamp_k(k)
     word = _word(word, "the tag word").strip().lower()
     # a label leads its photos' tags as it is stored: "car side" for the folder car_side
     return Results(_hits(conn, rows.images_with_tag(conn, list(dict.fromkeys([word, normalise_label(word)])), k)))
@@ -347,7 +348,7 @@ def images_tagged(conn: sqlite3.Connection, word: str, k: Any = 10) -> Results:
 def similar_words(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_unknown: bool = False) -> Results:
     """Word -> words: the ``k`` vocabulary words nearest to a query (its own words,
     punctuation and numbers excluded)."""
-    k = index.clamp_k(k)
+    k = matrix.clamp_k(k)
     space = word_space(conn)
     qv = space.query(query, allow_unknown=allow_unknown)
     exclude = {space.ids[t.word] for t in qv.terms if t.word in space.ids}
@@ -380,7 +381,7 @@ def focused_search(conn: sqlite3.Connection, image: Any, focus: str, k: Any = 10
     classes' weights), negative weights set to 0 so only the evidence *for* the class
     counts, then compared by cosine.
     """
-    k = index.clamp_k(k)
+    k = matrix.clamp_k(k)
     image_id = resolve_image(conn, image)
     head = load_model(conn, CLASSIFIER_MODEL)
     if head is None:
@@ -405,7 +406,7 @@ def warm(conn: sqlite3.Connection) -> None:
     if rows.has_words(conn):
         word_space(conn)
     for table in _SPACE_TABLES.values():
-        index.matrix(conn, table)
+        matrix.matrix(conn, table)
 
 
 def ranked_count(conn: sqlite3.Connection, space: str = "semantic", *, exclude_self: bool = False,
@@ -418,4 +419,4 @@ def ranked_count(conn: sqlite3.Connection, space: str = "semantic", *, exclude_s
     if allowed is not None:
         n = min(n, len(allowed))
     n -= (1 if exclude_self else 0) + left_out
-    return max(0, min(n, index.MAX_K))
+    return max(0, min(n, MAX_K))

@@ -15,6 +15,7 @@ from typing import Any
 import sqlite_vec
 
 from semsearch_sqlite.errors import ExtensionError
+from semsearch_sqlite.sqlite import handle
 
 _P = ctypes.c_void_p
 _SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION = 1005
@@ -49,26 +50,8 @@ def sqlite_library(conn: Any) -> ctypes.CDLL:
 
 
 def connection_handle(conn: Any) -> int:
-    """The ``sqlite3*`` pointer of a Python connection object.
-
-    CPython 3.8-3.14 and pysqlite3 lay out ``pysqlite_Connection`` as
-    ``PyObject_HEAD; sqlite3 *db; ...``. The pointer is verified against the
-    connection's own file name before it is used.
-    """
-    handle = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
-    if not handle:
-        raise ExtensionError("the connection is closed or its SQLite handle cannot be found")
-    lib = sqlite_library(conn)
-    c_name = lib.sqlite3_db_filename(handle, b"main")
-    row = conn.execute("select file from pragma_database_list where name = 'main'").fetchone()
-    expected = (row[0] if row else "") or ""
-    if (c_name or b"").decode("utf-8", "replace") != expected:
-        raise ExtensionError(
-            f"the SQLite handle of this {sys.implementation.name} {sys.version.split()[0]} "
-            "connection does not match its file; this Python's sqlite3 layout is unsupported: "
-            "install pysqlite3-binary or use a Python built with --enable-loadable-sqlite-extensions"
-        )
-    return handle
+    """The verified ``sqlite3*`` pointer of a Python connection object (see :mod:`.handle`)."""
+    return handle.connection_handle(conn, sqlite_library(conn))
 
 
 def load_extension(

@@ -26,7 +26,8 @@ from typing import Any
 
 from semsearch_sqlite.errors import ExtensionError
 from semsearch_sqlite.sqlite.extensions import connection_handle, sqlite_library
-from semsearch_sqlite.sqlite.vtable import _HEAD, _api, _describe, _from_value, _interrupted, _set_result
+from semsearch_sqlite.sqlite.handle import handle_at
+from semsearch_sqlite.sqlite.vtable import _api, _describe, _from_value, _interrupted, _set_result
 
 _P = ctypes.c_void_p
 _SQLITE_OK, _SQLITE_INTERRUPT = 0, 9
@@ -42,7 +43,7 @@ class _Scalar:
         self.name, self.fn, self.api, self.db, self.conn_addr = name, fn, api, db, id(conn)
 
     def connection(self) -> Any:
-        if _P.from_address(self.conn_addr + _HEAD).value != self.db:
+        if handle_at(self.conn_addr) != self.db:
             raise ExtensionError(f"{self.name}(): its connection object is gone")
         return ctypes.cast(self.conn_addr, ctypes.py_object).value
 
@@ -66,12 +67,21 @@ def _library(lib: Any) -> tuple[Any, Any, Any]:
         done = _per_library.get(lib._name)
         if done is not None:
             return done
-        create = _c(lib, "sqlite3_create_function_v2", ctypes.c_int,
-                    [_P, ctypes.c_char_p, ctypes.c_int, ctypes.c_int, _P, _P, _P, _P, _P])
+        create = _c(
+            lib,
+            "sqlite3_create_function_v2",
+            ctypes.c_int,
+            [_P, ctypes.c_char_p, ctypes.c_int, ctypes.c_int, _P, _P, _P, _P, _P],
+        )
         user_data = _c(lib, "sqlite3_user_data", _P, [_P])
         error_code = _c(lib, "sqlite3_result_error_code", None, [_P, ctypes.c_int])
         scalars, describe, from_value, set_result, interrupted = (
-            _scalars, _describe, _from_value, _set_result, _interrupted)
+            _scalars,
+            _describe,
+            _from_value,
+            _set_result,
+            _interrupted,
+        )
 
         def x_func(ctx, argc, argv):  # type: ignore[no-untyped-def]
             reg = None
@@ -103,8 +113,9 @@ def _library(lib: Any) -> tuple[Any, Any, Any]:
         return done
 
 
-def register_scalar_function(conn: Any, name: str, nargs: int, fn: Callable[..., Any], *,
-                             deterministic: bool = True) -> None:
+def register_scalar_function(
+    conn: Any, name: str, nargs: int, fn: Callable[..., Any], *, deterministic: bool = True
+) -> None:
     """Make ``fn(conn, *args)`` callable from SQL as ``name(arg, ...)`` with ``nargs`` arguments.
 
     An exception from ``fn`` becomes the SQL error: SemsearchError messages as they are,
@@ -124,8 +135,7 @@ def register_scalar_function(conn: Any, name: str, nargs: int, fn: Callable[...,
     key = next(_keys)
     _scalars[key] = _Scalar(name, fn, api, db, conn)
     flags = _SQLITE_UTF8 | (_SQLITE_DETERMINISTIC if deterministic else 0)
-    rc = create(db, name.encode(), nargs, flags, key, ctypes.cast(x_func, _P), None, None,
-                ctypes.cast(x_destroy, _P))
+    rc = create(db, name.encode(), nargs, flags, key, ctypes.cast(x_func, _P), None, None, ctypes.cast(x_destroy, _P))
     if rc != _SQLITE_OK:  # SQLite has already called xDestroy(key)
         _scalars.pop(key, None)
         message = (api.errmsg(db) or b"").decode("utf-8", "replace")

@@ -1,12 +1,11 @@
 """Table-valued SQL functions on any ``sqlite3``/``pysqlite3`` connection, in pure ctypes.
 
-    register_table_function(conn, "similar_images", fn, ["image_id", "path", "distance"],
-                            ["query", "k"])
+    register_table_function(conn, "similar_images", fn, ["image_id", "path", "distance"], ["query", "k"])
     conn.execute("select * from similar_images('cat sofa', 5)")   # calls fn(conn, 'cat sofa', 5)
 
-Each function is an eponymous-only virtual table module (``sqlite3_create_module_v2``
-with ``xCreate`` NULL) registered on the connection's own ``sqlite3*`` handle, so it
-works on Pythons without ``enable_load_extension`` and needs no compiler.
+Each function is an eponymous-only virtual table module (``sqlite3_create_module_v2``, ``xCreate``
+NULL) registered on the connection's own ``sqlite3*`` handle (:mod:`.handle`), so it works on
+Pythons without ``enable_load_extension`` and needs no compiler.
 
 Each registration's state is a small Python object found through an integer key (the
 module's client data), released by ``xDestroy``; a registration does not keep the
@@ -28,6 +27,7 @@ from typing import Any
 
 from semsearch_sqlite.errors import ExtensionError, SemsearchError
 from semsearch_sqlite.sqlite.extensions import connection_handle, sqlite_library
+from semsearch_sqlite.sqlite.handle import handle_at
 
 ESTIMATED_ROWS = 100  # rows one call is assumed to return, for the query planner
 MAX_PARAMS = 30  # the provided arguments are a bitmask in the int idxNum
@@ -38,7 +38,6 @@ _SQLITE_INTEGER, _SQLITE_FLOAT, _SQLITE_TEXT, _SQLITE_BLOB = 1, 2, 3, 4
 _SQLITE_UTF8 = 1
 _CONSTRAINT_EQ = 2
 _TRANSIENT = _P(-1)
-_HEAD = object.__basicsize__  # offset of ``sqlite3 *db`` in pysqlite_Connection
 _INT64 = (-(2**63), 2**63 - 1)
 _EXPIRE_FUNCTION = "semsearch_tablefunc_expire"
 
@@ -54,8 +53,12 @@ class _VCursor(ctypes.Structure):
 
 
 class _Constraint(ctypes.Structure):
-    _fields_ = [("iColumn", ctypes.c_int), ("op", ctypes.c_ubyte), ("usable", ctypes.c_ubyte),
-                ("iTermOffset", ctypes.c_int)]
+    _fields_ = [
+        ("iColumn", ctypes.c_int),
+        ("op", ctypes.c_ubyte),
+        ("usable", ctypes.c_ubyte),
+        ("iTermOffset", ctypes.c_int),
+    ]
 
 
 class _ConstraintUsage(ctypes.Structure):
@@ -63,20 +66,49 @@ class _ConstraintUsage(ctypes.Structure):
 
 
 class _IndexInfo(ctypes.Structure):
-    _fields_ = [("nConstraint", ctypes.c_int), ("aConstraint", ctypes.POINTER(_Constraint)),
-                ("nOrderBy", ctypes.c_int), ("aOrderBy", _P),
-                ("aConstraintUsage", ctypes.POINTER(_ConstraintUsage)),
-                ("idxNum", ctypes.c_int), ("idxStr", _P), ("needToFreeIdxStr", ctypes.c_int),
-                ("orderByConsumed", ctypes.c_int), ("estimatedCost", ctypes.c_double),
-                ("estimatedRows", ctypes.c_int64),  # SQLite >= 3.8.2
-                ("idxFlags", ctypes.c_int),  # >= 3.9.0
-                ("colUsed", ctypes.c_uint64)]  # >= 3.10.0
+    _fields_ = [
+        ("nConstraint", ctypes.c_int),
+        ("aConstraint", ctypes.POINTER(_Constraint)),
+        ("nOrderBy", ctypes.c_int),
+        ("aOrderBy", _P),
+        ("aConstraintUsage", ctypes.POINTER(_ConstraintUsage)),
+        ("idxNum", ctypes.c_int),
+        ("idxStr", _P),
+        ("needToFreeIdxStr", ctypes.c_int),
+        ("orderByConsumed", ctypes.c_int),
+        ("estimatedCost", ctypes.c_double),
+        ("estimatedRows", ctypes.c_int64),  # SQLite >= 3.8.2
+        ("idxFlags", ctypes.c_int),  # >= 3.9.0
+        ("colUsed", ctypes.c_uint64),
+    ]  # >= 3.10.0
 
 
-_SLOTS = ["xCreate", "xConnect", "xBestIndex", "xDisconnect", "xDestroy", "xOpen", "xClose",
-          "xFilter", "xNext", "xEof", "xColumn", "xRowid", "xUpdate", "xBegin", "xSync",
-          "xCommit", "xRollback", "xFindFunction", "xRename", "xSavepoint", "xRelease",
-          "xRollbackTo", "xShadowName", "xIntegrity"]
+_SLOTS = [
+    "xCreate",
+    "xConnect",
+    "xBestIndex",
+    "xDisconnect",
+    "xDestroy",
+    "xOpen",
+    "xClose",
+    "xFilter",
+    "xNext",
+    "xEof",
+    "xColumn",
+    "xRowid",
+    "xUpdate",
+    "xBegin",
+    "xSync",
+    "xCommit",
+    "xRollback",
+    "xFindFunction",
+    "xRename",
+    "xSavepoint",
+    "xRelease",
+    "xRollbackTo",
+    "xShadowName",
+    "xIntegrity",
+]
 
 
 class _Module(ctypes.Structure):
@@ -127,7 +159,7 @@ class _Api:
         for name, restype, argtypes in self._SIGNATURES:
             fn = lib[name]  # a fresh function object: our argtypes don't touch other users'
             fn.restype, fn.argtypes = restype, argtypes
-            setattr(self, name[len("sqlite3_"):], fn)
+            setattr(self, name[len("sqlite3_") :], fn)
         for name, restype, argtypes in self._OPTIONAL:
             try:
                 fn = lib[name]
@@ -135,7 +167,7 @@ class _Api:
                 fn = None
             else:
                 fn.restype, fn.argtypes = restype, argtypes
-            setattr(self, name[len("sqlite3_"):], fn)
+            setattr(self, name[len("sqlite3_") :], fn)
 
     def c_string(self, text: str) -> int:
         """``text`` copied into ``sqlite3_malloc`` memory (for zErrMsg), or 0."""
@@ -150,22 +182,43 @@ class _Api:
 class _Registration:
     """One table function on one connection."""
 
-    __slots__ = ("key", "name", "fold", "fn", "columns", "params", "required", "decl", "api",
-                 "db", "conn_addr", "filters")
+    __slots__ = (
+        "key",
+        "name",
+        "fold",
+        "fn",
+        "columns",
+        "params",
+        "required",
+        "decl",
+        "api",
+        "db",
+        "conn_addr",
+        "filters",
+    )
 
-    def __init__(self, key: int, name: str, fn: Callable[..., Iterable[Sequence[Any]]],
-                 columns: list[str], params: list[str], required: int, api: _Api, db: int,
-                 conn: Any):
+    def __init__(
+        self,
+        key: int,
+        name: str,
+        fn: Callable[..., Iterable[Sequence[Any]]],
+        columns: list[str],
+        params: list[str],
+        required: int,
+        api: _Api,
+        db: int,
+        conn: Any,
+    ):
         self.key, self.name, self.fold, self.fn = key, name, _fold(name), fn
         self.columns, self.params, self.required = columns, params, required
-        self.decl = ("CREATE TABLE x(%s)" % ", ".join(
-            [_quote(c) for c in columns] + [_quote(p) + " HIDDEN" for p in params])).encode()
+        declared = ", ".join([_quote(c) for c in columns] + [_quote(p) + " HIDDEN" for p in params])
+        self.decl = f"CREATE TABLE x({declared})".encode()
         self.api, self.db, self.conn_addr = api, db, id(conn)
         self.filters: frozenset[int] = frozenset()  # result columns whose constraints fn receives
 
     def connection(self) -> Any:
         """The Python connection: alive while SQLite runs a statement on its handle."""
-        if _P.from_address(self.conn_addr + _HEAD).value != self.db:
+        if handle_at(self.conn_addr) != self.db:
             raise ExtensionError(f"{self.name}(): its connection object is gone")
         return ctypes.cast(self.conn_addr, ctypes.py_object).value
 
@@ -178,8 +231,7 @@ class _Registration:
 
     def usage(self) -> str:
         given = ", ".join(self.params[: self.required])
-        optional = "".join(f" [, {p}]" if i or given else f"[{p}]"
-                           for i, p in enumerate(self.params[self.required:]))
+        optional = "".join(f" [, {p}]" if i or given else f"[{p}]" for i, p in enumerate(self.params[self.required :]))
         return f"{self.name}({given}{optional})"
 
 
@@ -259,8 +311,9 @@ def to_sql_value(value: Any) -> int | float | str | bytes | None:
         return memoryview(value).tobytes()
     except TypeError:
         pass
-    raise TypeError(f"cannot return a {kind.__module__}.{kind.__qualname__} value to SQL "
-                    "(use int, float, str, bytes or None)")
+    raise TypeError(
+        f"cannot return a {kind.__module__}.{kind.__qualname__} value to SQL (use int, float, str, bytes or None)"
+    )
 
 
 def _from_value(api: _Api, value: int) -> Any:
@@ -356,22 +409,14 @@ def _read_filters(reg: _Registration, idx_str: int, argv: Any, position: int) ->
     return tuple(out)
 
 
-def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
-    """The process-wide module struct and its callbacks.
+# -- the C callbacks ------------------------------------------------------------------------
+# Each family is made by one factory that binds everything its callbacks use as locals, so
+# the callbacks still work while module globals are being torn down at interpreter exit.
 
-    Everything a callback uses is bound here as a local, so callbacks still work while
-    module globals are being torn down at interpreter exit.
-    """
-    registrations, by_db, vtabs, cursors, keys, lock = (
-        _registrations, _by_db, _vtabs, _cursors, _keys, _lock)
-    VTab, VCursor, Cursor, describe, from_value, set_result, interrupted = (
-        _VTab, _VCursor, _Cursor, _describe, _from_value, _set_result, _interrupted)
-    memset, sizeof = ctypes.memset, ctypes.sizeof
-    OK, ERROR, NOMEM, CONSTRAINT, EQ = (
-        _SQLITE_OK, _SQLITE_ERROR, _SQLITE_NOMEM, _SQLITE_CONSTRAINT, _CONSTRAINT_EQ)
-    rows_estimate = ESTIMATED_ROWS
-    INTERRUPT = _SQLITE_INTERRUPT
-    plan_filters, read_filters = _plan_filters, _read_filters
+
+def _error_setter() -> Callable[[_Api, int, str], int]:
+    """``set_error(api, vtab, message)``: the vtab's zErrMsg for SQLite to report; SQLITE_ERROR."""
+    VTab, ERROR = _VTab, _SQLITE_ERROR
 
     def set_error(api: _Api, vtab: int, message: str) -> int:
         v = VTab.from_address(vtab)
@@ -379,6 +424,15 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
             api.free(v.zErrMsg)
         v.zErrMsg = api.c_string(message) or None
         return ERROR
+
+    return set_error
+
+
+def _table_callbacks() -> dict[str, Any]:
+    """xConnect/xDisconnect: a ``sqlite3_vtab`` per use of a registration in a statement."""
+    registrations, vtabs, keys = _registrations, _vtabs, _keys
+    VTab, memset, sizeof = _VTab, ctypes.memset, ctypes.sizeof
+    OK, ERROR, NOMEM = _SQLITE_OK, _SQLITE_ERROR, _SQLITE_NOMEM
 
     def x_connect(db, aux, argc, argv, pp_vtab, pz_err):  # type: ignore[no-untyped-def]
         try:
@@ -399,6 +453,27 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
             return OK
         except:  # noqa: E722 - nothing may escape into C
             return ERROR
+
+    def x_disconnect(vtab):  # type: ignore[no-untyped-def]
+        try:
+            reg = vtabs.pop(VTab.from_address(vtab).key, None)
+            if reg is not None:
+                v = VTab.from_address(vtab)
+                if v.zErrMsg:
+                    reg.api.free(v.zErrMsg)
+                reg.api.free(vtab)
+            return OK
+        except:  # noqa: E722 - nothing may escape into C
+            return OK
+
+    return {"xConnect": _CONNECT(x_connect), "xDisconnect": _ONE(x_disconnect)}
+
+
+def _plan_callbacks(set_error: Callable[[_Api, int, str], int]) -> dict[str, Any]:
+    """xBestIndex: which arguments (and filters) a plan hands to fn, and its cost."""
+    vtabs, VTab, describe, plan_filters = _vtabs, _VTab, _describe, _plan_filters
+    OK, ERROR, CONSTRAINT, EQ = _SQLITE_OK, _SQLITE_ERROR, _SQLITE_CONSTRAINT, _CONSTRAINT_EQ
+    rows_estimate = ESTIMATED_ROWS
 
     def x_best_index(vtab, p_info):  # type: ignore[no-untyped-def]
         reg = None
@@ -437,17 +512,14 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
         except BaseException as e:  # noqa: BLE001 - reported as the SQL error
             return set_error(reg.api, vtab, describe(e)) if reg is not None else ERROR
 
-    def x_disconnect(vtab):  # type: ignore[no-untyped-def]
-        try:
-            reg = vtabs.pop(VTab.from_address(vtab).key, None)
-            if reg is not None:
-                v = VTab.from_address(vtab)
-                if v.zErrMsg:
-                    reg.api.free(v.zErrMsg)
-                reg.api.free(vtab)
-            return OK
-        except:  # noqa: E722 - nothing may escape into C
-            return OK
+    return {"xBestIndex": _BEST_INDEX(x_best_index)}
+
+
+def _cursor_callbacks() -> dict[str, Any]:
+    """xOpen/xClose, and the cursor's position: xEof, xRowid."""
+    vtabs, cursors, keys = _vtabs, _cursors, _keys
+    VTab, VCursor, Cursor, memset, sizeof = _VTab, _VCursor, _Cursor, ctypes.memset, ctypes.sizeof
+    OK, ERROR, NOMEM = _SQLITE_OK, _SQLITE_ERROR, _SQLITE_NOMEM
 
     def x_open(vtab, pp_cursor):  # type: ignore[no-untyped-def]
         try:
@@ -473,6 +545,25 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
         except:  # noqa: E722 - nothing may escape into C
             return OK
 
+    def x_eof(cursor):  # type: ignore[no-untyped-def]
+        try:
+            return int(cursors[VCursor.from_address(cursor).key].row is None)
+        except:  # noqa: E722 - nothing may escape into C
+            return 1
+
+    def x_rowid(cursor, p_rowid):  # type: ignore[no-untyped-def]
+        try:
+            p_rowid[0] = cursors[VCursor.from_address(cursor).key].rowid
+            return OK
+        except:  # noqa: E722 - nothing may escape into C
+            return ERROR
+
+    return {"xOpen": _OPEN(x_open), "xClose": _ONE(x_close), "xEof": _ONE(x_eof), "xRowid": _ROWID(x_rowid)}
+
+
+def _row_advancer() -> Callable[[_Cursor], None]:
+    """``advance(state)``: the cursor's next row from fn's iterator, checked against the columns."""
+
     def advance(state: _Cursor) -> None:
         reg = state.reg
         try:
@@ -481,14 +572,26 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
             state.row, state.it = None, None
             return
         if isinstance(row, (str, bytes)) or not hasattr(row, "__len__"):
-            raise TypeError(f"{reg.name}() must yield rows as tuples of {len(reg.columns)} "
-                            f"values, got a {type(row).__name__}")
+            raise TypeError(
+                f"{reg.name}() must yield rows as tuples of {len(reg.columns)} values, got a {type(row).__name__}"
+            )
         row = tuple(row)
         if len(row) != len(reg.columns):
-            raise ValueError(f"{reg.name}() returned a row of {len(row)} values; expected "
-                             f"{len(reg.columns)} ({', '.join(reg.columns)})")
+            raise ValueError(
+                f"{reg.name}() returned a row of {len(row)} values; expected "
+                f"{len(reg.columns)} ({', '.join(reg.columns)})"
+            )
         state.row = row
         state.rowid += 1
+
+    return advance
+
+
+def _scan_callbacks(set_error: Callable[[_Api, int, str], int]) -> dict[str, Any]:
+    """xFilter/xNext: call fn with the statement's arguments and step through its rows."""
+    cursors, VCursor, describe, interrupted = _cursors, _VCursor, _describe, _interrupted
+    from_value, read_filters, advance = _from_value, _read_filters, _row_advancer()
+    OK, ERROR, INTERRUPT = _SQLITE_OK, _SQLITE_ERROR, _SQLITE_INTERRUPT
 
     def fail(state, e):  # type: ignore[no-untyped-def]
         # ends the cursor's rows and hands the exception's text to SQLite as the error
@@ -521,8 +624,7 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
             else:
                 result = reg.fn(reg.connection(), *args)
             if result is None or isinstance(result, (str, bytes)):
-                raise TypeError(f"{reg.name}() must return an iterable of rows, "
-                                f"got {type(result).__name__}")
+                raise TypeError(f"{reg.name}() must return an iterable of rows, got {type(result).__name__}")
             state.it = iter(result)
             advance(state)
             return OK
@@ -538,11 +640,13 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
         except BaseException as e:  # noqa: BLE001 - reported as the SQL error
             return fail(state, e)
 
-    def x_eof(cursor):  # type: ignore[no-untyped-def]
-        try:
-            return int(cursors[VCursor.from_address(cursor).key].row is None)
-        except:  # noqa: E722 - nothing may escape into C
-            return 1
+    return {"xFilter": _FILTER(x_filter), "xNext": _ONE(x_next)}
+
+
+def _column_callbacks() -> dict[str, Any]:
+    """xColumn: one value of the current row (or an argument, for a hidden column)."""
+    cursors, VCursor, describe, set_result = _cursors, _VCursor, _describe, _set_result
+    OK, ERROR = _SQLITE_OK, _SQLITE_ERROR
 
     def x_column(cursor, ctx, i):  # type: ignore[no-untyped-def]
         state = None
@@ -558,18 +662,19 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
         except BaseException as e:  # noqa: BLE001 - reported as the SQL error
             if state is None:
                 return ERROR
-            name = (state.reg.columns + state.reg.params)[i] if 0 <= i < len(
-                state.reg.columns) + len(state.reg.params) else str(i)
+            names = state.reg.columns + state.reg.params
+            name = names[i] if 0 <= i < len(names) else str(i)
             message = f"{state.reg.name}() column {name}: {describe(e)}".encode()
             state.reg.api.result_error(ctx, message, len(message))
             return ERROR
 
-    def x_rowid(cursor, p_rowid):  # type: ignore[no-untyped-def]
-        try:
-            p_rowid[0] = cursors[VCursor.from_address(cursor).key].rowid
-            return OK
-        except:  # noqa: E722 - nothing may escape into C
-            return ERROR
+    return {"xColumn": _COLUMN(x_column)}
+
+
+def _destroy_callback() -> Any:
+    """xDestroy of the module's client data: drops the registration (connection closed or
+    module replaced)."""
+    registrations, by_db, lock = _registrations, _by_db, _lock
 
     def x_destroy_aux(aux):  # type: ignore[no-untyped-def]
         try:
@@ -580,15 +685,23 @@ def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
         except:  # noqa: E722 - nothing may escape into C
             pass
 
-    callbacks = dict(
-        xConnect=_CONNECT(x_connect), xBestIndex=_BEST_INDEX(x_best_index),
-        xDisconnect=_ONE(x_disconnect), xOpen=_OPEN(x_open), xClose=_ONE(x_close),
-        xFilter=_FILTER(x_filter), xNext=_ONE(x_next), xEof=_ONE(x_eof),
-        xColumn=_COLUMN(x_column), xRowid=_ROWID(x_rowid))
+    return _DESTROY_AUX(x_destroy_aux)
+
+
+def _make_module() -> tuple[_Module, Any, tuple[Any, ...]]:
+    """The process-wide module struct and its callbacks, pinned for the life of the process."""
+    set_error = _error_setter()
+    callbacks = {
+        **_table_callbacks(),
+        **_plan_callbacks(set_error),
+        **_cursor_callbacks(),
+        **_scan_callbacks(set_error),
+        **_column_callbacks(),
+    }
     slots = {name: ctypes.cast(cb, _P) for name, cb in callbacks.items()}
     # xCreate NULL: eponymous-only. xDestroy (never called for those) = xDisconnect.
     module = _Module(iVersion=1, xDestroy=slots["xDisconnect"], **slots)
-    destroy = _DESTROY_AUX(x_destroy_aux)
+    destroy = _destroy_callback()
     keep = (module, destroy, tuple(callbacks.values()))
     # Pin for the life of the process: SQLite may call these while globals are cleared.
     ctypes.pythonapi.Py_IncRef(ctypes.py_object(keep))
@@ -674,7 +787,8 @@ def register_table_function(
     except Exception as e:  # noqa: BLE001 - one clear error for every way this fails
         raise ExtensionError(
             f"cannot register table function {name}() on a {type(conn).__module__} connection "
-            f"(Python {sys.version.split()[0]}): {_describe(e)}") from e
+            f"(Python {sys.version.split()[0]}): {_describe(e)}"
+        ) from e
     with _lock:
         current = _registrations.get(_by_db.get((db, _fold(name)), 0))
         if current is not None and current.columns == columns and current.params == params:
@@ -746,8 +860,9 @@ def _self_check(conn: Any, reg: _Registration) -> None:
         if seen != reg.columns:
             raise ExtensionError(f"it has columns {seen}, expected {reg.columns}")
     except Exception as e:  # noqa: BLE001 - one clear error for every way this fails
-        raise ExtensionError(f"table function {reg.name}() failed its self-check after "
-                             f"registering: {_describe(e)}") from e
+        raise ExtensionError(
+            f"table function {reg.name}() failed its self-check after registering: {_describe(e)}"
+        ) from e
 
 
 def live_registrations() -> int:

@@ -130,8 +130,19 @@ def display_file(conn: sqlite3.Connection, image_id: int) -> tuple[bytes, str | 
     return bytes(row[0]), row[1], row[2]
 
 
-IMAGE_DETAIL_KEYS = ("id", "path", "label", "width", "height", "mime", "size", "sha256",
-                     "display_width", "display_height", "has_display")
+IMAGE_DETAIL_KEYS = (
+    "id",
+    "path",
+    "label",
+    "width",
+    "height",
+    "mime",
+    "size",
+    "sha256",
+    "display_width",
+    "display_height",
+    "has_display",
+)
 
 
 def image_detail(conn: sqlite3.Connection, image_id: int) -> dict[str, Any] | None:
@@ -175,15 +186,32 @@ def photo_metadata(conn: sqlite3.Connection, image_id: int) -> dict[str, Any]:
 
 
 # result column -> images column, for filters pushed into a search
-FILTER_COLUMNS = {"image_id": "id", "path": "path", "label": "label", "width": "width", "height": "height",
-                  "taken_at": "taken_at", "camera": "camera", "lens": "lens",
-                  "latitude": "latitude", "longitude": "longitude"}
-_FILTER_SQL = {"=": "{} = ?", "<": "{} < ?", "<=": "{} <= ?", ">": "{} > ?", ">=": "{} >= ?",
-               "like": "{} like ?", "glob": "{} glob ?"}
+FILTER_COLUMNS = {
+    "image_id": "id",
+    "path": "path",
+    "label": "label",
+    "width": "width",
+    "height": "height",
+    "taken_at": "taken_at",
+    "camera": "camera",
+    "lens": "lens",
+    "latitude": "latitude",
+    "longitude": "longitude",
+}
+_FILTER_SQL = {
+    "=": "{} = ?",
+    "<": "{} < ?",
+    "<=": "{} <= ?",
+    ">": "{} > ?",
+    ">=": "{} >= ?",
+    "like": "{} like ?",
+    "glob": "{} glob ?",
+}
 
 
-def filtered_image_ids(conn: sqlite3.Connection, condition: str | None,
-                       clauses: Sequence[tuple[str, str, Any]]) -> list[int]:
+def filtered_image_ids(
+    conn: sqlite3.Connection, condition: str | None, clauses: Sequence[tuple[str, str, Any]]
+) -> list[int]:
     """Ids of the images matching the SQL ``condition`` (over ``images`` columns) and the
     ``(result column, operator, value)`` clauses (operators of ``queries.filters``)."""
     parts, params = [], []
@@ -202,6 +230,52 @@ def filtered_image_ids(conn: sqlite3.Connection, condition: str | None,
             params.append(value)
     sql = "select id from images" + (" where " + " and ".join(parts) if parts else "")
     return [r[0] for r in conn.execute(sql, params)]
+
+
+def paths_and_labels(conn: sqlite3.Connection) -> dict[int, tuple[str, str | None]]:
+    """image id -> ``(path, label)`` of every stored image."""
+    return {r[0]: (r[1], r[2]) for r in conn.execute("select id, path, label from images")}
+
+
+def class_probability_blobs(conn: sqlite3.Connection, ids: Sequence[int] | None = None) -> dict[int, bytes]:
+    """image id -> its stored ImageNet class probabilities (float32 BLOB), for ``ids`` or all."""
+    if ids is None:
+        return dict(conn.execute("select image_id, probs from image_classes").fetchall())
+    wanted = [int(i) for i in ids]
+    return dict(
+        conn.execute(
+            f"select image_id, probs from image_classes where image_id in ({_marks(len(wanted))})", wanted
+        ).fetchall()
+    )
+
+
+def row_count(conn: sqlite3.Connection, table: str) -> int:
+    """How many rows ``table`` (one of this package's tables, a ``vec_*`` one included) holds."""
+    return int(conn.execute(f"select count(*) from {table}").fetchone()[0])
+
+
+def image_count(conn: sqlite3.Connection) -> int:
+    """How many images are stored."""
+    return row_count(conn, "images")
+
+
+def plain_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Rows of the plain tables a summary counts: ``images``, ``words``, ``tags``."""
+    return {table: row_count(conn, table) for table in ("images", "words", "tags")}
+
+
+def image_sizes(conn: sqlite3.Connection) -> dict[str, int]:
+    """Label counts and stored image bytes, for ``info``."""
+
+    def one(sql: str) -> int:
+        return int(conn.execute(sql).fetchone()[0])
+
+    return {
+        "labels": one("select count(distinct label) from images where label is not null"),
+        "unlabelled": one("select count(*) from images where label is null"),
+        "thumbnail_bytes": one("select coalesce(sum(length(thumbnail)), 0) from images"),
+        "display_bytes": one("select coalesce(sum(length(display)), 0) from image_files"),
+    }
 
 
 def label_counts(conn: sqlite3.Connection) -> dict[str, int]:
@@ -230,7 +304,8 @@ def every_stored_tag(conn: sqlite3.Connection, k: int) -> dict[int, list[tuple[s
     """image id -> its first ``k`` stored tags, best first (one query for the collection)."""
     out: dict[int, list[tuple[str, float]]] = {}
     for image_id, word, distance in conn.execute(
-            "select image_id, word, distance from tags where rank <= ? order by image_id, rank", [int(k)]):
+        "select image_id, word, distance from tags where rank <= ? order by image_id, rank", [int(k)]
+    ):
         out.setdefault(int(image_id), []).append((word, float(distance)))
     return out
 
@@ -259,8 +334,9 @@ def has_words(conn: sqlite3.Connection) -> bool:
 def rare_word_vector(conn: sqlite3.Connection, word: str) -> np.ndarray | None:
     """The int8 lookup vector of a word outside the stored vocabulary (as float32), or None."""
     try:
-        row = conn.execute("select words, vectors from word_lookup where first <= ? order by first desc limit 1",
-                           [word]).fetchone()
+        row = conn.execute(
+            "select words, vectors from word_lookup where first <= ? order by first desc limit 1", [word]
+        ).fetchone()
     except sqlite3.OperationalError:  # a database from before the lookup table
         return None
     if row is None:
@@ -277,8 +353,11 @@ def rare_word_vector(conn: sqlite3.Connection, word: str) -> np.ndarray | None:
 def rare_word_count(conn: sqlite3.Connection) -> int:
     """How many lookup-only words are stored."""
     try:
-        return int(conn.execute("select coalesce(sum(length(words) - length(replace(words, char(10), '')) + 1), 0) "
-                                "from word_lookup").fetchone()[0])
+        return int(
+            conn.execute(
+                "select coalesce(sum(length(words) - length(replace(words, char(10), '')) + 1), 0) from word_lookup"
+            ).fetchone()[0]
+        )
     except sqlite3.OperationalError:
         return 0
 

@@ -20,6 +20,23 @@ from typing import Any
 
 import numpy as np
 
+from semsearch_sqlite._version import __version__
+from semsearch_sqlite.errors import SchemaVersionError, StoreError
+from semsearch_sqlite.sqlite.extensions import load_sqlite_vec
+from semsearch_sqlite.storage.models import load_model, save_model
+from semsearch_sqlite.storage.rows import META_TABLE, read_meta
+from semsearch_sqlite.storage.vec0 import (
+    VEC_KEYS,
+    check_vec_name,
+    delete_float_rows,
+    drop_code_lists,
+    drop_float_rows,
+    has_float_rows,
+    read_vectors,
+    vec_table_dim,
+    write_float_rows,
+)
+
 
 def _import_sqlite_utils() -> None:
     # sqlite-utils imports pandas when it is installed (the [ray] extra brings it) only to
@@ -37,23 +54,6 @@ def _import_sqlite_utils() -> None:
 _import_sqlite_utils()
 import sqlite_utils  # noqa: E402
 from sqlite_utils.migrations import Migrations  # noqa: E402
-
-from semsearch_sqlite import __version__
-from semsearch_sqlite.errors import SchemaVersionError, StoreError
-from semsearch_sqlite.sqlite.extensions import load_sqlite_vec
-from semsearch_sqlite.storage.models import load_model, save_model
-from semsearch_sqlite.storage.rows import META_TABLE, read_meta
-from semsearch_sqlite.storage.vectors import (
-    VEC_KEYS,
-    check_vec_name,
-    delete_float_rows,
-    drop_code_lists,
-    drop_float_rows,
-    has_float_rows,
-    read_vectors,
-    vec_table_dim,
-    write_float_rows,
-)
 
 MIGRATION_SET = "semsearch"
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -153,8 +153,14 @@ PHOTO_METADATA_COLUMNS = ("taken_at", "camera", "lens", "latitude", "longitude")
 def m002_photo_metadata(db: sqlite_utils.Database) -> None:
     # Columns stay empty until the next ingest reads the files' EXIF (without re-embedding);
     # metadata_read_at says a file was read, so files without EXIF aren't read again.
-    for column, kind in (("taken_at", "text"), ("camera", "text"), ("lens", "text"),
-                         ("latitude", "real"), ("longitude", "real"), ("metadata_read_at", "text")):
+    for column, kind in (
+        ("taken_at", "text"),
+        ("camera", "text"),
+        ("lens", "text"),
+        ("latitude", "real"),
+        ("longitude", "real"),
+        ("metadata_read_at", "text"),
+    ):
         db.execute(f"alter table images add column {column} {kind}")
     db.execute("create index images_taken_at on images(taken_at)")
     db.execute("create index images_camera on images(camera)")
@@ -191,7 +197,8 @@ def schema_check(conn: sqlite3.Connection, name: str) -> None:
     unknown = sorted(applied - set(MIGRATION_STEPS))
     if unknown:
         raise SchemaVersionError(
-            f"{name}: written by a newer semsearch-sqlite (schema steps {', '.join(unknown)}); {upgrade}")
+            f"{name}: written by a newer semsearch-sqlite (schema steps {', '.join(unknown)}); {upgrade}"
+        )
     try:
         row = conn.execute(f"select value from {META_TABLE} where key = 'schema_version'").fetchone()
     except sqlite3.OperationalError:
@@ -208,7 +215,8 @@ def schema_check(conn: sqlite3.Connection, name: str) -> None:
         known = "1" if schema_version() == 1 else f"1 to {schema_version()}"
         raise SchemaVersionError(
             f"{name}: schema version {stored!r} is not one this semsearch-sqlite knows (it knows {known}); "
-            "the file was changed by another program: restore it from a copy (nothing was changed in it)")
+            "the file was changed by another program: restore it from a copy (nothing was changed in it)"
+        )
 
 
 def encode_f32(vector: Any) -> bytes:
@@ -312,9 +320,7 @@ class Store:
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
-    def open(
-        cls, path: str | os.PathLike[str], *, create: bool = False, readonly: bool = False
-    ) -> "Store":
+    def open(cls, path: str | os.PathLike[str], *, create: bool = False, readonly: bool = False) -> Store:
         """Open (``create=True``: create or upgrade) the database at ``path``.
 
         Raises StoreError for a missing file, a non-SQLite file or a SQLite file made by
@@ -357,7 +363,9 @@ class Store:
                     f"(it has tables {', '.join(sorted(user_tables)[:5])}); give a new file name"
                 )
             if not create:
-                raise StoreError(f"{self.path}: empty database; create it with: semsearch-sqlite ingest IMAGES {self.path}")
+                raise StoreError(
+                    f"{self.path}: empty database; create it with: semsearch-sqlite ingest IMAGES {self.path}"
+                )
             return
         schema_check(self.conn, self.path)
 
@@ -378,7 +386,7 @@ class Store:
         """Close the connection."""
         self.conn.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -421,8 +429,7 @@ class Store:
     def set_meta(self, key: str, value: Any) -> None:
         """Store one provenance value (JSON-encoded) and bump ``updated_at``."""
         self.conn.execute(
-            f"insert into {META_TABLE}(key, value) values (?, ?) "
-            "on conflict(key) do update set value = excluded.value",
+            f"insert into {META_TABLE}(key, value) values (?, ?) on conflict(key) do update set value = excluded.value",
             [key, json.dumps(value)],
         )
         if key != "updated_at":
@@ -456,10 +463,7 @@ class Store:
         if have == dim:
             return
         if have is not None:
-            raise StoreError(
-                f"{self.path}: {table} holds {have}-d vectors, not {dim}-d; "
-                "use --rebuild to replace them"
-            )
+            raise StoreError(f"{self.path}: {table} holds {have}-d vectors, not {dim}-d; use --rebuild to replace them")
         key = VEC_KEYS[table]
         self.conn.execute(
             f"create virtual table {table} using vec0("
@@ -527,6 +531,57 @@ class Store:
             ([meta.get(c) for c in PHOTO_METADATA_COLUMNS] + [stamp, int(image_id)] for image_id, meta in values),
         )
 
+    # -- tags, words, evaluations, derived data ----------------------------------------------
+    def forget_embeddings(self, vec_tables: Sequence[str]) -> None:
+        """Drop what a backbone computed (``vec_tables``, class probabilities, tags, the fitted
+        word-space models, the backbone's provenance) and mark every image to be re-read."""
+        with self.atomic():
+            for table in vec_tables:
+                self.drop_vec_table(table)
+            for sql in (
+                "delete from image_classes",
+                "delete from tags",
+                "delete from models where name in ('semantic', 'classifier')",
+                # size -1 forces every image to be re-read and re-embedded
+                "update images set size = -1",
+            ):
+                self.conn.execute(sql)
+            for key in ("backbone", "backbone_provenance"):
+                self.conn.execute(f"delete from {META_TABLE} where key = ?", [key])
+            self.bump_generation()
+
+    def replace_tags(self, ids: Sequence[int], rows: Iterable[tuple[int, int, str, float]]) -> None:
+        """Replace the tags of image ``ids`` with ``rows`` of ``(image_id, rank, word, distance)``
+        (call inside a transaction)."""
+        self.conn.executemany("delete from tags where image_id = ?", ((int(i),) for i in ids))
+        self.conn.executemany("insert into tags(image_id, rank, word, distance) values (?, ?, ?, ?)", rows)
+
+    def clear_tags(self) -> None:
+        """Delete every stored tag (call inside a transaction)."""
+        self.conn.execute("delete from tags")
+
+    def replace_words(self, words: Sequence[str]) -> list[int]:
+        """Replace the vocabulary's words; ids follow the order of ``words``, from 1 (call
+        inside a transaction). Returns the ids."""
+        self.conn.execute("delete from words")
+        ids = list(range(1, len(words) + 1))
+        self.conn.executemany("insert into words(id, word) values (?, ?)", zip(ids, words, strict=True))
+        return ids
+
+    def replace_word_lookup(self, buckets: Iterable[tuple[str, str, bytes]]) -> None:
+        """Replace the lookup-only (rare) words with ``buckets`` of ``(first word, words joined
+        by newlines, int8 vectors)`` (call inside a transaction)."""
+        self.conn.execute("delete from word_lookup")
+        self.conn.executemany("insert into word_lookup(first, words, vectors) values (?, ?, ?)", buckets)
+
+    def save_evaluation(self, settings: dict[str, Any], provenance: dict[str, Any], figures: dict[str, Any]) -> None:
+        """Store one evaluation run (as JSON), stamped now."""
+        with self.atomic():
+            self.conn.execute(
+                "insert into evaluations(created_at, settings, provenance, figures) values (?, ?, ?, ?)",
+                [now(), json.dumps(settings), json.dumps(provenance), json.dumps(figures)],
+            )
+
     def generation(self) -> int:
         """A number that changes whenever vectors are written (for caches)."""
         return int(self.get_meta("generation", 0))
@@ -534,5 +589,3 @@ class Store:
     def bump_generation(self) -> None:
         """Mark cached vector matrices as stale."""
         self.set_meta("generation", self.generation() + 1)
-
-

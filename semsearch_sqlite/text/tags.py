@@ -116,5 +116,4 @@ def write_tags(store: Store, ids: Sequence[int], vectors: np.ndarray, k: int = D
     rows = []
     for image_id, tags in zip(ids, nearest_tags(space, vectors, k, mask, leading)):
         rows.extend((int(image_id), rank, word, dist) for rank, (word, dist) in enumerate(tags, 1))
-    store.conn.executemany("delete from tags where image_id = ?", ((int(i),) for i in ids))
-    store.conn.executemany("insert into tags(image_id, rank, word, distance) values (?, ?, ?, ?)", rows)
+    store.replace_tags(ids, rows)

@@ -17,11 +17,11 @@ from semsearch_sqlite.storage.cache import ProcessCache
 from semsearch_sqlite.storage.models import CLASS_METHODS, CLASSES_MODEL, SEMANTIC_MODEL, load_model, model_config
 from semsearch_sqlite.storage.rows import database_key, generation, rare_word_vector, vocabulary
 from semsearch_sqlite.storage.store import Store
-from semsearch_sqlite.storage.vectors import VEC_WORDS
+from semsearch_sqlite.storage.vec0 import VEC_WORDS
 from semsearch_sqlite.text.glove import WordVectors
 from semsearch_sqlite.text.query import QueryVector, combine_terms, compound_lookup, parse_query, phrase_vector, tokenize
 from semsearch_sqlite.text.wordnet import anchored, kinship
-from semsearch_sqlite.vectors import matrix as index
+from semsearch_sqlite.vectors import matrix
 
 _BATCH = 5000
 # lookup-only words per row of word_lookup (a 12.5 KB vector BLOB at 50-d)
@@ -38,10 +38,8 @@ def store_words(store: Store, wv: WordVectors, source_info: dict[str, Any], look
     """
     with store.atomic():
         store.drop_vec_table(VEC_WORDS)
-        store.conn.execute("delete from words")
+        ids = store.replace_words(wv.words)
         store.ensure_vec_table(VEC_WORDS, wv.dim)
-        ids = list(range(1, len(wv.words) + 1))
-        store.conn.executemany("insert into words(id, word) values (?, ?)", zip(ids, wv.words))
         for start in range(0, len(ids), _BATCH):
             store.write_vectors(VEC_WORDS, ids[start : start + _BATCH], wv.vectors[start : start + _BATCH])
         rare = store_rare_words(store, lookup, set(wv.words)) if lookup is not None else 0
@@ -63,7 +61,6 @@ def int8_rows(vectors: np.ndarray) -> np.ndarray:
 def store_rare_words(store: Store, wv: WordVectors, exclude: set[str]) -> int:
     """Replace the lookup-only words with every word of ``wv`` not in ``exclude`` (call
     inside a transaction), in sorted buckets of :data:`LOOKUP_BUCKET`. Returns how many."""
-    store.conn.execute("delete from word_lookup")
     first: dict[str, int] = {}
     for i, w in enumerate(wv.words):
         if w and "\n" not in w and w not in exclude:
@@ -74,7 +71,7 @@ def store_rare_words(store: Store, wv: WordVectors, exclude: set[str]) -> int:
     for start in range(0, len(words), LOOKUP_BUCKET):
         chunk = words[start : start + LOOKUP_BUCKET]
         buckets.append((chunk[0], "\n".join(chunk), int8_rows(wv.vectors[rows[start : start + LOOKUP_BUCKET]]).tobytes()))
-    store.conn.executemany("insert into word_lookup(first, words, vectors) values (?, ?, ?)", buckets)
+    store.replace_word_lookup(buckets)
     return len(words)
 
 
@@ -84,7 +81,7 @@ class WordSpace:
 
     words: dict[int, str]
     ids: dict[str, int]
-    matrix: index.Matrix
+    matrix: matrix.Matrix
     # words outside the vocabulary (the int8 lookup table of this database), or None
     rare: Callable[[str], np.ndarray | None] | None = None
     # image queries: the ImageNet class vectors words are anchored to (None: the images'
@@ -132,7 +129,7 @@ _spaces: ProcessCache[WordSpace] = ProcessCache(CACHE_ENTRIES)
 
 def word_space(conn: sqlite3.Connection) -> WordSpace:
     """The cached stored vocabulary of the database behind ``conn``."""
-    m = index.matrix(conn, VEC_WORDS)
+    m = matrix.matrix(conn, VEC_WORDS)
     if len(m) == 0:
         raise StoreError("this database holds no word vectors; run semsearch-sqlite ingest (or words import) first")
     db = database_key(conn)
@@ -221,7 +218,7 @@ def ensure_vocabulary(
     stored_source = store.get_meta("words_source_arg")
     stored_size = store.get_meta("words_vocab_size")
     stored_extra = list(store.get_meta("words_extra", []))
-    have = {w for (w,) in store.conn.execute("select word from words")}
+    have = set(vocabulary(store.conn).values())
     size = vocab_size or stored_size or DEFAULT_VOCAB_SIZE
     source = glove if glove is not None else stored_source
     wanted_extra = sorted(set(stored_extra) | {w.lower() for w in extra_words})

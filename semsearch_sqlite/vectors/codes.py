@@ -11,7 +11,7 @@ features: 16 GB, in every serving process) is searched like this instead:
   :mod:`.ivf`); a query scans the codes of its ``nprobe`` nearest lists by Hamming
   distance (``np.bitwise_count``) and keeps the ``shortlist`` best;
 - the shortlist is **rescored exactly** with the float32 vectors read from the file
-  (the plain copy in ``storage.vectors.read_float_rows``: a few hundred 16 KB rows by
+  (the plain copy in ``storage.vec0.read_float_rows``: a few hundred 16 KB rows by
   id), so distances are exact and only the candidate set is approximate.
 
 ``nprobe`` and ``shortlist`` are calibrated when the index is built (stored vectors,
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from semsearch_sqlite.storage.models import load_model, model_config, save_model
-from semsearch_sqlite.storage.vectors import (
+from semsearch_sqlite.storage.vec0 import (
     ChunkRows,
     chunk_ids,
     read_chunks,
@@ -48,7 +48,7 @@ from semsearch_sqlite.storage.vectors import (
     read_float_rows,
     write_code_lists,
 )
-from semsearch_sqlite.vectors import ivf as ann
+from semsearch_sqlite.vectors import ivf
 from semsearch_sqlite.vectors.maths import unit_rows_inplace
 
 log = logging.getLogger("semsearch_sqlite")
@@ -127,7 +127,11 @@ class TopK:
                 scores[qi, block_ids == self.skip[qi]] = -np.inf
         vals = np.concatenate([self.val, scores], axis=1)
         idx = np.concatenate([self.idx, np.broadcast_to(np.arange(first, first + len(block)), scores.shape)], axis=1)
-        keep = np.argpartition(-vals, self.k - 1, axis=1)[:, : self.k] if vals.shape[1] > self.k else np.argsort(-vals, axis=1)
+        keep = (
+            np.argpartition(-vals, self.k - 1, axis=1)[:, : self.k]
+            if vals.shape[1] > self.k
+            else np.argsort(-vals, axis=1)
+        )
         self.val = np.take_along_axis(vals, keep, axis=1)
         self.idx = np.take_along_axis(idx, keep, axis=1)
 
@@ -136,15 +140,26 @@ class TopK:
         return np.take_along_axis(self.idx, order, axis=1)
 
 
-def calibrate(queries: np.ndarray, truth: np.ndarray, kinds: np.ndarray, labels: np.ndarray, codes: np.ndarray,
-              centroids: np.ndarray, threshold: np.ndarray, *, target: float = TARGET_RECALL) -> dict[str, Any]:
+def calibrate(
+    queries: np.ndarray,
+    truth: np.ndarray,
+    kinds: np.ndarray,
+    labels: np.ndarray,
+    codes: np.ndarray,
+    centroids: np.ndarray,
+    threshold: np.ndarray,
+    *,
+    target: float = TARGET_RECALL,
+) -> dict[str, Any]:
     """The cheapest ``(nprobe, shortlist)`` whose recall@10 reaches ``target`` for every
     query kind: a true neighbour is found when its list is among the ``nprobe`` nearest
     and its Hamming rank among the probed rows is below ``shortlist``."""
     n = len(labels)
     nlist = len(centroids)
     sizes = np.bincount(labels, minlength=nlist)
-    probes = sorted({p for p in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512) if p <= nlist} | {nlist})
+    probes = sorted(
+        {p for p in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512) if p <= nlist} | {nlist}
+    )
     qcodes = encode(queries, threshold)
     found = np.zeros((len(probes), len(SHORTLISTS), len(queries)), dtype=np.float32)
     scanned = np.zeros((len(probes), len(queries)))
@@ -192,8 +207,13 @@ def calibrate(queries: np.ndarray, truth: np.ndarray, kinds: np.ndarray, labels:
         rec = min(float(found[a, b, kinds == k].mean()) for k in kinds_list)
         best = (0.0, probes[a], SHORTLISTS[b], rec, float(scanned[a].mean()) / n)
     _, p, r, rec, share = best
-    return {"nprobe": int(p), "shortlist": int(r), "calibration_recall": round(rec, 4),
-            "scan_share": round(share, 5), "target_recall": target}
+    return {
+        "nprobe": int(p),
+        "shortlist": int(r),
+        "calibration_recall": round(rec, 4),
+        "scan_share": round(share, 5),
+        "target_recall": target,
+    }
 
 
 # -- the index in memory -------------------------------------------------------------------------
@@ -226,7 +246,7 @@ class CodeIndex:
             size = math.ceil(size * want / 10)
         cs = self.centroids @ query
         nl = len(cs)
-        lists = np.arange(nl) if nprobe >= nl else np.sort(np.argpartition(cs, nl - nprobe)[nl - nprobe:])
+        lists = np.arange(nl) if nprobe >= nl else np.sort(np.argpartition(cs, nl - nprobe)[nl - nprobe :])
         starts, ends = self.offsets[lists], self.offsets[lists + 1]
         total = int((ends - starts).sum())
         if total == 0:
@@ -237,8 +257,8 @@ class CodeIndex:
         at = 0
         for s, e in zip(starts.tolist(), ends.tolist()):
             if e > s:
-                dist[at: at + e - s] = hamming(self.codes[s:e], qc)
-                rows[at: at + e - s] = np.arange(s, e)
+                dist[at : at + e - s] = hamming(self.codes[s:e], qc)
+                rows[at : at + e - s] = np.arange(s, e)
                 at += e - s
         if size < total:
             keep = np.argpartition(dist, size)[:size]
@@ -247,7 +267,7 @@ class CodeIndex:
 
 
 def _layout(labels: np.ndarray, nlist: int) -> tuple[np.ndarray, np.ndarray]:
-    return ann.layout(labels, nlist)
+    return ivf.layout(labels, nlist)
 
 
 def load_code_index(conn: sqlite3.Connection, table: str, dim: int) -> CodeIndex | None:
@@ -258,8 +278,12 @@ def load_code_index(conn: sqlite3.Connection, table: str, dim: int) -> CodeIndex
             return None
         arrays, config = got
         centroids, threshold = arrays["centroids"].astype(np.float32), arrays["threshold"].astype(np.float32)
-        if (config.get("format") != CODES_FORMAT or centroids.ndim != 2 or centroids.shape[1] != dim
-                or threshold.shape != (dim,)):
+        if (
+            config.get("format") != CODES_FORMAT
+            or centroids.ndim != 2
+            or centroids.shape[1] != dim
+            or threshold.shape != (dim,)
+        ):
             return None
         nlist, width, count = len(centroids), code_bytes(dim), int(config.get("count", -1))
         stamp = config.get("stamp")
@@ -268,16 +292,22 @@ def load_code_index(conn: sqlite3.Connection, table: str, dim: int) -> CodeIndex
         offsets = np.zeros(nlist + 1, dtype=np.int64)
         at, seen = 0, 0
         for lst, row_stamp, n, id_blob, code_blob in read_code_lists(conn, table):
-            if (row_stamp != stamp or not 0 <= lst < nlist or lst < seen or at + n > count
-                    or len(id_blob) != 8 * n or len(code_blob) != width * n):
+            if (
+                row_stamp != stamp
+                or not 0 <= lst < nlist
+                or lst < seen
+                or at + n > count
+                or len(id_blob) != 8 * n
+                or len(code_blob) != width * n
+            ):
                 return None
-            offsets[seen + 1: lst + 1] = at
-            ids[at: at + n] = np.frombuffer(id_blob, "<i8")
-            codes[at: at + n] = np.frombuffer(code_blob, np.uint8).reshape(n, width)
+            offsets[seen + 1 : lst + 1] = at
+            ids[at : at + n] = np.frombuffer(id_blob, "<i8")
+            codes[at : at + n] = np.frombuffer(code_blob, np.uint8).reshape(n, width)
             at += n
             offsets[lst + 1] = at
             seen = lst + 1
-        offsets[seen + 1:] = at
+        offsets[seen + 1 :] = at
         if at != count:
             return None
         return CodeIndex(centroids, threshold, offsets, ids, codes, config)
@@ -286,16 +316,31 @@ def load_code_index(conn: sqlite3.Connection, table: str, dim: int) -> CodeIndex
         return None
 
 
-def save_code_index(conn: sqlite3.Connection, table: str, idx: CodeIndex, config: dict[str, Any],
-                    changed: np.ndarray | None = None) -> dict[str, Any]:
+def save_code_index(
+    conn: sqlite3.Connection, table: str, idx: CodeIndex, config: dict[str, Any], changed: np.ndarray | None = None
+) -> dict[str, Any]:
     """Write ``idx`` (inside a transaction): all lists, or only the ``changed`` ones."""
-    config = {**config, "format": CODES_FORMAT, "table": table, "dim": int(idx.centroids.shape[1]),
-              "nlist": idx.nlist, "count": len(idx.ids), "stamp": uuid.uuid4().hex}
+    config = {
+        **config,
+        "format": CODES_FORMAT,
+        "table": table,
+        "dim": int(idx.centroids.shape[1]),
+        "nlist": idx.nlist,
+        "count": len(idx.ids),
+        "stamp": uuid.uuid4().hex,
+    }
     save_model(conn, codes_name(table), MODEL_KIND, {"centroids": idx.centroids, "threshold": idx.threshold}, config)
     lists = range(idx.nlist) if changed is None else sorted(set(int(c) for c in changed))
-    write_code_lists(conn, table, config["stamp"],
-                     ((lst, idx.ids[idx.offsets[lst]: idx.offsets[lst + 1]], idx.codes[idx.offsets[lst]: idx.offsets[lst + 1]])
-                      for lst in lists), replace_all=changed is None)
+    write_code_lists(
+        conn,
+        table,
+        config["stamp"],
+        (
+            (lst, idx.ids[idx.offsets[lst] : idx.offsets[lst + 1]], idx.codes[idx.offsets[lst] : idx.offsets[lst + 1]])
+            for lst in lists
+        ),
+        replace_all=changed is None,
+    )
     idx.config = config
     return config
 
@@ -306,7 +351,9 @@ def code_index_stamp(conn: sqlite3.Connection, table: str) -> str | None:
     return None if config is None else str(config.get("stamp"))
 
 
-def with_rows(idx: CodeIndex, add_ids: np.ndarray, add_x: np.ndarray | None, drop_ids: np.ndarray) -> tuple[CodeIndex, np.ndarray]:
+def with_rows(
+    idx: CodeIndex, add_ids: np.ndarray, add_x: np.ndarray | None, drop_ids: np.ndarray
+) -> tuple[CodeIndex, np.ndarray]:
     """``idx`` with unit rows ``add_x`` (ids ``add_ids``) coded into their nearest lists and
     ``drop_ids`` removed; also the lists that changed."""
     labels = np.repeat(np.arange(idx.nlist, dtype=np.int32), np.diff(idx.offsets))
@@ -314,7 +361,7 @@ def with_rows(idx: CodeIndex, add_ids: np.ndarray, add_x: np.ndarray | None, dro
     changed = [np.unique(labels[~keep])]
     ids, codes, labels = idx.ids[keep], idx.codes[keep], labels[keep]
     if add_x is not None and len(add_ids):
-        new_labels = ann.assign(add_x, idx.centroids)
+        new_labels = ivf.assign(add_x, idx.centroids)
         ids = np.concatenate([ids, add_ids.astype(np.int64)])
         codes = np.concatenate([codes, encode(add_x, idx.threshold)])
         labels = np.concatenate([labels, new_labels])
@@ -325,14 +372,44 @@ def with_rows(idx: CodeIndex, add_ids: np.ndarray, add_x: np.ndarray | None, dro
 
 
 # -- building (the writers) ------------------------------------------------------------------------
-def build(store: Any, table: str, dim: int, *, nlist: int | None = None, seed: int = 0,
-          progress: Any = None) -> tuple[CodeIndex, dict[str, Any]]:
+def _training_rows(src: ChunkRows, n: int, nl: int, rng: np.random.Generator) -> np.ndarray:
+    """The training sample's rows: random rows of random chunks (chunk order follows ingest
+    order, so whole chunks would be a biased sample)."""
+    want = min(n, nl * ivf.TRAIN_PER_LIST)
+    chunk_of = src.chunk_of(np.arange(n))
+    nchunks = int(chunk_of.max()) + 1 if n else 0
+    picked = np.sort(rng.choice(nchunks, min(nchunks, max(1, math.ceil(4 * want / 1024))), replace=False))
+    pool = np.flatnonzero(np.isin(chunk_of, picked))
+    return np.sort(rng.choice(pool, min(want, len(pool)), replace=False))
+
+
+def _calibration_queries(
+    sample: np.ndarray, sample_ids: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calibration queries from the unit training ``sample``: stored rows (themselves
+    excluded), sums of two, noisy copies. Returns ``(queries, kind of each, id to skip)``."""
+    m = min(CALIBRATION_QUERIES, len(sample))
+    a = rng.choice(len(sample), m, replace=False)
+    b = rng.choice(len(sample), m, replace=True)
+    noise = rng.standard_normal((m, sample.shape[1])).astype(np.float32)
+    noise *= (0.5 / np.maximum(np.linalg.norm(noise, axis=1), 1e-12))[:, None]
+    queries = np.concatenate(
+        [sample[a], unit_rows_inplace(sample[a] + sample[b]), unit_rows_inplace(sample[a] + noise)]
+    )
+    kinds = np.repeat(np.arange(3), m)
+    skip = np.concatenate([sample_ids[a], np.full(2 * m, -1)])
+    return queries, kinds, skip
+
+
+def build(
+    store: Any, table: str, dim: int, *, nlist: int | None = None, seed: int = 0, progress: Any = None
+) -> tuple[CodeIndex, dict[str, Any]]:
     """Train, code and calibrate the code index of ``table`` in bounded memory (one
     pass over the table, chunk by chunk), filling its float-row copy on the way.
 
     Returns the index (not yet saved) and its config."""
     from semsearch_sqlite.storage.rows import generation
-    from semsearch_sqlite.storage.vectors import create_float_rows, write_float_rows
+    from semsearch_sqlite.storage.vec0 import create_float_rows, write_float_rows
 
     t0 = time.perf_counter()
     conn = store.conn
@@ -341,29 +418,14 @@ def build(store: Any, table: str, dim: int, *, nlist: int | None = None, seed: i
     if src is None:
         raise sqlite3.DatabaseError(f"{table}: unexpected vec0 layout; the compact index needs vec0's chunks")
     n = len(src.ids)
-    nl = max(1, min(nlist or ann.nlist_for(n), n))
+    nl = max(1, min(nlist or ivf.nlist_for(n), n))
     rng = np.random.default_rng(seed)
-    # the training sample: random rows of random chunks (chunk order follows ingest
-    # order, so whole chunks would be a biased sample)
-    want = min(n, nl * ann.TRAIN_PER_LIST)
-    chunk_of = src.chunk_of(np.arange(n))
-    nchunks = int(chunk_of.max()) + 1 if n else 0
-    picked = np.sort(rng.choice(nchunks, min(nchunks, max(1, math.ceil(4 * want / 1024))), replace=False))
-    pool = np.flatnonzero(np.isin(chunk_of, picked))
-    sample_rows = np.sort(rng.choice(pool, min(want, len(pool)), replace=False))
+    sample_rows = _training_rows(src, n, nl, rng)
     sample = unit_rows_inplace(src.read_rows(sample_rows))
-    centroids, _ = ann.spherical_kmeans(sample, nl, seed=seed)
+    centroids, _ = ivf.spherical_kmeans(sample, nl, seed=seed)
     threshold = sample.mean(axis=0).astype(np.float32)
     t1 = time.perf_counter()
-    # calibration queries: stored rows (themselves excluded), pair sums, noisy copies
-    m = min(CALIBRATION_QUERIES, len(sample))
-    a = rng.choice(len(sample), m, replace=False)
-    b = rng.choice(len(sample), m, replace=True)
-    noise = rng.standard_normal((m, dim)).astype(np.float32)
-    noise *= (0.5 / np.maximum(np.linalg.norm(noise, axis=1), 1e-12))[:, None]
-    queries = np.concatenate([sample[a], unit_rows_inplace(sample[a] + sample[b]), unit_rows_inplace(sample[a] + noise)])
-    kinds = np.repeat(np.arange(3), m)
-    skip = np.concatenate([src.ids[sample_rows[a]], np.full(2 * m, -1)])
+    queries, kinds, skip = _calibration_queries(sample, src.ids[sample_rows], rng)
     del sample
     top = TopK(queries, min(10, max(1, n - 1)), skip)
     ids = np.empty(n, dtype=np.int64)
@@ -377,14 +439,14 @@ def build(store: Any, table: str, dim: int, *, nlist: int | None = None, seed: i
         create_float_rows(conn, table)
     for g in range(0, len(all_chunks), CHUNKS_PER_COMMIT):
         with store.atomic():
-            for block_ids, raw in read_chunks(conn, table, dim, all_chunks[g: g + CHUNKS_PER_COMMIT]):
+            for block_ids, raw in read_chunks(conn, table, dim, all_chunks[g : g + CHUNKS_PER_COMMIT]):
                 if at + len(block_ids) > n:  # the table grew since: the rest waits for the next refresh
                     block_ids, raw = block_ids[: n - at], raw[: n - at]
                 write_float_rows(conn, table, block_ids, raw)
                 x = unit_rows_inplace(raw.copy())
                 e = at + len(x)
                 ids[at:e] = block_ids
-                labels[at:e] = ann.assign(x, centroids)
+                labels[at:e] = ivf.assign(x, centroids)
                 codes[at:e] = encode(x, threshold)
                 top.add(x, at, block_ids)
                 at = e
@@ -392,15 +454,25 @@ def build(store: Any, table: str, dim: int, *, nlist: int | None = None, seed: i
             progress(min(len(all_chunks), g + CHUNKS_PER_COMMIT), len(all_chunks))
     ids, labels, codes = ids[:at], labels[:at], codes[:at]
     t2 = time.perf_counter()
-    cal = calibrate(queries, top.best(), kinds, labels, codes, centroids, threshold) if at else {
-        "nprobe": 1, "shortlist": SHORTLISTS[0]}
+    cal = (
+        calibrate(queries, top.best(), kinds, labels, codes, centroids, threshold)
+        if at
+        else {"nprobe": 1, "shortlist": SHORTLISTS[0]}
+    )
     t3 = time.perf_counter()
     order, offsets = _layout(labels, nl)
     idx = CodeIndex(centroids, threshold, offsets, ids[order], codes[order])
-    config = {**cal, "nlist": nl, "n_trained": at, "generation": gen, "train_s": round(t1 - t0, 2),
-              "code_s": round(t2 - t1, 2), "calibrate_s": round(t3 - t2, 2),
-              "bytes_per_vector": code_bytes(dim) + 8,
-              "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    config = {
+        **cal,
+        "nlist": nl,
+        "n_trained": at,
+        "generation": gen,
+        "train_s": round(t1 - t0, 2),
+        "code_s": round(t2 - t1, 2),
+        "calibrate_s": round(t3 - t2, 2),
+        "bytes_per_vector": code_bytes(dim) + 8,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     return idx, config
 
 
@@ -460,14 +532,25 @@ class CompactMatrix:
     def strategy(self, k: int, exclude: set[int] | None = None, weights: Any = None, exact: bool | None = None) -> str:
         """``"codes"`` or ``"exact"`` (a streamed scan of the table)."""
         want = k + (len(exclude) if exclude else 0)
-        if (self.index is None or weights is not None or exact or (exact is None and ann.exact_forced())
-                or want > ann.APPROX_MAX_WANT):
+        if (
+            self.index is None
+            or weights is not None
+            or exact
+            or (exact is None and ivf.exact_forced())
+            or want > ivf.APPROX_MAX_WANT
+        ):
             return "exact"
         return "codes"
 
-    def top_k(self, query: np.ndarray, k: int, exclude: set[int] | None = None,
-              weights: np.ndarray | None = None, exact: bool | None = None,
-              allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+    def top_k(
+        self,
+        query: np.ndarray,
+        k: int,
+        exclude: set[int] | None = None,
+        weights: np.ndarray | None = None,
+        exact: bool | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> list[tuple[int, float]]:
         """The ``k`` nearest ``(id, cosine distance)`` to unit vector ``query``;
         ``allowed`` (ids) restricts the candidates before the top k is taken."""
         n = len(self.ids)
@@ -494,8 +577,9 @@ class CompactMatrix:
                 break
         return out
 
-    def _allowed(self, q: np.ndarray, want: int, allowed: np.ndarray,
-                 weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _allowed(
+        self, q: np.ndarray, want: int, allowed: np.ndarray, weights: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores of the allowed ids: read by id from the file when they are few
         (a filter such as one label), else one filtered scan of the table."""
         if len(allowed) <= ALLOWED_READ_MAX:
@@ -503,8 +587,9 @@ class CompactMatrix:
             return found, _scores(x, q, weights)
         return self._exact(q, want, weights, allowed=np.unique(allowed))
 
-    def _exact(self, q: np.ndarray, want: int, weights: np.ndarray | None,
-               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _exact(
+        self, q: np.ndarray, want: int, weights: np.ndarray | None, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         best_ids = np.zeros(0, dtype=np.int64)
         best = np.zeros(0, dtype=np.float32)
         for ids, x in self._stream():
@@ -560,7 +645,7 @@ def load_compact(conn: sqlite3.Connection, table: str, dim: int, path: str) -> C
         if idx is None:
             return CompactMatrix(path, table, dim, src.ids, None)
         known = np.isin(src.ids, idx.ids)
-        if len(known) and known.mean() < 1 / ann.RETRAIN_GROWTH:
+        if len(known) and known.mean() < 1 / ivf.RETRAIN_GROWTH:
             return CompactMatrix(path, table, dim, src.ids, None)
         new_rows = np.flatnonzero(~known)
         gone = np.setdiff1d(idx.ids, src.ids)

@@ -26,8 +26,8 @@ back to the SQL read.
 from __future__ import annotations
 
 import logging
-import os
 import math
+import os
 import sqlite3
 import time
 import uuid
@@ -69,7 +69,6 @@ FINGERPRINT_SEED = 20240917
 FINGERPRINT_TOLERANCE = 1e-4
 
 
-
 # set to 1 to make every query exact (the ``exact=`` argument does it per query)
 EXACT_ENV = "SEMSEARCH_EXACT"
 
@@ -77,6 +76,7 @@ EXACT_ENV = "SEMSEARCH_EXACT"
 def exact_forced() -> bool:
     """Whether ``SEMSEARCH_EXACT`` asks for exact search everywhere."""
     return os.environ.get(EXACT_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
 
 def min_cells_for(table: str) -> int:
     """Rows x dims from which ``table`` gets an index."""
@@ -392,8 +392,11 @@ def load_index(conn: sqlite3.Connection, table: str, dim: int) -> StoredIndex | 
     if not ok:
         return None
     return StoredIndex(
-        c.astype(np.float32, copy=False), ids.astype(np.int64, copy=False), labels.astype(np.int32, copy=False),
-        fps.astype(np.float32, copy=False), config,
+        c.astype(np.float32, copy=False),
+        ids.astype(np.int64, copy=False),
+        labels.astype(np.int32, copy=False),
+        fps.astype(np.float32, copy=False),
+        config,
     )
 
 
@@ -408,8 +411,14 @@ def save_index(
 ) -> dict[str, Any]:
     """Write an index (rows sorted by id) into ``models``; returns the config saved."""
     order = np.argsort(ids, kind="stable")
-    config = {**config, "format": INDEX_FORMAT, "table": table, "dim": int(centroids.shape[1]),
-              "count": len(ids), "stamp": uuid.uuid4().hex}
+    config = {
+        **config,
+        "format": INDEX_FORMAT,
+        "table": table,
+        "dim": int(centroids.shape[1]),
+        "count": len(ids),
+        "stamp": uuid.uuid4().hex,
+    }
     save_model(
         conn,
         index_name(table),
@@ -423,5 +432,3 @@ def save_index(
         config,
     )
     return config
-
-

@@ -32,11 +32,23 @@ from semsearch_sqlite.errors import QueryError
 from semsearch_sqlite.storage.cache import ProcessCache
 from semsearch_sqlite.storage.models import model_config
 from semsearch_sqlite.storage.rows import database_key, generation
-from semsearch_sqlite.storage.vectors import RowSource, count_rows, open_rows, vec_table_dim
+from semsearch_sqlite.storage.vec0 import RowSource, count_rows, open_rows, vec_table_dim
 from semsearch_sqlite.vectors import codes
-from semsearch_sqlite.vectors import ivf as ann
-from semsearch_sqlite.vectors.ivf import EXACT_ENV, exact_forced  # noqa: F401 - part of this module's face
 from semsearch_sqlite.vectors.codes import CompactMatrix
+from semsearch_sqlite.vectors.ivf import (  # noqa: F401 - part of this module's face
+    BLOCK_CELLS,
+    EXACT_ENV,
+    FINGERPRINT_TOLERANCE,
+    IVF,
+    RETRAIN_GROWTH,
+    StoredIndex,
+    assign,
+    exact_forced,
+    fingerprint_probe,
+    index_name,
+    layout,
+    load_index,
+)
 from semsearch_sqlite.vectors.maths import unit_rows_inplace
 
 if TYPE_CHECKING:
@@ -46,7 +58,7 @@ if TYPE_CHECKING:
 CACHE_ENTRIES = 16
 MAX_K = 4096
 # a stored index is used while it knows at least this share of the rows
-MIN_COVERAGE = 1 / ann.RETRAIN_GROWTH
+MIN_COVERAGE = 1 / RETRAIN_GROWTH
 # a filtered query over at most this many candidates scores them all (exact and cheap)
 SUBSET_EXACT_MAX = 20_000
 # a larger filtered query asks the index for this many times the share it needs
@@ -105,7 +117,7 @@ class Matrix:
     ids: np.ndarray
     vectors: np.ndarray
     position: Mapping[int, int]
-    ivf: ann.IVF | None = None
+    ivf: IVF | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -169,12 +181,16 @@ class Matrix:
             items, distances = items[keep], distances[keep]
         return list(zip(items[:k].tolist(), distances[:k].tolist()))
 
-    def _top_allowed(self, q: np.ndarray, want: int, allowed: np.ndarray, weights: np.ndarray | None,
-                     exact: bool | None) -> tuple[np.ndarray, np.ndarray]:
+    def _top_allowed(
+        self, q: np.ndarray, want: int, allowed: np.ndarray, weights: np.ndarray | None, exact: bool | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The best ``want`` rows among the ids ``allowed``: all of them scored when they are
         few, else the index's shortlist, widened by how rare they are."""
-        subset = self.position.rows_of(allowed) if isinstance(self.position, Positions) else np.array(
-            [self.position[int(i)] for i in allowed if int(i) in self.position], dtype=np.int64)
+        subset = (
+            self.position.rows_of(allowed)
+            if isinstance(self.position, Positions)
+            else np.array([self.position[int(i)] for i in allowed if int(i) in self.position], dtype=np.int64)
+        )
         if len(subset) == 0:
             return subset, np.zeros(0, dtype=np.float32)
         want = min(want, len(subset))
@@ -205,7 +221,7 @@ class Matrix:
         w2 = w * w
         x = self.vectors
         scores = np.empty(len(x), dtype=np.float32)
-        step = max(256, ann.BLOCK_CELLS // max(x.shape[1], 1))
+        step = max(256, BLOCK_CELLS // max(x.shape[1], 1))
         for s in range(0, len(x), step):
             blk = x[s : s + step]
             den = np.sqrt((blk * blk) @ w2)
@@ -234,7 +250,7 @@ _cache: ProcessCache[Matrix | CompactMatrix] = ProcessCache(CACHE_ENTRIES)
 
 def index_stamp(conn: sqlite3.Connection, table: str) -> str | None:
     """A token that changes whenever ``table``'s stored index is rewritten (None: none)."""
-    config = model_config(conn, ann.index_name(table)) or model_config(conn, codes.codes_name(table))
+    config = model_config(conn, index_name(table)) or model_config(conn, codes.codes_name(table))
     return None if config is None else str(config.get("stamp"))
 
 
@@ -295,14 +311,14 @@ def load_matrix(conn: sqlite3.Connection, table: str, *, use_index: bool = True,
         return Matrix(np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32), Positions(np.zeros(0, np.int64)))
     for attempt in range(3):
         src = open_rows(conn, table, dim, fast=fast and attempt < 2, transform=unit_rows_inplace)
-        stored = ann.load_index(conn, table, dim) if use_index else None
+        stored = load_index(conn, table, dim) if use_index else None
         m = _assemble(src, stored)
         if m is not None:
             return m
     raise RuntimeError("unreachable: the SQL reader never reports a change")  # pragma: no cover
 
 
-def _assemble(src: RowSource, stored: ann.StoredIndex | None) -> Matrix | None:
+def _assemble(src: RowSource, stored: StoredIndex | None) -> Matrix | None:
     """The matrix of ``src`` laid out by ``stored`` (None: the table changed mid-read)."""
     ids, dim, n = src.ids, src.dim, len(src.ids)
     labels = fps = None
@@ -319,10 +335,10 @@ def _assemble(src: RowSource, stored: ann.StoredIndex | None) -> Matrix | None:
     unknown = np.flatnonzero(labels < 0)
     try:
         if len(unknown):
-            labels[unknown] = ann.assign(src.read_rows(unknown), stored.centroids)
+            labels[unknown] = assign(src.read_rows(unknown), stored.centroids)
     except sqlite3.DatabaseError:
         return None
-    order, offsets = ann.layout(labels, len(stored.centroids))
+    order, offsets = layout(labels, len(stored.centroids))
     targets = np.empty(n, dtype=np.int64)
     targets[order] = np.arange(n)
     out = np.empty((n, dim), dtype=np.float32)
@@ -330,16 +346,16 @@ def _assemble(src: RowSource, stored: ann.StoredIndex | None) -> Matrix | None:
         return None
     ids, labels, fps = ids[order], labels[order], fps[order]
     # rows whose vector changed since the index was saved go to their nearest list now
-    changed = np.flatnonzero(np.abs(out @ ann.fingerprint_probe(dim) - fps) > ann.FINGERPRINT_TOLERANCE)
+    changed = np.flatnonzero(np.abs(out @ fingerprint_probe(dim) - fps) > FINGERPRINT_TOLERANCE)
     changed = changed[~np.isnan(fps[changed])]
     if len(changed):
-        new = ann.assign(out[changed], stored.centroids)
+        new = assign(out[changed], stored.centroids)
         moved = new != labels[changed]
         if moved.any():
             labels[changed] = new
-            order, offsets = ann.layout(labels, len(stored.centroids))
+            order, offsets = layout(labels, len(stored.centroids))
             ids, out = ids[order], out[order]
-    ivf = ann.IVF(stored.centroids, offsets, stored.nprobe, dict(stored.config))
+    ivf = IVF(stored.centroids, offsets, stored.nprobe, dict(stored.config))
     return Matrix(ids, out, Positions(ids), ivf)
 
 

@@ -56,5 +56,9 @@ def _exact(x: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
 
 
 def _exact_against(x: np.ndarray, members: np.ndarray, k: int) -> np.ndarray:
-    return np.vstack([exact_top(x[members[s : s + QUERY_BLOCK]], x, k, skip=members[s : s + QUERY_BLOCK])
-                      for s in range(0, len(members), QUERY_BLOCK)])
+    return np.vstack(
+        [
+            exact_top(x[members[s : s + QUERY_BLOCK]], x, k, skip=members[s : s + QUERY_BLOCK])
+            for s in range(0, len(members), QUERY_BLOCK)
+        ]
+    )

@@ -8,9 +8,9 @@ import numpy as np
 from semsearch_sqlite.vectors.maths import unit
 
 # text hits are re-ranked by how much they look like the FEEDBACK_TOP best ones
-# (FEEDBACK_WEIGHT x cosine in the visual space), among the first FEEDBACK_SHORTLIST hits (a fixed shortlist, so page 2 continues page 1 exactly). On the
-# 50-label protocol of benchmarks/semantic.py: zero-shot P@10 +4 points, seen labels
-# unchanged; the top 5 or a weight of 1 did no better.
+# (FEEDBACK_WEIGHT x cosine in the visual space), among the first FEEDBACK_SHORTLIST hits
+# (a fixed shortlist, so page 2 continues page 1 exactly). On the 50-label protocol of
+# benchmarks/semantic.py: zero-shot P@10 +4 points, seen labels unchanged; the top 5 or a weight of 1 did no better.
 FEEDBACK_TOP = 3
 FEEDBACK_WEIGHT = 0.5
 FEEDBACK_SHORTLIST = 100

@@ -11,7 +11,7 @@ import numpy as np
 
 from semsearch_sqlite.storage.models import delete_model, has_model
 from semsearch_sqlite.storage.rows import generation
-from semsearch_sqlite.storage.vectors import (
+from semsearch_sqlite.storage.vec0 import (
     VEC_TABLES,
     ChunkRows,
     count_rows,
@@ -22,8 +22,7 @@ from semsearch_sqlite.storage.vectors import (
     read_float_rows,
     vec_table_dim,
 )
-from semsearch_sqlite.vectors import codes
-from semsearch_sqlite.vectors import ivf as ann
+from semsearch_sqlite.vectors import codes, ivf
 from semsearch_sqlite.vectors.maths import unit_rows_inplace
 from semsearch_sqlite.vectors.matrix import MIN_COVERAGE, Matrix, Positions, forget, load_matrix, remember
 
@@ -38,16 +37,17 @@ MAX_REWRITTEN = 0.05
 SAMPLE_CHUNKS = 4
 
 
-def refresh_index(store: Store, table: str, *, rebuild: bool = False, min_cells: int | None = None,
-                  compact: bool | None = None) -> dict[str, Any]:
+def refresh_index(
+    store: Store, table: str, *, rebuild: bool = False, min_cells: int | None = None, compact: bool | None = None
+) -> dict[str, Any]:
     """Build, update or drop the stored ANN index of vec0 table ``table``.
 
     Call it once a write to ``table`` has committed (ingest, vocabulary load); it reads
     with its own statements and saves in a short transaction of its own. What it does:
 
     - nothing for small tables (rows x dims < ``min_cells``: by default
-      ``ann.MIN_CELLS``, ``ann.MIN_CELLS_WORDS`` for the vocabulary; or fewer than
-      ``ann.MIN_ROWS`` rows): exact search is fast there, and a stale index is dropped;
+      ``ivf.MIN_CELLS``, ``ivf.MIN_CELLS_WORDS`` for the vocabulary; or fewer than
+      ``ivf.MIN_ROWS`` rows): exact search is fast there, and a stale index is dropped;
     - trains and calibrates an index when there is none, when the table has doubled or
       halved since training, when a sample shows many vectors rewritten (a re-embed),
       or with ``rebuild=True`` (seconds to tens of seconds at 1M rows);
@@ -63,59 +63,84 @@ def refresh_index(store: Store, table: str, *, rebuild: bool = False, min_cells:
     """
     t0 = time.perf_counter()
     conn = store.conn
-    floor = ann.min_cells_for(table) if min_cells is None else min_cells
+    floor = ivf.min_cells_for(table) if min_cells is None else min_cells
     dim = vec_table_dim(conn, table)
-    name = ann.index_name(table)
+    name = ivf.index_name(table)
     have = has_model(conn, name)
 
     def done(action: str, rows: int, config: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {"action": action, "table": table, "rows": rows, "seconds": round(time.perf_counter() - t0, 3),
-                "config": config or {}}
+        return {
+            "action": action,
+            "table": table,
+            "rows": rows,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "config": config or {},
+        }
 
     rows = 0 if dim is None else count_rows(conn, table)
-    big = dim is not None and table in codes.CODE_TABLES and (codes.wants_codes(rows, dim) if compact is None else compact)
-    if big and rows >= ann.MIN_ROWS:
+    big = (
+        dim is not None
+        and table in codes.CODE_TABLES
+        and (codes.wants_codes(rows, dim) if compact is None else compact)
+    )
+    if big and rows >= ivf.MIN_ROWS:
         assert dim is not None
         if have:  # the float index isn't read any more
             with store.atomic():
                 delete_model(conn, name)
         action, config = _refresh_codes(store, table, dim, rebuild=rebuild)
         return done(action, rows, config)
-    if has_model(conn, codes.codes_name(table)) or has_code_lists(conn, table) or has_float_rows(conn, table):
-        with store.atomic():  # no longer big: back to the float matrix
-            delete_model(conn, codes.codes_name(table))
-            drop_code_lists(conn, table)
-            drop_float_rows(conn, table)
-        forget(conn, table)
-    if dim is None or rows < ann.MIN_ROWS or rows * dim < floor:
+    _drop_codes(store, table)
+    if dim is None or rows < ivf.MIN_ROWS or rows * dim < floor:
         if have:
             with store.atomic():
                 delete_model(conn, name)
             return done("dropped", rows)
         return done("none", rows)
-    stored = ann.load_index(conn, table, dim) if have and not rebuild else None
+    stored = ivf.load_index(conn, table, dim) if have and not rebuild else None
     if stored is not None:
         n_trained = int(stored.config.get("n_trained", len(stored.ids)) or 1)
-        grown = rows >= ann.RETRAIN_GROWTH * n_trained or rows * ann.RETRAIN_GROWTH <= n_trained
+        grown = rows >= ivf.RETRAIN_GROWTH * n_trained or rows * ivf.RETRAIN_GROWTH <= n_trained
         result = None if grown else _update(store, table, dim, stored)
         if result is not None:
             return done(result[0], rows, result[1])
-    # (re)train on the whole table (this process's cached copy goes first: memory)
-    forget(conn, table)
+    return done("built", rows, _train_index(store, table, dim))
+
+
+def _drop_codes(store: Store, table: str) -> None:
+    """Back to the float matrix: drop the compact code index of a table no longer big."""
+    conn = store.conn
+    if has_model(conn, codes.codes_name(table)) or has_code_lists(conn, table) or has_float_rows(conn, table):
+        with store.atomic():
+            delete_model(conn, codes.codes_name(table))
+            drop_code_lists(conn, table)
+            drop_float_rows(conn, table)
+        forget(conn, table)
+
+
+def _train_index(store: Store, table: str, dim: int) -> dict[str, Any]:
+    """(Re)train the IVF index on the whole table, save it, and keep what was built for this
+    process's next query. Returns the saved config."""
+    conn = store.conn
+    forget(conn, table)  # this process's cached copy goes first: memory
     m = load_matrix(conn, table, use_index=False)
-    trained = ann.train(m.vectors)
-    fps = m.vectors @ ann.fingerprint_probe(dim)
-    config = {**trained.config, "generation": generation(conn), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    trained = ivf.train(m.vectors)
+    fps = m.vectors @ ivf.fingerprint_probe(dim)
+    config = {
+        **trained.config,
+        "generation": generation(conn),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     with store.atomic():
-        config = ann.save_index(conn, table, trained.centroids, m.ids, trained.labels, fps, config)
+        config = ivf.save_index(conn, table, trained.centroids, m.ids, trained.labels, fps, config)
     # keep what we built for this process's next query
-    order, offsets = ann.layout(trained.labels, len(trained.centroids))
+    order, offsets = ivf.layout(trained.labels, len(trained.centroids))
     ids = m.ids[order]
     vectors = m.vectors[order]
     del m
-    built = Matrix(ids, vectors, Positions(ids), ann.IVF(trained.centroids, offsets, trained.nprobe, config))
+    built = Matrix(ids, vectors, Positions(ids), ivf.IVF(trained.centroids, offsets, trained.nprobe, config))
     remember(conn, table, config["stamp"], built)
-    return done("built", rows, config)
+    return config
 
 
 def refresh_indexes(store: Store, tables: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
@@ -123,7 +148,7 @@ def refresh_indexes(store: Store, tables: tuple[str, ...] | None = None) -> list
     return [refresh_index(store, t) for t in (tables or VEC_TABLES)]
 
 
-def _update(store: Store, table: str, dim: int, stored: ann.StoredIndex) -> tuple[str, dict[str, Any]] | None:
+def _update(store: Store, table: str, dim: int, stored: ivf.StoredIndex) -> tuple[str, dict[str, Any]] | None:
     """Assign new rows to ``stored``'s lists and save; None when it should be retrained."""
     conn = store.conn
     src = ChunkRows.open(conn, table, dim, unit_rows_inplace)
@@ -138,16 +163,16 @@ def _update(store: Store, table: str, dim: int, stored: ann.StoredIndex) -> tupl
     known_chunks = np.unique(chunk_of[labels >= 0])
     picked = rng.choice(known_chunks, min(len(known_chunks), SAMPLE_CHUNKS), replace=False)
     sample = np.flatnonzero(np.isin(chunk_of, picked) & (labels >= 0))
-    probe = ann.fingerprint_probe(dim)
+    probe = ivf.fingerprint_probe(dim)
     try:
-        rewritten = np.abs(src.read_rows(sample) @ probe - fps[sample]) > ann.FINGERPRINT_TOLERANCE
+        rewritten = np.abs(src.read_rows(sample) @ probe - fps[sample]) > ivf.FINGERPRINT_TOLERANCE
         if rewritten.mean() > MAX_REWRITTEN:
             return None
         unknown = np.flatnonzero(labels < 0)
         new_fps = fps.copy()
         if len(unknown):
             x = src.read_rows(unknown)
-            labels[unknown] = ann.assign(x, stored.centroids)
+            labels[unknown] = ivf.assign(x, stored.centroids)
             new_fps[unknown] = x @ probe
     except sqlite3.DatabaseError:
         return None
@@ -156,7 +181,7 @@ def _update(store: Store, table: str, dim: int, stored: ann.StoredIndex) -> tupl
     config = {k: v for k, v in stored.config.items() if k not in ("stamp", "count")}
     config["generation"] = generation(conn)
     with store.atomic():
-        config = ann.save_index(conn, table, stored.centroids, src.ids, labels, new_fps, config)
+        config = ivf.save_index(conn, table, stored.centroids, src.ids, labels, new_fps, config)
     return "updated", config
 
 
@@ -189,7 +214,7 @@ def _update_codes(store: Store, table: str, dim: int, stored: codes.CodeIndex) -
         return None
     n_trained = int(stored.config.get("n_trained", len(stored.ids)) or 1)
     n = len(src.ids)
-    if n >= ann.RETRAIN_GROWTH * n_trained or n * ann.RETRAIN_GROWTH <= n_trained:
+    if n >= ivf.RETRAIN_GROWTH * n_trained or n * ivf.RETRAIN_GROWTH <= n_trained:
         return None
     known = np.isin(src.ids, stored.ids)
     if known.mean() < MIN_COVERAGE:
@@ -211,8 +236,10 @@ def _update_codes(store: Store, table: str, dim: int, stored: codes.CodeIndex) -
         # whole id list would mean reading the whole copy)
         found, copy = read_float_rows(conn, table, src.ids[sample], dim, fallback=False)
         if len(found) != len(sample) or not np.allclose(
-                unit_rows_inplace(np.array(copy[np.argsort(found)], dtype=np.float32)),
-                x[np.argsort(src.ids[sample])], atol=1e-6):
+            unit_rows_inplace(np.array(copy[np.argsort(found)], dtype=np.float32)),
+            x[np.argsort(src.ids[sample])],
+            atol=1e-6,
+        ):
             return None
         new_rows = np.flatnonzero(~known)
         gone = np.setdiff1d(stored.ids, src.ids)

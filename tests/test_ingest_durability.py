@@ -1,5 +1,5 @@
-"""Fault injection and concurrency: kill -9 at several points, readers during writes,
-hostile files, foreign databases. Nothing stored may be lost; a rerun converges."""
+"""Ingest durability: kill -9 at several points, readers during writes, foreign databases,
+a full disk. Nothing stored may be lost; a rerun converges."""
 
 from __future__ import annotations
 
@@ -15,20 +15,18 @@ import numpy as np
 import pytest
 
 from semsearch_sqlite.errors import StoreError
-from semsearch_sqlite.pipeline.ingest import IngestOptions
-from semsearch_sqlite.pipeline.ingest import ingest
+from semsearch_sqlite.pipeline.ingest import IngestOptions, ingest
 from semsearch_sqlite.queries.search import similar_images
-from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL
 from semsearch_sqlite.storage.store import Store
 
-from .test_ingest import make_folder, rows
+from .helpers import check_consistent, make_folder, rows
 
 pytestmark = pytest.mark.slow
 
 # Runs ingest in a child process that SIGKILLs itself at a chosen point.
 CHILD = r"""
 import os, signal, sys
-from semsearch_sqlite.pipeline import ingest as ing, train as semantic
+from semsearch_sqlite.pipeline import ingest, train
 from semsearch_sqlite.storage import store
 images, db, backbone, point, n = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 calls = [0]
@@ -49,35 +47,18 @@ def die_on(owner, name, after):
     setattr(owner, name, wrapper)
 
 if point == "after_batch":      # batch n committed
-    die_on(ing._Run, "_write_batch", after=True)
+    die_on(ingest._Run, "_write_batch", after=True)
 elif point == "mid_commit":     # inside batch n's transaction, its vectors written, not committed
     die_on(store.Store, "delete_vectors", after=False)
 elif point == "tagging":        # while the word-space refit writes tags
-    die_on(semantic, "write_tags", after=False)
+    die_on(train, "write_tags", after=False)
 elif point == "words":          # while the vocabulary is written
     die_on(store.Store, "write_vectors", after=True)
-ing.ingest(images, db, ing.IngestOptions(backbone=backbone, batch_size=3))
+ingest.ingest(images, db, ingest.IngestOptions(backbone=backbone, batch_size=3))
 print("finished without being killed")
 """
 
 KILL_POINTS = [("words", 2), ("after_batch", 1), ("after_batch", 3), ("mid_commit", 2), ("tagging", 1)]
-
-
-def check_consistent(db: Path) -> None:
-    conn = sqlite3.connect(db)
-    assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
-    conn.close()
-    with Store.open(db) as s:
-        c = s.conn
-        ids = {i for (i,) in c.execute("select id from images")}
-        if s.vec_dim(VEC_VISUAL):
-            visual = {i for (i,) in c.execute(f"select image_id from {VEC_VISUAL}")}
-            assert visual == ids, "every image row has its visual vector and vice versa"
-        files = {i for (i,) in c.execute("select image_id from image_files")}
-        assert files == ids
-        if s.vec_dim(VEC_SEMANTIC):
-            semantic = {i for (i,) in c.execute(f"select image_id from {VEC_SEMANTIC}")}
-            assert semantic <= ids
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +77,9 @@ def test_kill_9_then_rerun_converges(
     db = tmp_path / "k.db"
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(folder), str(db), tiny_backbone, point, str(n)],
-        capture_output=True, text=True, timeout=240,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
     check_consistent(db)
@@ -161,14 +144,14 @@ def test_plain_sqlite_and_non_sqlite_files_are_untouched(tmp_path: Path, tiny_ba
 def test_disk_full_is_a_clear_error_and_keeps_what_was_stored(
     tmp_path: Path, tiny_backbone: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from semsearch_sqlite.storage import store as store_mod
+    from semsearch_sqlite.storage import store
 
     folder = make_folder(tmp_path / "images", per_class=1)
     db = tmp_path / "full.db"
     ingest(folder, db, IngestOptions(backbone=tiny_backbone))
     before = rows(db)
     make_folder(tmp_path / "images", per_class=12)
-    connect = store_mod.connect
+    connect = store.connect
 
     def capped(path: object, **kw: object) -> sqlite3.Connection:
         conn = connect(path, **kw)  # type: ignore[arg-type]
@@ -176,7 +159,7 @@ def test_disk_full_is_a_clear_error_and_keeps_what_was_stored(
         conn.execute(f"pragma max_page_count = {pages + 1}")  # SQLite's own "disk is full"
         return conn
 
-    monkeypatch.setattr(store_mod, "connect", capped)
+    monkeypatch.setattr(store, "connect", capped)
     with pytest.raises(StoreError, match=r"full.db: database or disk is full; free some disk space and run the same"):
         ingest(folder, db, IngestOptions(batch_size=2))
     monkeypatch.undo()

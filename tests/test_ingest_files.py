@@ -1,6 +1,8 @@
-"""A folder of hostile files through the real `ingest` command: each bad file is
-reported once with its reason, every good one is stored (upright), exit 0; --strict
-exits 1. The files are generated here, not committed."""
+"""Which files ingest reads, and how it reports the others. A folder of hostile files through
+the real `ingest` command: each bad file is reported once with its reason, every good one is
+stored (upright), exit 0; --strict exits 1 (the files are generated here, not committed).
+Symlinks out of the folder are skipped and reported once unless --follow-links (each real
+folder read once); --quiet hides progress, never a skipped file."""
 
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from semsearch_sqlite.cli import cli
-from semsearch_sqlite.storage.vectors import VEC_VISUAL
 from semsearch_sqlite.storage.store import Store
+from semsearch_sqlite.storage.vec0 import VEC_VISUAL
+
+from .helpers import draw, make_folder
 
 pytestmark = pytest.mark.slow
 RED, BLUE = (220, 30, 30), (30, 30, 220)
@@ -125,7 +129,87 @@ def test_hostile_corpus(tmp_path: Path, tiny_backbone: str) -> None:
         cos = float(upright @ rotated / (np.linalg.norm(upright) * np.linalg.norm(rotated)))
         assert cos > 0.99
 
-    strict = runner.invoke(cli, ["ingest", str(folder), str(tmp_path / "s.db"), "--backbone", tiny_backbone, "--strict"])
+    strict = runner.invoke(
+        cli, ["ingest", str(folder), str(tmp_path / "s.db"), "--backbone", tiny_backbone, "--strict"]
+    )
     assert strict.exit_code == 1
     assert strict.stderr.splitlines()[-1].startswith("Error: ")
     assert "(--strict stops at the first bad file)" in strict.stderr
+
+
+# -- symlinks, and --quiet -------------------------------------------------------------------------
+
+
+def linked_folder(tmp_path: Path) -> tuple[Path, Path]:
+    folder = make_folder(tmp_path / "in", per_class=1)
+    elsewhere = tmp_path / "elsewhere" / "dog"
+    draw(elsewhere / "far0.png", (40, 160, 60), 11)
+    draw(elsewhere / "far1.png", (40, 160, 60), 12)
+    os.symlink(elsewhere, folder / "away")
+    os.symlink(elsewhere, folder / "again")  # the same real folder through a second link
+    os.symlink(elsewhere / "far0.png", folder / "cat" / "linked.png")
+    os.symlink(folder / "dog", folder / "inside")  # inside the folder: followed, read once
+    return folder, elsewhere
+
+
+def stored_paths(db: Path) -> list[str]:
+    with Store.open(db, readonly=True) as store:
+        return [p for (p,) in store.conn.execute("select path from images order by path")]
+
+
+def test_ingest_skips_links_out_of_the_folder_and_says_so_once(tmp_path: Path, tiny_backbone: str) -> None:
+    folder, elsewhere = linked_folder(tmp_path)
+    db = tmp_path / "links.db"
+    result = CliRunner().invoke(cli, ["ingest", str(folder), str(db), "--backbone", tiny_backbone, "-q"])
+    assert result.exit_code == 0, result.output
+    assert stored_paths(db) == ["car/car_0.png", "cat/cat_0.png", "dog/dog_0.png"]
+    skipped = sorted(line for line in result.stderr.splitlines() if line.startswith("Skipped "))
+    assert skipped == [
+        f"Skipped {folder / name}: symlink to {target} leads outside the folder (add --follow-links to include it)"
+        for name, target in [("again", elsewhere), ("away", elsewhere), ("cat/linked.png", elsewhere / "far0.png")]
+    ]
+
+
+def test_follow_links_reads_each_real_folder_once(tmp_path: Path, tiny_backbone: str) -> None:
+    folder, _ = linked_folder(tmp_path)
+    db = tmp_path / "links.db"
+    result = CliRunner().invoke(
+        cli, ["ingest", str(folder), str(db), "--backbone", tiny_backbone, "-q", "--follow-links"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Skipped" not in result.stderr
+    paths = stored_paths(db)
+    assert [p for p in paths if p.endswith(("far0.png", "far1.png"))] in (
+        [f"again/{n}" for n in ("far0.png", "far1.png")],
+        [f"away/{n}" for n in ("far0.png", "far1.png")],
+    )
+    assert "cat/linked.png" in paths and not any(p.startswith("inside/") for p in paths)
+
+
+def test_quiet_still_reports_every_skipped_file(tmp_path: Path, tiny_backbone: str) -> None:
+    folder = make_folder(tmp_path / "in", per_class=1)
+    (folder / "cat" / "empty.png").write_bytes(b"")
+    (folder / "cat" / "notes.jpg").write_bytes(b"not an image at all\n" * 4)
+    good = (folder / "dog" / "dog_0.png").read_bytes()
+    (folder / "dog" / "cut.png").write_bytes(good[: len(good) // 2])
+    result = CliRunner().invoke(
+        cli, ["ingest", str(folder), str(tmp_path / "q.db"), "--backbone", tiny_backbone, "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    skipped = sorted(line.split(":")[0] for line in lines if line.startswith("Skipped "))
+    assert skipped == [f"Skipped {folder / name}" for name in ("cat/empty.png", "cat/notes.jpg", "dog/cut.png")]
+    assert lines[-1].startswith("3 added, 0 updated, 0 moved, 0 unchanged, 0 removed, 3 failed in ")
+    assert not any("fitting" in line or "%" in line for line in lines)
+    clean = CliRunner().invoke(
+        cli,
+        [
+            "ingest",
+            str(make_folder(tmp_path / "ok", per_class=1)),
+            str(tmp_path / "ok.db"),
+            "--backbone",
+            tiny_backbone,
+            "--quiet",
+        ],
+    )
+    assert (clean.exit_code, clean.stderr) == (0, "")

@@ -20,7 +20,6 @@ import numpy as np
 
 from semsearch_sqlite.storage.rows import table_exists
 
-
 log = logging.getLogger("semsearch_sqlite")
 
 # vec0 tables are named here and created lazily once their dimensions are known.
@@ -126,7 +125,15 @@ _CHUNKS_SQL = re.compile(
 class ChunkRows(RowSource):
     """vec0's shadow tables read directly: one BLOB per 1024 vectors."""
 
-    def __init__(self, conn: sqlite3.Connection, table: str, dim: int, meta: list[tuple[int, int, bytes, bytes]], ids: np.ndarray, where: list[tuple[int, np.ndarray]]):
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        table: str,
+        dim: int,
+        meta: list[tuple[int, int, bytes, bytes]],
+        ids: np.ndarray,
+        where: list[tuple[int, np.ndarray]],
+    ):
         self.conn = conn
         self.table = table
         self.dim = dim
@@ -135,7 +142,9 @@ class ChunkRows(RowSource):
         self._where = where  # per chunk: (first row number, valid offsets)
 
     @classmethod
-    def open(cls, conn: sqlite3.Connection, table: str, dim: int, transform: Transform | None = None) -> ChunkRows | None:
+    def open(
+        cls, conn: sqlite3.Connection, table: str, dim: int, transform: Transform | None = None
+    ) -> ChunkRows | None:
         """The chunk reader of ``table``, or None when the layout isn't the known one."""
         try:
             shadow = dict(
@@ -258,8 +267,9 @@ def read_vectors(conn: sqlite3.Connection, table: str) -> tuple[np.ndarray, np.n
     return read_vectors_sql(conn, table)
 
 
-def open_rows(conn: sqlite3.Connection, table: str, dim: int, *, fast: bool = True,
-              transform: Transform | None = None) -> RowSource:
+def open_rows(
+    conn: sqlite3.Connection, table: str, dim: int, *, fast: bool = True, transform: Transform | None = None
+) -> RowSource:
     """The fastest reader that works for ``table``; ``transform`` is applied to every block."""
     if fast:
         src = ChunkRows.open(conn, table, dim, transform)
@@ -288,13 +298,17 @@ def chunk_ids(conn: sqlite3.Connection, table: str) -> list[int]:
         return []
 
 
-def read_chunks(conn: sqlite3.Connection, table: str, dim: int, chunks: list[int] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def read_chunks(
+    conn: sqlite3.Connection, table: str, dim: int, chunks: list[int] | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(ids, raw float32 rows)`` of each chunk of ``table`` (``chunks``: only those),
     one chunk at a time and all from one statement, so one snapshot. Raises
     :class:`sqlite3.DatabaseError` when a chunk isn't in the layout this code knows."""
     check_vec_name(table)
-    sql = (f'select c.chunk_id, c.size, c.validity, c.rowids, v.vectors from "{table}_vector_chunks00" v '
-           f'cross join "{table}_chunks" c on c.chunk_id = v.rowid')
+    sql = (
+        f'select c.chunk_id, c.size, c.validity, c.rowids, v.vectors from "{table}_vector_chunks00" v '
+        f'cross join "{table}_chunks" c on c.chunk_id = v.rowid'
+    )
     args: list[int] = []
     if chunks is not None:
         if not chunks:
@@ -302,9 +316,15 @@ def read_chunks(conn: sqlite3.Connection, table: str, dim: int, chunks: list[int
         sql += f" where v.rowid in ({','.join('?' * len(chunks))})"
         args = [int(c) for c in chunks]
     for chunk_id, size, validity, rowids, blob in conn.execute(sql, args):
-        if (not isinstance(size, int) or not isinstance(validity, bytes) or not isinstance(rowids, bytes)
-                or not isinstance(blob, bytes) or len(validity) != (size + 7) // 8 or len(rowids) != 8 * size
-                or len(blob) != 4 * size * dim):
+        if (
+            not isinstance(size, int)
+            or not isinstance(validity, bytes)
+            or not isinstance(rowids, bytes)
+            or not isinstance(blob, bytes)
+            or len(validity) != (size + 7) // 8
+            or len(rowids) != 8 * size
+            or len(blob) != 4 * size * dim
+        ):
             raise sqlite3.DatabaseError(f"{table}: chunk {chunk_id} is not in the expected vec0 layout")
         valid = np.flatnonzero(np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little", count=size))
         block = np.frombuffer(blob, "<f4").reshape(size, dim)[valid]
@@ -316,7 +336,13 @@ def read_vectors_by_id(conn: sqlite3.Connection, table: str, ids: np.ndarray) ->
     through SQL (slow per row: ~1 ms at 4096-d; for a few rows)."""
     check_vec_name(table)
     key = VEC_KEYS[table]
-    got = conn.execute(f"select {key}, embedding from {table} where {key} in ({','.join(str(int(i)) for i in ids)})").fetchall() if len(ids) else []
+    got = (
+        conn.execute(
+            f"select {key}, embedding from {table} where {key} in ({','.join(str(int(i)) for i in ids)})"
+        ).fetchall()
+        if len(ids)
+        else []
+    )
     found = np.fromiter((r[0] for r in got), dtype=np.int64, count=len(got))
     dim = vec_table_dim(conn, table) or 0
     return found, np.frombuffer(b"".join(r[1] for r in got), "<f4").reshape(len(got), dim)
@@ -341,7 +367,9 @@ def has_float_rows(conn: sqlite3.Connection, table: str) -> bool:
 
 def create_float_rows(conn: sqlite3.Connection, table: str) -> None:
     """Create ``table``'s (empty) float-row copy if missing (inside a transaction)."""
-    conn.execute(f'create table if not exists "{float_rows_table(table)}" (id integer primary key, embedding blob not null)')
+    conn.execute(
+        f'create table if not exists "{float_rows_table(table)}" (id integer primary key, embedding blob not null)'
+    )
 
 
 def drop_float_rows(conn: sqlite3.Connection, table: str) -> None:
@@ -363,8 +391,9 @@ def delete_float_rows(conn: sqlite3.Connection, table: str, ids: Any) -> None:
     conn.executemany(f'delete from "{float_rows_table(table)}" where id = ?', ((int(i),) for i in ids))
 
 
-def read_float_rows(conn: sqlite3.Connection, table: str, ids: np.ndarray, dim: int, *,
-                    fallback: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def read_float_rows(
+    conn: sqlite3.Connection, table: str, ids: np.ndarray, dim: int, *, fallback: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """``(ids found, raw float32 rows)`` of the given ids: from the float-row copy,
     and (``fallback``) from vec0 for any the copy lacks, so the answer is always the
     stored vector."""
@@ -400,20 +429,30 @@ def has_code_lists(conn: sqlite3.Connection, table: str) -> bool:
     return table_exists(conn, name)
 
 
-def write_code_lists(conn: sqlite3.Connection, table: str, stamp: str, lists: Iterable[tuple[int, np.ndarray, np.ndarray]],
-                     *, replace_all: bool = False) -> None:
+def write_code_lists(
+    conn: sqlite3.Connection,
+    table: str,
+    stamp: str,
+    lists: Iterable[tuple[int, np.ndarray, np.ndarray]],
+    *,
+    replace_all: bool = False,
+) -> None:
     """Store ``(list number, ids int64, codes uint8 rows)`` per list under ``stamp``
     (inside a transaction); ``replace_all`` first deletes every stored list. Lists not
     written keep their rows and get the new stamp."""
     name = code_lists_table(table)
-    conn.execute(f'create table if not exists "{name}" (list integer primary key, stamp text not null, '
-                 "count integer not null, ids blob not null, codes blob not null)")
+    conn.execute(
+        f'create table if not exists "{name}" (list integer primary key, stamp text not null, '
+        "count integer not null, ids blob not null, codes blob not null)"
+    )
     if replace_all:
         conn.execute(f'delete from "{name}"')
     conn.executemany(
         f'insert or replace into "{name}"(list, stamp, count, ids, codes) values (?, ?, ?, ?, ?)',
-        ((int(i), stamp, len(ids), np.asarray(ids, "<i8").tobytes(), np.ascontiguousarray(codes, np.uint8).tobytes())
-         for i, ids, codes in lists),
+        (
+            (int(i), stamp, len(ids), np.asarray(ids, "<i8").tobytes(), np.ascontiguousarray(codes, np.uint8).tobytes())
+            for i, ids, codes in lists
+        ),
     )
     conn.execute(f'update "{name}" set stamp = ? where stamp != ?', [stamp, stamp])
 
