@@ -20,7 +20,7 @@ from semsearch_sqlite.queries import search
 from semsearch_sqlite.queries.duplicates import DuplicateGroup, check_threshold, duplicate_review, human_size
 from semsearch_sqlite.queries.export import MIME_TYPES, export_text, images_root
 from semsearch_sqlite.storage import rows
-from semsearch_sqlite.vectors.matrix import MAX_K
+from semsearch_sqlite.queries.search import MAX_K
 
 from . import refine
 from .compat import resolve

@@ -108,13 +108,13 @@ def decode_upload(data: bytes, filename: str, max_pixels: int) -> Any:
     """An uploaded image decoded reduced (JPEG at a smaller DCT scale, other formats
     box-reduced at once) to what the model, the preview and ingest's display copy need,
     after a header-only check of its size against ``max_pixels``."""
-    from semsearch_sqlite.media.images import DISPLAY_LONGEST, load_image
+    from semsearch_sqlite.queries.new_image import decode_reduced
 
     pixels = _declared_pixels(data)
     if pixels is not None and pixels > max_pixels:
         raise _UploadError(f"{filename}: {pixels:,} pixels; this page takes images of at most {max_pixels:,} "
                            "pixels. Send a smaller copy.", 413)
-    return load_image(io.BytesIO(data), max_pixels=max_pixels, name=filename, reduce_to=DISPLAY_LONGEST)
+    return decode_reduced(data, filename, max_pixels)
 
 
 def _declared_pixels(data: bytes) -> int | None:

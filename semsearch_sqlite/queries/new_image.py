@@ -198,6 +198,15 @@ def _upload(data: bytes, name: str, max_bytes: int) -> Any:
     return load_image(io.BytesIO(data), name=name)
 
 
+def decode_reduced(data: bytes, name: str, max_pixels: int) -> Any:
+    """An uploaded image decoded reduced (JPEG at a smaller DCT scale, other formats
+    box-reduced at once) to what the model, a preview and ingest's display copy need."""
+    require_ingest(SEARCH_BY_IMAGE)
+    from semsearch_sqlite.media.images import DISPLAY_LONGEST, load_image
+
+    return load_image(io.BytesIO(data), max_pixels=max_pixels, name=name, reduce_to=DISPLAY_LONGEST)
+
+
 def search_bytes(
     conn: sqlite3.Connection,
     data: bytes,
