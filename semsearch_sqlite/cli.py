@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +18,19 @@ from semsearch_sqlite.errors import SemsearchError
 TABLE_MAX_WIDTH = 60
 IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance", "match"]
 WORD_COLUMNS = ["rank", "word", "distance"]
+# C0/C1 controls, DEL, and the bidi overrides/isolates that reorder what a terminal shows
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(text: Any) -> str:
+    """``text`` safe for a terminal: each control character (ESC sequences, BEL, bidi
+    overrides...) that came from a file or the database becomes ``?``."""
+    return _CONTROL.sub("?", str(text))
+
+
+def echo(text: Any, err: bool = False) -> None:
+    """``click.echo`` of one line after :func:`clean`."""
+    click.echo(clean(text), err=err)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -27,7 +41,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except SemsearchError as e:
-            raise click.ClickException(str(e)) from e
+            raise click.ClickException(clean(e)) from e
 
     return wrapper
 
@@ -38,7 +52,7 @@ def echo_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     def cell(v: Any) -> str:
         if isinstance(v, float):
             v = f"{v:.4f}"
-        s = "" if v is None else str(v)
+        s = "" if v is None else clean(v)
         return s if len(s) <= TABLE_MAX_WIDTH else s[: TABLE_MAX_WIDTH - 1] + "…"
 
     grid = [[cell(r.get(c)) for c in columns] for r in rows]
@@ -76,9 +90,9 @@ def emit(results: Any, columns: Sequence[str], as_json: bool) -> None:
         click.echo(json.dumps(results.as_dict(), indent=2))
         return
     if results.unknown:
-        click.echo(f"Warning: unknown words ignored: {', '.join(results.unknown)}", err=True)
+        echo(f"Warning: unknown words ignored: {', '.join(results.unknown)}", err=True)
     if results.note:
-        click.echo(results.note, err=True)
+        echo(results.note, err=True)
     echo_table([h.as_dict() for h in results.hits], columns)
 
 
@@ -131,7 +145,7 @@ class _Bar:
 
     def problem(self, path: str, reason: str) -> None:
         # --quiet silences progress, never a skipped file
-        message = f"Skipped {path}: {reason}"
+        message = clean(f"Skipped {path}: {reason}")
         if self.bar is not None:
             self.bar.write(message, file=sys.stderr)
         else:
@@ -356,7 +370,7 @@ def duplicates(db: str, threshold: float | None, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps(groups_as_json(results), indent=2))
             return
-        click.echo(results.note, err=True)
+        echo(results.note, err=True)
         echo_table([h.as_dict() for h in results.hits], ["group", "image_id", "path", "label", "distance"])
 
 
@@ -375,11 +389,11 @@ def info(db: str, as_json: bool) -> None:
         return
     for key, value in data.items():
         if isinstance(value, dict):
-            click.echo(f"{key}:")
+            echo(f"{key}:")
             for k2, v2 in value.items():
-                click.echo(f"  {k2}: {v2}")
+                echo(f"  {k2}: {v2}")
         else:
-            click.echo(f"{key}: {value}")
+            echo(f"{key}: {value}")
 
 
 @cli.command()
@@ -415,8 +429,12 @@ def evaluate(db: str, zero_shot: float, seed: int, methods: tuple[str, ...], no_
         click.echo(f"text->image (stored model): P@10 {avg({c: v['p_at_10'] for c, v in text.items()})}, "
                    f"AP {avg({c: v['ap'] for c, v in text.items()})}; tag@5 {figures['tag_at_5']:.3f}")
     zs = figures["zero_shot"]
-    click.echo(f"zero-shot: held out {', '.join(zs['held_out']) or 'nothing'} (seed {zs['seed']})")
+    echo(f"zero-shot: held out {', '.join(zs['held_out']) or 'nothing'} (seed {zs['seed']})")
     echo_table(summary_rows(figures), list(summary_rows(figures)[0]))
+
+
+# how SQLite refuses a write on a connection under storage.store.read_only_guard
+_READ_ONLY_REFUSALS = ("readonly", "not authorized", "authorization denied", "too many attached")
 
 
 @cli.command()
@@ -434,19 +452,21 @@ def sql(db: str, sql: str, params: tuple[tuple[str, str], ...], as_json: bool, w
     import sqlite3
 
     from semsearch_sqlite.queries.sqlfuncs import register_functions
-    from semsearch_sqlite.storage.store import Store
+    from semsearch_sqlite.storage.store import Store, read_only_guard
 
     with Store.open(db, readonly=not write) as store:
         register_functions(store.conn)
+        if not write:
+            read_only_guard(store.conn)
         try:
             cur = store.conn.execute(sql, dict(params))
+            columns = [d[0] for d in cur.description or []]
+            rows = [dict(zip(columns, r)) for r in cur.fetchall()]
         except sqlite3.Error as e:
-            message = str(e)
-            if not write and "readonly" in message:
-                message += f"; {db} is opened read-only: add --write to change it"
+            message = clean(e)
+            if not write and any(m in message for m in _READ_ONLY_REFUSALS):
+                message += f"; {db} is opened read-only (no file is written): add --write to change it"
             raise click.ClickException(message) from e
-        columns = [d[0] for d in cur.description or []]
-        rows = [dict(zip(columns, r)) for r in cur.fetchall()]
     for r in rows:
         for c, v in r.items():
             if isinstance(v, bytes):

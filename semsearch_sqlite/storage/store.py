@@ -252,6 +252,28 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False, immutable: 
     return conn
 
 
+# pragmas that take an argument and only read (the table-valued pragma_* functions)
+_READING_PRAGMAS = {"table_info", "table_xinfo", "table_list", "index_info", "index_xinfo", "index_list",
+                    "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check"}
+
+
+def _no_file_writes(action: int, arg1: str | None, arg2: str | None, *_: object) -> int:
+    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+        return sqlite3.SQLITE_DENY  # VACUUM INTO asks for ATTACH too
+    if action == sqlite3.SQLITE_PRAGMA and arg2 is not None and (arg1 or "").lower() not in _READING_PRAGMAS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+def read_only_guard(conn: sqlite3.Connection) -> None:
+    """Make ``conn`` unable to create or change any file: on top of ``mode=ro``, no
+    ATTACH (nor VACUUM INTO, which attaches its output) and no pragma that sets a value.
+    Works on any connection, however sqlite-vec was loaded (the authorizer is SQLite's)."""
+    conn.set_authorizer(_no_file_writes)
+    if hasattr(conn, "setlimit"):  # Python >= 3.11: a second lock on the same door
+        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+
+
 @contextlib.contextmanager
 def writer_lock(path: str) -> Iterator[None]:
     """Hold an exclusive OS lock on the database file for one writer process."""
