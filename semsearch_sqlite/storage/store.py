@@ -234,6 +234,40 @@ def check_sqlite_file(path: str | os.PathLike[str]) -> None:
         raise StoreError(f"{p}: not a SQLite database; give a new file name or a .db made by semsearch-sqlite")
 
 
+def _open_read_only(path: Path, immutable: bool) -> sqlite3.Connection:
+    """A read-only connection. A WAL file needs a -shm beside it; in a read-only folder
+    (or on read-only media) none can be made, so a file with no -wal to merge is opened
+    immutable (nothing can be writing it there), and one with a -wal gets an error
+    naming that cause."""
+    uri = path.resolve().as_uri()
+    conn = sqlite3.connect(uri + ("?immutable=1" if immutable else "?mode=ro"), uri=True, check_same_thread=False)
+    if immutable:
+        return conn
+    try:
+        conn.execute("select count(*) from sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as e:
+        conn.close()
+        if os.access(path.parent, os.W_OK) and not _read_only_media(path.parent):
+            raise StoreError(f"{path}: cannot open: {e}") from e
+        wal = Path(f"{path}-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise StoreError(
+                f"{path}: cannot read it in a read-only folder: its changes in {wal.name} are not merged yet "
+                f"and SQLite needs to create {path.name}-shm beside it to read them; open it once where the "
+                "folder is writable (any read merges them), or make the folder writable"
+            ) from e
+    return sqlite3.connect(uri + "?immutable=1", uri=True, check_same_thread=False)
+
+
+def _read_only_media(folder: Path) -> bool:
+    """Whether ``folder`` is on a file system mounted read-only (root ignores chmod, not this)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
 def connect(path: str | os.PathLike[str], *, readonly: bool = False, immutable: bool = False) -> sqlite3.Connection:
     """A connection with sqlite-vec loaded (any thread may use it).
 
@@ -241,8 +275,7 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False, immutable: 
     needs no -wal/-shm files: it reads a file on read-only media even in WAL mode.
     """
     if readonly or immutable:
-        uri = Path(path).resolve().as_uri() + ("?immutable=1" if immutable else "?mode=ro")
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        conn = _open_read_only(Path(path), immutable)
     else:
         conn = sqlite3.connect(str(path), check_same_thread=False)
     # Transactions are always explicit (Store.atomic), never opened behind our back.
