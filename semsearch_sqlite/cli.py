@@ -170,6 +170,8 @@ class _Bar:
 @click.option("--method", help="Word-space model: auto (default: joint labels + ImageNet classes), joint, gated, blend, ridge, mlp, hinge, conse")
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True)
 @click.option("--originals", is_flag=True, help="Store the original file bytes instead of a 1024px display copy")
+@click.option("--prune", is_flag=True, help="Remove the rows of files gone from IMAGES even when they are many "
+              "(without it, a run that would remove a large share of the collection keeps them and says so)")
 @click.option("--no-prune", is_flag=True, help="Keep rows of files that are gone")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image")
 @click.option("--rebuild", is_flag=True, help="Re-embed every image (e.g. with another backbone)")
@@ -181,12 +183,13 @@ class _Bar:
 @handle_errors
 def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, layer: str | None,
            glove: str | None, vocab_size: int | None, vocab_file: str | None, labels_file: str | None,
-           method: str | None, batch_size: int, originals: bool, no_prune: bool, strict: bool, rebuild: bool,
+           method: str | None, batch_size: int, originals: bool, prune: bool, no_prune: bool, strict: bool, rebuild: bool,
            max_pixels: int | None, follow_links: bool, use_ray: bool, quiet: bool) -> None:
     """Embed a folder of images (folder name = label) into DB.
 
     Re-running it adds new files, re-embeds changed ones, recognises moved ones
-    and removes rows of deleted ones.
+    and removes rows of deleted ones (each one listed). Another folder adds to the
+    collection: only rows under the folder being ingested are ever removed.
 
     \b
     semsearch-sqlite ingest ./images photos.db --backbone efficientnet-lite0
@@ -198,8 +201,10 @@ def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, la
     options = IngestOptions(
         backbone=backbone, weights=weights, layer=layer, glove=glove, vocab_size=vocab_size,
         vocab_file=vocab_file, labels_file=labels_file, method=method, batch_size=batch_size,
-        originals=originals, prune=not no_prune, strict=strict, rebuild=rebuild, follow_links=follow_links, ray=use_ray,
+        originals=originals, prune=False if no_prune else (True if prune else None), strict=strict, rebuild=rebuild, follow_links=follow_links, ray=use_ray,
     )
+    if prune and no_prune:
+        raise click.UsageError("give --prune or --no-prune, not both")
     if max_pixels:
         options.max_pixels = max_pixels
     bar = _Bar(quiet)
@@ -211,11 +216,19 @@ def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, la
         sys.exit(130)
     finally:
         bar.close()
-    if not quiet or stats.failed or stats.problems:
+    for path in stats.removed_paths:  # never silent, even with --quiet
+        echo(f"Removed {path} (no longer in {images})", err=True)
+    if not quiet or stats.failed or stats.problems or stats.removed:
         click.echo(stats.summary(), err=True)
     if not quiet:
         if stats.semantic:
             click.echo(_semantic_line(stats.semantic), err=True)
+    if stats.kept_missing:
+        shown = ", ".join(stats.kept_missing[:5]) + (", ..." if len(stats.kept_missing) > 5 else "")
+        raise click.ClickException(clean(
+            f"{len(stats.kept_missing)} stored photos under {images} are missing from it ({shown}); they were "
+            "kept, as that is a large share of the collection. To remove them run the same command with --prune; "
+            "to keep them and silence this, --no-prune"))
 
 
 def _semantic_line(report: dict[str, Any]) -> str:
