@@ -206,3 +206,11 @@ def test_cli_strips_control_characters(db: str) -> None:
     for result in outputs:
         assert "\x1b" not in result.output and "\x07" not in result.output and "\u202e" not in result.output
     assert "dog" in outputs[0].output and "pwned" in outputs[0].output
+
+
+def test_special_file_is_not_a_database() -> None:
+    for args in (["search", "/dev/null", "dog"], ["info", "/dev/null"], ["sql", "/dev/null", "select 1"]):
+        result = run(*args)
+        assert result.exit_code == 1
+        assert result.output == ("Error: /dev/null: a device or other special file, not a database file; "
+                                 "give the .db file made by semsearch-sqlite ingest\n")

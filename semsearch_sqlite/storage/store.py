@@ -224,6 +224,9 @@ def decode_f32(blob: bytes) -> np.ndarray:
 def check_sqlite_file(path: str | os.PathLike[str]) -> None:
     """Raise StoreError unless ``path`` is empty or starts with SQLite's header."""
     p = Path(path)
+    if p.exists() and not p.is_file() and not p.is_dir():
+        raise StoreError(f"{p}: a device or other special file, not a database file; "
+                         "give the .db file made by semsearch-sqlite ingest")
     if not p.exists() or p.stat().st_size == 0:
         return
     if p.is_dir():
