@@ -123,9 +123,31 @@ def test_odd_but_legal_conditions(db: str, where: str) -> None:
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.parametrize("where", ["id in (select image_id from tags union select 1)",
+                                   "id in (select id from images intersect select id from images)"])
+def test_where_has_no_compound_select(db: str, where: str) -> None:
+    with pytest.raises(QueryError, match="no ';', comments or union"):
+        allowed_ids(connect(db, readonly=True), where)
+
+
+@pytest.mark.parametrize("where", ["id in (select rowid from semsearch_meta)",
+                                   "exists (select 1 from image_files)",
+                                   "id in (select image_id from similar_images('dog', 3))"])
+def test_where_reads_only_images_and_tags(db: str, where: str) -> None:
+    conn = connect(db, readonly=True)
+    register_functions(conn)
+    with pytest.raises(QueryError, match="may only read, and only the images and tags tables"):
+        allowed_ids(conn, where)
+    assert len(allowed_ids(connect(db, readonly=True), "id in (select image_id from tags where rank = 1)")) == 15
+
+
 def test_where_runaway_recursion_stops(db: str) -> None:
     conn = connect(db, readonly=True)
-    where = "id in (with recursive n(i) as (select 1 union all select i + 1 from n) select i from n)"
+    # the runaway: refused before it runs (a compound select)
+    with pytest.raises(QueryError, match="give one condition"):
+        allowed_ids(conn, "id in (with recursive n(i) as (select 1 union all select i + 1 from n) select i from n)")
+    # a runaway without one: 15^9 rows for each image, stopped by the time limit
+    where = "(select count(*) from " + ", ".join(f"images t{i}" for i in range(9)) + ") > 0"
     started = time.perf_counter()
     with pytest.raises(QueryError, match="took longer than"):
         allowed_ids(conn, where)

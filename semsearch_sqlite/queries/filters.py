@@ -13,6 +13,7 @@ size limit on every string or blob it makes (``SQLITE_LIMIT_LENGTH``).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -25,8 +26,11 @@ from semsearch_sqlite.errors import QueryError
 from semsearch_sqlite.storage.rows import FILTER_COLUMNS, filtered_image_ids
 
 OPERATORS = ("=", "<", "<=", ">", ">=", "like", "glob", "in")
-_ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
-                    getattr(sqlite3, "SQLITE_RECURSIVE", 33)}
+_ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, getattr(sqlite3, "SQLITE_RECURSIVE", 33)}
+WHERE_TABLES = {"images", "tags"}  # what a condition may read (SQL functions and pages check the rest)
+# functions that touch files or the schema, if a build or extension provides them
+_DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"}
+_COMPOUND = re.compile(r"\b(union|intersect|except)\b", re.IGNORECASE)
 WHERE_TIME_LIMIT_S = 5.0
 WHERE_MAX_BYTES = 10_000_000  # largest string or blob a condition may build
 _PROGRESS_STEPS = 10_000  # VM steps between two looks at the clock
@@ -50,8 +54,14 @@ class Filter:
             raise QueryError(f"unknown filter operator {self.op!r}; use one of {', '.join(OPERATORS)}")
 
 
-def _read_only(action: int, *args: Any) -> int:
-    return sqlite3.SQLITE_OK if action in _ALLOWED_ACTIONS else sqlite3.SQLITE_DENY
+def _read_only(action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
+    if action == sqlite3.SQLITE_READ:
+        allowed = (arg1 or "").lower() in WHERE_TABLES
+    elif action == sqlite3.SQLITE_FUNCTION:
+        allowed = (arg2 or "").lower() not in _DENIED_FUNCTIONS
+    else:
+        allowed = action in _ALLOWED_ACTIONS
+    return sqlite3.SQLITE_OK if allowed else sqlite3.SQLITE_DENY
 
 
 def shorten(text: str) -> str:
@@ -62,29 +72,36 @@ def shorten(text: str) -> str:
     return f"{text[:_SHOWN]!r}... ({len(text):,} characters)"
 
 
+def _unquoted(condition: str) -> str | None:
+    """``condition`` with every quoted string or name emptied (None: one is left open)."""
+    out, i = [], 0
+    while i < len(condition):
+        ch = condition[i]
+        if ch in _QUOTES:
+            # a doubled quote inside the text ('it''s') is two quoted runs back to back
+            end = condition.find(_QUOTES[ch], i + 1)
+            if end < 0:
+                return None
+            out.append(ch + _QUOTES[ch])
+            i = end + 1
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
 def one_expression(condition: str) -> bool:
     """Whether ``condition`` stays one expression inside ``where (...)``: outside quoted
     text its parentheses never close more than they opened and all close, and it holds
-    no ``;`` or comment."""
-    depth, i, n = 0, 0, len(condition)
-    while i < n:
-        ch = condition[i]
-        if ch in _QUOTES:
-            end = condition.find(_QUOTES[ch], i + 1)
-            # a doubled quote inside the text ('it''s') is two quoted runs back to back
-            if end < 0:
-                return False
-            i = end + 1
-            continue
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth < 0:
-                return False
-        elif ch == ";" or condition.startswith(("--", "/*"), i):
+    no ``;``, comment or compound select (``union``, ``intersect``, ``except``)."""
+    bare = _unquoted(condition)
+    if bare is None or ";" in bare or "--" in bare or "/*" in bare or _COMPOUND.search(bare):
+        return False
+    depth = 0
+    for ch in bare:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
             return False
-        i += 1
     return depth == 0
 
 
@@ -106,7 +123,7 @@ def _run_bounded(conn: sqlite3.Connection, condition: str,
 
 def _where_error(where: str, message: str) -> QueryError:
     if "not authorized" in message or "prohibited" in message:
-        message = "only a read-only condition is allowed"
+        message = f"a condition may only read, and only the {' and '.join(sorted(WHERE_TABLES))} tables"
     elif "interrupted" in message:
         message = f"took longer than {WHERE_TIME_LIMIT_S:g} s, so it was stopped"
     elif "too big" in message:
@@ -114,7 +131,7 @@ def _where_error(where: str, message: str) -> QueryError:
     if len(message) > 2 * _SHOWN:
         message = message[:2 * _SHOWN] + "..."
     return QueryError(
-        f"--where {shorten(where)}: {message}; write one SQL condition over the images columns "
+        f"--where {shorten(where)}: {message}; write an SQL condition over the images columns "
         f"({', '.join(FILTER_COLUMNS.values())}), e.g. label = 'dog'"
     )
 
@@ -131,7 +148,7 @@ def allowed_ids(conn: sqlite3.Connection, where: str | None = None,
     condition = where.strip().rstrip(";").strip() if where and where.strip() else None
     if condition is not None and not one_expression(condition):
         raise QueryError(f"--where {shorten(where or '')}: give one condition (its parentheses closed inside "
-                         "it, no ';' or comments), e.g. label = 'dog'")
+                         "it; no ';', comments or union), e.g. label = 'dog'")
     try:
         if condition is None:
             ids = filtered_image_ids(conn, None, clauses)
