@@ -478,7 +478,7 @@ def sql(db: str, sql: str, params: tuple[tuple[str, str], ...], as_json: bool, w
         except sqlite3.Error as e:
             message = clean(e)
             if not write and any(m in message for m in _READ_ONLY_REFUSALS):
-                message += f"; {db} is opened read-only (no file is written): add --write to change it"
+                message += f"; {db} is opened read-only: add --write to change it"
             raise click.ClickException(message) from e
     for r in rows:
         for c, v in r.items():
