@@ -102,7 +102,8 @@ def _rows(conn: sqlite3.Connection, name: str, args: tuple[Any, ...],
           filters: tuple[tuple[str, str, Any], ...] = ()) -> list[tuple[Any, ...]]:
     """Rows of a table function, cached: SQLite may call it once per outer row."""
     call, columns, _ = TABLE_FUNCTIONS[name]
-    key = (database_key(conn), cache_version(conn), name, args, filters)
+    db = database_key(conn)
+    key = (db, cache_version(conn, db), name, args, filters)
     hit = _cache.get(key)
     if hit is not None:
         return hit

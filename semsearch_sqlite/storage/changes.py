@@ -36,10 +36,11 @@ def _file_stamp(path: str) -> tuple[int, ...]:
     return tuple(stamp)
 
 
-def change_epoch(conn: sqlite3.Connection) -> int:
-    """A number that moves whenever the file behind ``conn`` may have been changed by
-    someone else since this process last looked (0 for in-memory databases)."""
-    db = database_key(conn)
+def change_epoch(conn: sqlite3.Connection, db: str | None = None) -> int:
+    """A number that moves whenever the file behind ``conn`` (whose ``database_key`` is
+    ``db``, when the caller has it) may have been changed by someone else since this
+    process last looked (0 for in-memory databases)."""
+    db = db or database_key(conn)
     if db.startswith("memory:"):
         return 0
     version = conn.execute("pragma data_version").fetchone()[0]
@@ -59,6 +60,6 @@ def change_epoch(conn: sqlite3.Connection) -> int:
         return epoch + 1 if moved else epoch
 
 
-def cache_version(conn: sqlite3.Connection) -> tuple[int, int]:
+def cache_version(conn: sqlite3.Connection, db: str | None = None) -> tuple[int, int]:
     """What a cached result of ``conn``'s file is keyed on: ``(generation, epoch)``."""
-    return generation(conn), change_epoch(conn)
+    return generation(conn), change_epoch(conn, db)

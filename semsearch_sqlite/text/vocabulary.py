@@ -137,7 +137,7 @@ def word_space(conn: sqlite3.Connection) -> WordSpace:
     if len(m) == 0:
         raise StoreError("this database holds no word vectors; run semsearch-sqlite ingest (or words import) first")
     db = database_key(conn)
-    key = (db, cache_version(conn), id(m))
+    key = (db, cache_version(conn, db), id(m))
 
     def load() -> WordSpace:
         words = vocabulary(conn)

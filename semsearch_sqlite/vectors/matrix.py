@@ -244,7 +244,7 @@ def matrix(conn: sqlite3.Connection, table: str) -> Matrix | CompactMatrix:
     (with their IVF index, if stored), or for big image tables their compact codes
     (:mod:`.codes`: a few hundred bytes per vector; exact rescoring from the file)."""
     db = database_key(conn)
-    key = (db, table, cache_version(conn), index_stamp(conn, table))
+    key = (db, table, cache_version(conn, db), index_stamp(conn, table))
     return _cache.get_or_load(key, lambda: _load(conn, table, db), group=(db, table))
 
 
@@ -267,7 +267,7 @@ def _load(conn: sqlite3.Connection, table: str, db: str) -> Matrix | CompactMatr
 def remember(conn: sqlite3.Connection, table: str, stamp: str | None, m: Matrix | CompactMatrix) -> None:
     """Cache ``m`` as the current matrix of ``table`` (a writer that just built it)."""
     db = database_key(conn)
-    _cache.put((db, table, cache_version(conn), stamp), m, group=(db, table))
+    _cache.put((db, table, cache_version(conn, db), stamp), m, group=(db, table))
 
 
 def forget(conn: sqlite3.Connection, table: str) -> None:
