@@ -105,6 +105,8 @@ def test_ctypes_loaded_connection_is_guarded_too(db: str, tmp_path: Path) -> Non
 # -- 5/6: --where is one bounded expression -----------------------------------------------------
 @pytest.mark.parametrize("where", [
     "0) union select 'abc' from (select 1",
+    "0) union select null from (select 1",
+    "0) union select 1e300 from (select 1",
     "1) or (1",
     "0)) union select 1 from ((images",
     "label = 'x') union select id from images where (1",
