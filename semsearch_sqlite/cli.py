@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +19,19 @@ TABLE_MAX_WIDTH = 60
 DUPLICATE_COLUMNS = ["group", "image_id", "path", "label", "distance", "size", "resolution", "date"]
 IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance", "match"]
 WORD_COLUMNS = ["rank", "word", "distance"]
+# C0/C1 controls, DEL, and the bidi overrides/isolates that reorder what a terminal shows
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(text: Any) -> str:
+    """``text`` safe for a terminal: each control character (ESC sequences, BEL, bidi
+    overrides...) that came from a file or the database becomes ``?``."""
+    return _CONTROL.sub("?", str(text))
+
+
+def echo(text: Any, err: bool = False) -> None:
+    """``click.echo`` of one line after :func:`clean`."""
+    click.echo(clean(text), err=err)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -28,7 +42,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except SemsearchError as e:
-            raise click.ClickException(str(e)) from e
+            raise click.ClickException(clean(e)) from e
 
     return wrapper
 
@@ -39,7 +53,7 @@ def echo_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     def cell(v: Any) -> str:
         if isinstance(v, float):
             v = f"{v:.4f}"
-        s = "" if v is None else str(v)
+        s = "" if v is None else clean(v)
         return s if len(s) <= TABLE_MAX_WIDTH else s[: TABLE_MAX_WIDTH - 1] + "…"
 
     grid = [[cell(r.get(c)) for c in columns] for r in rows]
@@ -121,9 +135,9 @@ def emit(results: Any, columns: Sequence[str], as_json: bool) -> None:
         click.echo(json.dumps(results.as_dict(), indent=2))
         return
     if results.unknown:
-        click.echo(f"Warning: unknown words ignored: {', '.join(results.unknown)}", err=True)
+        echo(f"Warning: unknown words ignored: {', '.join(results.unknown)}", err=True)
     if results.note:
-        click.echo(results.note, err=True)
+        echo(results.note, err=True)
     echo_table([h.as_dict() for h in results.hits], columns)
 
 
@@ -192,7 +206,7 @@ class _Bar:
 
     def problem(self, path: str, reason: str) -> None:
         # --quiet silences progress, never a skipped file
-        message = f"Skipped {path}: {reason}"
+        message = clean(f"Skipped {path}: {reason}")
         if self.bar is not None:
             self.bar.write(message, file=sys.stderr)
         else:
@@ -217,6 +231,8 @@ class _Bar:
 @click.option("--method", help="Word-space model: auto (default: joint labels + ImageNet classes), joint, gated, blend, ridge, mlp, hinge, conse")
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True)
 @click.option("--originals", is_flag=True, help="Store the original file bytes instead of a 1024px display copy")
+@click.option("--prune", is_flag=True, help="Remove the rows of files gone from IMAGES even when they are many "
+              "(without it, a run that would remove a large share of the collection keeps them and says so)")
 @click.option("--no-prune", is_flag=True, help="Keep rows of files that are gone")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image")
 @click.option("--rebuild", is_flag=True, help="Re-embed every image (e.g. with another backbone)")
@@ -228,12 +244,13 @@ class _Bar:
 @handle_errors
 def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, layer: str | None,
            glove: str | None, vocab_size: int | None, vocab_file: str | None, labels_file: str | None,
-           method: str | None, batch_size: int, originals: bool, no_prune: bool, strict: bool, rebuild: bool,
+           method: str | None, batch_size: int, originals: bool, prune: bool, no_prune: bool, strict: bool, rebuild: bool,
            max_pixels: int | None, follow_links: bool, use_ray: bool, quiet: bool) -> None:
     """Embed a folder of images (folder name = label) into DB.
 
     Re-running it adds new files, re-embeds changed ones, recognises moved ones
-    and removes rows of deleted ones.
+    and removes rows of deleted ones (each one listed). Another folder adds to the
+    collection: only rows under the folder being ingested are ever removed.
 
     \b
     semsearch-sqlite ingest ./images photos.db --backbone efficientnet-lite0
@@ -245,8 +262,10 @@ def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, la
     options = IngestOptions(
         backbone=backbone, weights=weights, layer=layer, glove=glove, vocab_size=vocab_size,
         vocab_file=vocab_file, labels_file=labels_file, method=method, batch_size=batch_size,
-        originals=originals, prune=not no_prune, strict=strict, rebuild=rebuild, follow_links=follow_links, ray=use_ray,
+        originals=originals, prune=False if no_prune else (True if prune else None), strict=strict, rebuild=rebuild, follow_links=follow_links, ray=use_ray,
     )
+    if prune and no_prune:
+        raise click.UsageError("give --prune or --no-prune, not both")
     if max_pixels:
         options.max_pixels = max_pixels
     bar = _Bar(quiet)
@@ -258,11 +277,19 @@ def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, la
         sys.exit(130)
     finally:
         bar.close()
-    if not quiet or stats.failed or stats.problems:
+    for path in stats.removed_paths:  # never silent, even with --quiet
+        echo(f"Removed {path} (no longer in {images})", err=True)
+    if not quiet or stats.failed or stats.problems or stats.removed:
         click.echo(stats.summary(), err=True)
     if not quiet:
         if stats.semantic:
             click.echo(_semantic_line(stats.semantic), err=True)
+    if stats.kept_missing:
+        shown = ", ".join(stats.kept_missing[:5]) + (", ..." if len(stats.kept_missing) > 5 else "")
+        raise click.ClickException(clean(
+            f"{len(stats.kept_missing)} stored photos under {images} are missing from it ({shown}); they were "
+            "kept, as that is a large share of the collection. To remove them run the same command with --prune; "
+            "to keep them and silence this, --no-prune"))
 
 
 def _semantic_line(report: dict[str, Any]) -> str:
@@ -424,7 +451,7 @@ def duplicates(db: str, threshold: float | None, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps(groups_as_json(results), indent=2))
             return
-        click.echo(results.note)  # the summary first, on the same stream as the table it introduces
+        echo(results.note)  # the summary first, on the same stream as the table it introduces
         echo_table([duplicate_row(h.as_dict()) for h in results.hits], DUPLICATE_COLUMNS)
 
 
@@ -443,11 +470,11 @@ def info(db: str, as_json: bool) -> None:
         return
     for key, value in data.items():
         if isinstance(value, dict):
-            click.echo(f"{key}:")
+            echo(f"{key}:")
             for k2, v2 in value.items():
-                click.echo(f"  {k2}: {v2}")
+                echo(f"  {k2}: {v2}")
         else:
-            click.echo(f"{key}: {value}")
+            echo(f"{key}: {value}")
 
 
 @cli.command()
@@ -483,8 +510,12 @@ def evaluate(db: str, zero_shot: float, seed: int, methods: tuple[str, ...], no_
         click.echo(f"text->image (stored model): P@10 {avg({c: v['p_at_10'] for c, v in text.items()})}, "
                    f"AP {avg({c: v['ap'] for c, v in text.items()})}; tag@5 {figures['tag_at_5']:.3f}")
     zs = figures["zero_shot"]
-    click.echo(f"zero-shot: held out {', '.join(zs['held_out']) or 'nothing'} (seed {zs['seed']})")
+    echo(f"zero-shot: held out {', '.join(zs['held_out']) or 'nothing'} (seed {zs['seed']})")
     echo_table(summary_rows(figures), list(summary_rows(figures)[0]))
+
+
+# how SQLite refuses a write on a connection under storage.store.read_only_guard
+_READ_ONLY_REFUSALS = ("readonly", "not authorized", "authorization denied", "too many attached")
 
 
 @cli.command()
@@ -502,19 +533,21 @@ def sql(db: str, sql: str, params: tuple[tuple[str, str], ...], as_json: bool, w
     import sqlite3
 
     from semsearch_sqlite.queries.sqlfuncs import register_functions
-    from semsearch_sqlite.storage.store import Store
+    from semsearch_sqlite.storage.store import Store, read_only_guard
 
     with Store.open(db, readonly=not write) as store:
         register_functions(store.conn)
+        if not write:
+            read_only_guard(store.conn)
         try:
             cur = store.conn.execute(sql, dict(params))
+            columns = [d[0] for d in cur.description or []]
+            rows = [dict(zip(columns, r)) for r in cur.fetchall()]
         except sqlite3.Error as e:
-            message = str(e)
-            if not write and "readonly" in message:
+            message = clean(e)
+            if not write and any(m in message for m in _READ_ONLY_REFUSALS):
                 message += f"; {db} is opened read-only: add --write to change it"
             raise click.ClickException(message) from e
-        columns = [d[0] for d in cur.description or []]
-        rows = [dict(zip(columns, r)) for r in cur.fetchall()]
     for r in rows:
         for c, v in r.items():
             if isinstance(v, bytes):

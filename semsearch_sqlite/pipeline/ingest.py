@@ -80,7 +80,9 @@ class IngestOptions:
     labels_file: str | None = None
     batch_size: int = DEFAULT_BATCH
     originals: bool = False
-    prune: bool = True
+    # remove rows of files missing from the folder: None (default) unless that is a large
+    # share of the collection (then kept and reported), True always (--prune), False never
+    prune: bool | None = None
     strict: bool = False
     rebuild: bool = False
     max_pixels: int = images.DEFAULT_MAX_PIXELS
@@ -107,6 +109,8 @@ class IngestStats:
     problems: list[tuple[str, str]] = field(default_factory=list)
     semantic: dict[str, Any] | None = None
     outside_links: list[str] = field(default_factory=list)  # left out, reported once each
+    removed_paths: list[str] = field(default_factory=list)  # every row removed, by stored path
+    kept_missing: list[str] = field(default_factory=list)  # missing files kept: too many to remove unasked
 
     @property
     def images_per_second(self) -> float:
@@ -158,22 +162,82 @@ def ingest(
 
         import_ray()  # before anything is written: one line naming the extra
     started = time.perf_counter()
-    with writing(db_path) as store:
-        stats = _Run(store, root, options, progress).run()
+    existed = Path(db_path).exists() and Path(db_path).stat().st_size > 0
+    try:
+        with writing(db_path) as store:
+            stats = _Run(store, root, options, progress).run()
+    except BaseException:
+        if not existed:
+            _remove_if_photoless(Path(db_path))
+        raise
     stats.seconds = time.perf_counter() - started
     return stats
 
 
+def _remove_if_photoless(path: Path) -> None:
+    """Delete a database this run created when it holds no photo (a first ingest that
+    failed early would otherwise leave a file of vocabulary only)."""
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(path)
+        try:
+            count = conn.execute("select count(*) from images").fetchone()[0]
+        except sqlite3.OperationalError:
+            count = 0  # no images table yet
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return
+    if count == 0:
+        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+            name.unlink(missing_ok=True)
+
+
+# a run that would remove more than this share of the collection (and at least
+# PRUNE_ASK_MIN photos) keeps them and says so, unless pruning was asked for (--prune)
+PRUNE_ASK_SHARE = 0.25
+PRUNE_ASK_MIN = 5
+
+
 class _Run:
     def __init__(self, store: Store, root: Path, options: IngestOptions, progress: Progress):
-        self.store, self.root, self.options, self.progress = store, root, options, progress
+        self.store, self.options, self.progress = store, options, progress
+        self.folder = root.resolve()
+        self.root, self.scope, self.label_root = self.folder, "", self.folder
         self.stats = IngestStats()
         self._backbone: Any = None
         self._warm_error: Exception | None = None
 
+    def _place_folder(self) -> None:
+        """Where the ingested folder sits in the collection: the collection's root (stored
+        paths are relative to it) becomes the common parent of its folders, and the rows
+        under this folder (``scope``) are the only ones this run may move or remove."""
+        stored = self.store.get_meta("images_root")
+        old = Path(stored) if stored else None
+        if old is None or old == self.folder or not old.is_dir():
+            return  # a new collection, the same folder, or the collection's folder moved here
+        if self.folder.is_relative_to(old):
+            self.root = self.label_root = old
+            self.scope = self.folder.relative_to(old).as_posix()
+            return
+        common = Path(os.path.commonpath([old, self.folder]))
+        moved_under = old.relative_to(common).as_posix()
+        with self.store.atomic():
+            # the stored paths move under the new, common root (one rename, ids unchanged)
+            self.store.conn.execute("update images set path = ? || '/' || path", [moved_under])
+            self.store.set_meta("images_root", str(common))
+            self.store.bump_generation()
+        self.root = common
+        self.scope = "" if common == self.folder else self.folder.relative_to(common).as_posix()
+
+    def _in_scope(self, path: str) -> bool:
+        return not self.scope or path.startswith(self.scope + "/")
+
     # -- steps ---------------------------------------------------------------------------------
     def run(self) -> IngestStats:
         self._check_backbone()
+        self._place_folder()
         found = self._discover()
         labels = self._labels(found)
         todo = self._plan(found, labels)
@@ -196,7 +260,7 @@ class _Run:
 
                 self.stats.semantic = refresh_semantic(self.store, method=self.options.method, tags=self.options.tags)
         with self.store.atomic():
-            self.store.set_meta("images_root", str(self.root.resolve()))
+            self.store.set_meta("images_root", str(self.root))
         from semsearch_sqlite.vectors.upkeep import refresh_indexes
 
         refresh_indexes(self.store)
@@ -249,7 +313,7 @@ class _Run:
         return thread
 
     def _discover(self) -> list[Path]:
-        result = discover(self.root, follow_links=self.options.follow_links)
+        result = discover(self.folder, follow_links=self.options.follow_links)
         for path, reason in result.problems:
             self._problem(path, reason)
         for link in result.outside_links:
@@ -263,9 +327,9 @@ class _Run:
             table = read_labels_csv(self.options.labels_file)
             out: dict[str, str | None] = {}
             for rel, p in rels.items():
-                out[rel] = table.get(rel) or table.get(str(p.resolve()))
+                out[rel] = table.get(p.relative_to(self.folder).as_posix()) or table.get(str(p.resolve()))
             return out
-        return {rel: label_for(p, self.root) for rel, p in rels.items()}
+        return {rel: label_for(p, self.label_root) for rel, p in rels.items()}
 
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -311,7 +375,7 @@ class _Run:
                 self.store.bump_generation()
             self.stats.updated += len(label_updates)
         # Files whose bytes are already stored (touched, or moved/renamed) need no CNN.
-        gone = {rel: r for rel, r in existing.items() if rel not in found_rels}
+        gone = {rel: r for rel, r in existing.items() if rel not in found_rels and self._in_scope(rel)}
         by_hash = {r[4]: r for r in gone.values()}
         remaining = []
         for item in todo:
@@ -347,16 +411,20 @@ class _Run:
         return remaining
 
     def _prune(self, files: list[Path]) -> bool:
-        if not self.options.prune:
+        if self.options.prune is False:
             return False
         present = {self._rel(p) for p in files}
-        stale = [(i, path) for i, path in self.store.conn.execute("select id, path from images") if path not in present]
+        stored = self.store.conn.execute("select id, path from images").fetchall()
+        stale = [(i, path) for i, path in stored if path not in present and self._in_scope(path)]
         if not stale:
             return False
-        ids = [i for i, _ in stale]
+        if self.options.prune is None and len(stale) >= PRUNE_ASK_MIN and len(stale) > PRUNE_ASK_SHARE * len(stored):
+            self.stats.kept_missing = sorted(path for _, path in stale)
+            return False
         with self.store.atomic():
-            delete_images(self.store, ids)
-        self.stats.removed += len(ids)
+            delete_images(self.store, [i for i, _ in stale])
+        self.stats.removed += len(stale)
+        self.stats.removed_paths = sorted(path for _, path in stale)
         return True
 
     def _fill_metadata(self) -> None:

@@ -83,11 +83,11 @@ class Results:
         return records(self.hits, root, conn)
 
 
-def resolve_image(conn: sqlite3.Connection, image: Any) -> int:
+def resolve_image(conn: sqlite3.Connection, image: Any, *, files: bool = True) -> int:
     """The id of ``image``: an id (int, whole float or ASCII digits), a stored path
     (relative to the ingested folder), or the path of a stored file given as absolute or
     relative to the current directory (matched through the ingested folder, else by its
-    SHA-256)."""
+    SHA-256). ``files=False`` (SQL) never looks at the file system."""
     if isinstance(image, bool) or image is None:
         raise QueryError("give an image id or stored path")
     if isinstance(image, (float, np.floating)):
@@ -104,7 +104,7 @@ def resolve_image(conn: sqlite3.Connection, image: Any) -> int:
     if isinstance(image, (str, os.PathLike)):
         text = os.fspath(image)
         found = rows.image_id_for_path(conn, text)
-        if found is None:
+        if found is None and files:
             found = _stored_file(conn, text)
         if found is None:
             raise NotFoundError(f"no image stored with path {text!r}; list them with: select id, path from images")

@@ -17,7 +17,8 @@ from semsearch_sqlite.queries import search
 from semsearch_sqlite.storage.cache import ProcessCache
 from semsearch_sqlite.queries.duplicates import duplicate_images
 from semsearch_sqlite.queries.filters import Filter
-from semsearch_sqlite.storage.rows import database_key, generation, photo_metadata_of, thumbnails
+from semsearch_sqlite.storage.changes import cache_version
+from semsearch_sqlite.storage.rows import database_key, photo_metadata_of, thumbnails
 from semsearch_sqlite.storage.store import encode_f32
 from semsearch_sqlite.text.vocabulary import word_space
 
@@ -48,6 +49,13 @@ DUPLICATE_COLUMNS = ["group_id", "rank", "image_id", "path", "label", "distance"
 # functions whose every argument is optional
 NO_REQUIRED = {"duplicate_images"}
 
+
+def _stored(conn: sqlite3.Connection, image: Any) -> int:
+    """An image argument of an SQL function: an id or a stored path, never a file on
+    this machine (SQL may come from any visitor: no file-existence oracle, no hashing)."""
+    return search.resolve_image(conn, image, files=False)
+
+
 # name -> (library call, columns, parameters); k is always optional. Image searches also
 # take ``filters`` (pushed from the WHERE clause, see sqlite.vtable).
 TABLE_FUNCTIONS: dict[str, tuple[Callable[..., search.Results], list[str], list[str]]] = {
@@ -58,19 +66,20 @@ TABLE_FUNCTIONS: dict[str, tuple[Callable[..., search.Results], list[str], list[
         ["query", "k", "like", "unlike"],
     ),
     "similar_to_image": (
-        lambda c, image, k, space, filters=(): search.similar_to_image(c, image, k, space or "visual",
+        lambda c, image, k, space, filters=(): search.similar_to_image(c, _stored(c, image), k, space or "visual",
                                                                        filters=filters),
         IMAGE_COLUMNS,
         ["image", "k", "space"],
     ),
     "similar_images_focused": (
-        lambda c, image, focus, k, filters=(): search.focused_search(c, image, focus, k, filters=filters),
+        lambda c, image, focus, k, filters=(): search.focused_search(c, _stored(c, image), focus, k,
+                                                                        filters=filters),
         IMAGE_COLUMNS,
         ["image", "focus", "k"],
     ),
     "images_tagged": (lambda c, word, k: search.images_tagged(c, word, k), IMAGE_COLUMNS, ["word", "k"]),
     "duplicate_images": (lambda c, threshold: duplicate_images(c, threshold), DUPLICATE_COLUMNS, ["threshold"]),
-    "image_tags": (lambda c, image, k: search.image_tags(c, image, k), WORD_COLUMNS, ["image", "k"]),
+    "image_tags": (lambda c, image, k: search.image_tags(c, _stored(c, image), k), WORD_COLUMNS, ["image", "k"]),
     "similar_words": (lambda c, q, k: search.similar_words(c, q, k), WORD_COLUMNS, ["query", "k"]),
 }
 
@@ -95,7 +104,8 @@ def _rows(conn: sqlite3.Connection, name: str, args: tuple[Any, ...],
           filters: tuple[tuple[str, str, Any], ...] = ()) -> list[tuple[Any, ...]]:
     """Rows of a table function, cached: SQLite may call it once per outer row."""
     call, columns, _ = TABLE_FUNCTIONS[name]
-    key = (database_key(conn), generation(conn), name, args, filters)
+    db = database_key(conn)
+    key = (db, cache_version(conn, db), name, args, filters)
     hit = _cache.get(key)
     if hit is not None:
         return hit
@@ -138,7 +148,7 @@ def word_vector_blob(conn: sqlite3.Connection, query: Any) -> bytes:
 
 def image_vector_blob(conn: sqlite3.Connection, image: Any, space: Any = "visual") -> bytes:
     """``semsearch_image_vector(image [, space])``: a stored image's vector."""
-    image_id = search.resolve_image(conn, image)
+    image_id = _stored(conn, image)
     m = search.space_matrix(conn, space or "visual")
     v = m.vector(image_id)
     if v is None:

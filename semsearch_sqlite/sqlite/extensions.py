@@ -108,6 +108,13 @@ def load_sqlite_vec(conn: Any) -> str:
     if has_sqlite_vec(conn):
         return "already"
     try:
+        conn.execute("pragma schema_version").fetchone()
+    except Exception as e:  # noqa: BLE001 - the file, not the extension, is the problem
+        raise ExtensionError(
+            f"cannot read the database ({e}), so sqlite-vec was not loaded: check that the file and its "
+            "folder are readable; a WAL database also needs its -shm beside it (or open it immutable)"
+        ) from e
+    try:
         how = load_extension(conn, sqlite_vec.loadable_path())
     except Exception as e:  # noqa: BLE001 - reported as one clear error below
         raise ExtensionError(

@@ -232,6 +232,9 @@ def decode_f32(blob: bytes) -> np.ndarray:
 def check_sqlite_file(path: str | os.PathLike[str]) -> None:
     """Raise StoreError unless ``path`` is empty or starts with SQLite's header."""
     p = Path(path)
+    if p.exists() and not p.is_file() and not p.is_dir():
+        raise StoreError(f"{p}: a device or other special file, not a database file; "
+                         "give the .db file made by semsearch-sqlite ingest")
     if not p.exists() or p.stat().st_size == 0:
         return
     if p.is_dir():
@@ -242,6 +245,40 @@ def check_sqlite_file(path: str | os.PathLike[str]) -> None:
         raise StoreError(f"{p}: not a SQLite database; give a new file name or a .db made by semsearch-sqlite")
 
 
+def _open_read_only(path: Path, immutable: bool) -> sqlite3.Connection:
+    """A read-only connection. A WAL file needs a -shm beside it; in a read-only folder
+    (or on read-only media) none can be made, so a file with no -wal to merge is opened
+    immutable (nothing can be writing it there), and one with a -wal gets an error
+    naming that cause."""
+    uri = path.resolve().as_uri()
+    conn = sqlite3.connect(uri + ("?immutable=1" if immutable else "?mode=ro"), uri=True, check_same_thread=False)
+    if immutable:
+        return conn
+    try:
+        conn.execute("select count(*) from sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as e:
+        conn.close()
+        if os.access(path.parent, os.W_OK) and not _read_only_media(path.parent):
+            raise StoreError(f"{path}: cannot open: {e}") from e
+        wal = Path(f"{path}-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise StoreError(
+                f"{path}: cannot read it in a read-only folder: its changes in {wal.name} are not merged yet "
+                f"and SQLite needs to create {path.name}-shm beside it to read them; open it once where the "
+                "folder is writable (any read merges them), or make the folder writable"
+            ) from e
+    return sqlite3.connect(uri + "?immutable=1", uri=True, check_same_thread=False)
+
+
+def _read_only_media(folder: Path) -> bool:
+    """Whether ``folder`` is on a file system mounted read-only (root ignores chmod, not this)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
 def connect(path: str | os.PathLike[str], *, readonly: bool = False, immutable: bool = False) -> sqlite3.Connection:
     """A connection with sqlite-vec loaded (any thread may use it).
 
@@ -249,8 +286,7 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False, immutable: 
     needs no -wal/-shm files: it reads a file on read-only media even in WAL mode.
     """
     if readonly or immutable:
-        uri = Path(path).resolve().as_uri() + ("?immutable=1" if immutable else "?mode=ro")
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        conn = _open_read_only(Path(path), immutable)
     else:
         conn = sqlite3.connect(str(path), check_same_thread=False)
     # Transactions are always explicit (Store.atomic), never opened behind our back.
@@ -258,6 +294,28 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False, immutable: 
     conn.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
     load_sqlite_vec(conn)
     return conn
+
+
+# pragmas that take an argument and only read (the table-valued pragma_* functions)
+_READING_PRAGMAS = {"table_info", "table_xinfo", "table_list", "index_info", "index_xinfo", "index_list",
+                    "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check"}
+
+
+def _no_file_writes(action: int, arg1: str | None, arg2: str | None, *_: object) -> int:
+    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+        return sqlite3.SQLITE_DENY  # VACUUM INTO asks for ATTACH too
+    if action == sqlite3.SQLITE_PRAGMA and arg2 is not None and (arg1 or "").lower() not in _READING_PRAGMAS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+def read_only_guard(conn: sqlite3.Connection) -> None:
+    """Make ``conn`` unable to create or change any file: on top of ``mode=ro``, no
+    ATTACH (nor VACUUM INTO, which attaches its output) and no pragma that sets a value.
+    Works on any connection, however sqlite-vec was loaded (the authorizer is SQLite's)."""
+    conn.set_authorizer(_no_file_writes)
+    if hasattr(conn, "setlimit"):  # Python >= 3.11: a second lock on the same door
+        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
 
 
 @contextlib.contextmanager

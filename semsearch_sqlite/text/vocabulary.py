@@ -15,7 +15,8 @@ import numpy as np
 from semsearch_sqlite.errors import StoreError
 from semsearch_sqlite.storage.cache import ProcessCache
 from semsearch_sqlite.storage.models import CLASS_METHODS, CLASSES_MODEL, SEMANTIC_MODEL, load_model, model_config
-from semsearch_sqlite.storage.rows import database_key, generation, rare_word_vector, vocabulary
+from semsearch_sqlite.storage.changes import cache_version
+from semsearch_sqlite.storage.rows import database_key, rare_word_vector, vocabulary
 from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.storage.vec0 import VEC_WORDS
 from semsearch_sqlite.text.glove import WordVectors
@@ -133,7 +134,7 @@ def word_space(conn: sqlite3.Connection) -> WordSpace:
     if len(m) == 0:
         raise StoreError("this database holds no word vectors; run semsearch-sqlite ingest (or words import) first")
     db = database_key(conn)
-    key = (db, generation(conn), id(m))
+    key = (db, cache_version(conn, db), id(m))
 
     def load() -> WordSpace:
         words = vocabulary(conn)

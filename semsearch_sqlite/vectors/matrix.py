@@ -3,8 +3,8 @@
 sqlite-vec's scan is scalar and single-threaded (10-15x behind numpy here), so every
 query of the product goes through this layer instead: each vector table is read once
 per process into a unit-normalised numpy matrix, cached, and invalidated when the
-database's ``generation`` (bumped by every writer, in the same transaction) or its
-stored index changes. The vec0 tables stay the source of truth, so plain sqlite-vec
+database's ``generation`` (bumped by every writer), anyone else's change to the file
+(:mod:`semsearch_sqlite.storage.changes`) or its stored index changes. The vec0 tables stay the source of truth, so plain sqlite-vec
 SQL keeps working.
 
 Each query picks its strategy (:meth:`Matrix.top_k`): exact (one BLAS matrix-vector
@@ -31,7 +31,8 @@ import numpy as np
 from semsearch_sqlite.errors import QueryError
 from semsearch_sqlite.storage.cache import ProcessCache
 from semsearch_sqlite.storage.models import model_config
-from semsearch_sqlite.storage.rows import database_key, generation
+from semsearch_sqlite.storage.changes import cache_version
+from semsearch_sqlite.storage.rows import database_key
 from semsearch_sqlite.storage.vec0 import RowSource, count_rows, open_rows, vec_table_dim
 from semsearch_sqlite.vectors import codes
 from semsearch_sqlite.vectors.codes import CompactMatrix
@@ -259,7 +260,7 @@ def matrix(conn: sqlite3.Connection, table: str) -> Matrix | CompactMatrix:
     (with their IVF index, if stored), or for big image tables their compact codes
     (:mod:`.codes`: a few hundred bytes per vector; exact rescoring from the file)."""
     db = database_key(conn)
-    key = (db, table, generation(conn), index_stamp(conn, table))
+    key = (db, table, cache_version(conn, db), index_stamp(conn, table))
     return _cache.get_or_load(key, lambda: _load(conn, table, db), group=(db, table))
 
 
@@ -282,7 +283,7 @@ def _load(conn: sqlite3.Connection, table: str, db: str) -> Matrix | CompactMatr
 def remember(conn: sqlite3.Connection, table: str, stamp: str | None, m: Matrix | CompactMatrix) -> None:
     """Cache ``m`` as the current matrix of ``table`` (a writer that just built it)."""
     db = database_key(conn)
-    _cache.put((db, table, generation(conn), stamp), m, group=(db, table))
+    _cache.put((db, table, cache_version(conn, db), stamp), m, group=(db, table))
 
 
 def forget(conn: sqlite3.Connection, table: str) -> None:
