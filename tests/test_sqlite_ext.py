@@ -131,3 +131,20 @@ def test_python_version_is_named_in_failure(tmp_path: Path, monkeypatch: pytest.
     message = str(e.value)
     assert sys.version.split()[0] in message
     assert "pysqlite3-binary" in message
+
+
+@pytest.mark.slow
+def test_ctypes_path_after_tensorflow_is_loaded(tmp_path: Path) -> None:
+    """TensorFlow exports a second SQLite; imported first, it must not crash the ctypes path."""
+    pytest.importorskip("tensorflow")
+    script = (
+        "import tensorflow, sqlite3\n"
+        "from semsearch_sqlite.sqlite.extensions import load_extension\n"
+        "import sqlite_vec\n"
+        f"conn = sqlite3.connect({str(tmp_path / 'x.db')!r})\n"
+        "assert load_extension(conn, sqlite_vec.loadable_path(), method='ctypes') == 'ctypes'\n"
+        "print(conn.execute('select vec_version()').fetchone()[0])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().startswith("v")

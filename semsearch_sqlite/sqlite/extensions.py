@@ -8,6 +8,7 @@ on the connection's ``sqlite3*`` handle, so SQL-level ``load_extension()`` stays
 from __future__ import annotations
 
 import ctypes
+import secrets
 import sys
 import threading
 from typing import Any
@@ -23,8 +24,23 @@ _libs: dict[str, ctypes.CDLL] = {}
 _libs_lock = threading.Lock()
 
 
+_SIGNATURES = [
+    ("sqlite3_db_config", ctypes.c_int, [_P, ctypes.c_int, ctypes.c_int, _P]),
+    ("sqlite3_load_extension", ctypes.c_int, [_P, ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p)]),
+    ("sqlite3_db_filename", ctypes.c_char_p, [_P, ctypes.c_char_p]),
+    ("sqlite3_free", None, [_P]),
+    ("sqlite3_soft_heap_limit64", ctypes.c_int64, [ctypes.c_int64]),
+]
+
+
 def sqlite_library(conn: Any) -> ctypes.CDLL:
-    """The SQLite C library that created ``conn`` (stdlib ``_sqlite3`` or pysqlite3's)."""
+    """The SQLite C library that created ``conn`` (stdlib ``_sqlite3`` or pysqlite3's).
+
+    A process may hold two copies of SQLite: TensorFlow's libtensorflow_cc exports its
+    own, and when it is loaded globally first, ``_sqlite3`` binds to that copy rather
+    than to its own libsqlite3. Calling one copy's functions on the other's connection
+    crashes, so each candidate is tested for being the very library ``conn`` runs on.
+    """
     top = type(conn).__module__.split(".")[0]
     modname = "_sqlite3" if top == "sqlite3" else f"{top}._sqlite3"
     module = sys.modules.get(modname)
@@ -34,19 +50,37 @@ def sqlite_library(conn: Any) -> ctypes.CDLL:
     with _libs_lock:
         lib = _libs.get(path)
         if lib is None:
-            # dlsym on this handle also searches the module's DT_NEEDED libsqlite3
-            lib = ctypes.CDLL(path)
-            for name, res, args in [
-                ("sqlite3_db_config", ctypes.c_int, [_P, ctypes.c_int, ctypes.c_int, _P]),
-                ("sqlite3_load_extension", ctypes.c_int,
-                 [_P, ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p)]),
-                ("sqlite3_db_filename", ctypes.c_char_p, [_P, ctypes.c_char_p]),
-                ("sqlite3_free", None, [_P]),
-            ]:
-                fn = getattr(lib, name)
-                fn.restype, fn.argtypes = res, args
-            _libs[path] = lib
+            # the module's own dependency tree first, then the process's global scope
+            for candidate in (ctypes.CDLL(path), ctypes.CDLL(None)):
+                if _declare(candidate) and _runs(conn, candidate):
+                    lib = _libs[path] = candidate
+                    break
+            else:
+                raise ExtensionError(f"cannot find the SQLite library that {modname} ({path}) runs on")
     return lib
+
+
+def _declare(lib: ctypes.CDLL) -> bool:
+    """Give ``lib``'s functions their C signatures (False if it lacks one)."""
+    for name, res, args in _SIGNATURES:
+        fn = getattr(lib, name, None)
+        if fn is None:
+            return False
+        fn.restype, fn.argtypes = res, args
+    return True
+
+
+def _runs(conn: Any, lib: ctypes.CDLL) -> bool:
+    """Whether ``conn`` runs on ``lib``: a soft heap limit set through ``lib`` must be
+    the one ``conn``'s SQL reports (the limit is per library copy, not per connection)."""
+    before = lib.sqlite3_soft_heap_limit64(-1)
+    token = before + 4096 * (1 + secrets.randbelow(1 << 20)) if before > 0 else 4096 * (1 + secrets.randbelow(1 << 20))
+    try:
+        lib.sqlite3_soft_heap_limit64(token)
+        seen = conn.execute("pragma soft_heap_limit").fetchone()[0]
+    finally:
+        lib.sqlite3_soft_heap_limit64(before)
+    return seen == token
 
 
 def connection_handle(conn: Any) -> int:
