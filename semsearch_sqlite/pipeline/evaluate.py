@@ -87,13 +87,13 @@ def _text_metrics(
     return out
 
 
-def _tag_accuracy(space: Any, image_vectors: np.ndarray, leading: list[list[tuple[str, float]]] | None,
+def _tag_accuracy(space: Any, image_vectors: np.ndarray, leading: list[list[tuple[str, float, float]]] | None,
                   labels: np.ndarray, mask: np.ndarray, rows: np.ndarray) -> float:
     """The share of ``rows`` with a word of their label among their first TAG_K tags."""
     if len(rows) == 0:
         return float("nan")
     tags = nearest_tags(space, image_vectors[rows], TAG_K, mask, None if leading is None else [leading[r] for r in rows])
-    ok = [bool(set(tokenize(labels[r])) & {w for tag, _ in t for w in tokenize(tag)}) for r, t in zip(rows, tags)]
+    ok = [bool(set(tokenize(labels[r])) & {w for tag, *_ in t for w in tokenize(tag)}) for r, t in zip(rows, tags)]
     return float(np.mean(ok))
 
 

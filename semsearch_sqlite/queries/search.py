@@ -46,6 +46,7 @@ class ImageHit:
     rank: int
     # text queries: "strong" or "weak" (calibrated at train time, see calibrate_match)
     match: str | None = None
+    score: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +59,8 @@ class WordHit:
     word: str
     distance: float
     rank: int
+    # tags: how sure the tag is (0..1); None for word neighbours
+    confidence: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,9 +73,11 @@ class Results:
     hits: list[Any]
     unknown: list[str] = field(default_factory=list)
     note: str | None = None
+    strong: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"hits": [h.as_dict() for h in self.hits], "unknown": self.unknown, "note": self.note}
+        return {"hits": [h.as_dict() for h in self.hits], "unknown": self.unknown, "note": self.note,
+                "strong": self.strong}
 
 
 def resolve_image(conn: sqlite3.Connection, image: Any) -> int:
@@ -303,8 +308,8 @@ def similar_to_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10,
 
 
 def image_tags(conn: sqlite3.Connection, image: Any, k: Any = 10) -> Results:
-    """Image -> its ``k`` tags: the stored ones (its classes, then its nearest words),
-    continued with more nearest words when more are asked than ingest stored."""
+    """Image -> its ``k`` tags with their confidences: the stored ones (its classes, then
+    their WordNet kinds); an image without stored tags gets its nearest words."""
     k = index.clamp_k(k)
     image_id = resolve_image(conn, image)
     tags = rows.stored_tags(conn, image_id, k)
@@ -313,20 +318,24 @@ def image_tags(conn: sqlite3.Connection, image: Any, k: Any = 10) -> Results:
         v = m.vector(image_id)
         if v is None:
             if tags:
-                return Results([WordHit(w, round(d, 6), r) for r, (w, d) in enumerate(tags, 1)])
+                return Results(_tag_hits(tags))
             raise NotFoundError(f"image {image_id} has no semantic vector yet; rerun semsearch-sqlite ingest")
         return tags_for_vector(conn, v, k, tags)
-    return Results([WordHit(w, round(d, 6), r) for r, (w, d) in enumerate(tags, 1)])
+    return Results(_tag_hits(tags))
+
+
+def _tag_hits(tags: Sequence[tuple[str, float, float]]) -> list[WordHit]:
+    return [WordHit(w, round(d, 6), r, round(c, 4)) for r, (w, d, c) in enumerate(tags, 1)]
 
 
 def tags_for_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10,
-                    leading: Sequence[tuple[str, float]] | None = None) -> Results:
-    """The ``k`` tags of a word-space vector (e.g. a new image's): ``leading`` (its
-    classes' names and distances) first, then the nearest tag words."""
+                    leading: Sequence[tuple[str, float, float]] | None = None) -> Results:
+    """The ``k`` tags of a word-space vector (e.g. a new image's): ``leading`` (its tags in
+    its own sense, see ``model/sense_tags.py``) when it has any, else the nearest tag words."""
     k = index.clamp_k(k)
     tags = nearest_tags(word_space(conn), np.asarray(vector, dtype=np.float32)[None, :], k,
                         leading=None if leading is None else [list(leading)])[0]
-    return Results([WordHit(w, round(d, 6), r) for r, (w, d) in enumerate(tags, 1)])
+    return Results(_tag_hits(tags))
 
 
 def images_tagged(conn: sqlite3.Connection, word: str, k: Any = 10) -> Results:

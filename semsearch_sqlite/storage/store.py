@@ -169,6 +169,13 @@ def m003_word_lookup(db: sqlite_utils.Database) -> None:
     db.execute("create table word_lookup (first text primary key, words text not null, vectors blob not null)")
 
 
+@migration
+def m004_tag_confidence(db: sqlite_utils.Database) -> None:
+    # How sure a tag is (0..1), shown beside it; null for tags stored before it (their
+    # readers fall back to the word's cosine, 1 - distance) until the next train/ingest.
+    db.execute("alter table tags add column confidence real")
+
+
 def now() -> str:
     """UTC timestamp, ISO 8601, seconds precision."""
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
