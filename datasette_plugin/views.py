@@ -40,12 +40,18 @@ def _total(conn: sqlite3.Connection, space: str, exclude_self: bool = False, fil
         return 0
 
 
+# the strong view ranks this many hits and shows the strong ones among them
+STRONG_WINDOW = 200
+
+
 async def search_page(datasette: Any, request: Any) -> Response:
-    """``/<db>/-/semsearch?q=cat+sofa&page=2``: text -> images, a page at a time."""
+    """``/<db>/-/semsearch?q=cat+sofa&page=2``: text -> images, a page at a time: the
+    strong matches (``N strong matches``), or with ``all=1`` every image, nearest first."""
     db, _ = await resolve(datasette, request)
     q = (request.args.get("q") or "").strip()
     k = request_k(datasette, db.name, request.args.get("k"))
     page = page_number(request.args.get("page"))
+    show_all = request.args.get("all") == "1"
     refinement = refine.Refinement.from_args(request.args)
     urls = Urls(datasette, db.name)
 
@@ -55,10 +61,13 @@ async def search_page(datasette: Any, request: Any) -> Response:
             out["start"] = hints.starting_points(conn)
             return out
         filters = refinement.filters()
-        paging = Paging.of(page, k, _total(conn, "semantic", filters=filters, left_out=len(refinement.unlike)))
+        total = _total(conn, "semantic", filters=filters, left_out=len(refinement.unlike))
+        paging = Paging.of(page, k, total) if show_all else None
         found = image_results(conn, lambda: search.similar_images(
-            conn, q, paging.k, allow_unknown=True, filters=filters, like=refinement.like,
-            unlike=refinement.unlike), paging, q=q)
+            conn, q, paging.k if paging else min(STRONG_WINDOW, max(total, 1)), allow_unknown=True,
+            filters=filters, like=refinement.like, unlike=refinement.unlike), paging, q=q)
+        if not show_all and "cards" in found:
+            strong_only(found, page, k, total)
         refine.add_feedback_links(urls, q, k, refinement, found.get("cards") or [])
         if found.get("error") == "unknown":  # somewhere to go from here
             out["start"] = hints.starting_points(conn)
@@ -76,14 +85,31 @@ async def search_page(datasette: Any, request: Any) -> Response:
     found = data["section"]
     status = 400 if found.get("error") else 200
     k_param = k if request.args.get("k") else None  # kept in links only when asked for
+    all_param = "&all=1" if show_all else ""
     return await render(
         datasette, request, "semsearch_search.html", db,
         {"q": q, "k": k, "k_param": k_param, "section": found, "start": data.get("start"), "form": data["form"],
-         "refinement": refinement,
+         "refinement": refinement, "show_all": show_all,
+         "all_url": refine.search_url(urls, q, k_param, refinement) + "&all=1",
+         "strong_url": refine.search_url(urls, q, k_param, refinement),
          "reset_url": refine.search_url(urls, q, k, refine.Refinement()) if refinement.active() else None,
          "sql_url": sql_url, "page": "search",
-         "page_url": lambda n: refine.search_url(urls, q, k_param, refinement, page=n)}, status,
+         "page_url": lambda n: refine.search_url(urls, q, k_param, refinement, page=n) + all_param}, status,
     )
+
+
+def strong_only(found: dict[str, Any], page: int, per_page: int, total: int) -> None:
+    """Keep a text search's strong matches (which come first), paged; ``more`` says how
+    many weaker ones the ``all=1`` view adds. With none, the page says "no close match"
+    itself (a warning, not the library's note)."""
+    strong = found.get("strong") or 0
+    paging = Paging.of(page, per_page, strong)
+    found["cards"] = paging.slice(found["cards"][:strong])
+    found["paging"] = paging if strong else None
+    found["more"] = max(0, total - strong)
+    found["capped"] = strong >= STRONG_WINDOW
+    if not strong:
+        found["note"] = None
 
 
 async def image_page(datasette: Any, request: Any) -> Response:

@@ -20,7 +20,7 @@ from semsearch_sqlite.vectors import matrix as index
 from semsearch_sqlite.media.files import normalise_label, sha256_file
 from semsearch_sqlite.errors import NotFoundError, QueryError, StoreError, UnknownWordsError
 from semsearch_sqlite.model.conse import FocusTarget, resolve_focus
-from semsearch_sqlite.model.semantic import MATCH_META, match_strength
+from semsearch_sqlite.model.semantic import DEFAULT_STRONG_DISTANCE, MATCH_META, match_strength
 from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL, read_float_rows, vec_table_dim
 from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, load_model
 from semsearch_sqlite.queries.filters import Filter, allowed_ids
@@ -276,7 +276,33 @@ def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_u
     note = None
     if hits and all(h.match == "weak" for h in hits):
         note = "no close match: every hit is a weak match (farther than true matches usually are)"
-    return Results(hits, unknown, note)
+    return ranked_by_score(Results(hits, unknown, note), strong)
+
+
+# the fallback score's logistic width in cosine distance: 0.05 past the strong threshold
+# a hit scores 27% (at the threshold: 50%)
+SCORE_WIDTH = 0.05
+
+
+def ranked_by_score(results: Results, strong_distance: Any = None) -> Results:
+    """Text hits with the scores and strong count the display reads, where the ranking
+    left them unset: strong hits first (in their order), each hit's score (0..1) the
+    logistic of its distance to the strong threshold (0.5 there), never above the score of
+    the hit before it, so the number shown beside a hit explains its rank."""
+    hits = results.hits
+    if results.strong is not None and all(h.score is not None for h in hits):
+        return results
+    threshold = DEFAULT_STRONG_DISTANCE if strong_distance is None else float(strong_distance)
+    ordered = [h for h in hits if h.match == "strong"] + [h for h in hits if h.match != "strong"]
+    ceiling = 1.0
+    for rank, h in enumerate(ordered, 1):
+        if h.score is None:
+            h.score = 1.0 / (1.0 + float(np.exp(np.clip((h.distance - threshold) / SCORE_WIDTH, -50, 50))))
+        ceiling = min(ceiling, h.score)
+        h.score, h.rank = round(ceiling, 4), rank
+    results.hits = ordered
+    results.strong = sum(h.match == "strong" for h in ordered)
+    return results
 
 
 def similar_to_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual", *,
