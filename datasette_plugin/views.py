@@ -23,6 +23,7 @@ from semsearch_sqlite.queries.duplicates import duplicates_of
 from . import refine
 from .compat import can_execute_sql, can_view, may_view_table, resolve, semsearch_databases
 from .media import image_id as parse_image_id
+from .config import settings
 from .render import Paging, Urls, image_results, page_number, render, request_k, section
 
 TAGS_SHOWN = 10
@@ -40,7 +41,7 @@ def _total(conn: sqlite3.Connection, space: str, exclude_self: bool = False, fil
         return 0
 
 
-# the strong view ranks this many hits and shows the strong ones among them
+# the strong view ranks this many hits (at most the database's max_k) and shows the strong ones
 STRONG_WINDOW = 200
 
 
@@ -52,6 +53,7 @@ async def search_page(datasette: Any, request: Any) -> Response:
     k = request_k(datasette, db.name, request.args.get("k"))
     page = page_number(request.args.get("page"))
     show_all = request.args.get("all") == "1"
+    window = settings(datasette, db.name).max_k  # the most hits one search may rank
     refinement = refine.Refinement.from_args(request.args)
     urls = Urls(datasette, db.name)
 
@@ -64,7 +66,7 @@ async def search_page(datasette: Any, request: Any) -> Response:
         total = _total(conn, "semantic", filters=filters, left_out=len(refinement.unlike))
         paging = Paging.of(page, k, total) if show_all else None
         found = image_results(conn, lambda: search.similar_images(
-            conn, q, paging.k if paging else min(STRONG_WINDOW, max(total, 1)), allow_unknown=True,
+            conn, q, paging.k if paging else min(STRONG_WINDOW, window, max(total, 1)), allow_unknown=True,
             filters=filters, like=refinement.like, unlike=refinement.unlike), paging, q=q)
         if not show_all and "cards" in found:
             strong_only(found, page, k, total)
@@ -102,12 +104,13 @@ def strong_only(found: dict[str, Any], page: int, per_page: int, total: int) -> 
     """Keep a text search's strong matches (which come first), paged; ``more`` says how
     many weaker ones the ``all=1`` view adds. With none, the page says "no close match"
     itself (a warning, not the library's note)."""
-    strong = found.get("strong") or 0
+    strong, ranked = found.get("strong") or 0, len(found["cards"])
     paging = Paging.of(page, per_page, strong)
     found["cards"] = paging.slice(found["cards"][:strong])
     found["paging"] = paging if strong else None
     found["more"] = max(0, total - strong)
-    found["capped"] = strong >= STRONG_WINDOW
+    # every ranked hit strong, and images left unranked: there may be more ("200+")
+    found["capped"] = strong == ranked < total
     if not strong:
         found["note"] = None
 
