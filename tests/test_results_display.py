@@ -27,9 +27,8 @@ def _with_threshold(src: str, dest: Path, strong_distance: float) -> str:
     """A copy of ``src`` whose calibrated strong-match distance is ``strong_distance``
     (0: nothing is strong; 2: every hit is)."""
     shutil.copy(src, dest)
-    with Store.open(dest, create=True) as s:
-        with s.atomic():
-            s.update_meta({MATCH_META: strong_distance})
+    with Store.open(dest, create=True) as s, s.atomic():
+        s.update_meta({MATCH_META: strong_distance})
     return str(dest)
 
 
