@@ -70,6 +70,14 @@ def test_kinds_come_from_wordnet_hypernyms(space: Any) -> None:
     assert kinship().similarity("flamingo") == 1.0 and kinship().similarity("qqxzy") == 0.0
 
 
+def test_a_labels_kind_is_what_its_kin_classes_share(space: Any) -> None:
+    from semsearch_sqlite.model.sense_tags import HYPERNYM_DECAY, kind_support
+
+    support = kind_support(label_kind("cup"), ancestor_words(space))  # cassette, envelope, flowerpot, thimble
+    assert support["container"] > 0 and "cap" not in support  # only the thimble is a cap
+    assert kind_support([(7, 1.0)], ancestor_words(space))["bird"] == pytest.approx(HYPERNYM_DECAY)  # cock: one step up
+
+
 def test_a_label_without_a_wordnet_kind_keeps_its_own_tag_only(space: Any) -> None:
     v = space.vector("cat")[None, :].astype(np.float32)
     tags = sense_tags(["qqxzy"] + imagenet_class_names(), 1, v, space, v, np.array([[0, -1, -1]]), 5)[0]

@@ -37,6 +37,8 @@ from semsearch_sqlite.vectors.maths import unit, unit_rows
 HYPERNYM_DECAY = 0.6
 # a label's kind: its kin classes of at least this weight (the same close family)
 KIN_CLOSE = 0.5
+# a kind word names a label's kind when it is an ancestor of at least this share of it
+KIND_SHARE = 0.5
 # ancestors that name no kind a person would tag a photo with
 GENERIC = frozenset(
     """organism being thing whole unit entity object artifact artefact instrumentality
@@ -97,12 +99,8 @@ def sense_tags(names: Sequence[str], n_labels: int, label_vectors: np.ndarray | 
         covered = {w for word in tags for w in word.split()}
         doubt: dict[str, float] = {}  # per ancestor word: the chance that no class supports it
         for (_word, _vec, kind), conf in evidence:
-            best: dict[str, float] = {}
-            for r, weight in kind:
-                for depth, word in ancestors[r]:
-                    best[word] = max(best.get(word, 0.0), conf * weight * HYPERNYM_DECAY ** depth)
-            for word, s in best.items():
-                doubt[word] = doubt.get(word, 1.0) * (1.0 - s)
+            for word, s in kind_support(kind, ancestors).items():
+                doubt[word] = doubt.get(word, 1.0) * (1.0 - conf * s)
         for word, d in doubt.items():
             if word not in covered:
                 tags.setdefault(word, 1.0 - d)
@@ -110,6 +108,24 @@ def sense_tags(names: Sequence[str], n_labels: int, label_vectors: np.ndarray | 
         ranked = ranked[:len(evidence)] + sorted(ranked[len(evidence):], key=lambda t: -t[1])
         out.append([(w, _distance(space, row, w, table, cs), round(c, 4)) for w, c in ranked[:k]])
     return out
+
+
+def kind_support(kind: list[tuple[int, float]], ancestors: list[list[tuple[int, str]]]) -> dict[str, float]:
+    """Per ancestor word of a class's kind (ImageNet rows with weights): the weighted share
+    of the rows under it, each discounted by HYPERNYM_DECAY ** depth. Words under less than
+    KIND_SHARE of the weight are left out: a cup's kin classes are the containers cassette,
+    envelope, flowerpot and thimble, and a thimble's parent "cap" is no kind of cup."""
+    total = sum(w for _, w in kind)
+    support: dict[str, float] = {}
+    share: dict[str, float] = {}
+    for r, weight in kind:
+        nearest: dict[str, int] = {}
+        for depth, word in ancestors[r]:
+            nearest.setdefault(word, depth)  # a word once per row, at its nearest
+        for word, depth in nearest.items():
+            support[word] = support.get(word, 0.0) + weight * HYPERNYM_DECAY ** depth / total
+            share[word] = share.get(word, 0.0) + weight / total
+    return {w: min(1.0, s) for w, s in support.items() if share[w] >= KIND_SHARE}
 
 
 def _class_table(names: Sequence[str], n_labels: int, label_vectors: np.ndarray | None, space: Any,
