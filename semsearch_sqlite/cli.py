@@ -299,7 +299,8 @@ def search(db: str, query: str, k: int, as_json: bool, where: str | None, like: 
         click.echo(f"Warning: unknown words ignored: {', '.join(results.unknown)}", err=True)
     click.echo(strong_summary(results.strong or 0, len(results.hits), show_all), err=True)
     shown = results.hits if show_all else results.hits[: results.strong or 0]
-    echo_table([{**h.as_dict(), "score": score_text(h.score)} for h in shown], SEARCH_COLUMNS)
+    if shown:
+        echo_table([{**h.as_dict(), "score": score_text(h.score)} for h in shown], SEARCH_COLUMNS)
 
 
 def strong_summary(strong: int, hits: int, show_all: bool) -> str:

@@ -80,7 +80,7 @@ def test_cli_prints_the_strong_matches_and_the_rest_with_all(dbs: dict[str, str]
     assert r.exit_code == 0, r.output
     assert len([line for line in r.output.splitlines() if re.search(r"\d+%\s*$", line)]) == K
     r = CliRunner().invoke(cli, ["search", dbs["none"], "cat", "-k", str(K)])
-    assert r.exit_code == 0 and "no close match" in r.output and "%" not in r.output
+    assert r.exit_code == 0 and "no close match" in r.output and "%" not in r.output and "image_id" not in r.output
 
 
 def test_cli_json_has_every_hit_with_its_score_match_and_the_strong_count(dbs: dict[str, str]) -> None:
