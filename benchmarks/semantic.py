@@ -197,7 +197,7 @@ class Scorer:
                 cue[match_strength(float(1 - s[i]), strong)].append(bool(L[i] == c))
         tags = nearest_tags(self.space, V, TAG_K, leading=None if leading is None else [leading[i] for i in rows])
         hit = np.array(
-            [bool(set(tokenize(L[i])) & {w for tag, _ in t for w in tokenize(tag)}) for i, t in enumerate(tags)]
+            [bool(set(tokenize(L[i])) & {w for tag, *_ in t for w in tokenize(tag)}) for i, t in enumerate(tags)]
         )
         is_held = np.isin(L, held)
         n_hits = len(cue["strong"]) + len(cue["weak"])
@@ -262,6 +262,109 @@ def one_of_a_kind(
             r = scorer(vectors, labels[rows], mine, seen, held, None, compound_lookup(wv.get), None, leading)
             out[name].append((r["tag_at_5_seen"], r["tag_at_5_zero_shot"]))
     return {name: (float(np.mean([a for a, _ in v])), float(np.mean([b for _, b in v]))) for name, v in out.items()}
+
+
+SENSE_ROWS = [("joint (default)", "joint"), ("ridge", "ridge"), ("ConSE", "conse")]
+
+
+class SenseJudge:
+    """Whether WordNet places a tag near a photo's true kind: the label's close kin classes
+    (read from ``data/wordnet_classes.tsv.gz``: the whole label, else its word nearest to a
+    class) and, for each, its hypernym chain and synonyms. A tag is in the photo's sense
+    when it is a word of the label, a lemma of that chain or of the classes' names, or a
+    word whose close kin classes include one of them (Wu-Palmer >= 0.8)."""
+
+    def __init__(self) -> None:
+        import gzip
+        from importlib import resources
+
+        from semsearch_sqlite.model.conse import imagenet_hypernyms
+
+        raw = gzip.decompress(resources.files("semsearch_sqlite").joinpath("data/wordnet_classes.tsv.gz").read_bytes())
+        self.best: dict[str, float] = {}
+        self.close: dict[str, set[int]] = {}
+        for line in raw.decode("utf-8").splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3:
+                pairs = [p.split(":") for p in parts[2].split()]
+                self.best[parts[0]] = float(parts[1])
+                self.close[parts[0]] = {int(r) for r, w in pairs if float(w) >= 0.5}
+        self.chains = imagenet_hypernyms()
+        self.names = [[s.strip().lower() for s in n.split(",")] for n in imagenet_class_names()]
+
+    def _forms(self, word: str) -> list[str]:
+        return [word] + ([word[:-1]] if word.endswith("s") else []) + ([word[:-2]] if word.endswith("es") else [])
+
+    def kind(self, label: str) -> set[int]:
+        words = tokenize(label)
+        for form in (" ".join(words), "".join(words)):
+            for f in self._forms(form):
+                if f in self.close:
+                    return self.close[f]
+        known = [f for w in words for f in self._forms(w) if f in self.close]
+        return self.close[max(known, key=lambda f: self.best[f])] if len(words) > 1 and known else set()
+
+    def lemmas(self, kind: set[int]) -> set[str]:
+        out = {lem for r in kind for lemmas in self.chains[r] for lem in lemmas}
+        out |= {name for r in kind for name in self.names[r]} | {name.split()[-1] for r in kind for name in self.names[r]}
+        return out
+
+    def in_sense(self, tag: str, label: str, kind: set[int], lemmas: set[str]) -> bool:
+        if set(tokenize(tag)) & set(tokenize(label)):
+            return True
+        forms = self._forms(tag.lower())
+        return any(f in lemmas or self.close.get(f, set()) & kind for f in forms)
+
+
+def tags_in_sense(X: np.ndarray, P: np.ndarray, labels: np.ndarray, head: Any, wv: WordVectors,
+                  class_vectors: np.ndarray, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Tags in the photo's sense (issue 24): of the unlabelled photos of each split whose
+    label WordNet knows, the share of their tags 2-5 (as ingest stores them) that the
+    :class:`SenseJudge` places near the photo's true kind, for seen / zero-shot labels,
+    with tag@5 of the same tags. Prints its table and writes semantic_tags.json."""
+    judge = SenseJudge()
+    out: dict[str, dict[str, list[float]]] = {name: {} for name, _ in SENSE_ROWS}
+    examples: dict[str, list[str]] = {}
+    for seed in range(args.seeds):
+        seen, held, train, test = split(labels, seed, args.held_out, args.train, args.test)
+        scorer = Scorer(wv, seen)
+        train_labels: list[str | None] = [None] * len(labels)
+        for i in train:
+            train_labels[i] = labels[i]
+        for name, method in SENSE_ROWS:
+            model = fit_semantic(X, P, train_labels, wv, class_vectors, method=method, seed=seed, head=head)
+            vectors, classes = collection_semantics(model, X, P) if model.needs_probs else (model.image_vectors(X, P), None)
+            leading = class_tags(model, scorer.space, vectors, classes)
+            tags = nearest_tags(scorer.space, unit_rows(vectors[test]), TAG_K,
+                                leading=None if leading is None else [leading[i] for i in test])
+            got: dict[str, list[float]] = out[name]
+            for i, t in zip(test, tags):
+                label, part = labels[i], "zero_shot" if labels[i] in held else "seen"
+                words = [tag for tag, *_ in t]
+                got.setdefault(f"tag_at_5_{part}", []).append(float(bool(set(tokenize(label)) & {w for tag in words for w in tokenize(tag)})))
+                kind = judge.kind(label)
+                if not kind:
+                    continue
+                lemmas = judge.lemmas(kind)
+                for tag in words[1:5]:
+                    ok = float(judge.in_sense(tag, label, kind, lemmas))
+                    got.setdefault(f"in_sense_{part}", []).append(ok)
+                    got.setdefault("in_sense", []).append(ok)
+                if seed == 0 and name == SENSE_ROWS[0][0] and label not in examples:
+                    examples[label] = words
+    summary = {name: {k: float(np.mean(v)) for k, v in got.items()} for name, got in out.items()}
+    unjudged = sorted({c for c in set(labels.tolist()) if not judge.kind(c)})
+    print("\nTags in the photo's sense (share of tags 2-5 WordNet places near the photo's true kind; photos of "
+          f"labels WordNet lacks are not judged: {', '.join(unjudged)}):\n")
+    print("| method | in sense | seen labels | zero-shot | tag@5 seen | tag@5 zero-shot |\n|---|---|---|---|---|---|")
+    for name, s in summary.items():
+        print(f"| {name} | {s['in_sense']:.3f} | {s['in_sense_seen']:.3f} | {s['in_sense_zero_shot']:.3f} | "
+              f"{s['tag_at_5_seen']:.3f} | {s['tag_at_5_zero_shot']:.3f} |")
+    print("\nthe default's 5 tags, one photo per label (seed 0): " +
+          "; ".join(f"{label}: {' '.join(w)}" for label, w in sorted(examples.items())))
+    (HERE / "results" / "semantic_tags.json").write_text(json.dumps(
+        {"summary": summary, "unjudged_labels": unjudged, "examples": examples, "seeds": args.seeds}, indent=2) + "\n")
+    return summary
 
 
 def _mean(values: list[Any]) -> float:
@@ -331,6 +434,7 @@ def main() -> None:
             )
 
     alone = one_of_a_kind(X, P, labels, head, wv, class_vectors, args)
+    tags_in_sense(X, P, labels, head, wv, class_vectors, args)
 
     keys = (
         "seen_p_at_10",

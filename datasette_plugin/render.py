@@ -159,11 +159,13 @@ class Paging:
         return hits[(self.page - 1) * self.per_page : self.page * self.per_page]
 
 
-def card(row: rows.ImageRow, *, rank: int, distance: float | None = None, match: Any = None) -> dict[str, Any]:
-    """What a thumbnail grid shows of one image; ``match`` is a hit's strong/weak cue, if any."""
+def card(row: rows.ImageRow, *, rank: int, distance: float | None = None, match: Any = None,
+         score: float | None = None) -> dict[str, Any]:
+    """What a thumbnail grid shows of one image; ``match`` is a hit's strong/weak cue and
+    ``score`` its confidence (0..1), shown instead of the distance, if any."""
     return {"image_id": row.id, "path": row.path, "name": row.name, "label": row.label, "distance": distance,
             "rank": rank, "width": row.thumb_width, "height": row.thumb_height, "match": match,
-            "alt": alt_text(row.label, row.name)}
+            "score": None if score is None else round(100 * score), "alt": alt_text(row.label, row.name)}
 
 
 def alt_text(label: str | None, name: str) -> str:
@@ -178,7 +180,8 @@ def cards(conn: sqlite3.Connection, hits: list[Any]) -> list[dict[str, Any]]:
     for h in hits:
         row = found.get(h.image_id) or rows.ImageRow(h.image_id, h.path, h.label)
         out.append(card(rows.ImageRow(h.image_id, h.path, h.label, row.thumb_width, row.thumb_height),
-                        rank=h.rank, distance=h.distance, match=getattr(h, "match", None)))
+                        rank=h.rank, distance=h.distance, match=getattr(h, "match", None),
+                        score=getattr(h, "score", None)))
     return out
 
 
@@ -239,7 +242,8 @@ def image_results(
         res = out["results"]
         hits = paging.slice(res.hits) if paging is not None else res.hits
         out = {"cards": cards(conn, hits), "unknown": res.unknown, "note": res.note, "paging": paging,
-               "suggestions": suggestions(conn, res.unknown, q) if res.unknown and suggest else []}
+               "suggestions": suggestions(conn, res.unknown, q) if res.unknown and suggest else [],
+               "strong": getattr(res, "strong", None)}
     return out
 
 

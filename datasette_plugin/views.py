@@ -33,6 +33,7 @@ from .compat import (
     visibility,
 )
 from . import media
+from .config import settings
 from .render import Paging, Urls, image_results, page_number, render, request_k, section
 
 TAGS_SHOWN = 10
@@ -50,12 +51,19 @@ def _total(conn: sqlite3.Connection, space: str, exclude_self: bool = False, fil
         return 0
 
 
+# the strong view ranks this many hits (at most the database's max_k) and shows the strong ones
+STRONG_WINDOW = 200
+
+
 async def search_page(datasette: Any, request: Any) -> Response:
-    """``/<db>/-/semsearch?q=cat+sofa&page=2``: text -> images, a page at a time."""
+    """``/<db>/-/semsearch?q=cat+sofa&page=2``: text -> images, a page at a time: the
+    strong matches (``N strong matches``), or with ``all=1`` every image, nearest first."""
     db, _ = await resolve(datasette, request)
     q = (request.args.get("q") or "").strip()
     k = request_k(datasette, db.name, request.args.get("k"))
     page = page_number(request.args.get("page"))
+    show_all = request.args.get("all") == "1"
+    window = settings(datasette, db.name).max_k  # the most hits one search may rank
     refinement = refine.Refinement.from_args(request.args)
     urls = Urls(datasette, db.name)
     suggest = await may_view_tables(datasette, request, db.name, WORD_TABLES)  # "Did you mean"
@@ -70,10 +78,13 @@ async def search_page(datasette: Any, request: Any) -> Response:
             out["section"] = {"error": problem}
             return out
         filters = refinement.filters()
-        paging = Paging.of(page, k, _total(conn, "semantic", filters=filters, left_out=len(refinement.unlike)))
+        total = _total(conn, "semantic", filters=filters, left_out=len(refinement.unlike))
+        paging = Paging.of(page, k, total) if show_all else None
         found = image_results(conn, lambda: search.similar_images(
-            conn, q, paging.k, allow_unknown=True, filters=filters, like=refinement.like,
-            unlike=refinement.unlike), paging, q=q, suggest=suggest)
+            conn, q, paging.k if paging else min(STRONG_WINDOW, window, max(total, 1)), allow_unknown=True,
+            filters=filters, like=refinement.like, unlike=refinement.unlike), paging, q=q, suggest=suggest)
+        if not show_all and "cards" in found:
+            strong_only(found, page, k, total)
         refine.add_feedback_links(urls, q, k, refinement, found.get("cards") or [])
         if found.get("error") == "unknown":  # somewhere to go from here
             out["start"] = hints.starting_points(conn)
@@ -91,14 +102,32 @@ async def search_page(datasette: Any, request: Any) -> Response:
     found = data["section"]
     status = 400 if found.get("error") else 200
     k_param = k if request.args.get("k") else None  # kept in links only when asked for
+    all_param = "&all=1" if show_all else ""
     return await render(
         datasette, request, "semsearch_search.html", db,
         {"q": q, "k": k, "k_param": k_param, "section": found, "start": data.get("start"), "form": data["form"],
-         "refinement": refinement,
+         "refinement": refinement, "show_all": show_all,
+         "all_url": refine.search_url(urls, q, k_param, refinement) + "&all=1",
+         "strong_url": refine.search_url(urls, q, k_param, refinement),
          "reset_url": refine.search_url(urls, q, k, refine.Refinement()) if refinement.active() else None,
          "sql_url": sql_url, "page": "search",
-         "page_url": lambda n: refine.search_url(urls, q, k_param, refinement, page=n)}, status,
+         "page_url": lambda n: refine.search_url(urls, q, k_param, refinement, page=n) + all_param}, status,
     )
+
+
+def strong_only(found: dict[str, Any], page: int, per_page: int, total: int) -> None:
+    """Keep a text search's strong matches (which come first), paged; ``more`` says how
+    many weaker ones the ``all=1`` view adds. With none, the page says "no close match"
+    itself (a warning, not the library's note)."""
+    strong, ranked = found.get("strong") or 0, len(found["cards"])
+    paging = Paging.of(page, per_page, strong)
+    found["cards"] = paging.slice(found["cards"][:strong])
+    found["paging"] = paging if strong else None
+    found["more"] = max(0, total - strong)
+    # every ranked hit strong, and images left unranked: there may be more ("200+")
+    found["capped"] = strong == ranked < total
+    if not strong:
+        found["note"] = None
 
 
 async def image_page(datasette: Any, request: Any) -> Response:

@@ -32,6 +32,9 @@ def clean(text: Any) -> str:
 def echo(text: Any, err: bool = False) -> None:
     """``click.echo`` of one line after :func:`clean`."""
     click.echo(clean(text), err=err)
+# a text search shows how sure each hit is, not its distance
+SEARCH_COLUMNS = ["rank", "image_id", "path", "label", "match", "score"]
+TAG_COLUMNS = ["rank", "word", "confidence"]
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -367,13 +370,41 @@ def train(db: str, method: str | None, labels_file: str | None, epochs: int | No
 @output_options
 @where_option
 @feedback_options
+@click.option("--all", "show_all", is_flag=True, help="List the weaker matches too, after the strong ones.")
 @handle_errors
 def search(db: str, query: str, k: int, as_json: bool, where: str | None, like: str | None,
-           unlike: str | None) -> None:
-    """Text -> images: images nearest to QUERY ("cat sofa", "2:cat -dog")."""
+           unlike: str | None, show_all: bool) -> None:
+    """Text -> images: images nearest to QUERY ("cat sofa", "2:cat -dog").
+
+    Prints how many strong matches there are and those; --all adds the weaker ones
+    (--json always has every hit, with its match and score)."""
     with open_collection(db) as photos:
-        emit(photos.search(query, k, allow_unknown=True, where=where, like=like, unlike=unlike), IMAGE_COLUMNS,
-             as_json)
+        results = photos.search(query, k, allow_unknown=True, where=where, like=like, unlike=unlike)
+    if as_json:
+        emit(results, IMAGE_COLUMNS, as_json)
+        return
+    if results.unknown:
+        click.echo(f"Warning: unknown words ignored: {', '.join(results.unknown)}", err=True)
+    click.echo(strong_summary(results.strong or 0, len(results.hits), show_all), err=True)
+    shown = results.hits if show_all else results.hits[: results.strong or 0]
+    if shown:
+        echo_table([{**h.as_dict(), "score": score_text(h.score)} for h in shown], SEARCH_COLUMNS)
+
+
+def strong_summary(strong: int, hits: int, show_all: bool) -> str:
+    """The line above a text search's table: how many strong matches, and what --all adds."""
+    if strong == 0:
+        head = "no close match"
+    else:
+        head = f"{strong}{'+' if strong == hits else ''} strong match{'es' if strong != 1 else ''}"
+    if show_all or strong == hits:
+        return head
+    return f"{head} ({hits - strong} weaker: add --all to list them)"
+
+
+def score_text(score: float | None) -> str:
+    """A hit's score as a person reads it: ``87%``."""
+    return "" if score is None else f"{round(100 * score)}%"
 
 
 @cli.command()
@@ -399,9 +430,10 @@ def similar(db: str, image: str, space: str, k: int, as_json: bool, where: str |
 def tags(db: str, image: str, k: int, as_json: bool) -> None:
     """Image -> words: the tags of IMAGE (a stored id or path, or a new image file).
 
-    Its most probable classes come first, then its nearest vocabulary words."""
+    Its most probable classes come first, then the kinds WordNet says they are, each
+    with its confidence."""
     with open_collection(db) as photos:
-        emit(photos.tags(image, k), WORD_COLUMNS, as_json)
+        emit(photos.tags(image, k), TAG_COLUMNS, as_json)
 
 
 @cli.command()

@@ -58,6 +58,8 @@ class Collection:
         (SQL over the ``images`` columns, e.g. ``"label = 'dog' and taken_at >= '2020'"``)
         picks the candidates before the top ``k``. ``like`` / ``unlike`` (image ids) refine
         the query by relevance feedback (Rocchio): "more like these, less like those".
+        ``Results.strong`` counts the strong matches, which come first; each hit's
+        ``score`` (0..1) says how sure it is and falls down the list.
         """
         return search.similar_images(
             self.conn, query, k, allow_unknown=allow_unknown, where=where, like=like, unlike=unlike
@@ -84,7 +86,8 @@ class Collection:
         return search_file(self.store, str(image), k, space, where=where)
 
     def tags(self, image: Any, k: int = 10) -> Results:
-        """The words nearest to ``image`` in word space (a new file is embedded first)."""
+        """The tags of ``image`` (a new file is embedded first): its most probable classes,
+        then the kinds WordNet says they are, each hit with its ``confidence`` (0..1)."""
         try:
             return search.image_tags(self.conn, image, k)
         except NotFoundError:

@@ -63,17 +63,17 @@ def test_an_imagenet_class_is_tagged_by_the_head_noun_of_its_first_known_synonym
     assert class_tag_word(space, "the, cat") == "cat"  # stopwords are no tags
 
 
-def test_leading_tags_come_first_and_their_words_are_not_repeated(plugin_photos: dict) -> None:
+def test_leading_tags_are_the_tags_and_rows_without_them_get_nearest_words(plugin_photos: dict) -> None:
     with Store.open(plugin_photos["db"]) as s:
         space = word_space(s.conn)
     car = space.vector("car")
     plain = nearest_tags(space, car[None, :], 6)[0]
-    assert plain[0][0] == "car"
-    led = nearest_tags(space, car[None, :], 6, leading=[[("car_side", 0.25), ("truck", 0.3)]])[0]
-    assert led[:2] == [("car_side", 0.25), ("truck", 0.3)] and len(led) == 6
-    assert not {"car", "side", "truck"} & {w for w, _ in led[2:]}
-    assert [w for w, _ in led[2:]] == [w for w, _ in plain if w not in {"car", "side", "truck"}][:4]
-    assert nearest_tags(space, car[None, :], 1, leading=[[("a", 0.1), ("b", 0.2)]])[0] == [("a", 0.1)]
+    assert plain[0][0] == "car" and all(0 <= c <= 1 for _, _, c in plain)
+    # a photo with classes gets its tags in its own sense, never nearest words after them
+    led = nearest_tags(space, np.vstack([car, car]), 6, leading=[[("car_side", 0.25, 0.9), ("truck", 0.3, 0.6)], []])
+    assert led[0] == [("car_side", 0.25, 0.9), ("truck", 0.3, 0.6)]
+    assert led[1] == plain
+    assert nearest_tags(space, car[None, :], 1, leading=[[("a", 0.1, 0.9), ("b", 0.2, 0.8)]])[0] == [("a", 0.1, 0.9)]
 
 
 # -- end to end, on a database made by ingest ----------------------------------------------------
@@ -88,7 +88,7 @@ def test_stored_tags_lead_with_each_photos_classes(plugin_photos: dict) -> None:
         leading = class_tags(model, space, vectors, classes)
         want = nearest_tags(space, vectors, 10, leading=leading)
         stored = every_stored_tag(s.conn, 10)
-        assert [[w for w, _ in stored[int(i)]] for i in ids] == [[w for w, _ in t] for t in want]
+        assert [[w for w, *_ in stored[int(i)]] for i in ids] == [[w for w, *_ in t] for t in want]
         # a photo's label names its first tag, as the user spelled it (lower case)
         first = [stored[int(i)][0][0] for i in ids]
         hits = [f == lab.lower() for f, lab in zip(first, labels)]
@@ -113,15 +113,13 @@ def test_a_label_tag_is_found_by_the_folder_spelling_too(plugin_photos: dict) ->
             assert {h.image_id for h in images_tagged(s.conn, spelling, 50).hits} == want, spelling
 
 
-def test_more_tags_than_stored_continue_the_stored_ones(plugin_photos: dict) -> None:
+def test_more_tags_than_stored_are_the_stored_ones(plugin_photos: dict) -> None:
+    # nearest words after a photo's own tags are where the label word's other senses came from
     with Store.open(plugin_photos["db"]) as s:
         image = int(s.conn.execute("select id from images where label = 'cat' order by id").fetchone()[0])
         stored = image_tags(s.conn, image, 10).hits
         more = image_tags(s.conn, image, 16).hits
-    assert [h.word for h in more[:10]] == [h.word for h in stored]
-    assert len(more) == 16 and len({h.word for h in more}) == 16
-    rest = [h.distance for h in more[10:]]
-    assert rest == sorted(rest) and min(rest) >= max(h.distance for h in stored[TAG_CLASSES:])
+    assert [h.word for h in more] == [h.word for h in stored] and len(stored) >= 1
 
 
 @pytest.mark.asyncio

@@ -104,7 +104,7 @@ async def test_table_functions_in_the_json_api(ds: Datasette, name: str) -> None
     else:
         assert distances == sorted(distances)
     if "words" in name or "tags" in name:
-        assert set(rows[0]) == {"rank", "word", "distance"}
+        assert set(rows[0]) == {"rank", "word", "distance", "confidence"}
     else:
         assert set(rows[0]) == {"rank", "image_id", "path", "label", "distance", "match", "thumbnail",
                                 "taken_at", "camera", "lens", "latitude", "longitude"}
@@ -231,13 +231,13 @@ def test_prepare_connection_never_raises() -> None:
 
 @pytest.mark.asyncio
 async def test_search_page_shows_a_grid_of_the_nearest_images(ds: Datasette, db: str) -> None:
-    r = await get(ds, "/photos/-/semsearch?q=cat&k=5")
+    r = await get(ds, "/photos/-/semsearch?q=cat&k=5&all=1")
     assert r.status_code == 200
     ids = [int(i) for i in re.findall(r'<a href="/photos/-/semsearch/image/(\d+)" title=', r.text)]
     assert len(ids) == 5
     assert labels_by_id(db)[ids[0]] == "cat"
     assert re.findall(r'<img src="/photos/-/semsearch/thumb/(\d+)\.jpg"', r.text) == [str(i) for i in ids]
-    assert re.search(r'class="semsearch-distance"[^>]*>0\.\d{3}<', r.text)
+    assert re.search(r'class="semsearch-match semsearch-score"[^>]*>(strong|weak) \d+%<', r.text)
     # the same query in SQL, as :named parameters
     link = re.search(r'<a href="([^"]+)" class="semsearch-sql">', r.text).group(1).replace("&amp;", "&")
     assert "similar_images%28%3Aq%2C+%3Ak%29" in link and "q=cat" in link and "k=5" in link
@@ -299,9 +299,9 @@ async def test_pages_continue_where_the_last_one_stopped(ds: Datasette, db: str)
     def ids(html: str) -> list[str]:
         return re.findall(r'<li class="semsearch-card[^"]*"[^>]*>\s*<a href="/photos/-/semsearch/image/(\d+)"', html)
 
-    everything = ids((await get(ds, "/photos/-/semsearch?q=dog&k=15")).text)
+    everything = ids((await get(ds, "/photos/-/semsearch?q=dog&k=15&all=1")).text)
     assert len(everything) == 15
-    pages, url = [], "/photos/-/semsearch?q=dog&k=4"
+    pages, url = [], "/photos/-/semsearch?q=dog&k=4&all=1"
     while url:
         r = await get(ds, url)
         assert r.status_code == 200
@@ -315,9 +315,9 @@ async def test_pages_continue_where_the_last_one_stopped(ds: Datasette, db: str)
     assert [len(p) for p in pages] == [4, 4, 4, 3]
     assert sum(pages, []) == everything  # no overlap, nothing skipped, the same order
     # past the end: the last page
-    r = await get(ds, "/photos/-/semsearch?q=dog&k=4&page=99")
+    r = await get(ds, "/photos/-/semsearch?q=dog&k=4&page=99&all=1")
     assert ids(r.text) == pages[-1] and 'rel="next"' not in r.text
-    r = await get(ds, "/photos/-/semsearch?q=dog&k=4&page=nonsense")
+    r = await get(ds, "/photos/-/semsearch?q=dog&k=4&page=nonsense&all=1")
     assert ids(r.text) == pages[0] and 'rel="prev"' not in r.text
 
 
@@ -341,10 +341,10 @@ async def test_image_page_sections_page_on_their_own(ds: Datasette, db: str) -> 
 
 @pytest.mark.asyncio
 async def test_k_is_clamped(ds: Datasette) -> None:
-    r = await get(ds, "/photos/-/semsearch?q=dog&k=100000")
+    r = await get(ds, "/photos/-/semsearch?q=dog&k=100000&all=1")
     assert r.status_code == 200 and 'name="k" value="100"' in r.text
     assert r.text.count('class="semsearch-card"') == 15  # every image, no more
-    r = await get(ds, "/photos/-/semsearch?q=dog&k=-5")
+    r = await get(ds, "/photos/-/semsearch?q=dog&k=-5&all=1")
     assert r.text.count('class="semsearch-card"') == 1
 
 
@@ -355,8 +355,8 @@ async def test_image_page(ds: Datasette, db: str) -> None:
     assert r.status_code == 200
     html = r.text
     assert f'<img src="/photos/-/semsearch/display/{image_id}"' in html
-    tags = re.findall(r'<li><a href="/photos/-/semsearch\?q=(\w+)" title="distance', html)
-    assert len(tags) == views.TAGS_SHOWN
+    tags = re.findall(r'<li><a href="/photos/-/semsearch\?q=(\w+)" title="confidence \d+%', html)
+    assert 3 <= len(tags) <= views.TAGS_SHOWN
     assert 'id="visual"' in html and 'id="semantic"' in html
     for section in ("visual", "semantic"):
         part = html.split(f'id="{section}"')[1]
@@ -503,7 +503,7 @@ async def test_the_database_page_link_honours_permissions(db: str) -> None:
 async def test_thumbnails_say_what_they_show_and_ids_link_to_image_pages(ds: Datasette, db: str) -> None:
     with sqlite3.connect(db) as conn:
         rows = {i: (p, lab) for i, p, lab in conn.execute("select id, path, label from images")}
-    r = await get(ds, "/photos/-/semsearch?q=dog&k=15")
+    r = await get(ds, "/photos/-/semsearch?q=dog&k=15&all=1")
     alts = re.findall(r'<a href="/photos/-/semsearch/image/(\d+)" title="[^"]*">\s*<img [^>]*alt="([^"]*)"', r.text)
     assert len(alts) == 15 and len({alt for _, alt in alts}) == 15  # no two alike
     for image_id, alt in alts:

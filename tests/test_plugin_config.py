@@ -101,10 +101,10 @@ def test_settings_defaults_and_validation(caplog: pytest.LogCaptureFixture, db: 
 async def test_per_page_is_the_default_k_and_max_k_its_ceiling(db: str) -> None:
     total = image_count(db)
     ds = make_ds(db, {"per_page": 3, "max_k": 5})
-    r = await get(ds, "/photos/-/semsearch?q=cat")
+    r = await get(ds, "/photos/-/semsearch?q=cat&all=1")
     assert r.status_code == 200 and card_count(r.text) == 3
     assert "page=2" in r.text  # per_page results a page, the rest on the next ones
-    r = await get(ds, "/photos/-/semsearch?q=cat&k=50")
+    r = await get(ds, "/photos/-/semsearch?q=cat&k=50&all=1")
     assert card_count(r.text) == 5 < total
     r = await get(ds, "/photos/-/semsearch/words?q=cat")
     assert r.text.count("<tr>") - 1 == 3  # the header row, then one row per word
@@ -112,7 +112,7 @@ async def test_per_page_is_the_default_k_and_max_k_its_ceiling(db: str) -> None:
     # visual and semantic neighbours, at most max_k each
     assert card_count(r.text.split('id="visual"', 1)[1]) == 2 * 5  # (near-duplicates come before)
     # unconfigured: the defaults, not capped at 5
-    r = await get(make_ds(db), "/photos/-/semsearch?q=cat&k=50")
+    r = await get(make_ds(db), "/photos/-/semsearch?q=cat&k=50&all=1")
     assert card_count(r.text) == min(total, config.Settings().max_k)
 
 
@@ -180,7 +180,7 @@ async def test_immutable_read_only_file_serves_every_page_and_function(shipped: 
                  "/photos/images?_size=3", "/photos"):
         r = await get(ds, path)
         assert r.status_code == 200, (path, r.text[:500])
-    r = await get(ds, "/photos/-/semsearch?q=cat")
+    r = await get(ds, "/photos/-/semsearch?q=cat&all=1")
     assert card_count(r.text) == min(image_count(str(shipped)), config.Settings().per_page)
     r = await get(ds, "/photos/-/semsearch/thumb/1.jpg")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg" and r.content[:2] == b"\xff\xd8"

@@ -55,6 +55,7 @@ SQL = {
 }
 PAGES = [
     "/photos/-/semsearch?q=elephant",
+    "/photos/-/semsearch?q=elephant&all=1",
     "/photos/-/semsearch/image/1?focus=dog",
     "/photos/-/semsearch/words?q=said",
     "/photos/-/semsearch/upload",
@@ -197,7 +198,7 @@ def test_cli_read_commands_answer_as_the_full_install(reader: Path, shipped: Pat
     rows = json.loads(done.stdout)
     assert len(rows) == 10 and same(rows, full_cli("sql", db, sql, "--json"))
     done = run(reader, "semsearch-sqlite", "search", db, "elephant")  # the table, as people see it
-    assert done.returncode == 0 and done.stdout.splitlines()[0].split() == ["rank", "image_id", "path", "label", "distance", "match"]
+    assert done.returncode == 0 and done.stdout.splitlines()[0].split() == ["rank", "image_id", "path", "label", "match", "score"]
 
 
 def test_what_needs_the_ingest_extra_says_so_in_one_line(reader: Path, shipped: Path, plugin_photos: dict[str, Any],
@@ -247,7 +248,7 @@ def test_datasette_serves_the_immutable_file_in_the_reader(reader: Path, shipped
         assert same(json.loads(got[name]["text"]), full_sql(shipped, sql)), name
     assert len(json.loads(got["similar_images"]["text"])) == 10
     # the pages show what the full install finds
-    page = got["/photos/-/semsearch?q=elephant"]["text"]
+    page = got["/photos/-/semsearch?q=elephant&all=1"]["text"]
     ids = [r["image_id"] for r in full_sql(shipped, "select image_id from similar_images('elephant', 24)")]
     assert page.count('class="semsearch-card"') == len(ids)
     assert all(f'href="/photos/-/semsearch/image/{i}"' in page for i in ids)

@@ -28,8 +28,8 @@ Four more steps turn the joint model into what search uses (round 2): the stored
 vectors are smoothed over each photo's visual neighbours (:func:`collection_semantics`),
 query words are anchored to their WordNet kin ImageNet classes
 (``text/wordnet.py``), the first text hits are re-ranked by their visual agreement
-with the best ones (``vectors/rerank.py``), and each photo's tags start with its most
-probable classes (:func:`class_tags`).
+with the best ones (``vectors/rerank.py``), and each photo's tags are its most
+probable classes and the WordNet kinds they belong to (:func:`class_tags`).
 
 Measured by ``benchmarks/semantic.py``, the 50-label protocol: 1,965 Caltech-101 photos
 of the two dev sets, 5 seeds, each holding 20 labels out (zero-shot); of each of the 30
@@ -541,38 +541,20 @@ def semantic_model(conn: sqlite3.Connection) -> Any:
     return SemanticModel.from_arrays(*stored, head=head)
 
 
-def class_tags(model: "SemanticModel", space: Any, vectors: np.ndarray,
-               classes: np.ndarray | None) -> list[list[tuple[str, float]]] | None:
-    """Each image's leading tags (for :func:`semsearch_sqlite.text.tags.nearest_tags`): the
-    names of its ``classes`` (:func:`collection_semantics`), each with the cosine distance
-    of its vector to the image's. A label is named as it is stored (lower case) with its
-    label vector; an ImageNet class by :func:`class_tag_word` with that word's vector.
-    None when ``classes`` is None."""
-    from semsearch_sqlite.text.tags import class_tag_word
+def class_tags(model: "SemanticModel", space: Any, vectors: np.ndarray, classes: np.ndarray | None,
+               k: int = 10) -> list[list[tuple[str, float, float]]] | None:
+    """Each image's tags in its own sense (:func:`semsearch_sqlite.model.sense_tags.sense_tags`):
+    the names of its ``classes`` (:func:`collection_semantics`), then the WordNet kinds
+    they belong to, as ``(word, cosine distance, confidence)``. A label is named as it is
+    stored (lower case) with its label vector; an ImageNet class by its head noun. None
+    when ``classes`` is None."""
+    from semsearch_sqlite.model.sense_tags import sense_tags
 
     if classes is None:
         return None
-    names = model.class_names()
     n_labels = len(model.label_words) if model.classifier is not None else 0
-    table: dict[int, tuple[str, np.ndarray] | None] = {}
-    for c in np.unique(classes[classes >= 0]).tolist():
-        if c < n_labels:
-            assert model.classifier is not None
-            table[c] = (names[c].lower(), unit(model.classifier.label_vectors[c]))
-        else:
-            word = class_tag_word(space, names[c])
-            vector = None if word is None else space.vector(word)
-            table[c] = None if vector is None else (word, unit(vector))
-    v = unit_rows(np.asarray(vectors, np.float32))
-    out = []
-    for row, cs in zip(v, classes.tolist()):
-        tags: list[tuple[str, float]] = []
-        for c in cs:
-            entry = table.get(c)
-            if entry is not None and entry[0] not in {t for t, _ in tags}:
-                tags.append((entry[0], float(1.0 - row @ entry[1])))
-        out.append(tags)
-    return out
+    label_vectors = model.classifier.label_vectors if model.classifier is not None else None
+    return sense_tags(model.class_names(), n_labels, label_vectors, space, vectors, classes, k)
 
 
 def image_semantics(model: "SemanticModel", X: np.ndarray, probs: np.ndarray | None

@@ -89,7 +89,7 @@ def _text_metrics(
 def _tag_accuracy(
     space: Any,
     image_vectors: np.ndarray,
-    leading: list[list[tuple[str, float]]] | None,
+    leading: list[list[tuple[str, float, float]]] | None,
     labels: np.ndarray,
     mask: np.ndarray,
     rows: np.ndarray,
@@ -100,7 +100,7 @@ def _tag_accuracy(
     tags = nearest_tags(
         space, image_vectors[rows], TAG_K, mask, None if leading is None else [leading[r] for r in rows]
     )
-    ok = [bool(set(tokenize(labels[r])) & {w for tag, _ in t for w in tokenize(tag)}) for r, t in zip(rows, tags)]
+    ok = [bool(set(tokenize(labels[r])) & {w for tag, *_ in t for w in tokenize(tag)}) for r, t in zip(rows, tags)]
     return float(np.mean(ok))
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from semsearch_sqlite.errors import ProjectionError
-from semsearch_sqlite.model.conse import imagenet_class_names, store_class_vectors
+from semsearch_sqlite.model.conse import imagenet_class_names, imagenet_hypernyms, store_class_vectors
 from semsearch_sqlite.model.semantic import MATCH_META
 from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, SEMANTIC_MODEL
 from semsearch_sqlite.storage.rows import class_probability_blobs, paths_and_labels
@@ -53,8 +53,11 @@ def refresh_vocabulary(
 
 
 def imagenet_class_words() -> list[str]:
-    """The lower-case words of the ImageNet class names (Latin species names left out)."""
-    words: set[str] = set()
+    """The lower-case words of the ImageNet class names (Latin species names left out) and
+    the one-word names of their WordNet ancestors (crustacean, arthropod: the kinds tags
+    name, see ``model/sense_tags.py``)."""
+    words: set[str] = {lemma for chain in imagenet_hypernyms() for lemmas in chain for lemma in lemmas
+                       if lemma.isalpha()}
     for name in imagenet_class_names():
         for synonym in name.split(","):
             synonym = synonym.strip()

@@ -65,7 +65,7 @@ class NewSemantics:
     """A new image's word-space vector and the tags its classes lead with."""
 
     vector: np.ndarray
-    leading: list[tuple[str, float]] | None
+    leading: list[tuple[str, float, float]] | None
 
 
 def semantic_vector(conn: sqlite3.Connection, features: np.ndarray, probs: np.ndarray | None) -> NewSemantics:

@@ -21,7 +21,7 @@ from semsearch_sqlite.vectors.matrix import MAX_K  # the largest k a query answe
 from semsearch_sqlite.media.files import normalise_label, sha256_file
 from semsearch_sqlite.errors import NotFoundError, QueryError, StoreError, UnknownWordsError
 from semsearch_sqlite.model.conse import FocusTarget, resolve_focus
-from semsearch_sqlite.model.semantic import MATCH_META, match_strength
+from semsearch_sqlite.model.semantic import DEFAULT_STRONG_DISTANCE, MATCH_META, match_strength
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL, read_float_rows, vec_table_dim
 from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, load_model
 from semsearch_sqlite.queries.filters import Filter, allowed_ids
@@ -47,6 +47,7 @@ class ImageHit:
     rank: int
     # text queries: "strong" or "weak" (calibrated at train time, see calibrate_match)
     match: str | None = None
+    score: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +60,8 @@ class WordHit:
     word: str
     distance: float
     rank: int
+    # tags: how sure the tag is (0..1); None for word neighbours
+    confidence: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,9 +74,11 @@ class Results:
     hits: list[Any]
     unknown: list[str] = field(default_factory=list)
     note: str | None = None
+    strong: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"hits": [h.as_dict() for h in self.hits], "unknown": self.unknown, "note": self.note}
+        return {"hits": [h.as_dict() for h in self.hits], "unknown": self.unknown, "note": self.note,
+                "strong": self.strong}
 
     def as_records(self, root: str | None = None, conn: sqlite3.Connection | None = None) -> list[dict[str, Any]]:
         """The hits as flat rows for CSV/JSON export (``abs_path`` beside ``path`` under
@@ -279,7 +284,33 @@ def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_u
     note = None
     if hits and all(h.match == "weak" for h in hits):
         note = "no close match: every hit is a weak match (farther than true matches usually are)"
-    return Results(hits, unknown, note)
+    return ranked_by_score(Results(hits, unknown, note), strong)
+
+
+# the fallback score's logistic width in cosine distance: 0.05 past the strong threshold
+# a hit scores 27% (at the threshold: 50%)
+SCORE_WIDTH = 0.05
+
+
+def ranked_by_score(results: Results, strong_distance: Any = None) -> Results:
+    """Text hits with the scores and strong count the display reads, where the ranking
+    left them unset: strong hits first (in their order), each hit's score (0..1) the
+    logistic of its distance to the strong threshold (0.5 there), never above the score of
+    the hit before it, so the number shown beside a hit explains its rank."""
+    hits = results.hits
+    if results.strong is not None and all(h.score is not None for h in hits):
+        return results
+    threshold = DEFAULT_STRONG_DISTANCE if strong_distance is None else float(strong_distance)
+    ordered = [h for h in hits if h.match == "strong"] + [h for h in hits if h.match != "strong"]
+    ceiling = 1.0
+    for rank, h in enumerate(ordered, 1):
+        if h.score is None:
+            h.score = 1.0 / (1.0 + float(np.exp(np.clip((h.distance - threshold) / SCORE_WIDTH, -50, 50))))
+        ceiling = min(ceiling, h.score)
+        h.score, h.rank = round(ceiling, 4), rank
+    results.hits = ordered
+    results.strong = sum(h.match == "strong" for h in ordered)
+    return results
 
 
 def similar_to_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual", *,
@@ -311,8 +342,8 @@ def similar_to_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10,
 
 
 def image_tags(conn: sqlite3.Connection, image: Any, k: Any = 10) -> Results:
-    """Image -> its ``k`` tags: the stored ones (its classes, then its nearest words),
-    continued with more nearest words when more are asked than ingest stored."""
+    """Image -> its ``k`` tags with their confidences: the stored ones (its classes, then
+    their WordNet kinds); an image without stored tags gets its nearest words."""
     k = matrix.clamp_k(k)
     image_id = resolve_image(conn, image)
     tags = rows.stored_tags(conn, image_id, k)
@@ -321,20 +352,24 @@ def image_tags(conn: sqlite3.Connection, image: Any, k: Any = 10) -> Results:
         v = m.vector(image_id)
         if v is None:
             if tags:
-                return Results([WordHit(w, round(d, 6), r) for r, (w, d) in enumerate(tags, 1)])
+                return Results(_tag_hits(tags))
             raise NotFoundError(f"image {image_id} has no semantic vector yet; rerun semsearch-sqlite ingest")
         return tags_for_vector(conn, v, k, tags)
-    return Results([WordHit(w, round(d, 6), r) for r, (w, d) in enumerate(tags, 1)])
+    return Results(_tag_hits(tags))
+
+
+def _tag_hits(tags: Sequence[tuple[str, float, float]]) -> list[WordHit]:
+    return [WordHit(w, round(d, 6), r, round(c, 4)) for r, (w, d, c) in enumerate(tags, 1)]
 
 
 def tags_for_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10,
-                    leading: Sequence[tuple[str, float]] | None = None) -> Results:
-    """The ``k`` tags of a word-space vector (e.g. a new image's): ``leading`` (its
-    classes' names and distances) first, then the nearest tag words."""
+                    leading: Sequence[tuple[str, float, float]] | None = None) -> Results:
+    """The ``k`` tags of a word-space vector (e.g. a new image's): ``leading`` (its tags in
+    its own sense, see ``model/sense_tags.py``) when it has any, else the nearest tag words."""
     k = matrix.clamp_k(k)
     tags = nearest_tags(word_space(conn), np.asarray(vector, dtype=np.float32)[None, :], k,
                         leading=None if leading is None else [list(leading)])[0]
-    return Results([WordHit(w, round(d, 6), r) for r, (w, d) in enumerate(tags, 1)])
+    return Results(_tag_hits(tags))
 
 
 def images_tagged(conn: sqlite3.Connection, word: str, k: Any = 10) -> Results:

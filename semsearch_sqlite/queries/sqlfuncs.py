@@ -42,7 +42,7 @@ IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance", "match", "thum
                  "taken_at", "camera", "lens", "latitude", "longitude"]
 # WHERE constraints on these columns of an image function pick its candidates before the top k
 IMAGE_FILTERS = ["image_id", "path", "label", "taken_at", "camera", "lens", "latitude", "longitude"]
-WORD_COLUMNS = ["rank", "word", "distance"]
+WORD_COLUMNS = ["rank", "word", "distance", "confidence"]
 # distance: to the group's suggested keeper (keeper = 1, why: the reason), which comes first
 DUPLICATE_COLUMNS = ["group_id", "rank", "image_id", "path", "label", "distance", "keeper", "why",
                      "width", "height", "size", "date", "thumbnail"]

@@ -293,32 +293,48 @@ def images_of_label(conn: sqlite3.Connection, label: str, limit: int) -> list[Im
 
 
 # -- tags and words --------------------------------------------------------------------------
-def stored_tags(conn: sqlite3.Connection, image_id: int, k: int) -> list[tuple[str, float]]:
-    """The stored tags of one image, best first."""
+# a tag's confidence where none is stored (tags written before m004): the word's cosine
+_CONFIDENCE = "coalesce(confidence, max(0.0, min(1.0, 1.0 - distance)))"
+
+
+def _has_confidence(conn: sqlite3.Connection) -> bool:
+    """Whether the tags table has its confidence column (a file opened read-only keeps its schema)."""
+    return any(r[1] == "confidence" for r in conn.execute("pragma table_info(tags)"))
+
+
+def _confidence_sql(conn: sqlite3.Connection) -> str:
+    return _CONFIDENCE if _has_confidence(conn) else "max(0.0, min(1.0, 1.0 - distance))"
+
+
+def stored_tags(conn: sqlite3.Connection, image_id: int, k: int) -> list[tuple[str, float, float]]:
+    """The stored tags of one image, best first, as ``(word, distance, confidence)``."""
     return conn.execute(
-        "select word, distance from tags where image_id = ? order by rank limit ?", [int(image_id), int(k)]
+        f"select word, distance, {_confidence_sql(conn)} from tags where image_id = ? order by rank limit ?",
+        [int(image_id), int(k)],
     ).fetchall()
 
 
-def every_stored_tag(conn: sqlite3.Connection, k: int) -> dict[int, list[tuple[str, float]]]:
-    """image id -> its first ``k`` stored tags, best first (one query for the collection)."""
-    out: dict[int, list[tuple[str, float]]] = {}
-    for image_id, word, distance in conn.execute(
-        "select image_id, word, distance from tags where rank <= ? order by image_id, rank", [int(k)]
-    ):
-        out.setdefault(int(image_id), []).append((word, float(distance)))
+def every_stored_tag(conn: sqlite3.Connection, k: int) -> dict[int, list[tuple[str, float, float]]]:
+    """image id -> its first ``k`` stored tags ``(word, distance, confidence)``, best first
+    (one query for the collection)."""
+    out: dict[int, list[tuple[str, float, float]]] = {}
+    for image_id, word, distance, confidence in conn.execute(
+            f"select image_id, word, distance, {_confidence_sql(conn)} from tags where rank <= ? "
+            "order by image_id, rank", [int(k)]):
+        out.setdefault(int(image_id), []).append((word, float(distance), float(confidence)))
     return out
 
 
 def images_with_tag(conn: sqlite3.Connection, words: Sequence[str], k: int) -> list[tuple[int, float]]:
     """``(image_id, distance)`` of the images tagged any of ``words`` (spellings of one
-    tag), nearest first."""
+    tag), the most confident first."""
     marks = ", ".join("?" * len(words))
     rows = conn.execute(
-        f"select image_id, min(distance) as d from tags where word in ({marks}) group by image_id order by d limit ?",
+        f"select image_id, min(distance) as d, max({_confidence_sql(conn)}) as c from tags "
+        f"where word in ({marks}) group by image_id order by c desc, d limit ?",
         [*words, int(k)],
     ).fetchall()
-    return [(int(i), float(d)) for i, d in rows]
+    return [(int(i), float(d)) for i, d, _ in rows]
 
 
 def vocabulary(conn: sqlite3.Connection) -> dict[int, str]:

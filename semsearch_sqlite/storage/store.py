@@ -175,6 +175,13 @@ def m003_word_lookup(db: sqlite_utils.Database) -> None:
     db.execute("create table word_lookup (first text primary key, words text not null, vectors blob not null)")
 
 
+@migration
+def m004_tag_confidence(db: sqlite_utils.Database) -> None:
+    # How sure a tag is (0..1), shown beside it; null for tags stored before it (their
+    # readers fall back to the word's cosine, 1 - distance) until the next train/ingest.
+    db.execute("alter table tags add column confidence real")
+
+
 def now() -> str:
     """UTC timestamp, ISO 8601, seconds precision."""
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
@@ -608,11 +615,13 @@ class Store:
                 self.conn.execute(f"delete from {META_TABLE} where key = ?", [key])
             self.bump_generation()
 
-    def replace_tags(self, ids: Sequence[int], rows: Iterable[tuple[int, int, str, float]]) -> None:
-        """Replace the tags of image ``ids`` with ``rows`` of ``(image_id, rank, word, distance)``
-        (call inside a transaction)."""
+    def replace_tags(self, ids: Sequence[int], rows: Iterable[tuple[int, int, str, float, float]]) -> None:
+        """Replace the tags of image ``ids`` with ``rows`` of ``(image_id, rank, word, distance,
+        confidence)`` (call inside a transaction)."""
         self.conn.executemany("delete from tags where image_id = ?", ((int(i),) for i in ids))
-        self.conn.executemany("insert into tags(image_id, rank, word, distance) values (?, ?, ?, ?)", rows)
+        self.conn.executemany(
+            "insert into tags(image_id, rank, word, distance, confidence) values (?, ?, ?, ?, ?)", rows
+        )
 
     def clear_tags(self) -> None:
         """Delete every stored tag (call inside a transaction)."""

@@ -1,6 +1,7 @@
-"""Generated tags: the names of an image's most probable classes (see
-``model/semantic.py``), then the nearest vocabulary words to its semantic vector, with
-stopwords, punctuation and numbers left out."""
+"""Stored tags: an image's tags in its own sense (its classes and their WordNet kinds,
+built by ``model/sense_tags.py``), or, for models without classes, the nearest
+vocabulary words to its semantic vector, with stopwords, punctuation and numbers left
+out; each with a confidence (0..1)."""
 
 from __future__ import annotations
 
@@ -72,11 +73,32 @@ def class_tag_word(space: WordSpace, class_name: str) -> str | None:
     return None
 
 
+def word_confidence(distance: float) -> float:
+    """A nearest-word tag's confidence (0..1): the cosine of the word to the image's vector."""
+    return round(min(1.0, max(0.0, 1.0 - float(distance))), 4)
+
+
 def nearest_tags(space: WordSpace, vectors: np.ndarray, k: int, mask: np.ndarray | None = None,
-                 leading: Sequence[Sequence[tuple[str, float]]] | None = None) -> list[list[tuple[str, float]]]:
-    """For each row of ``vectors``, ``k`` tags with their cosine distances: the row's
-    ``leading`` tags first (an image's most probable classes), then the nearest tag words
-    not already among them nor a word of one of them ("car" after "car_side")."""
+                 leading: Sequence[Sequence[tuple[str, float, float]]] | None = None
+                 ) -> list[list[tuple[str, float, float]]]:
+    """For each row of ``vectors``, ``k`` tags as ``(word, cosine distance, confidence)``:
+    the row's ``leading`` tags when it has any (its tags in its own sense, see
+    ``model/sense_tags.py``), else the nearest tag words (models without classes)."""
+    out: list[list[tuple[str, float, float]]] = []
+    need = [n for n in range(len(vectors)) if leading is None or not leading[n]]
+    nearest = dict(zip(need, _nearest_words(space, np.asarray(vectors)[need], k, mask))) if need else {}
+    for n in range(len(vectors)):
+        if n in nearest:
+            out.append(nearest[n])
+        else:
+            assert leading is not None
+            out.append([(w, float(d), float(c)) for w, d, c in list(leading[n])[:k]])
+    return out
+
+
+def _nearest_words(space: WordSpace, vectors: np.ndarray, k: int, mask: np.ndarray | None
+                   ) -> list[list[tuple[str, float, float]]]:
+    """The ``k`` nearest tag words of each row, with their distances and confidences."""
     if mask is None:
         mask = tag_mask(space)
     allowed = np.flatnonzero(mask)
@@ -86,34 +108,25 @@ def nearest_tags(space: WordSpace, vectors: np.ndarray, k: int, mask: np.ndarray
     norms[norms == 0] = 1
     v = v / norms
     out = []
-    # a few spare candidates stand in for the words the leading tags already cover
-    spare = max((len(lead) for lead in leading), default=0) * 3 if leading is not None else 0
-    kk = min(k + spare, len(allowed))
+    kk = min(k, len(allowed))
     # chunks keep the score matrix small (rows x vocabulary)
     ids = space.matrix.ids[allowed]
     for start in range(0, len(v), 256):
-        for n, row in enumerate((v[start : start + 256] @ words.T)[:, allowed], start):
+        for row in (v[start : start + 256] @ words.T)[:, allowed]:
             part = np.argpartition(-row, kk - 1)[:kk] if kk else np.zeros(0, np.int64)
             order = part[np.argsort(-row[part], kind="stable")]
-            names = [space.words[i] for i in ids[order].tolist()]
-            tags = list(leading[n])[:k] if leading is not None else []
-            covered = {w for tag, _ in tags for w in (tag, *tokenize(tag))}
-            for name, dist in zip(names, (1.0 - row[order]).tolist()):
-                if len(tags) >= k:
-                    break
-                if name not in covered:
-                    tags.append((name, dist))
-            out.append(tags)
+            out.append([(space.words[i], d, word_confidence(d))
+                        for i, d in zip(ids[order].tolist(), (1.0 - row[order]).tolist())])
     return out
 
 
 def write_tags(store: Store, ids: Sequence[int], vectors: np.ndarray, k: int = DEFAULT_TAGS,
-               leading: Sequence[Sequence[tuple[str, float]]] | None = None) -> None:
+               leading: Sequence[Sequence[tuple[str, float, float]]] | None = None) -> None:
     """Replace the stored tags of ``ids`` (call inside a transaction); ``leading`` as in
     :func:`nearest_tags`."""
     space = word_space(store.conn)
     mask = tag_mask(space)
     rows = []
     for image_id, tags in zip(ids, nearest_tags(space, vectors, k, mask, leading)):
-        rows.extend((int(image_id), rank, word, dist) for rank, (word, dist) in enumerate(tags, 1))
+        rows.extend((int(image_id), rank, word, dist, conf) for rank, (word, dist, conf) in enumerate(tags, 1))
     store.replace_tags(ids, rows)

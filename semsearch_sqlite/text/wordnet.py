@@ -55,16 +55,42 @@ class Kinship:
 
     def kin(self, word: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The kin classes of a word or phrase (``"sea horse"``), trying its singular too."""
+        hit = self.kin_line(word)
+        if hit is None:
+            return None
+        pairs = hit.split("\t")[2].split()
+        rows, weights = zip(*(p.split(":") for p in pairs))
+        return np.array(rows, np.int32), np.array(weights, np.float32)
+
+    def similarity(self, word: str) -> float:
+        """The Wu-Palmer similarity of ``word`` to its nearest ImageNet class (0 when it has none)."""
+        hit = self.kin_line(word)
+        return 0.0 if hit is None else float(hit.split("\t")[1])
+
+    def kin_line(self, word: str) -> str | None:
+        """The table's line of ``word`` or of its singular, or None."""
         word = word.lower().replace("_", " ").replace("-", " ").strip()
         if not word or "\n" in word or "\t" in word:
             return None
         for form in base_forms(word, self.singular):
             line = self._line(form)
             if line is not None:
-                pairs = line.split("\t")[2].split()
-                rows, weights = zip(*(p.split(":") for p in pairs))
-                return np.array(rows, np.int32), np.array(weights, np.float32)
+                return line
         return None
+
+    def label_kin(self, label: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The kin classes of a folder label: the whole label ("sea horse"), written as one
+        word ("wild cat" -> wildcat), else its word nearest to a class ("flamingo head" ->
+        flamingo, not head)."""
+        words = label.lower().replace("_", " ").replace("-", " ").split()
+        if not words:
+            return None
+        for form in (" ".join(words), "".join(words)):
+            hit = self.kin(form)
+            if hit is not None:
+                return hit
+        best = max(words, key=self.similarity)
+        return self.kin(best) if len(words) > 1 and self.similarity(best) > 0 else None
 
 
 # WordNet's detachment rules for nouns (morphy): plural endings and their singular
