@@ -380,9 +380,9 @@ def search(db: str, query: str, k: int, as_json: bool, where: str | None, like: 
     (--json always has every hit, with its match and score)."""
     with open_collection(db) as photos:
         results = photos.search(query, k, allow_unknown=True, where=where, like=like, unlike=unlike)
-    if as_json:
-        emit(results, IMAGE_COLUMNS, as_json)
-        return
+        if as_json or csv_requested():
+            emit(results, IMAGE_COLUMNS, as_json)  # inside: CSV reads the collection's folder
+            return
     if results.unknown:
         click.echo(f"Warning: unknown words ignored: {', '.join(results.unknown)}", err=True)
     click.echo(strong_summary(results.strong or 0, len(results.hits), show_all), err=True)

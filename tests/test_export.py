@@ -84,7 +84,7 @@ def test_word_commands_print_csv(photos_db: str, command: list[str]) -> None:
     r = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert r.exit_code == 0, r.output
     header, found = read_csv(r.stdout)
-    assert header == ["rank", "word", "distance"]
+    assert header == ["rank", "word", "distance", "confidence"]
     assert len(found) == 3 and all(row["word"] for row in found)
 
 
