@@ -211,6 +211,7 @@ SETTINGS_HELP = {
     "max_k": "the most results a page may ask for with `?k=`",
     "uploads": "the search-by-upload page (also needs the `[ingest]` extra)",
     "max_upload_bytes": "the largest upload accepted",
+    "max_upload_pixels": "the most pixels an upload may have; larger ones are refused (413) before decoding",
     "thumbnail_px": "the box thumbnails are shown in (stored thumbnails are 256 px)",
 }
 
