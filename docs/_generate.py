@@ -598,3 +598,20 @@ def headline() -> str:
         f"photos with P@10 {g('seen_p_at_10'):.2f}, and the name of a kind that had no labelled photos at all "
         f"with P@10 {g('zero_shot_p_at_10'):.2f} ([benchmarks](docs/benchmarks.md#search-quality)).\n"
     )
+
+
+# -- reliability figures ------------------------------------------------------------------
+def reliability_figures() -> str:
+    """Upload memory and the invalid-SQL flood, from their benchmarks' results files."""
+    up = functools.partial(need, results("upload_memory"), source="upload_memory")
+    fl = functools.partial(need, results("error_flood"), source="error_flood")
+    return (
+        f"- **Upload memory is bounded.** {up('uploads')} concurrent uploads of one large "
+        f"image ({up('image')}) peak at {up('rss_peak_mb')} MB of server memory (from "
+        f"{up('rss_before_mb')} MB) and return to {up('rss_after_mb')} MB afterwards "
+        f"(`benchmarks/upload_memory.py`).\n"
+        f"- **An error costs what a request costs.** While {fl('clients')} clients send invalid "
+        f"SQL for {fl('seconds')} s ({fl('errors_answered'):,} errors answered), the search page's "
+        f"median is {ms(fl('search_flooded_median_ms'))}, against {ms(fl('search_quiet_median_ms'))} "
+        f"quiet (`benchmarks/error_flood.py`, Datasette 0.65).\n"
+    )
