@@ -83,6 +83,7 @@ import numpy as np
 
 from semsearch_sqlite.errors import ProjectionError
 from semsearch_sqlite.model.conse import CONSE_TOP, conse_vectors, imagenet_class_names
+from semsearch_sqlite.model.relations import label_evidence, label_kinds
 from semsearch_sqlite.model.projection import DEFAULT_PROJECTION, PROJECTION_METHODS, Projection, fit_projection
 from semsearch_sqlite.model.smoothing import (SMOOTH_NEIGHBOURS, TAG_CLASSES, fit_smoothing, smooth_rows,
                                               smoothed_top_classes, top_classes)
@@ -488,6 +489,10 @@ def fit_semantic(
 
     config: dict[str, Any] = {"method": chosen, "model_version": MODEL_VERSION, "conse_top": CONSE_TOP,
                               "labels": label_names}
+    if label_names:  # the senses each label's photos show, for search (model/relations.py)
+        evidence = (label_evidence(probs[rows], np.array(label_ids), len(label_names)) if probs is not None
+                    else [[] for _ in label_names])
+        config["label_kinds"] = label_kinds(label_names, evidence)
     proj = gate = clf = None
     if chosen == "joint":
         assert head is not None

@@ -1,0 +1,289 @@
+"""How a query word relates to a collection's labels: the same thing, a kind the label
+belongs to, an association, or nothing.
+
+A labelled photo's vector sits on its label's word, so ranking photos by vector alone
+turns every query into "the nearest label word", where hub words win. Search therefore
+relates the query to the labels first, with WordNet's noun hierarchy
+(``text/wordnet.py``) and the word vectors:
+
+* **kind**: one of the query's common senses is the label's sense or above it ("bird"
+  -> rooster, "aircraft" -> helicopter). The label's sense is the one its photos show:
+  among the senses of the label (or of its words, ``car_side``) the one nearest, by
+  Wu-Palmer similarity, to the ImageNet classes its photos are predicted as ("bass" the
+  fish, not the voice); a label none of whose senses agrees keeps no kinds;
+* **sibling**: the query and the label are different kinds of one close kind
+  ("crocodile" and elephant are both vertebrates): not a match, whatever GloVe says;
+* **association**: otherwise, GloVe similarity corrected for hubness (CSLS: a label near
+  everything must not win every query), e.g. "sea" -> ferry.
+
+:func:`label_kinds` runs at train time (its result is stored in the model's config);
+:func:`relate` at query time, numpy and the shipped data only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from semsearch_sqlite.text.query import tokenize
+from semsearch_sqlite.text.wordnet import hierarchy
+from semsearch_sqlite.vectors.maths import unit
+
+# a label sense is the photos' when its mean Wu-Palmer similarity to their classes reaches this
+SENSE_AGREEMENT = 0.45
+# the photos' classes vouch for a sense when their top EVIDENCE_CLASSES hold this much probability
+# (faces, Joshua trees: ImageNet has no such class and the evidence is noise)
+EVIDENCE_MASS = 0.3
+# the label's photos' most probable ImageNet classes that vouch for its sense
+EVIDENCE_CLASSES = 5
+# a query sense below this depth under entity is too general to call labels siblings
+# ("object", "whole", "organism", "artifact" are at depths 2-5)
+SIBLING_DEPTH = 6
+# the query's senses that count: its common ones (tagged in WordNet's corpus), at most this many
+QUERY_SENSES = 3
+# word neighbours averaged for CSLS's hubness term
+CSLS_NEIGHBOURS = 10
+
+# relation scores (0..1): what search ranks labels by and reads the cue from
+SAME, KIND = 1.0, 0.95
+# an association scores ASSOCIATION_TOP at most; strong from STRONG_RELATION on
+ASSOCIATION_TOP = 0.85
+STRONG_RELATION = 0.6
+# the CSLS value that scores STRONG_RELATION, and the one that scores 0
+ASSOCIATION_STRONG_CSLS = 0.45
+ASSOCIATION_ZERO_CSLS = 0.0
+
+
+@dataclass(frozen=True)
+class Relation:
+    """How a query relates to one label: ``kind`` is same, kind, association, sibling or none."""
+
+    kind: str
+    score: float
+
+    @property
+    def strong(self) -> bool:
+        return self.score >= STRONG_RELATION
+
+
+def _wup(a: dict[str, int], b: dict[str, int], depth_a: int, depth_b: int) -> float:
+    common = [d for s, d in a.items() if s in b]
+    return 2.0 * max(common) / max(depth_a + depth_b, 1) if common else 0.0
+
+
+def label_senses(label: str, evidence: Sequence[tuple[str, float]]) -> list[str]:
+    """The WordNet senses of ``label`` its photos show.
+
+    ``evidence``: ``(ImageNet WordNet id, probability mass)`` of the label's photos' most
+    probable classes. Without evidence, the label's first sense (if it is a WordNet noun)."""
+    h = hierarchy()
+    _, whole = h.senses(label)
+    candidates = list(whole)
+    if not whole:  # car_side: the senses of its words ("car", "side"), or of "wildcat" for wild_cat
+        for word in ["".join(tokenize(label)), *tokenize(label)]:
+            candidates += h.senses(word)[1]
+    if not evidence:
+        return whole[:1]
+    classes = []
+    for wnid, mass in evidence:
+        senses = h.senses(wnid)[1]
+        if senses:
+            classes.append((h.ancestors(senses[0]), h.depth(senses[0]), mass))
+    total = sum(m for *_, m in classes)
+    if not classes or total < EVIDENCE_MASS:
+        return whole[:1]
+    scored = []
+    for s in candidates:
+        up, depth = h.ancestors(s), h.depth(s)
+        scored.append((sum(m * _wup(up, a, depth, d) for a, d, m in classes) / total, s))
+    best = max(scored)[0] if scored else 0.0
+    return [s for score, s in scored if score >= SENSE_AGREEMENT and score >= best - 0.05]
+
+
+def label_kinds(labels: Sequence[str], evidence: Sequence[Sequence[tuple[str, float]]]) -> dict[str, dict[str, int]]:
+    """Each label's senses (:func:`label_senses`) and everything above them, each with its
+    depth below ``entity``: what :func:`relate` reads, stored in the model's config."""
+    h = hierarchy()
+    out: dict[str, dict[str, int]] = {}
+    for label, ev in zip(labels, evidence):
+        kinds: dict[str, int] = {}
+        for s in label_senses(label, ev):
+            kinds.update(h.ancestors(s))
+        out[label] = kinds
+    return out
+
+
+def query_senses(term: str) -> list[dict[str, int]]:
+    """The ancestors (with depths) of each common sense of a query term, the sense first."""
+    h = hierarchy()
+    tagged, senses = h.senses(term)
+    return [h.ancestors(s) for s in senses[: max(1, min(tagged, QUERY_SENSES))]]
+
+
+def csls(query: np.ndarray, labels: np.ndarray, query_hub: float, label_hubs: np.ndarray) -> np.ndarray:
+    """Cross-domain similarity local scaling: 2 cos - r(query) - r(label), where r is a
+    word's mean cosine to its CSLS_NEIGHBOURS nearest words (high for hubs)."""
+    return 2.0 * (np.asarray(labels, np.float32) @ np.asarray(query, np.float32)) - query_hub - label_hubs
+
+
+def hubness(vectors: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
+    """r of each unit row of ``vectors`` against the unit rows of ``vocabulary``."""
+    sims = np.asarray(vectors, np.float32) @ np.asarray(vocabulary, np.float32).T
+    k = min(CSLS_NEIGHBOURS + 1, sims.shape[1])
+    top = -np.partition(-sims, k - 1, axis=1)[:, :k]
+    top = np.sort(top, axis=1)[:, ::-1][:, 1:] if k > 1 else top  # the word itself left out
+    return top.mean(axis=1).astype(np.float32)
+
+
+def association_score(value: float) -> float:
+    """A CSLS value as a relation score: 0 at ASSOCIATION_ZERO_CSLS, STRONG_RELATION at
+    ASSOCIATION_STRONG_CSLS, at most ASSOCIATION_TOP."""
+    span = ASSOCIATION_STRONG_CSLS - ASSOCIATION_ZERO_CSLS
+    return float(np.clip((value - ASSOCIATION_ZERO_CSLS) / span * STRONG_RELATION, 0.0, ASSOCIATION_TOP))
+
+
+def relate(term: str, senses: list[dict[str, int]], label: str, kinds: dict[str, int], association: float) -> Relation:
+    """How the query ``term`` (with :func:`query_senses`) relates to ``label`` (with its
+    :func:`label_kinds` entry); ``association`` is their CSLS value."""
+    if " ".join(tokenize(term)) == label or _singular(term) == _singular(label):
+        return Relation("same", SAME)
+    for rank, up in enumerate(senses):
+        own = next(iter(up))
+        if own in kinds:
+            return Relation("kind", KIND - 0.05 * rank)
+    for up in senses[:1]:
+        common = [d for s, d in up.items() if s in kinds]
+        if common and max(common) >= SIBLING_DEPTH:
+            return Relation("sibling", min(association_score(association), STRONG_RELATION * 0.5))
+    score = association_score(association)
+    return Relation("association" if score > 0 else "none", score)
+
+
+def _singular(text: str) -> str:
+    words = tokenize(text)
+    if words and len(words[-1]) > 3 and words[-1].endswith("s") and not words[-1].endswith("ss"):
+        words[-1] = words[-1][:-1]
+    return " ".join(words)
+
+
+# -- ranking photos by their labels' relation ---------------------------------------------------
+# within one label, the n-th photo (by its own vector's similarity) keeps 1 - WITHIN_DECAY * n / (n + 10)
+# of its label's relation, so labels of equal relation take turns in the list
+WITHIN_DECAY = 0.1
+
+
+@dataclass
+class LabelSet:
+    """A collection's labels as search relates queries to them."""
+
+    labels: list[str]
+    kinds: list[dict[str, int]]
+    vectors: np.ndarray  # [L, W] unit word vectors (zero rows for labels without one)
+    hubs: np.ndarray  # [L] CSLS hubness of the label vectors
+
+
+def query_relations(terms: Sequence[tuple[str, np.ndarray | None]], query_hubs: Sequence[float],
+                    labels: LabelSet) -> list[Relation]:
+    """Each label's relation to a query of one or more terms (``(word, plain word vector)``):
+    the whole query naming a label is that label; otherwise the mean of the terms' relations
+    (a multi-word query wants every word), its kind the weakest term's."""
+    whole = " ".join(w for t, _ in terms for w in tokenize(t))
+    out = []
+    per_term = []
+    for (term, vector), hub in zip(terms, query_hubs):
+        senses = query_senses(term)
+        assoc = (csls(vector, labels.vectors, hub, labels.hubs) if vector is not None
+                 else np.full(len(labels.labels), -1.0, np.float32))
+        per_term.append([relate(term, senses, lab, kinds, float(a))
+                         for lab, kinds, a in zip(labels.labels, labels.kinds, assoc)])
+    for j, label in enumerate(labels.labels):
+        if _singular(whole) == _singular(label):
+            out.append(Relation("same", SAME))
+            continue
+        rel = [r[j] for r in per_term]
+        if not rel:
+            out.append(Relation("none", 0.0))
+            continue
+        weakest = min(rel, key=lambda r: r.score)
+        out.append(Relation(weakest.kind, float(np.mean([r.score for r in rel]))))
+    return out
+
+
+def rank_photos(relations: Sequence[Relation], photo_label: np.ndarray, sims: np.ndarray,
+                unlabelled_strong_cos: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every photo's order, score (0..1) and strong flag for one query.
+
+    ``photo_label``: each photo's index into ``relations`` (-1: unlabelled); ``sims``: the
+    cosine of each photo's own vector to the query, which orders photos within a label
+    and places unlabelled photos (strong from ``unlabelled_strong_cos`` on, the
+    calibrated cue). Strong hits score 0.5-1, weak ones 0-0.5; ranked by score."""
+    photo_label = np.asarray(photo_label)
+    sims = np.asarray(sims, np.float32)
+    rel = np.array([r.score for r in relations] + [0.0], np.float32)
+    strong_rel = np.array([r.strong for r in relations] + [False])
+    value = np.empty(len(sims), np.float32)
+    strong = np.zeros(len(sims), bool)
+    labelled = photo_label >= 0
+    # the photo's place within its label, by its own similarity
+    order = np.lexsort((-sims, photo_label))
+    place = np.empty(len(sims), np.int64)
+    starts = np.r_[0, np.flatnonzero(np.diff(photo_label[order])) + 1]
+    for a, b in zip(starts, np.r_[starts[1:], len(order)]):
+        place[order[a:b]] = np.arange(b - a)
+    idx = np.where(labelled, photo_label, len(relations))
+    value[labelled] = rel[idx[labelled]] * (1 - WITHIN_DECAY * place[labelled] / (place[labelled] + 10))
+    strong[labelled] = strong_rel[idx[labelled]]
+    free = ~labelled
+    ratio = np.clip(sims[free] / max(unlabelled_strong_cos, 1e-3), 0.0, None)
+    strong[free] = ratio >= 1.0
+    value[free] = np.where(strong[free], np.clip(0.6 + 0.4 * (ratio - 1.0) / max(1 / unlabelled_strong_cos - 1, 1e-3), 0.6, 1.0),
+                           0.6 * ratio)
+    score = np.where(strong, 0.5 + 0.5 * value, 0.5 * value * (1 - 1e-6))
+    ranking = np.lexsort((-sims, -score))
+    return ranking, score, strong
+
+
+@lru_cache(maxsize=1)
+def imagenet_wnids() -> tuple[str, ...]:
+    """The WordNet ids of the 1000 ImageNet classes, in class order."""
+    text = resources.files("semsearch_sqlite").joinpath("data/imagenet_hypernyms.txt").read_text(encoding="utf-8")
+    return tuple(line.partition("\t")[0] for line in text.splitlines() if line.strip())
+
+
+def label_evidence(probs: np.ndarray, label_index: np.ndarray, n_labels: int) -> list[list[tuple[str, float]]]:
+    """Per label, its photos' EVIDENCE_CLASSES most probable ImageNet classes (mean
+    probability over the photos) as ``(WordNet id, mass)``."""
+    wnids = imagenet_wnids()
+    probs = np.asarray(probs, np.float32)
+    out = []
+    for k in range(n_labels):
+        rows = probs[np.asarray(label_index) == k]
+        if not len(rows) or rows.shape[1] != len(wnids):
+            out.append([])
+            continue
+        mean = rows.mean(axis=0)
+        top = np.argsort(-mean)[:EVIDENCE_CLASSES]
+        out.append([(wnids[c], round(float(mean[c]), 4)) for c in top])
+    return out
+
+
+def label_set(labels: Sequence[str], kinds: dict[str, dict[str, int]] | None, lookup: Any,
+              vocabulary: np.ndarray) -> LabelSet:
+    """The :class:`LabelSet` of ``labels``: kinds from the model's config (computed from the
+    first senses when it has none: a model trained before them), vectors by ``lookup``
+    (word -> vector or None), hubness against the unit ``vocabulary`` rows."""
+    kinds = kinds or {}
+    table = [kinds[lab] if lab in kinds else label_kinds([lab], [[]])[lab] for lab in labels]
+    dim = vocabulary.shape[1]
+    vectors = np.zeros((len(labels), dim), np.float32)
+    for i, lab in enumerate(labels):
+        found = [v for v in (lookup(w) for w in tokenize(lab)) if v is not None]
+        if found:
+            vectors[i] = unit(np.mean([unit(np.asarray(v, np.float32)) for v in found], axis=0))
+    hubs = hubness(vectors, vocabulary) if len(labels) else np.zeros(0, np.float32)
+    return LabelSet(list(labels), table, vectors, hubs)
