@@ -55,8 +55,8 @@ SAME, KIND = 1.0, 0.95
 ASSOCIATION_TOP = 0.85
 STRONG_RELATION = 0.6
 # the CSLS value that scores STRONG_RELATION, and the one that scores 0
-ASSOCIATION_STRONG_CSLS = 0.45
-ASSOCIATION_ZERO_CSLS = 0.0
+ASSOCIATION_STRONG_CSLS = -0.3
+ASSOCIATION_ZERO_CSLS = -1.5
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,9 @@ def label_senses(label: str, evidence: Sequence[tuple[str, float]]) -> list[str]
         up, depth = h.ancestors(s), h.depth(s)
         scored.append((sum(m * _wup(up, a, depth, d) for a, d, m in classes) / total, s))
     best = max(scored)[0] if scored else 0.0
-    return [s for score, s in scored if score >= SENSE_AGREEMENT and score >= best - 0.05]
+    chosen = [s for score, s in scored if score >= SENSE_AGREEMENT and score >= best - 0.02]
+    # a label with one sense means it, whatever ImageNet's nearest classes are (dollar bill)
+    return chosen or (whole if len(whole) == 1 else [])
 
 
 def label_kinds(labels: Sequence[str], evidence: Sequence[Sequence[tuple[str, float]]]) -> dict[str, dict[str, int]]:
@@ -172,9 +174,10 @@ def _singular(text: str) -> str:
 
 
 # -- ranking photos by their labels' relation ---------------------------------------------------
-# within one label, the n-th photo (by its own vector's similarity) keeps 1 - WITHIN_DECAY * n / (n + 10)
-# of its label's relation, so labels of equal relation take turns in the list
-WITHIN_DECAY = 0.1
+# within one label, the n-th photo (by its own vector's similarity) keeps 1 - WITHIN_DECAY * n / (n + WITHIN_HALF)
+# of its label's relation, so labels of equal relation take turns and close ones mix
+WITHIN_DECAY = 0.3
+WITHIN_HALF = 5
 
 
 @dataclass
@@ -236,7 +239,7 @@ def rank_photos(relations: Sequence[Relation], photo_label: np.ndarray, sims: np
     for a, b in zip(starts, np.r_[starts[1:], len(order)]):
         place[order[a:b]] = np.arange(b - a)
     idx = np.where(labelled, photo_label, len(relations))
-    value[labelled] = rel[idx[labelled]] * (1 - WITHIN_DECAY * place[labelled] / (place[labelled] + 10))
+    value[labelled] = rel[idx[labelled]] * (1 - WITHIN_DECAY * place[labelled] / (place[labelled] + WITHIN_HALF))
     strong[labelled] = strong_rel[idx[labelled]]
     free = ~labelled
     ratio = np.clip(sims[free] / max(unlabelled_strong_cos, 1e-3), 0.0, None)
@@ -287,3 +290,28 @@ def label_set(labels: Sequence[str], kinds: dict[str, dict[str, int]] | None, lo
             vectors[i] = unit(np.mean([unit(np.asarray(v, np.float32)) for v in found], axis=0))
     hubs = hubness(vectors, vocabulary) if len(labels) else np.zeros(0, np.float32)
     return LabelSet(list(labels), table, vectors, hubs)
+
+
+def query_terms(words: Sequence[str], lookup: Any) -> list[tuple[str, np.ndarray | None]]:
+    """``(word, unit plain word vector or None)`` of each query word; a compound
+    (``stop_sign``) is the mean of its words when not a word itself."""
+    out = []
+    for w in words:
+        v = lookup(w)
+        if v is None:
+            found = [x for x in (lookup(t) for t in tokenize(w)) if x is not None]
+            v = np.mean([unit(np.asarray(x, np.float32)) for x in found], axis=0) if found else None
+        out.append((w, None if v is None else unit(np.asarray(v, np.float32))))
+    return out
+
+
+def rank_query(words: Sequence[str], lookup: Any, vocabulary: np.ndarray, labels: LabelSet, photo_label: np.ndarray,
+               sims: np.ndarray, unlabelled_strong_cos: float) -> tuple[list[Relation], np.ndarray, np.ndarray, np.ndarray]:
+    """Search's ranking of every photo for the query ``words``: the labels' relations,
+    then :func:`rank_photos` (order, score, strong)."""
+    terms = query_terms(words, lookup)
+    dim = vocabulary.shape[1]
+    stacked = np.vstack([v if v is not None else np.zeros(dim, np.float32) for _, v in terms])
+    hubs = hubness(stacked, vocabulary)
+    rels = query_relations(terms, hubs.tolist(), labels)
+    return (rels, *rank_photos(rels, photo_label, sims, unlabelled_strong_cos))

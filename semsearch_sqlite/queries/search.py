@@ -20,7 +20,11 @@ from semsearch_sqlite.vectors import matrix as index
 from semsearch_sqlite.media.files import normalise_label, sha256_file
 from semsearch_sqlite.errors import NotFoundError, QueryError, StoreError, UnknownWordsError
 from semsearch_sqlite.model.conse import FocusTarget, resolve_focus
-from semsearch_sqlite.model.semantic import MATCH_META, match_strength
+from semsearch_sqlite.model.relations import LabelSet, label_set, rank_photos, rank_query
+from semsearch_sqlite.model.semantic import DEFAULT_STRONG_DISTANCE, MATCH_META
+from semsearch_sqlite.storage.cache import ProcessCache
+from semsearch_sqlite.storage.models import SEMANTIC_MODEL, model_config
+from semsearch_sqlite.text.query import parse_query
 from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL, read_float_rows, vec_table_dim
 from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, load_model
 from semsearch_sqlite.queries.filters import Filter, allowed_ids
@@ -44,8 +48,11 @@ class ImageHit:
     label: str | None
     distance: float
     rank: int
-    # text queries: "strong" or "weak" (calibrated at train time, see calibrate_match)
+    # text queries: "strong" or "weak" (see model/relations.py)
     match: str | None = None
+    # text queries: a 0..1 match confidence that explains the rank (it decreases down the
+    # list; strong hits from 0.5 up)
+    score: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,9 +77,12 @@ class Results:
     hits: list[Any]
     unknown: list[str] = field(default_factory=list)
     note: str | None = None
+    # text queries: how many hits are strong matches (they come first)
+    strong: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"hits": [h.as_dict() for h in self.hits], "unknown": self.unknown, "note": self.note}
+        return {"hits": [h.as_dict() for h in self.hits], "unknown": self.unknown, "note": self.note,
+                "strong": self.strong}
 
 
 def resolve_image(conn: sqlite3.Connection, image: Any) -> int:
@@ -249,13 +259,17 @@ def _visual_rows(conn: sqlite3.Connection, ids: list[int]) -> np.ndarray | None:
 def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_unknown: bool = False,
                    where: str | None = None, filters: Sequence[Filter] = (), like: Any = None,
                    unlike: Any = None) -> Results:
-    """Text -> images: the ``k`` images nearest to a query such as ``"cat sofa"``, each
-    marked a ``strong`` or ``weak`` match; the note says so when none is strong.
+    """Text -> images: the ``k`` best images for a query such as ``"cat sofa"``, strong
+    matches first (``Results.strong`` says how many), each with a ``score`` and marked
+    ``strong`` or ``weak``; the note says so when none is strong.
 
+    Labelled photos are ranked by how the query relates to their label (the label
+    itself, a kind it belongs to, an association: :mod:`semsearch_sqlite.model.relations`),
+    then by their own vector; unlabelled photos by their vector's distance.
     ``where`` (SQL over ``images`` columns) and ``filters`` restrict the candidates
-    before the top ``k``: ``where="label = 'pizza'"`` gives the ``k`` nearest pizzas.
-    ``like`` / ``unlike`` (image ids) refine the query by relevance feedback; the
-    disliked images are left out of the results.
+    before the top ``k``: ``where="label = 'pizza'"`` gives the ``k`` best pizzas.
+    ``like`` / ``unlike`` (image ids) refine the query by relevance feedback (ranked by
+    vector alone); the disliked images are left out of the results.
     """
     k = index.clamp_k(k)
     vector, unknown = text_vector(conn, query, allow_unknown=allow_unknown)
@@ -263,15 +277,80 @@ def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_u
     liked, disliked = image_ids(like), image_ids(unlike)
     vector = rocchio(m, vector, liked, disliked)
     allowed = allowed_ids(conn, where, filters)
-    pairs = m.top_k(vector, max(k, FEEDBACK_SHORTLIST), exclude=set(disliked) or None, allowed=allowed)
-    hits = _hits(conn, visual_feedback(conn, pairs)[:k])
-    strong = rows.read_meta(conn, MATCH_META)
-    for h in hits:
-        h.match = match_strength(h.distance, strong)
+    strong_distance = rows.read_meta(conn, MATCH_META)
+    strong_cos = 1.0 - (DEFAULT_STRONG_DISTANCE if strong_distance is None else float(strong_distance))
+    labelled = None if liked or disliked else _labelled(conn, m)
+    if labelled is not None:
+        hits = _related_hits(conn, m, labelled, query, vector, k, allowed, strong_cos)
+    else:
+        pairs = m.top_k(vector, max(k, FEEDBACK_SHORTLIST), exclude=set(disliked) or None, allowed=allowed)
+        hits = _hits(conn, visual_feedback(conn, pairs)[:k])
+        _, scores, flags = rank_photos([], np.full(len(hits), -1), np.array([1 - h.distance for h in hits]), strong_cos)
+        ceiling = 1.0
+        for h, sc, st in zip(hits, scores.tolist(), flags.tolist()):
+            ceiling = min(ceiling, sc)  # visual feedback may reorder: the score follows the rank
+            h.match, h.score = ("strong" if st else "weak"), round(ceiling, 4)
+        hits.sort(key=lambda h: h.match != "strong")
+        for rank, h in enumerate(hits, 1):
+            h.rank = rank
+    strong = sum(h.match == "strong" for h in hits)
     note = None
-    if hits and all(h.match == "weak" for h in hits):
-        note = "no close match: every hit is a weak match (farther than true matches usually are)"
-    return Results(hits, unknown, note)
+    if hits and not strong:
+        note = "no close match: every hit is a weak match (nothing here is what the query names, a kind of it or close to it)"
+    return Results(hits, unknown, note, strong)
+
+
+@dataclass
+class _Labelled:
+    """A collection's labels for search: the label set and each matrix row's label index (-1: none)."""
+
+    labels: LabelSet
+    photo_label: np.ndarray
+
+
+_labelled_cache: ProcessCache[_Labelled | None] = ProcessCache(8)
+
+
+def _labelled(conn: sqlite3.Connection, m: index.Matrix) -> _Labelled | None:
+    """The cached :class:`_Labelled` of this database (None when no photo is labelled)."""
+    db = rows.database_key(conn)
+
+    def load() -> _Labelled | None:
+        ids, labels = rows.image_labels(conn)
+        if not labels:
+            return None
+        names = sorted(set(labels))
+        where = {name: i for i, name in enumerate(names)}
+        photo_label = np.full(len(m), -1, np.int64)
+        for i, lab in zip(ids.tolist(), labels):
+            pos = m.position.get(i)
+            if pos is not None:
+                photo_label[pos] = where[lab]
+        config = model_config(conn, SEMANTIC_MODEL) or {}
+        space = word_space(conn)
+        return _Labelled(label_set(names, config.get("label_kinds"), space.vector, space.matrix.vectors), photo_label)
+
+    found = _labelled_cache.get_or_load((db, rows.generation(conn), id(m)), load, group=db)
+    return found or None
+
+
+def _related_hits(conn: sqlite3.Connection, m: index.Matrix, labelled: _Labelled, query: Any, vector: np.ndarray,
+                  k: int, allowed: np.ndarray | None, strong_cos: float) -> list[ImageHit]:
+    """The first ``k`` hits of :func:`~semsearch_sqlite.model.relations.rank_query`."""
+    words = [t.word for t in parse_query(query) if t.weight > 0]
+    space = word_space(conn)
+    sims = m.vectors @ vector
+    _, order, scores, flags = rank_query(words, space.vector, space.matrix.vectors, labelled.labels,
+                                         labelled.photo_label, sims, strong_cos)
+    if allowed is not None:
+        order = order[np.isin(m.ids[order], allowed)]
+    top = order[:k]
+    hits = _hits(conn, [(int(m.ids[i]), float(1.0 - sims[i])) for i in top])
+    by_id = {int(m.ids[i]): i for i in top}
+    for rank, h in enumerate(hits, 1):
+        i = by_id[h.image_id]
+        h.rank, h.score, h.match = rank, round(float(scores[i]), 4), "strong" if flags[i] else "weak"
+    return hits
 
 
 def similar_to_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual", *,
