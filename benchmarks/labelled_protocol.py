@@ -177,12 +177,13 @@ def run(X: np.ndarray, P: np.ndarray, raw_labels: np.ndarray, head: Any, wv: Any
             anchor_to, left = query_anchoring(model.config, class_vectors)
             lookup = compound_lookup(wv.get) if anchor_to is None else anchored_lookup(wv.get, anchor_to, left)
             strong = model.report.get(MATCH_META)
-            label_set = relations.label_set(names, model.config.get("label_kinds"), space.vector, space.matrix.vectors)
+            label_set = relations.label_set(names, model.config.get("label_kinds"), space.vector, space.matrix.vectors,
+                                            model.config.get("label_evidence"), class_vectors)
             photo_label = np.array([names.index(lab) for lab in labs])
-            for name, rank_one in ((f"{method}, main's search", lambda q: old_ranking(vectors, labs, visual, lookup, strong, q)),
-                                   (f"{method}, label relations", lambda q: new_ranking(vectors, photo_label, label_set, space,
-                                                                                       lookup, strong, q))):
-                ranked = {q: rank_one(q) for q in queries}
+            searches = {f"{method}, main's search": {q: old_ranking(vectors, labs, visual, lookup, strong, q) for q in queries},
+                        f"{method}, label relations": {q: new_ranking(vectors, photo_label, label_set, space, lookup,
+                                                                      strong, q) for q in queries}}
+            for name, ranked in searches.items():
                 result = measure(ranked, related, absent, label_queries)
                 for tag, part in (("half_a", half_a), ("half_b", half_b)):
                     sub = measure(ranked, {q: v for q, v in related.items() if q in part},

@@ -77,24 +77,22 @@ CACHE = Path("/tmp/semsearch-bench-features")
 K = 10
 TAG_K = 5
 
-# (row name, fit_semantic method, projection inside gated, what search adds): "smooth"
-# (neighbour smoothing of the stored vectors), "anchor" (WordNet anchoring of query
-# words), "feedback" (visual re-ranking of the first hits), "classes" (tags led by the
-# most probable classes). Each method's row is what the product does with it (smoothing
-# and anchoring apply to the class-based models only, class-led tags to joint and
-# ConSE); the joint rows in between take the default apart.
+# (row name, fit_semantic method, what search adds): "smooth" (neighbour smoothing of the
+# stored vectors), "anchor" (WordNet anchoring of query words), "feedback" (visual re-ranking
+# of the first hits), "classes" (tags led by the most probable classes). Each method's row is
+# what the product does with it (smoothing and anchoring apply to the class-based models
+# only, class-led tags to joint and ConSE); the joint rows in between take the default apart.
 ALL = ("smooth", "anchor", "feedback", "classes")
 ROWS = [
-    ("the talk's MLP (--method mlp)", "mlp", "ridge", ALL),
-    ("ridge", "ridge", "ridge", ALL),
-    ("ConSE", "conse", "ridge", ALL),
-    ("gated ridge / ConSE (round 1 default)", "gated", "ridge", ()),
-    ("joint alone (round 2 default)", "joint", "ridge", ()),
-    ("joint + neighbour smoothing", "joint", "ridge", ("smooth",)),
-    ("joint + WordNet anchoring", "joint", "ridge", ("anchor",)),
-    ("joint + visual feedback", "joint", "ridge", ("feedback",)),
-    ("joint + class-led tags", "joint", "ridge", ("classes",)),
-    ("joint + all four (default)", "joint", "ridge", ALL),
+    ("the talk's MLP (--method mlp)", "mlp", ALL),
+    ("ridge", "ridge", ALL),
+    ("ConSE", "conse", ALL),
+    ("joint alone (round 2 default)", "joint", ()),
+    ("joint + neighbour smoothing", "joint", ("smooth",)),
+    ("joint + WordNet anchoring", "joint", ("anchor",)),
+    ("joint + visual feedback", "joint", ("feedback",)),
+    ("joint + class-led tags", "joint", ("classes",)),
+    ("joint + all four (default)", "joint", ALL),
 ]
 DEFAULT_ROW = ROWS[-1][0]
 
@@ -260,14 +258,13 @@ def main() -> None:
         train_labels: list[str | None] = [None] * len(labels)
         for i in train:
             train_labels[i] = labels[i]
-        fits: dict[tuple[str, str], Any] = {}
-        for name, method, projection, parts in rows:
+        fits: dict[str, Any] = {}
+        for name, method, parts in rows:
             started = time.perf_counter()
-            if (method, projection) not in fits:
-                model = fit_semantic(X, P, train_labels, wv, class_vectors, method=method, seed=seed,
-                                     projection=projection, head=head)
-                fits[method, projection] = (model, model.image_vectors(X, P), time.perf_counter() - started)
-            model, vectors, seconds = fits[method, projection]
+            if method not in fits:
+                model = fit_semantic(X, P, train_labels, wv, class_vectors, method=method, seed=seed, head=head)
+                fits[method] = (model, model.image_vectors(X, P), time.perf_counter() - started)
+            model, vectors, seconds = fits[method]
             started = time.perf_counter()
             classes = None
             if "smooth" in parts and model.needs_probs:

@@ -27,7 +27,7 @@ from semsearch_sqlite.text.glove import load_word_vectors
 HERE = Path(__file__).resolve().parent
 LABELS = ("airplane butterfly camera chair crab cup dolphin elephant ferry helicopter "
           "kangaroo lamp laptop llama pizza revolver rooster starfish sunflower umbrella").split()
-METHODS = ("ridge", "conse", "auto", "mlp", "hinge")
+METHODS = ("ridge", "conse", "auto", "mlp")
 
 
 def synthetic(rows: int, dim: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -194,7 +194,7 @@ def test_a_label_glove_lacks_is_fitted_by_its_kin(glove: WordVectors, class_vect
     rng = np.random.default_rng(2)
     X = rng.normal(size=(40, 8)).astype(np.float32)
     probs = np.full((40, 1000), 1e-3, np.float32)
-    model = fit_semantic(X, probs, ["gerenuk"] * 20 + ["llama"] * 20, glove, class_vectors, method="gated")
+    model = fit_semantic(X, probs, ["gerenuk"] * 20 + ["llama"] * 20, glove, class_vectors, method="ridge")
     assert model.label_words == ["gerenuk", "llama"] and model.report["skipped_labels"] == []
     without = fit_semantic(X, None, ["gerenuk"] * 20 + ["llama"] * 20, glove, None, method="ridge")
     assert without.report["skipped_labels"] == ["gerenuk"]

@@ -188,6 +188,17 @@ class LabelSet:
     kinds: list[dict[str, int]]
     vectors: np.ndarray  # [L, W] unit word vectors (zero rows for labels without one)
     hubs: np.ndarray  # [L] CSLS hubness of the label vectors
+    # [L, W] the mean word vector of each label's photos' ImageNet classes (what is around a
+    # ferry: liners, docks), its hubness, or None
+    context: np.ndarray | None = None
+    context_hubs: np.ndarray | None = None
+
+    def association(self, vector: np.ndarray, hub: float) -> np.ndarray:
+        """CSLS of a query word to each label: the mean over its word and its photos' classes."""
+        value = csls(vector, self.vectors, hub, self.hubs)
+        if self.context is None or self.context_hubs is None:
+            return value
+        return (value + csls(vector, self.context, hub, self.context_hubs)) / 2
 
 
 def query_relations(terms: Sequence[tuple[str, np.ndarray | None]], query_hubs: Sequence[float],
@@ -200,8 +211,8 @@ def query_relations(terms: Sequence[tuple[str, np.ndarray | None]], query_hubs: 
     per_term = []
     for (term, vector), hub in zip(terms, query_hubs):
         senses = query_senses(term)
-        assoc = (csls(vector, labels.vectors, hub, labels.hubs) if vector is not None
-                 else np.full(len(labels.labels), -1.0, np.float32))
+        assoc = (labels.association(vector, hub) if vector is not None
+                 else np.full(len(labels.labels), -9.0, np.float32))
         per_term.append([relate(term, senses, lab, kinds, float(a))
                          for lab, kinds, a in zip(labels.labels, labels.kinds, assoc)])
     for j, label in enumerate(labels.labels):
@@ -276,10 +287,12 @@ def label_evidence(probs: np.ndarray, label_index: np.ndarray, n_labels: int) ->
 
 
 def label_set(labels: Sequence[str], kinds: dict[str, dict[str, int]] | None, lookup: Any,
-              vocabulary: np.ndarray) -> LabelSet:
+              vocabulary: np.ndarray, evidence: dict[str, list[tuple[str, float]]] | None = None,
+              class_vectors: np.ndarray | None = None) -> LabelSet:
     """The :class:`LabelSet` of ``labels``: kinds from the model's config (computed from the
     first senses when it has none: a model trained before them), vectors by ``lookup``
-    (word -> vector or None), hubness against the unit ``vocabulary`` rows."""
+    (word -> vector or None), hubness against the unit ``vocabulary`` rows; with the
+    config's ``evidence`` and the ImageNet ``class_vectors``, the labels' context vectors."""
     kinds = kinds or {}
     table = [kinds[lab] if lab in kinds else label_kinds([lab], [[]])[lab] for lab in labels]
     dim = vocabulary.shape[1]
@@ -289,7 +302,25 @@ def label_set(labels: Sequence[str], kinds: dict[str, dict[str, int]] | None, lo
         if found:
             vectors[i] = unit(np.mean([unit(np.asarray(v, np.float32)) for v in found], axis=0))
     hubs = hubness(vectors, vocabulary) if len(labels) else np.zeros(0, np.float32)
-    return LabelSet(list(labels), table, vectors, hubs)
+    context = _context(labels, evidence, class_vectors, vectors)
+    return LabelSet(list(labels), table, vectors, hubs, context,
+                    None if context is None else hubness(context, vocabulary))
+
+
+def _context(labels: Sequence[str], evidence: dict[str, list[tuple[str, float]]] | None,
+             class_vectors: np.ndarray | None, vectors: np.ndarray) -> np.ndarray | None:
+    """Each label's mass-weighted mean class vector (its own vector where it has no evidence)."""
+    if not evidence or class_vectors is None or len(class_vectors) != len(imagenet_wnids()) or not len(labels):
+        return None
+    row = {w: i for i, w in enumerate(imagenet_wnids())}
+    out = np.array(vectors, np.float32)
+    for i, lab in enumerate(labels):
+        pairs = [(row[w], m) for w, m in evidence.get(lab, []) if w in row]
+        if pairs:
+            v = sum(m * np.asarray(class_vectors[r], np.float32) for r, m in pairs)
+            if float(np.linalg.norm(v)) > 0:
+                out[i] = unit(v)
+    return out
 
 
 def query_terms(words: Sequence[str], lookup: Any) -> list[tuple[str, np.ndarray | None]]:

@@ -23,10 +23,9 @@ from semsearch_sqlite.model.conse import FocusTarget, resolve_focus
 from semsearch_sqlite.model.relations import LabelSet, label_set, rank_photos, rank_query
 from semsearch_sqlite.model.semantic import DEFAULT_STRONG_DISTANCE, MATCH_META
 from semsearch_sqlite.storage.cache import ProcessCache
-from semsearch_sqlite.storage.models import SEMANTIC_MODEL, model_config
 from semsearch_sqlite.text.query import parse_query
 from semsearch_sqlite.storage.vectors import VEC_SEMANTIC, VEC_VISUAL, read_float_rows, vec_table_dim
-from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, load_model
+from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, SEMANTIC_MODEL, load_model, model_config
 from semsearch_sqlite.queries.filters import Filter, allowed_ids
 from semsearch_sqlite.text.tags import is_display_word, nearest_tags
 from semsearch_sqlite.storage import rows
@@ -328,7 +327,10 @@ def _labelled(conn: sqlite3.Connection, m: index.Matrix) -> _Labelled | None:
                 photo_label[pos] = where[lab]
         config = model_config(conn, SEMANTIC_MODEL) or {}
         space = word_space(conn)
-        return _Labelled(label_set(names, config.get("label_kinds"), space.vector, space.matrix.vectors), photo_label)
+        classes = load_model(conn, CLASSES_MODEL)
+        return _Labelled(label_set(names, config.get("label_kinds"), space.vector, space.matrix.vectors,
+                                   config.get("label_evidence"), None if classes is None else classes[0].get("vectors")),
+                         photo_label)
 
     found = _labelled_cache.get_or_load((db, rows.generation(conn), id(m)), load, group=db)
     return found or None
