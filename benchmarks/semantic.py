@@ -1,7 +1,10 @@
-"""Word-space methods side by side on the 50-label protocol.
+"""Word-space methods side by side on the 50-label protocol, and search on a labelled
+collection (``benchmarks/labelled_protocol.py``: every photo labelled, queried by kinds,
+associations and absent things; needs WordNet 3.0 in /usr/share/wordnet).
 
     python benchmarks/semantic.py [--images DIR ...] [--backbone efficientnet-lite0]
                                   [--seeds 5] [--held-out 20] [--train 15] [--test 10] [--skip mlp]
+                                  [--labelled-seeds 3] [--photos 15] [--protocols zero-shot,labelled]
 
 Data: the photos of every folder label of ``--images`` (default: the 20 labels of
 ``../shared/data/caltech101-dev`` and the 30 of ``caltech101-dev2``, 1,965 photos). For each
@@ -236,6 +239,9 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=15)
     parser.add_argument("--test", type=int, default=10)
     parser.add_argument("--skip", default="", help="comma-separated methods to leave out (e.g. mlp)")
+    parser.add_argument("--labelled-seeds", type=int, default=3, help="seeds of the labelled-collection protocol")
+    parser.add_argument("--photos", type=int, default=15, help="photos per label in the labelled-collection protocol")
+    parser.add_argument("--protocols", default="zero-shot,labelled", help="which protocols to run")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "semantic.json")
     args = parser.parse_args()
 
@@ -249,6 +255,22 @@ def main() -> None:
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     rows = [r for r in ROWS if r[1] not in skip]
 
+    protocols = {p.strip() for p in args.protocols.split(",")}
+    labelled = None
+    if "labelled" in protocols:
+        import labelled_protocol
+
+        space = Scorer(wv, sorted({w for lab in labels.tolist() for w in [lab]})).space
+        methods = [m for m in ("joint", "mlp", "ridge", "conse") if m not in skip]
+        labelled = labelled_protocol.run(X, P, labels, head, wv, class_vectors, space, methods, args.labelled_seeds,
+                                         args.photos)
+        labelled.pop("examples", None)
+        labelled_protocol.print_table(labelled)
+    if "zero-shot" not in protocols:
+        if labelled is not None:
+            old = json.loads(args.out.read_text()) if args.out.exists() else {}
+            args.out.write_text(json.dumps({**old, "labelled": labelled}, indent=2) + "\n")
+        return
     per_seed: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in rows}
     splits = []
     for seed in range(args.seeds):
@@ -299,7 +321,7 @@ def main() -> None:
         "backbone": args.backbone, "images": len(labels), "labels": len(set(labels.tolist())), "seeds": args.seeds,
         "held_out": args.held_out, "train": args.train, "test": args.test, "splits": splits, "default": DEFAULT_ROW,
         "refused_labels": refused, "refused_by_row": refused_other, "summary": summary, "per_seed": per_seed,
-        "one_of_a_kind": alone,
+        "one_of_a_kind": alone, "labelled": labelled,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
