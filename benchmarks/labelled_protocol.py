@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import imagenet_hypernyms  # noqa: E402
 import wordnet_kinds  # noqa: E402
 
+from semsearch_sqlite.errors import QueryError  # noqa: E402
 from semsearch_sqlite.media.files import normalise_label  # noqa: E402
 from semsearch_sqlite.model import relations  # noqa: E402
 from semsearch_sqlite.model.semantic import MATCH_META, collection_semantics, fit_semantic, match_strength  # noqa: E402
@@ -120,11 +121,18 @@ def measure(ranked: dict[str, tuple[list[str], list[bool]]], related: dict[str, 
             "label_p_at_10": float(np.mean(label_p10))}
 
 
+def query_vector(query: str, lookup: Any, dim: int) -> np.ndarray:
+    """The query's unit vector, zero when no word of it is known (search would refuse it)."""
+    try:
+        return combine_terms(parse_query(query), lookup, allow_unknown=True).vector
+    except QueryError:
+        return np.zeros(dim, np.float32)
+
+
 def old_ranking(vectors: np.ndarray, labs: np.ndarray, visual: np.ndarray, lookup: Any, strong: float | None,
                 query: str) -> tuple[list[str], list[bool]]:
     """main's search: nearest photo vectors, visual feedback over the first 100, the distance cue."""
-    q = combine_terms(parse_query(query), lookup, allow_unknown=True).vector
-    s = vectors @ q
+    s = vectors @ query_vector(query, lookup, vectors.shape[1])
     top = feedback_ranking(s, visual)[:TOP]
     return [labs[i] for i in top], [match_strength(float(1 - s[i]), strong) == "strong" for i in top]
 
@@ -132,7 +140,7 @@ def old_ranking(vectors: np.ndarray, labs: np.ndarray, visual: np.ndarray, looku
 def new_ranking(vectors: np.ndarray, photo_label: np.ndarray, labels: relations.LabelSet, space: Any,
                 lookup: Any, strong: float | None, query: str) -> tuple[list[str], list[bool]]:
     """This version's search (:func:`semsearch_sqlite.model.relations.rank_query`)."""
-    q = combine_terms(parse_query(query), lookup, allow_unknown=True).vector
+    q = query_vector(query, lookup, vectors.shape[1])
     words = [t.word for t in parse_query(query) if t.weight > 0]
     _, order, _, flags = relations.rank_query(words, space.vector, space.matrix.vectors, labels, photo_label,
                                               vectors @ q, 1.0 - (0.3 if strong is None else strong))

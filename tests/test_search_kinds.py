@@ -76,7 +76,8 @@ def test_the_photos_choose_the_label_sense() -> None:
     assert h.senses("vehicle")[1][0] in kinds
     probs = np.zeros((4, 1000), np.float32)
     probs[:2, 0], probs[2:, 1] = 1.0, 1.0
-    assert [[w for w, _ in e] for e in label_evidence(probs, np.array([0, 0, 1, 1]), 2)][0][0] == "n01440764"
+    evidence = label_evidence(probs, np.array([0, 0, 1, 1]), 2)
+    assert evidence[0][0] == ("n01440764", 1.0) and evidence[1][0] == ("n01443537", 1.0)  # tench, goldfish
 
 
 def test_relations_kind_sibling_same() -> None:
