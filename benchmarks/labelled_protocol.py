@@ -117,7 +117,7 @@ def measure(ranked: dict[str, tuple[list[str], list[bool]]], related: dict[str, 
         label_p10.append(np.mean([lab == label for lab in labs[:10]]))
     return {"related_p_at_10": float(np.mean(p10)), "coverage_at_20": float(np.mean(cover)),
             "strong_precision": float(np.mean(strong_right)) if strong_right else float("nan"),
-            "strong_hits": len(strong_right), "absent_honesty": float(np.mean(honest)),
+            "strong_hits": len(strong_right), "absent_honesty": float(np.mean(honest)) if honest else float("nan"),
             "label_p_at_10": float(np.mean(label_p10))}
 
 
@@ -193,6 +193,9 @@ def run(X: np.ndarray, P: np.ndarray, raw_labels: np.ndarray, head: Any, wv: Any
                                                                       strong, q) for q in queries}}
             for name, ranked in searches.items():
                 result = measure(ranked, related, absent, label_queries)
+                for tag, part in (("kind", kinds), ("association", assoc)):
+                    sub = measure(ranked, part, [], label_queries)
+                    result.update({f"{k}_{tag}": sub[k] for k in ("related_p_at_10", "coverage_at_20")})
                 for tag, part in (("half_a", half_a), ("half_b", half_b)):
                     sub = measure(ranked, {q: v for q, v in related.items() if q in part},
                                   [q for q in absent if q in part], label_queries)
@@ -217,6 +220,9 @@ def print_table(result: dict[str, Any]) -> None:
           "half A: P@10 / strong prec. / absent | half B |")
     print("|---|---|---|---|---|---|---|---|")
     for name, s in result["summary"].items():
+        if "related_p_at_10_kind" in s:
+            name = f"{name} (kinds {s['related_p_at_10_kind']:.3f} / {s['coverage_at_20_kind']:.2f}, " \
+                   f"associations {s['related_p_at_10_association']:.3f} / {s['coverage_at_20_association']:.2f})"
         print(f"| {name} | {s['related_p_at_10']:.3f} | {s['coverage_at_20']:.3f} | {s['strong_precision']:.3f} "
               f"({s['strong_hits']:.0f}) | {s['absent_honesty']:.3f} | {s['label_p_at_10']:.3f} | "
               f"{s['related_p_at_10_half_a']:.3f} / {s['strong_precision_half_a']:.3f} / {s['absent_honesty_half_a']:.3f} | "

@@ -228,7 +228,9 @@ def query_relations(terms: Sequence[tuple[str, np.ndarray | None]], query_hubs: 
             out.append(Relation("none", 0.0))
             continue
         weakest = min(rel, key=lambda r: r.score)
-        out.append(Relation(weakest.kind, float(np.mean([r.score for r in rel]))))
+        score = float(np.mean([r.score for r in rel]))
+        # strong only when every word is: "bird insect" is no strong match for roosters
+        out.append(Relation(weakest.kind, score if weakest.strong else min(score, SIBLING_TOP)))
     return out
 
 
@@ -341,12 +343,24 @@ def query_terms(words: Sequence[str], lookup: Any) -> list[tuple[str, np.ndarray
 
 
 def rank_query(words: Sequence[str], lookup: Any, vocabulary: np.ndarray, labels: LabelSet, photo_label: np.ndarray,
-               sims: np.ndarray, unlabelled_strong_cos: float) -> tuple[list[Relation], np.ndarray, np.ndarray, np.ndarray]:
+               sims: np.ndarray, unlabelled_strong_cos: float, without: Sequence[str] = ()
+               ) -> tuple[list[Relation], np.ndarray, np.ndarray, np.ndarray]:
     """Search's ranking of every photo for the query ``words``: the labels' relations,
-    then :func:`rank_photos` (order, score, strong)."""
+    then :func:`rank_photos` (order, score, strong). A label that a ``without`` word
+    (``-rooster``) names, or is a kind of, relates to nothing."""
+    rels = _relations(words, lookup, vocabulary, labels)
+    for word in without:
+        senses = query_senses(word)
+        for j, (label, kinds) in enumerate(zip(labels.labels, labels.kinds)):
+            if relate(word, senses, label, kinds, -9.0).kind in ("same", "kind"):
+                rels[j] = Relation("none", 0.0)
+    return (rels, *rank_photos(rels, photo_label, sims, unlabelled_strong_cos))
+
+
+def _relations(words: Sequence[str], lookup: Any, vocabulary: np.ndarray, labels: LabelSet) -> list[Relation]:
     terms = query_terms(words, lookup)
+    if not terms:  # only subtracted words ("-dog"): no label is named, the photos' vectors rank
+        return [Relation("none", 0.0)] * len(labels.labels)
     dim = vocabulary.shape[1]
     stacked = np.vstack([v if v is not None else np.zeros(dim, np.float32) for _, v in terms])
-    hubs = hubness(stacked, vocabulary)
-    rels = query_relations(terms, hubs.tolist(), labels)
-    return (rels, *rank_photos(rels, photo_label, sims, unlabelled_strong_cos))
+    return query_relations(terms, hubness(stacked, vocabulary).tolist(), labels)

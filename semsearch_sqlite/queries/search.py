@@ -339,11 +339,12 @@ def _labelled(conn: sqlite3.Connection, m: index.Matrix) -> _Labelled | None:
 def _related_hits(conn: sqlite3.Connection, m: index.Matrix, labelled: _Labelled, query: Any, vector: np.ndarray,
                   k: int, allowed: np.ndarray | None, strong_cos: float) -> list[ImageHit]:
     """The first ``k`` hits of :func:`~semsearch_sqlite.model.relations.rank_query`."""
-    words = [t.word for t in parse_query(query) if t.weight > 0]
+    terms = parse_query(query)
     space = word_space(conn)
     sims = m.vectors @ vector
-    _, order, scores, flags = rank_query(words, space.vector, space.matrix.vectors, labelled.labels,
-                                         labelled.photo_label, sims, strong_cos)
+    _, order, scores, flags = rank_query([t.word for t in terms if t.weight > 0], space.vector, space.matrix.vectors,
+                                         labelled.labels, labelled.photo_label, sims, strong_cos,
+                                         without=[t.word for t in terms if t.weight < 0])
     if allowed is not None:
         order = order[np.isin(m.ids[order], allowed)]
     top = order[:k]
