@@ -227,3 +227,29 @@ def print_table(result: dict[str, Any]) -> None:
               f"({s['strong_hits']:.0f}) | {s['absent_honesty']:.3f} | {s['label_p_at_10']:.3f} | "
               f"{s['related_p_at_10_half_a']:.3f} / {s['strong_precision_half_a']:.3f} / {s['absent_honesty_half_a']:.3f} | "
               f"{s['related_p_at_10_half_b']:.3f} / {s['strong_precision_half_b']:.3f} / {s['absent_honesty_half_b']:.3f} |")
+
+
+# the association threshold and the sibling depth tried by calibrate()
+GRID = {"ASSOCIATION_STRONG_CSLS": (-0.25, -0.1, 0.05, 0.2), "SIBLING_DEPTH": (5, 6)}
+
+
+def calibrate(X: np.ndarray, P: np.ndarray, raw_labels: np.ndarray, head: Any, wv: Any, class_vectors: np.ndarray,
+              space: Any, photos: int) -> dict[str, Any]:
+    """Choose the association threshold and sibling depth on half A of the queries (the
+    best related P@10 whose strong precision and absent honesty are >= 0.90, joint, seed 0)
+    and report the choice's figures on half B, where it was not chosen."""
+    saved = {name: getattr(relations, name) for name in GRID}
+    tried = []
+    try:
+        for strong in GRID["ASSOCIATION_STRONG_CSLS"]:
+            for depth in GRID["SIBLING_DEPTH"]:
+                relations.ASSOCIATION_STRONG_CSLS, relations.SIBLING_DEPTH = strong, depth
+                s = run(X, P, raw_labels, head, wv, class_vectors, space, ["joint"], 1, photos)["summary"]
+                tried.append({"ASSOCIATION_STRONG_CSLS": strong, "SIBLING_DEPTH": depth,
+                              **{k: v for k, v in s["joint, label relations"].items() if "half" in k}})
+    finally:
+        for name, value in saved.items():
+            setattr(relations, name, value)
+    fit = [t for t in tried if t["strong_precision_half_a"] >= 0.9 and t["absent_honesty_half_a"] >= 0.9] or tried
+    chosen = max(fit, key=lambda t: t["related_p_at_10_half_a"])
+    return {"tried": tried, "chosen": chosen, "shipped": saved}

@@ -4,7 +4,7 @@ associations and absent things; needs WordNet 3.0 in /usr/share/wordnet).
 
     python benchmarks/semantic.py [--images DIR ...] [--backbone efficientnet-lite0]
                                   [--seeds 5] [--held-out 20] [--train 15] [--test 10] [--skip mlp]
-                                  [--labelled-seeds 3] [--photos 15] [--protocols zero-shot,labelled]
+                                  [--labelled-seeds 3] [--photos 15] [--protocols zero-shot,labelled] [--calibrate]
 
 Data: the photos of every folder label of ``--images`` (default: the 20 labels of
 ``../shared/data/caltech101-dev`` and the 30 of ``caltech101-dev2``, 1,965 photos). For each
@@ -242,6 +242,8 @@ def main() -> None:
     parser.add_argument("--labelled-seeds", type=int, default=3, help="seeds of the labelled-collection protocol")
     parser.add_argument("--photos", type=int, default=15, help="photos per label in the labelled-collection protocol")
     parser.add_argument("--protocols", default="zero-shot,labelled", help="which protocols to run")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="labelled protocol: choose its thresholds on half the queries, report the other half")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "semantic.json")
     args = parser.parse_args()
 
@@ -266,6 +268,14 @@ def main() -> None:
                                          args.photos)
         labelled.pop("examples", None)
         labelled_protocol.print_table(labelled)
+        if args.calibrate:
+            labelled["calibration"] = calibration = labelled_protocol.calibrate(X, P, labels, head, wv, class_vectors,
+                                                                                space, args.photos)
+            c = calibration["chosen"]
+            print(f"\ncalibrated on half A: association threshold {c['ASSOCIATION_STRONG_CSLS']}, sibling depth "
+                  f"{c['SIBLING_DEPTH']} (shipped: {calibration['shipped']}); on half B: related P@10 "
+                  f"{c['related_p_at_10_half_b']:.3f}, strong precision {c['strong_precision_half_b']:.3f}, "
+                  f"absent honesty {c['absent_honesty_half_b']:.3f}")
     if "zero-shot" not in protocols:
         if labelled is not None:
             old = json.loads(args.out.read_text()) if args.out.exists() else {}

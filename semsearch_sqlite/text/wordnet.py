@@ -1,4 +1,5 @@
-"""WordNet kinship between words and the ImageNet classes, for anchoring text queries.
+"""WordNet for text queries: kinship between words and the ImageNet classes (anchoring),
+and the noun hierarchy (is a word a kind of another: :class:`Hierarchy`).
 
 GloVe alone places many nouns poorly against the backbone's classes: "rooster" is nearer
 "patas" and "otterhound" than "cock" and "hen", "ketch" nearer "oxcart" than "schooner",
@@ -8,8 +9,10 @@ antelope like the impala). ``data/wordnet_classes.tsv.gz`` (built from WordNet 3
 ``benchmarks/wordnet_classes.py``) lists, for each of the 22k noun lemmas with a close
 class, the classes with weights. A query word then becomes its GloVe vector pulled
 towards the mean word vector of its kin classes (:func:`anchored`), which is where the
-ConSE part of the image vectors puts photos of such things. Numpy and the standard
-library only: the reader install answers such queries without WordNet.
+ConSE part of the image vectors puts photos of such things. ``data/wordnet_kinds.tsv.gz``
+(``benchmarks/wordnet_kinds.py``) holds the noun hierarchy that ``model/relations.py``
+relates queries to labels with. Numpy and the standard library only: the reader install
+answers such queries without WordNet.
 """
 
 from __future__ import annotations
