@@ -236,8 +236,8 @@ GRID = {"ASSOCIATION_STRONG_CSLS": (-0.25, -0.1, 0.05, 0.2), "SIBLING_DEPTH": (5
 def calibrate(X: np.ndarray, P: np.ndarray, raw_labels: np.ndarray, head: Any, wv: Any, class_vectors: np.ndarray,
               space: Any, photos: int) -> dict[str, Any]:
     """Choose the association threshold and sibling depth on half A of the queries (the
-    best related P@10 whose strong precision and absent honesty are >= 0.90, joint, seed 0)
-    and report the choice's figures on half B, where it was not chosen."""
+    best related P@10 whose strong precision and absent honesty are >= 0.90, then the best
+    strong precision; joint, seed 0) and report the choice's figures on half B."""
     saved = {name: getattr(relations, name) for name in GRID}
     tried = []
     try:
@@ -251,5 +251,7 @@ def calibrate(X: np.ndarray, P: np.ndarray, raw_labels: np.ndarray, head: Any, w
         for name, value in saved.items():
             setattr(relations, name, value)
     fit = [t for t in tried if t["strong_precision_half_a"] >= 0.9 and t["absent_honesty_half_a"] >= 0.9] or tried
-    chosen = max(fit, key=lambda t: t["related_p_at_10_half_a"])
+    # the thresholds set the cue, not the order: ties in P@10 go to the more honest cue
+    chosen = max(fit, key=lambda t: (round(t["related_p_at_10_half_a"], 3), t["strong_precision_half_a"],
+                                     t["absent_honesty_half_a"]))
     return {"tried": tried, "chosen": chosen, "shipped": saved}

@@ -41,9 +41,9 @@ SENSE_AGREEMENT = 0.45
 EVIDENCE_MASS = 0.3
 # the label's photos' most probable ImageNet classes that vouch for its sense
 EVIDENCE_CLASSES = 5
-# a query sense below this depth under entity is too general to call labels siblings
-# ("object", "whole", "organism", "artifact" are at depths 2-5)
-SIBLING_DEPTH = 6
+# kinds that share an ancestor this deep below entity are siblings ("object", "whole" are at
+# depths 2-3, "organism", "artifact" 4-5; calibrated with ASSOCIATION_STRONG_CSLS)
+SIBLING_DEPTH = 5
 # the query's senses that count: its common ones (tagged in WordNet's corpus), at most this many
 QUERY_SENSES = 3
 # a sibling kind ranks by its association like any other label, but is never strong
@@ -59,7 +59,7 @@ ASSOCIATION_TOP = 0.7
 STRONG_RELATION = 0.6
 # the CSLS value that scores STRONG_RELATION, and the one that scores 0: calibrated on half
 # of the labelled protocol's queries (benchmarks/labelled_protocol.py), reported on the other
-ASSOCIATION_STRONG_CSLS = 0.05
+ASSOCIATION_STRONG_CSLS = 0.2
 ASSOCIATION_ZERO_CSLS = -1.3
 
 
