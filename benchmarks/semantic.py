@@ -1,7 +1,10 @@
-"""Word-space methods side by side on the 50-label protocol.
+"""Word-space methods side by side on the 50-label protocol, and search on a labelled
+collection (``benchmarks/labelled_protocol.py``: every photo labelled, queried by kinds,
+associations and absent things; needs WordNet 3.0 in /usr/share/wordnet).
 
     python benchmarks/semantic.py [--images DIR ...] [--backbone efficientnet-lite0]
                                   [--seeds 5] [--held-out 20] [--train 15] [--test 10] [--skip mlp]
+                                  [--labelled-seeds 3] [--photos 15] [--protocols zero-shot,labelled] [--calibrate]
 
 Data: the photos of every folder label of ``--images`` (default: the 20 labels of
 ``../shared/data/caltech101-dev`` and the 30 of ``caltech101-dev2``, 1,965 photos). For each
@@ -76,24 +79,22 @@ CACHE = Path("/tmp/semsearch-bench-features")
 K = 10
 TAG_K = 5
 
-# (row name, fit_semantic method, projection inside gated, what search adds): "smooth"
-# (neighbour smoothing of the stored vectors), "anchor" (WordNet anchoring of query
-# words), "feedback" (visual re-ranking of the first hits), "classes" (tags led by the
-# most probable classes). Each method's row is what the product does with it (smoothing
-# and anchoring apply to the class-based models only, class-led tags to joint and
-# ConSE); the joint rows in between take the default apart.
+# (row name, fit_semantic method, what search adds): "smooth" (neighbour smoothing of the
+# stored vectors), "anchor" (WordNet anchoring of query words), "feedback" (visual re-ranking
+# of the first hits), "classes" (tags led by the most probable classes). Each method's row is
+# what the product does with it (smoothing and anchoring apply to the class-based models
+# only, class-led tags to joint and ConSE); the joint rows in between take the default apart.
 ALL = ("smooth", "anchor", "feedback", "classes")
 ROWS = [
-    ("the talk's MLP (--method mlp)", "mlp", "ridge", ALL),
-    ("ridge", "ridge", "ridge", ALL),
-    ("ConSE", "conse", "ridge", ALL),
-    ("gated ridge / ConSE (round 1 default)", "gated", "ridge", ()),
-    ("joint alone (round 2 default)", "joint", "ridge", ()),
-    ("joint + neighbour smoothing", "joint", "ridge", ("smooth",)),
-    ("joint + WordNet anchoring", "joint", "ridge", ("anchor",)),
-    ("joint + visual feedback", "joint", "ridge", ("feedback",)),
-    ("joint + class-led tags", "joint", "ridge", ("classes",)),
-    ("joint + all four (default)", "joint", "ridge", ALL),
+    ("the talk's MLP (--method mlp)", "mlp", ALL),
+    ("ridge", "ridge", ALL),
+    ("ConSE", "conse", ALL),
+    ("joint alone (round 2 default)", "joint", ()),
+    ("joint + neighbour smoothing", "joint", ("smooth",)),
+    ("joint + WordNet anchoring", "joint", ("anchor",)),
+    ("joint + visual feedback", "joint", ("feedback",)),
+    ("joint + class-led tags", "joint", ("classes",)),
+    ("joint + all four (default)", "joint", ALL),
 ]
 DEFAULT_ROW = ROWS[-1][0]
 
@@ -380,6 +381,11 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=15)
     parser.add_argument("--test", type=int, default=10)
     parser.add_argument("--skip", default="", help="comma-separated methods to leave out (e.g. mlp)")
+    parser.add_argument("--labelled-seeds", type=int, default=3, help="seeds of the labelled-collection protocol")
+    parser.add_argument("--photos", type=int, default=15, help="photos per label in the labelled-collection protocol")
+    parser.add_argument("--protocols", default="zero-shot,labelled", help="which protocols to run")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="labelled protocol: choose its thresholds on half the queries, report the other half")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "semantic.json")
     args = parser.parse_args()
 
@@ -393,6 +399,30 @@ def main() -> None:
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     rows = [r for r in ROWS if r[1] not in skip]
 
+    protocols = {p.strip() for p in args.protocols.split(",")}
+    labelled = None
+    if "labelled" in protocols:
+        import labelled_protocol
+
+        space = Scorer(wv, sorted({w for lab in labels.tolist() for w in [lab]})).space
+        methods = [m for m in ("joint", "mlp", "ridge", "conse") if m not in skip]
+        labelled = labelled_protocol.run(X, P, labels, head, wv, class_vectors, space, methods, args.labelled_seeds,
+                                         args.photos)
+        labelled.pop("examples", None)
+        labelled_protocol.print_table(labelled)
+        if args.calibrate:
+            labelled["calibration"] = calibration = labelled_protocol.calibrate(X, P, labels, head, wv, class_vectors,
+                                                                                space, args.photos)
+            c = calibration["chosen"]
+            print(f"\ncalibrated on half A: association threshold {c['ASSOCIATION_STRONG_CSLS']}, sibling depth "
+                  f"{c['SIBLING_DEPTH']} (shipped: {calibration['shipped']}); on half B: related P@10 "
+                  f"{c['related_p_at_10_half_b']:.3f}, strong precision {c['strong_precision_half_b']:.3f}, "
+                  f"absent honesty {c['absent_honesty_half_b']:.3f}")
+    if "zero-shot" not in protocols:
+        if labelled is not None:
+            old = json.loads(args.out.read_text()) if args.out.exists() else {}
+            args.out.write_text(json.dumps({**old, "labelled": labelled}, indent=2) + "\n")
+        return
     per_seed: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in rows}
     splits = []
     for seed in range(args.seeds):
@@ -402,15 +432,13 @@ def main() -> None:
         train_labels: list[str | None] = [None] * len(labels)
         for i in train:
             train_labels[i] = labels[i]
-        fits: dict[tuple[str, str], Any] = {}
-        for name, method, projection, parts in rows:
+        fits: dict[str, Any] = {}
+        for name, method, parts in rows:
             started = time.perf_counter()
-            if (method, projection) not in fits:
-                model = fit_semantic(
-                    X, P, train_labels, wv, class_vectors, method=method, seed=seed, projection=projection, head=head
-                )
-                fits[method, projection] = (model, model.image_vectors(X, P), time.perf_counter() - started)
-            model, vectors, seconds = fits[method, projection]
+            if method not in fits:
+                model = fit_semantic(X, P, train_labels, wv, class_vectors, method=method, seed=seed, head=head)
+                fits[method] = (model, model.image_vectors(X, P), time.perf_counter() - started)
+            model, vectors, seconds = fits[method]
             started = time.perf_counter()
             classes = None
             if "smooth" in parts and model.needs_probs:
@@ -468,6 +496,7 @@ def main() -> None:
         "summary": summary,
         "per_seed": per_seed,
         "one_of_a_kind": alone,
+        "labelled": labelled,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -14,6 +14,7 @@ import click
 
 from semsearch_sqlite import __version__
 from semsearch_sqlite.errors import SemsearchError
+from semsearch_sqlite.model.methods import METHODS, methods_help
 
 TABLE_MAX_WIDTH = 60
 DUPLICATE_COLUMNS = ["group", "image_id", "path", "label", "distance", "size", "resolution", "date"]
@@ -231,7 +232,7 @@ class _Bar:
 @click.option("--vocab-size", type=click.IntRange(100), help="Keep the N most frequent words [default: 50000]")
 @click.option("--vocab-file", type=click.Path(exists=True, dir_okay=False), help="Extra words to keep, one per line")
 @click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), help="CSV of path,label instead of folder names")
-@click.option("--method", help="Word-space model: auto (default: joint labels + ImageNet classes), joint, gated, blend, ridge, mlp, hinge, conse")
+@click.option("--method", type=click.Choice(METHODS), help=methods_help())
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True)
 @click.option("--originals", is_flag=True, help="Store the original file bytes instead of a 1024px display copy")
 @click.option("--prune", is_flag=True, help="Remove the rows of files gone from IMAGES even when they are many "
@@ -300,7 +301,7 @@ def _semantic_line(report: dict[str, Any]) -> str:
     fit = {**report, **(report.get("projection_report") or {})}
     parts = [f"word space: {report.get('method')}"]
     for key, name in (("labelled", "labelled images"), ("label_count", "labels"), ("train_cosine", "train cosine"),
-                      ("val_cosine", "validation cosine"), ("seen_share", "share gated to the projection"),
+                      ("val_cosine", "validation cosine"),
                       ("train_accuracy", "train accuracy"), ("match_strong_distance", "strong-match distance"),
                       ("seconds", "seconds")):
         value = fit.get(key)
@@ -345,9 +346,9 @@ def vocab(db: Path, glove: str | None, vocab_size: int | None, vocab_file: str |
 
 @cli.command()
 @click.argument("db", type=click.Path(exists=True, dir_okay=False))
-@click.option("--method", help="auto (default: joint labels + ImageNet classes), joint, gated, blend, ridge, mlp, hinge, conse")
+@click.option("--method", type=click.Choice(METHODS), help=methods_help())
 @click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), help="CSV of path,label to train on")
-@click.option("--epochs", type=click.IntRange(1), help="Epochs for mlp/hinge")
+@click.option("--epochs", type=click.IntRange(1), help="Epochs for mlp")
 @click.option("--tags", "n_tags", type=click.IntRange(0, 100), default=10, show_default=True, help="Tags stored per image")
 @click.option("-q", "--quiet", is_flag=True)
 @handle_errors

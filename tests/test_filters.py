@@ -14,7 +14,7 @@ import semsearch_sqlite
 from semsearch_sqlite.cli import cli
 from semsearch_sqlite.errors import QueryError
 from semsearch_sqlite.queries.filters import Filter
-from semsearch_sqlite.queries.search import similar_images, similar_to_image, space_matrix, text_vector, visual_feedback
+from semsearch_sqlite.queries.search import similar_images, similar_to_image
 from semsearch_sqlite.queries.sqlfuncs import register_functions
 from semsearch_sqlite.storage.store import connect
 
@@ -38,11 +38,10 @@ def conn(db: Path) -> sqlite3.Connection:
 
 
 def nearest_among(conn: sqlite3.Connection, query: str, k: int, keep: set[int]) -> list[int]:
-    """The oracle: rank every image in the semantic space, keep the allowed ones in
-    order, then the text search's visual re-ranking among them."""
-    m = space_matrix(conn, "semantic")
-    everything = m.top_k(text_vector(conn, query)[0], len(COLOURS) * DATED_PHOTOS_PER_LABEL)
-    return [i for i, _ in visual_feedback(conn, [(i, d) for i, d in everything if i in keep])[:k]]
+    """The oracle: rank every image as text search does (every photo here is labelled: by
+    its label's relation to the query, tests/test_search_kinds.py), keep the allowed ones in order."""
+    everything = similar_images(conn, query, len(COLOURS) * DATED_PHOTOS_PER_LABEL).hits
+    return [h.image_id for h in everything if h.image_id in keep][:k]
 
 
 def ids_where(conn: sqlite3.Connection, sql: str) -> set[int]:

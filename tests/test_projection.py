@@ -1,4 +1,4 @@
-"""The image->word model: projections (Keras and closed form), ConSE, and the gated combination.
+"""The image->word model: projections (Keras and closed form), ConSE, and the four methods.
 
 Features are synthetic but structured (a Gaussian cluster per label, 64-d); labels and
 queries are real GloVe words; class probabilities point at real ImageNet classes.
@@ -95,15 +95,6 @@ def test_label_word_retrieves_its_images(mlp: tuple[Projection, np.ndarray, list
         assert _precision_at_10(vectors, labels, word, glove) >= 0.8  # chance: 0.25
 
 
-def test_hinge_rank_loss_trains(glove: WordVectors) -> None:
-    X, _, labels = _data(list(SEEN))
-    proj = fit_projection(X, _targets(glove, labels), "hinge", seed=0, epochs=10, word_vectors=glove)
-    assert proj.report["train_loss"] < proj.report["first_loss"]
-    np.testing.assert_allclose(proj.project(X), proj.keras_model().predict(X, verbose=0), atol=1e-5)
-    X2, _, labels2 = _data(list(SEEN), seed=1)
-    assert _precision_at_10(proj.project(X2), labels2, "dog", glove) >= 0.8
-
-
 def test_ridge_is_closed_form_and_round_trips(glove: WordVectors) -> None:
     X, _, labels = _data(list(SEEN))
     epochs_seen: list[int] = []
@@ -168,31 +159,30 @@ def test_conse_top_and_shape_check(classes: tuple[list[str], np.ndarray]) -> Non
 
 
 # -- the combination -------------------------------------------------------------------------
-def test_gated_model_finds_seen_and_unseen_words(glove: WordVectors, classes: tuple[list[str], np.ndarray]) -> None:
+def test_four_methods_and_the_fallbacks(glove: WordVectors, classes: tuple[list[str], np.ndarray]) -> None:
     _, class_vectors = classes
     X, P, labels = _data(list(SEEN) + list(UNSEEN))
     train = [lab if lab in SEEN else None for lab in labels]  # ship and banana are never labelled
+    # without the backbone's classifier weights the default is the closed-form projection
     model = fit_semantic(X, P, train, glove, class_vectors, method="auto", seed=0)
-    assert model.method == "gated"
-    assert model.label_words == sorted(SEEN, key=list(SEEN).index)
-    g = model.gate.seen_probability(X)
-    unseen = np.isin(labels, list(UNSEEN))
-    assert g[~unseen].min() > g[unseen].max()
-    assert g[~unseen].mean() > 0.9 and g[unseen].mean() < 0.5
-    vectors = model.image_vectors(X, P)
-    assert vectors.shape == (len(X), glove.dim)
-    for word in list(SEEN) + list(UNSEEN):
-        assert _precision_at_10(vectors, labels, word, glove) >= 0.8, word  # chance: 1/6
-    # the plain projection can't find the words it never saw
-    ridge = fit_semantic(X, P, train, glove, class_vectors, method="ridge")
-    assert _precision_at_10(ridge.image_vectors(X, P), labels, "banana", glove) < 0.5
-
+    assert model.method == "ridge" and model.label_words == sorted(SEEN, key=list(SEEN).index)
+    for word in SEEN:
+        assert _precision_at_10(model.image_vectors(X, P), labels, word, glove) >= 0.8, word
+    # the plain projection can't find the words it never saw; ConSE can
+    assert _precision_at_10(model.image_vectors(X, P), labels, "banana", glove) < 0.5
+    conse = fit_semantic(X, P, train, glove, class_vectors, method="conse")
+    assert _precision_at_10(conse.image_vectors(X, P), labels, "banana", glove) >= 0.8
+    for dropped in ("gated", "blend", "hinge"):
+        with pytest.raises(ProjectionError, match="unknown word-space method"):
+            fit_semantic(X, P, train, glove, class_vectors, method=dropped)
+        with pytest.raises(ProjectionError, match="no longer offered; re-run train"):
+            SemanticModel.from_arrays({}, {"method": dropped})
 
 def test_semantic_model_round_trips_through_json(glove: WordVectors, classes: tuple[list[str], np.ndarray]) -> None:
     _, class_vectors = classes
     X, P, labels = _data(["cat", "dog", "ship"])
     train = [lab if lab != "ship" else None for lab in labels]
-    for method in ("gated", "blend", "ridge", "conse"):
+    for method in ("ridge", "conse"):
         model = fit_semantic(X, P, train, glove, class_vectors, method=method)
         config = json.loads(json.dumps(model.config))  # what the models table holds
         again = SemanticModel.from_arrays(model.to_arrays(), {**config, "seconds": 1.0, "trained_at": "x"})
@@ -205,7 +195,7 @@ def test_no_labels_means_conse_only(glove: WordVectors, classes: tuple[list[str]
     _, class_vectors = classes
     X, P, labels = _data(["cat", "ship"])
     model = fit_semantic(X, P, [None] * len(labels), glove, class_vectors)
-    assert model.method == "conse" and model.projection is None and model.gate is None
+    assert model.method == "conse" and model.projection is None
     np.testing.assert_allclose(model.image_vectors(None, P), conse_vectors(P, class_vectors), atol=1e-6)
     assert _precision_at_10(model.image_vectors(X, P), labels, "cat", glove) == 1.0
     with pytest.raises(ProjectionError, match="--method ridge needs labelled images"):
@@ -217,13 +207,13 @@ def test_unknown_label_words_are_skipped_and_reported(glove: WordVectors, classe
     X, P, labels = _data(["cat", "dog", "car"])
     renamed = ["xqzzyvk_blorptz" if lab == "car" else lab for lab in labels]
     model = fit_semantic(X, P, renamed, glove, class_vectors)
-    assert model.method == "gated"
+    assert model.method == "ridge"
     assert model.report["skipped_labels"] == ["xqzzyvk_blorptz"]
     assert model.report["train_images"] == 2 * PER_LABEL
     gibberish = ["xqzzyvk_blorptz"] * len(labels)
     assert fit_semantic(X, P, gibberish, glove, class_vectors).method == "conse"
     with pytest.raises(ProjectionError, match="unknown label words: xqzzyvk_blorptz"):
-        fit_semantic(X, P, gibberish, glove, class_vectors, method="gated")
+        fit_semantic(X, P, gibberish, glove, class_vectors, method="ridge")
 
 
 def test_model_without_probabilities(glove: WordVectors, classes: tuple[list[str], np.ndarray]) -> None:
@@ -232,9 +222,9 @@ def test_model_without_probabilities(glove: WordVectors, classes: tuple[list[str
     model = fit_semantic(X, None, labels, glove, class_vectors)
     assert model.method == "ridge" and not model.needs_probs
     assert model.image_vectors(X, None).shape == (len(X), glove.dim)
-    gated = fit_semantic(X, P, labels, glove, class_vectors)
+    conse = fit_semantic(X, P, labels, glove, class_vectors, method="conse")
     with pytest.raises(ProjectionError, match="needs ImageNet class probabilities"):
-        gated.image_vectors(X, None)
+        conse.image_vectors(X, None)
     with pytest.raises(ProjectionError, match="unknown word-space method 'magic'"):
         fit_semantic(X, P, labels, glove, class_vectors, method="magic")
     with pytest.raises(ProjectionError, match="needs ImageNet class probabilities"):

@@ -85,7 +85,7 @@ def test_joint_needs_the_imagenet_head(glove: WordVectors, classes) -> None:
     X, P, labels, _head = _data()
     with pytest.raises(ProjectionError, match="--method joint needs the backbone's ImageNet classifier weights"):
         fit_semantic(X, P, labels, glove, class_vectors, method="joint")
-    assert fit_semantic(X, P, labels, glove, class_vectors, method="auto").method == "gated"
+    assert fit_semantic(X, P, labels, glove, class_vectors, method="auto").method == "ridge"
 
 
 def test_match_cue_is_calibrated_on_true_matches(glove: WordVectors, classes) -> None:

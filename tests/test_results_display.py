@@ -17,7 +17,6 @@ from datasette.app import Datasette
 import semsearch_sqlite
 from semsearch_sqlite.cli import cli
 from semsearch_sqlite.model.semantic import MATCH_META
-from semsearch_sqlite.queries.search import ImageHit, Results, ranked_by_score
 from semsearch_sqlite.storage.store import Store
 
 K = 8
@@ -43,20 +42,6 @@ def dbs(plugin_photos: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
     some = (distances[2] + distances[3]) / 2
     return {"none": _with_threshold(src, root / "none.db", 0.0), "all": _with_threshold(src, root / "all.db", 2.0),
             "some": _with_threshold(src, root / "some.db", some)}
-
-
-def test_strong_hits_come_first_and_scores_fall_down_the_list() -> None:
-    hits = [ImageHit(1, "a", None, 0.40, 1, "weak"), ImageHit(2, "b", None, 0.20, 2, "strong"),
-            ImageHit(3, "c", None, 0.25, 3, "strong"), ImageHit(4, "d", None, 0.35, 4, "weak")]
-    res = ranked_by_score(Results(hits), 0.3)
-    assert [h.image_id for h in res.hits] == [2, 3, 1, 4] and res.strong == 2
-    assert [h.rank for h in res.hits] == [1, 2, 3, 4]
-    scores = [h.score for h in res.hits]
-    assert scores == sorted(scores, reverse=True)
-    assert min(scores[:2]) >= 0.5 > max(scores[2:])
-    # a score the ranking set is kept
-    kept = ranked_by_score(Results([ImageHit(5, "e", None, 0.9, 1, "strong", 0.93)], strong=1), 0.3)
-    assert kept.hits[0].score == 0.93
 
 
 def test_python_results_carry_the_strong_count_and_scores(dbs: dict[str, str]) -> None:

@@ -1,8 +1,6 @@
 """The DeViSE-style projection: image features -> word space, as a stack of numpy ops
-trained by Keras (the talk's MLP with cosine loss, or DeViSE's hinge rank loss) or in
-closed form (ridge), with a numpy forward pass so stored models need no TensorFlow.
-
-How it is combined with ConSE, and why, is in :mod:`semsearch_sqlite.semantic_model`.
+trained by Keras (the talk's MLP with cosine loss) or in closed form (ridge), with a
+numpy forward pass so stored models need no TensorFlow (the methods: ``model/semantic.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from semsearch_sqlite.errors import ProjectionError
 from semsearch_sqlite.vectors.maths import unit_rows
 
 
-PROJECTION_METHODS = ("ridge", "mlp", "hinge")
+PROJECTION_METHODS = ("ridge", "mlp")
 DEFAULT_PROJECTION = "ridge"
 
 # the talk's network: Dense -> BatchNorm -> relu -> Dropout(0.5) -> Dense -> BatchNorm, cosine loss
@@ -31,9 +29,6 @@ MIN_DELTA = 1e-3
 LEARNING_RATE = 1e-2
 BN_EPSILON = 1e-3
 MLP_OPS = ("standardise", "dense", "batchnorm", "relu", "dense", "batchnorm")
-# DeViSE hinge rank loss
-HINGE_MARGIN = 0.1
-HINGE_VOCAB_NEGATIVES = 256
 # ridge: alpha (times the number of rows) chosen on the validation rows
 RIDGE_ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 RIDGE_DEFAULT_ALPHA = 1.0
@@ -112,7 +107,7 @@ def _expected_keys(ops: list[str]) -> list[str]:
     return [f"{i}.{n}" for i, op in enumerate(ops) for n in names.get(op, ())]
 
 
-def import_keras(what: str = "an mlp or hinge projection") -> Any:
+def import_keras(what: str = "an mlp projection") -> Any:
     from semsearch_sqlite.model import keras_env
 
     return keras_env.import_keras(what)
@@ -170,12 +165,11 @@ def fit_projection(
     Args:
         X: backbone features of the labelled images [n, D].
         Y: the unit word vector of each image's label [n, W].
-        method: ``ridge`` (closed form), ``mlp`` (the talk's network, cosine loss) or
-            ``hinge`` (the same network, DeViSE hinge rank loss, margin 0.1).
+        method: ``ridge`` (closed form) or ``mlp`` (the talk's network, cosine loss).
         seed: seeds the validation split and Keras.
         val_split: share of the rows (per label) held out for early stopping / alpha.
-        epochs: most epochs for ``mlp``/``hinge`` (early stopping usually ends sooner).
-        word_vectors: for ``hinge``, adds frequent words as negatives besides the other labels.
+        epochs: most epochs for ``mlp`` (early stopping usually ends sooner).
+        word_vectors: unused (kept for callers of the dropped hinge loss).
         on_epoch: called with (epoch, logs) after each Keras epoch.
 
     Raises:
@@ -279,7 +273,7 @@ def _fit_keras(X: np.ndarray, Y: np.ndarray, train: np.ndarray, val: np.ndarray,
     mean, std = _standardiser(X[train])
     ops = list(MLP_OPS)
     model = _build_keras(keras, ops, X.shape[1], {"0.mean": mean, "0.std": std}, trained=False, output_dim=Y.shape[1])
-    loss: Any = keras.losses.CosineSimilarity() if method == "mlp" else _hinge_loss(keras, Y[train], word_vectors, seed)
+    loss: Any = keras.losses.CosineSimilarity()
     model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=loss)
     callbacks: list[Any] = []
     if len(val):
@@ -312,28 +306,3 @@ def _fit_keras(X: np.ndarray, Y: np.ndarray, train: np.ndarray, val: np.ndarray,
     proj = Projection(method, {k: np.asarray(v, np.float32) for k, v in arrays.items()}, config, report)
     proj._keras = model
     return proj
-
-
-def _hinge_loss(keras: Any, Ytrain: np.ndarray, word_vectors: Any, seed: int) -> Callable[[Any, Any], Any]:
-    """DeViSE hinge rank loss: sum_j max(0, margin - t_label.v + t_j.v) over negative words t_j
-    (the other labels, plus frequent words when ``word_vectors`` has a word list)."""
-    ops = keras.ops
-    negatives = [np.unique(np.round(Ytrain, 6), axis=0)]
-    words = getattr(word_vectors, "words", None)
-    if words is not None:
-        pool = [w for w in list(words[:20000]) if w.isalpha() and len(w) > 2]
-        rng = np.random.default_rng(seed)
-        picked = rng.choice(len(pool), size=min(HINGE_VOCAB_NEGATIVES, len(pool)), replace=False) if pool else []
-        vecs = [word_vectors.get(pool[i]) for i in picked]
-        vecs = [v for v in vecs if v is not None]
-        if vecs:
-            negatives.append(np.vstack(vecs))
-    L = ops.convert_to_tensor(unit_rows(np.vstack(negatives)).astype(np.float32))
-
-    def hinge_rank(y_true: Any, y_pred: Any) -> Any:
-        positive = ops.sum(y_true * y_pred, axis=-1, keepdims=True)
-        scores = ops.matmul(y_pred, ops.transpose(L))
-        is_label = ops.cast(ops.matmul(y_true, ops.transpose(L)) > 0.9999, "float32")
-        return ops.sum(ops.relu(HINGE_MARGIN - positive + scores) * (1.0 - is_label), axis=-1)
-
-    return hinge_rank

@@ -1,42 +1,18 @@
-"""Image features -> word space: the DeViSE-style projections, ConSE, and the joint
-classifier that every database uses by default.
+"""Image features -> word space: the models a collection's photos are placed in GloVe
+space with, and the strong/weak cue of text hits.
 
-Two ways put an image into GloVe space, and each fails where the other works:
+Four methods (``model/methods.py``):
 
-* a **projection** trained on the labelled images (the talk's MLP with cosine loss,
-  DeViSE's hinge rank loss, or closed-form ridge) maps an image of a *seen* label near
-  that label's word, but maps an image of any other kind onto the nearest seen label as
-  well, so words never used as a label find almost nothing;
-* **ConSE** (Norouzi et al. 2014) needs no training: the probability-weighted mean of the
-  word vectors of the backbone's top ImageNet classes. It reaches any word near an
-  ImageNet class, but is blurry on the user's own labels.
+* ``joint`` (the default): the user's labels become extra classes of one softmax beside the
+  backbone head's 1000 ImageNet classes (a logistic regression of the labels on the
+  standardised features, against the head's fixed logits); a photo's vector is the ConSE
+  mean over the top classes of that joint distribution. A photo of a labelled kind lands
+  on its label's word; a photo of another kind is left to the ImageNet classes;
+* ``mlp``, the talk's model, and ``ridge``: a projection regressed onto the labels' word
+  vectors (``model/projection.py``);
+* ``conse`` (Norouzi et al. 2014), no labels needed: the probability-weighted mean word
+  vector of the backbone's top ImageNet classes.
 
-The default, ``joint``, treats the user's labels as ConSE treats ImageNet's classes: they
-become extra classes of one softmax beside the backbone head's 1000 (a multinomial
-logistic regression of the labels on the standardised features, trained on the labelled
-images against the head's fixed logits), and an image's vector is the ConSE mean over the
-top classes of that joint distribution. A new photo of a labelled kind lands on its
-label's word, which is sharper than a regression onto word vectors (a projection blurs
-"helicopter" towards "airplanes"); a photo of another kind is left to the ImageNet
-classes because their logits outbid the labels there, the role the novelty gate of
-``gated`` (round 1, still available) played with a separately calibrated threshold.
-Query vectors stay plain word vectors; the classifier's weights, the label and class
-vectors are numpy arrays plus JSON (``to_arrays``/``from_arrays``), the head is the
-database's stored ``classifier`` model, so new images need no TensorFlow.
-
-Four more steps turn the joint model into what search uses (round 2): the stored
-vectors are smoothed over each photo's visual neighbours (:func:`collection_semantics`),
-query words are anchored to their WordNet kin ImageNet classes
-(``text/wordnet.py``), the first text hits are re-ranked by their visual agreement
-with the best ones (``vectors/rerank.py``), and each photo's tags are its most
-probable classes and the WordNet kinds they belong to (:func:`class_tags`).
-
-Measured by ``benchmarks/semantic.py``, the 50-label protocol: 1,965 Caltech-101 photos
-of the two dev sets, 5 seeds, each holding 20 labels out (zero-shot); of each of the 30
-seen labels 15 photos labelled and 10 unlabelled; P@10 of each label's words as a text
-query among the unlabelled photos; tag@5 over the stored vocabulary. EfficientNet-Lite0:
-
-=======================================  ===========  ==============  ==========  ==========
 method (each as search uses it)          seen P@10    zero-shot P@10  tag@5 seen  tag@5 z-s
 =======================================  ===========  ==============  ==========  ==========
 the talk's MLP, cosine loss              0.886        0.097           0.906       0.040
@@ -69,6 +45,13 @@ classifier (seen tags +1.7, zero-shot P@10 -0.8 to -2), nouns-only or singular-o
 (cleaner lists, same figures), features averaged with the mirrored photo's (+0.5 tags, twice the CNN time). Mean-of-words multi-word labels are kept; a SIF-weighted
 mean (rare words weigh more: "flamingo" over "head") gained 2 points of zero-shot P@10
 and is left for later.
+=======
+The stored vectors are smoothed over each photo's visual neighbours
+(:func:`collection_semantics`), tags start with each photo's most probable classes
+(:func:`class_tags`), and the fit records each label's WordNet kinds and class evidence
+for search (``model/relations.py``). Arrays are numpy plus JSON (``to_arrays`` /
+``from_arrays``), so new photos need no TensorFlow. Measured by ``benchmarks/semantic.py``;
+what was tried and not kept is in docs/research.md.
 """
 
 from __future__ import annotations
@@ -83,7 +66,9 @@ import numpy as np
 
 from semsearch_sqlite.errors import ProjectionError
 from semsearch_sqlite.model.conse import CONSE_TOP, conse_vectors, imagenet_class_names
-from semsearch_sqlite.model.projection import DEFAULT_PROJECTION, PROJECTION_METHODS, Projection, fit_projection
+from semsearch_sqlite.model.methods import METHODS
+from semsearch_sqlite.model.relations import label_evidence, label_kinds
+from semsearch_sqlite.model.projection import Projection, fit_projection
 from semsearch_sqlite.model.smoothing import (SMOOTH_NEIGHBOURS, TAG_CLASSES, fit_smoothing, smooth_rows,
                                               smoothed_top_classes, top_classes)
 from semsearch_sqlite.storage.models import CLASS_METHODS, CLASSIFIER_MODEL, SEMANTIC_MODEL, load_model
@@ -91,70 +76,10 @@ from semsearch_sqlite.text.wordnet import anchored
 from semsearch_sqlite.vectors.maths import unit, unit_rows
 from semsearch_sqlite.vectors.neighbours import nearest_rows
 
-METHODS = ("auto", "joint", "gated", "blend", "ridge", "mlp", "hinge", "conse")
 MODEL_VERSION = 1
 # the joint classifier (labels beside the ImageNet classes): L2 weight and gradient steps
 JOINT_L2 = 1e-2
 JOINT_STEPS = 300
-# the novelty gate: logistic width as a share of the (own - other) median gap
-GATE_WIDTH = 0.15
-# blend: fixed weight of the projection
-BLEND_ALPHA = 0.4
-
-
-# -- the novelty gate ------------------------------------------------------------------------
-@dataclass
-class NoveltyGate:
-    """How much an image looks like the labelled training images (1) or like none (0)."""
-
-    mean: np.ndarray  # [D] training-feature mean (centring)
-    centroids: np.ndarray  # [C, D] unit centroids of the centred, unit features per label
-    threshold: float
-    width: float
-
-    def similarity(self, X: np.ndarray) -> np.ndarray:
-        """Cosine of each image's centred features to the nearest label centroid."""
-        F = unit_rows(np.asarray(X, np.float32) - self.mean)
-        return (F @ self.centroids.T).max(axis=1)
-
-    def seen_probability(self, X: np.ndarray) -> np.ndarray:
-        """The gate g in [0, 1] per image."""
-        z = (self.similarity(X) - self.threshold) / self.width
-        return (1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))).astype(np.float32)
-
-
-def fit_gate(X: np.ndarray, label_index: np.ndarray) -> tuple[NoveltyGate, dict[str, Any]]:
-    """Calibrate the gate on the training images alone.
-
-    "Seen" similarities: each image to its own label's centroid, leaving itself out;
-    "unseen" stand-ins: each image to the best centroid of another label. The threshold
-    is the midpoint of their medians, the logistic width GATE_WIDTH of their gap.
-
-    Raises:
-        ProjectionError: fewer than 2 labels (no "other label" to calibrate against).
-    """
-    X = np.asarray(X, np.float32)
-    own = np.asarray(label_index)
-    n_labels = int(own.max()) + 1 if len(own) else 0
-    if n_labels < 2:
-        raise ProjectionError("the gated model needs images of at least 2 different labels; use --method conse or ridge")
-    mean = X.mean(0)
-    F = unit_rows(X - mean)
-    sums = np.eye(n_labels, dtype=np.float32)[own].T @ F  # per-label sums of the unit rows
-    counts = np.bincount(own, minlength=n_labels)
-    centroids = unit_rows(sums)
-    others = F @ centroids.T
-    others[np.arange(len(F)), own] = -np.inf
-    negative = others.max(1)
-    several = counts[own] > 1
-    positive = np.sum(F[several] * unit_rows(sums[own[several]] - F[several]), axis=1)
-    neg_med = float(np.median(negative))
-    pos_med = float(np.median(positive)) if len(positive) else (1.0 + neg_med) / 2
-    gap = max(pos_med - neg_med, 1e-3)
-    gate = NoveltyGate(mean.astype(np.float32), centroids.astype(np.float32), neg_med + gap / 2, GATE_WIDTH * gap)
-    report = {"gate_own_median": round(pos_med, 4), "gate_other_median": round(neg_med, 4),
-              "gate_threshold": round(gate.threshold, 4)}
-    return gate, report
 
 
 # -- the joint classifier: the user's labels as extra classes beside ImageNet's ----------------
@@ -249,14 +174,12 @@ def fit_label_classifier(X: np.ndarray, label_index: np.ndarray, label_vectors: 
 class SemanticModel:
     """What turns an image's features (and class probabilities) into its word-space vector.
 
-    ``method`` is one of ``gated`` (the default), ``blend``, ``ridge``, ``mlp``, ``hinge``
-    or ``conse``. Everything lives in numpy arrays + a JSON config.
+    ``method`` is one of :data:`METHODS`. Everything lives in numpy arrays + a JSON config.
     """
 
     method: str
     projection: Projection | None = None
     class_vectors: np.ndarray | None = None
-    gate: NoveltyGate | None = None
     config: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     classifier: LabelClassifier | None = None
@@ -294,20 +217,11 @@ class SemanticModel:
             assert self.class_vectors is not None
             logits = np.asarray(X, np.float32) @ self.head[0] + self.head[1]
             return self.vectors_from_classes(self.classifier.probabilities(X, logits))
-        conse = self.vectors_from_classes(probs) if self.class_vectors is not None else None
         if self.projection is None:
-            assert conse is not None
-            return conse
+            return self.vectors_from_classes(probs)
         if X is None:
             raise ProjectionError(f"the {self.method} word-space model needs the images' features")
-        projected = self.projection.project(X)
-        if conse is None:
-            return projected
-        if self.gate is not None:
-            g = self.gate.seen_probability(X)[:, None]
-        else:
-            g = np.full((len(projected), 1), float(self.config.get("blend_alpha", BLEND_ALPHA)), np.float32)
-        return unit_rows(g * projected + (1 - g) * conse)
+        return self.projection.project(X)
 
     def vectors_from_classes(self, probabilities: np.ndarray) -> np.ndarray:
         """Unit ConSE vectors [n, W] of a class distribution (:meth:`class_probabilities`'
@@ -343,9 +257,6 @@ class SemanticModel:
             arrays.update({f"projection.{k}": v for k, v in self.projection.to_arrays().items()})
         if self.class_vectors is not None:
             arrays["class_vectors"] = np.asarray(self.class_vectors, np.float32)
-        if self.gate is not None:
-            arrays["gate.mean"] = self.gate.mean
-            arrays["gate.centroids"] = self.gate.centroids
         if self.classifier is not None:
             for name in ("mean", "std", "kernel", "bias", "label_vectors"):
                 arrays[f"joint.{name}"] = np.asarray(getattr(self.classifier, name), np.float32)
@@ -365,13 +276,8 @@ class SemanticModel:
             projection = Projection.from_arrays(
                 {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}, config["projection"])
         class_vectors = np.asarray(arrays["class_vectors"], np.float32) if "class_vectors" in arrays else None
-        gate = None
-        if isinstance(config.get("gate"), dict):
-            if "gate.mean" not in arrays or "gate.centroids" not in arrays:
-                raise ProjectionError("the stored gated model lacks its gate arrays; re-run train")
-            g = config["gate"]
-            gate = NoveltyGate(np.asarray(arrays["gate.mean"], np.float32), np.asarray(arrays["gate.centroids"], np.float32),
-                               float(g["threshold"]), float(g["width"]))
+        if method not in METHODS:  # gated, blend, hinge: research methods this version dropped
+            raise ProjectionError(f"the stored word-space model ({method or 'unknown'}) is no longer offered; re-run train")
         classifier = None
         if method == "joint":
             names = ("mean", "std", "kernel", "bias", "label_vectors")
@@ -380,8 +286,7 @@ class SemanticModel:
             classifier = LabelClassifier(*(np.asarray(arrays[f"joint.{n}"], np.float32) for n in names))
         if projection is None and class_vectors is None:
             raise ProjectionError("the stored word-space model has neither a projection nor class vectors; re-run train")
-        return cls(method or ("conse" if projection is None else projection.method), projection, class_vectors, gate,
-                   dict(config), dict(config.get("fit_report", {})), classifier, head)
+        return cls(method, projection, class_vectors, dict(config), dict(config.get("fit_report", {})), classifier, head)
 
 
 def fit_semantic(
@@ -393,7 +298,6 @@ def fit_semantic(
     method: str = "auto",
     seed: int = 0,
     *,
-    projection: str = DEFAULT_PROJECTION,
     epochs: int | None = None,
     val_split: float = 0.1,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
@@ -407,39 +311,79 @@ def fit_semantic(
         labels: each image's label (folder name) or None; only labelled images train.
         wv: word lookup with ``phrase(text)`` (and ``get``); labels map through ``phrase``.
         class_vectors: :func:`class_word_vectors` of the ImageNet classes [C, W].
-        method: ``auto`` (``gated`` when there are >= 2 label words and probabilities,
-            else what the data allow), ``gated``, ``blend``, ``ridge``, ``mlp``, ``hinge``, ``conse``.
+        method: ``auto`` (``joint`` given ``head``, labels and probabilities; else ``conse``
+            without labels, ``ridge`` without probabilities or head) or one of :data:`METHODS`.
         seed: seeds the validation split and Keras.
-        projection: the projection inside ``gated``/``blend``: ``ridge``, ``mlp`` or ``hinge``.
-        epochs: most epochs for ``mlp``/``hinge``.
-        head: the backbone's ImageNet classifier (kernel [D, C], bias [C]); ``joint``
-            needs it, and ``auto`` picks ``joint`` when it is given.
+        epochs: most epochs for ``mlp``.
+        head: the backbone's ImageNet classifier (kernel [D, C], bias [C]); ``joint`` needs it.
 
-    A label GloVe lacks but WordNet relates to ImageNet classes ("gerenuk") is the mean
-    vector of its kin classes (:func:`semsearch_sqlite.text.wordnet.anchored`). Labels
-    none of whose words are known are skipped (listed in ``report["skipped_labels"]``);
-    if no label is left, ``auto`` falls back to ConSE and the other projection methods raise.
+    A label GloVe lacks ("gerenuk") is the mean vector of its WordNet kin classes; labels
+    none of whose words are known are skipped (``report["skipped_labels"]``).
 
     Raises:
         ProjectionError: the method can't be fitted on this data (the message says why and what to use).
     """
     started = time.perf_counter()
-    if method not in METHODS:
+    if method != "auto" and method not in METHODS:
         raise ProjectionError(f"unknown word-space method {method!r}; use one of {', '.join(METHODS)}")
-    if projection not in PROJECTION_METHODS:
-        raise ProjectionError(f"unknown projection {projection!r}; use one of {', '.join(PROJECTION_METHODS)}")
     X = np.asarray(X, np.float32)
-    if probs is not None:
-        probs = np.asarray(probs, np.float32)
-        if len(probs) != len(X):
-            raise ProjectionError(f"{len(X)} feature rows but {len(probs)} probability rows")
-    if len(labels) != len(X):
-        raise ProjectionError(f"{len(X)} feature rows but {len(labels)} labels")
+    probs = None if probs is None else np.asarray(probs, np.float32)
+    if (probs is not None and len(probs) != len(X)) or len(labels) != len(X):
+        raise ProjectionError(f"{len(X)} feature rows but {len(labels)} labels and "
+                              f"{'no' if probs is None else len(probs)} probability rows")
     have_conse = probs is not None and class_vectors is not None
+    rows, targets, label_names, label_ids, skipped = _label_targets(labels, wv, class_vectors)
+    chosen = _choose_method(method, bool(rows), len(label_names), have_conse, head is not None, skipped)
+    report: dict[str, Any] = {"train_images": len(rows), "label_count": len(label_names),
+                              "skipped_labels": sorted(skipped)}
+    config: dict[str, Any] = {"method": chosen, "model_version": MODEL_VERSION, "conse_top": CONSE_TOP,
+                              "labels": label_names}
+    ids = np.array(label_ids, np.int64)
+    label_vectors = np.vstack([targets[label_ids.index(k)] for k in range(len(label_names))]) if rows else None
+    proj = clf = None
+    if chosen == "joint":
+        assert head is not None and label_vectors is not None
+        head = (np.asarray(head[0], np.float32), np.asarray(head[1], np.float32))
+        clf, clf_report = fit_label_classifier(X[rows], ids, label_vectors, X[rows] @ head[0] + head[1])
+        config["joint"] = {"l2": JOINT_L2, "steps": JOINT_STEPS}
+        report.update(clf_report)
+    elif chosen != "conse":
+        proj = fit_projection(X[rows], np.vstack(targets), chosen, seed=seed, val_split=val_split, epochs=epochs,
+                              word_vectors=wv, on_epoch=on_epoch)
+        config["projection"] = proj.config
+        report["projection_report"] = proj.report
+    if chosen in CLASS_METHODS and rows:
+        smoothing = fit_smoothing(X[rows], ids, seed)
+        if smoothing is not None:
+            config["smoothing"] = smoothing
+            report["smoothing"] = smoothing
+    if label_names:  # the senses each label's photos show, for search (model/relations.py)
+        config.update(_label_relations(label_names, None if probs is None else probs[rows], ids))
+    cv = np.asarray(class_vectors, np.float32) if have_conse and chosen in CLASS_METHODS else None
+    model = SemanticModel(chosen, proj, cv, config, report, clf, head if chosen == "joint" else None)
+    if rows and have_conse:
+        assert probs is not None and label_vectors is not None
+        report[MATCH_META] = calibrate_match(conse_vectors(probs[rows], np.asarray(class_vectors, np.float32),
+                                                           CONSE_TOP), ids, label_vectors)
+    report["fit_seconds"] = round(time.perf_counter() - started, 3)
+    config["fit_report"] = dict(report)
+    return model
 
+
+def _label_relations(names: list[str], probs: np.ndarray | None, ids: np.ndarray) -> dict[str, Any]:
+    """The config entries search relates queries to labels with: each label's WordNet kinds
+    and its photos' most probable ImageNet classes."""
+    evidence = label_evidence(probs, ids, len(names)) if probs is not None else [[] for _ in names]
+    return {"label_kinds": label_kinds(names, evidence), "label_evidence": dict(zip(names, evidence))}
+
+
+def _label_targets(labels: list[str | None], wv: Any, class_vectors: np.ndarray | None
+                   ) -> tuple[list[int], list[np.ndarray], list[str], list[int], set[str]]:
+    """The labelled rows, their unit label vectors, the distinct labels (labels with the
+    same vector are one), each row's label index, and the labels no word vector answers."""
     rows: list[int] = []
     targets: list[np.ndarray] = []
-    label_names: list[str] = []
+    names: list[str] = []
     label_ids: list[int] = []
     skipped: set[str] = set()
     by_vector: dict[bytes, int] = {}
@@ -453,80 +397,38 @@ def fit_semantic(
             skipped.add(lab)
             continue
         v = unit(v)
-        key = np.round(v, 5).tobytes()  # labels that map to the same vector are one label
+        key = np.round(v, 5).tobytes()
         if key not in by_vector:
-            by_vector[key] = len(label_names)
-            label_names.append(lab)
+            by_vector[key] = len(names)
+            names.append(lab)
         rows.append(i)
         targets.append(v)
         label_ids.append(by_vector[key])
-    report: dict[str, Any] = {"train_images": len(rows), "label_count": len(label_names),
-                              "skipped_labels": sorted(skipped)}
+    return rows, targets, names, label_ids, skipped
 
+
+def _choose_method(method: str, labelled: bool, n_labels: int, have_conse: bool, have_head: bool,
+                   skipped: set[str]) -> str:
+    """The method to fit (``auto`` resolved), or a ProjectionError saying what to use instead."""
     chosen = method
     if method == "auto":
-        if not rows or (len(label_names) < 2 and have_conse):
-            chosen = "conse"
-        elif have_conse and head is not None:
-            chosen = "joint"
-        elif have_conse:
-            chosen = "gated"
-        else:
-            chosen = projection
-        if not rows and not have_conse:
+        if not labelled and not have_conse:
             raise ProjectionError(
                 "nothing to fit the word space on: no image has a known label word and the backbone gives no "
                 "ImageNet class probabilities; label images by folder, or use a backbone with a classifier head"
             )
+        if not labelled or (n_labels < 2 and have_conse):
+            chosen = "conse"
+        else:
+            chosen = "joint" if have_conse and have_head else "ridge"
     if chosen in CLASS_METHODS and not have_conse:
         raise ProjectionError(f"--method {chosen} needs ImageNet class probabilities; this backbone has none, use ridge or mlp")
-    if chosen == "joint" and head is None:
-        raise ProjectionError("--method joint needs the backbone's ImageNet classifier weights; use gated or ridge")
-    if chosen != "conse" and not rows:
+    if chosen == "joint" and not have_head:
+        raise ProjectionError("--method joint needs the backbone's ImageNet classifier weights; use ridge or conse")
+    if chosen != "conse" and not labelled:
         listed = f" (unknown label words: {', '.join(sorted(skipped))})" if skipped else ""
         raise ProjectionError(f"--method {chosen} needs labelled images with a known label word{listed}; use conse")
-
-    config: dict[str, Any] = {"method": chosen, "model_version": MODEL_VERSION, "conse_top": CONSE_TOP,
-                              "labels": label_names}
-    proj = gate = clf = None
-    if chosen == "joint":
-        assert head is not None
-        label_vectors = np.vstack([targets[label_ids.index(k)] for k in range(len(label_names))])
-        head = (np.asarray(head[0], np.float32), np.asarray(head[1], np.float32))
-        clf, clf_report = fit_label_classifier(X[rows], np.array(label_ids), label_vectors,
-                                               X[rows] @ head[0] + head[1])
-        config["joint"] = {"l2": JOINT_L2, "steps": JOINT_STEPS}
-        report.update(clf_report)
-    elif chosen != "conse":
-        kind = chosen if chosen in PROJECTION_METHODS else projection
-        proj = fit_projection(X[rows], np.vstack(targets), kind, seed=seed, val_split=val_split, epochs=epochs,
-                              word_vectors=wv, on_epoch=on_epoch)
-        config["projection"] = proj.config
-        report["projection_method"] = kind
-        report["projection_report"] = proj.report
-    if chosen == "gated":
-        gate, gate_report = fit_gate(X[rows], np.array(label_ids))
-        config["gate"] = {"threshold": gate.threshold, "width": gate.width}
-        report.update(gate_report)
-    if chosen == "blend":
-        config["blend_alpha"] = BLEND_ALPHA
-    if chosen in CLASS_METHODS and rows:
-        smoothing = fit_smoothing(X[rows], np.array(label_ids), seed)
-        if smoothing is not None:
-            config["smoothing"] = smoothing
-            report["smoothing"] = smoothing
-    cv = np.asarray(class_vectors, np.float32) if have_conse and chosen in CLASS_METHODS else None
-    model = SemanticModel(chosen, proj, cv, gate, config, report, clf, head if chosen == "joint" else None)
-    if gate is not None:
-        report["seen_share"] = round(float((gate.seen_probability(X) > 0.5).mean()), 4)
-    if rows and have_conse:
-        assert probs is not None
-        label_vectors = np.vstack([targets[label_ids.index(k)] for k in range(len(label_names))])
-        report[MATCH_META] = calibrate_match(conse_vectors(probs[rows], np.asarray(class_vectors, np.float32),
-                                                           CONSE_TOP), np.array(label_ids), label_vectors)
-    report["fit_seconds"] = round(time.perf_counter() - started, 3)
-    config["fit_report"] = dict(report)
-    return model
+    return chosen
 
 
 def semantic_model(conn: sqlite3.Connection) -> Any:

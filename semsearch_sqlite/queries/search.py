@@ -21,9 +21,13 @@ from semsearch_sqlite.vectors.matrix import MAX_K  # the largest k a query answe
 from semsearch_sqlite.media.files import normalise_label, sha256_file
 from semsearch_sqlite.errors import NotFoundError, QueryError, StoreError, UnknownWordsError
 from semsearch_sqlite.model.conse import FocusTarget, resolve_focus
-from semsearch_sqlite.model.semantic import DEFAULT_STRONG_DISTANCE, MATCH_META, match_strength
+from semsearch_sqlite.model.relations import LabelSet, label_set, rank_photos, rank_query
+from semsearch_sqlite.model.semantic import DEFAULT_STRONG_DISTANCE, MATCH_META
+from semsearch_sqlite.storage.cache import ProcessCache
+from semsearch_sqlite.storage.changes import cache_version
+from semsearch_sqlite.text.query import parse_query
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL, read_float_rows, vec_table_dim
-from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, load_model
+from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, SEMANTIC_MODEL, load_model, model_config
 from semsearch_sqlite.queries.filters import Filter, allowed_ids
 from semsearch_sqlite.text.tags import is_display_word, nearest_tags
 from semsearch_sqlite.storage import rows
@@ -45,8 +49,10 @@ class ImageHit:
     label: str | None
     distance: float
     rank: int
-    # text queries: "strong" or "weak" (calibrated at train time, see calibrate_match)
+    # text queries: "strong" or "weak" (see model/relations.py)
     match: str | None = None
+    # text queries: a 0..1 match confidence that explains the rank (it decreases down the
+    # list; strong hits from 0.5 up)
     score: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -74,6 +80,7 @@ class Results:
     hits: list[Any]
     unknown: list[str] = field(default_factory=list)
     note: str | None = None
+    # text queries: how many hits are strong matches (they come first)
     strong: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -262,13 +269,17 @@ def _visual_rows(conn: sqlite3.Connection, ids: list[int]) -> np.ndarray | None:
 def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_unknown: bool = False,
                    where: str | None = None, filters: Sequence[Filter] = (), like: Any = None,
                    unlike: Any = None) -> Results:
-    """Text -> images: the ``k`` images nearest to a query such as ``"cat sofa"``, each
-    marked a ``strong`` or ``weak`` match; the note says so when none is strong.
+    """Text -> images: the ``k`` best images for a query such as ``"cat sofa"``, strong
+    matches first (``Results.strong`` says how many), each with a ``score`` and marked
+    ``strong`` or ``weak``; the note says so when none is strong.
 
+    Labelled photos are ranked by how the query relates to their label (the label
+    itself, a kind it belongs to, an association: :mod:`semsearch_sqlite.model.relations`),
+    then by their own vector; unlabelled photos by their vector's distance.
     ``where`` (SQL over ``images`` columns) and ``filters`` restrict the candidates
-    before the top ``k``: ``where="label = 'pizza'"`` gives the ``k`` nearest pizzas.
-    ``like`` / ``unlike`` (image ids) refine the query by relevance feedback; the
-    disliked images are left out of the results.
+    before the top ``k``: ``where="label = 'pizza'"`` gives the ``k`` best pizzas.
+    ``like`` / ``unlike`` (image ids) refine the query by relevance feedback (ranked by
+    vector alone); the disliked images are left out of the results.
     """
     k = matrix.clamp_k(k)
     vector, unknown = text_vector(conn, query, allow_unknown=allow_unknown)
@@ -276,41 +287,84 @@ def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_u
     liked, disliked = image_ids(like), image_ids(unlike)
     vector = rocchio(m, vector, liked, disliked)
     allowed = allowed_ids(conn, where, filters)
-    pairs = m.top_k(vector, max(k, FEEDBACK_SHORTLIST), exclude=set(disliked) or None, allowed=allowed)
-    hits = _hits(conn, visual_feedback(conn, pairs)[:k])
-    strong = rows.read_meta(conn, MATCH_META)
-    for h in hits:
-        h.match = match_strength(h.distance, strong)
+    strong_distance = rows.read_meta(conn, MATCH_META)
+    strong_cos = 1.0 - (DEFAULT_STRONG_DISTANCE if strong_distance is None else float(strong_distance))
+    labelled = None if liked or disliked else _labelled(conn, m)
+    if labelled is not None:
+        hits = _related_hits(conn, m, labelled, query, vector, k, allowed, strong_cos)
+    else:
+        pairs = m.top_k(vector, max(k, FEEDBACK_SHORTLIST), exclude=set(disliked) or None, allowed=allowed)
+        hits = _hits(conn, visual_feedback(conn, pairs)[:k])
+        _, scores, flags = rank_photos([], np.full(len(hits), -1), np.array([1 - h.distance for h in hits]), strong_cos)
+        ceiling = 1.0
+        for h, sc, st in zip(hits, scores.tolist(), flags.tolist()):
+            ceiling = min(ceiling, sc)  # visual feedback may reorder: the score follows the rank
+            h.match, h.score = ("strong" if st else "weak"), round(ceiling, 4)
+        hits.sort(key=lambda h: h.match != "strong")
+        for rank, h in enumerate(hits, 1):
+            h.rank = rank
+    strong = sum(h.match == "strong" for h in hits)
     note = None
-    if hits and all(h.match == "weak" for h in hits):
-        note = "no close match: every hit is a weak match (farther than true matches usually are)"
-    return ranked_by_score(Results(hits, unknown, note), strong)
+    if hits and not strong:
+        note = "no close match: every hit is a weak match (nothing here is what the query names, a kind of it or close to it)"
+    return Results(hits, unknown, note, strong)
 
 
-# the fallback score's logistic width in cosine distance: 0.05 past the strong threshold
-# a hit scores 27% (at the threshold: 50%)
-SCORE_WIDTH = 0.05
+@dataclass
+class _Labelled:
+    """A collection's labels for search: the label set and each matrix row's label index (-1: none)."""
+
+    labels: LabelSet
+    photo_label: np.ndarray
 
 
-def ranked_by_score(results: Results, strong_distance: Any = None) -> Results:
-    """Text hits with the scores and strong count the display reads, where the ranking
-    left them unset: strong hits first (in their order), each hit's score (0..1) the
-    logistic of its distance to the strong threshold (0.5 there), never above the score of
-    the hit before it, so the number shown beside a hit explains its rank."""
-    hits = results.hits
-    if results.strong is not None and all(h.score is not None for h in hits):
-        return results
-    threshold = DEFAULT_STRONG_DISTANCE if strong_distance is None else float(strong_distance)
-    ordered = [h for h in hits if h.match == "strong"] + [h for h in hits if h.match != "strong"]
-    ceiling = 1.0
-    for rank, h in enumerate(ordered, 1):
-        if h.score is None:
-            h.score = 1.0 / (1.0 + float(np.exp(np.clip((h.distance - threshold) / SCORE_WIDTH, -50, 50))))
-        ceiling = min(ceiling, h.score)
-        h.score, h.rank = round(ceiling, 4), rank
-    results.hits = ordered
-    results.strong = sum(h.match == "strong" for h in ordered)
-    return results
+_labelled_cache: ProcessCache[_Labelled | None] = ProcessCache(8)
+
+
+def _labelled(conn: sqlite3.Connection, m: matrix.Matrix) -> _Labelled | None:
+    """The cached :class:`_Labelled` of this database (None when no photo is labelled)."""
+    db = rows.database_key(conn)
+
+    def load() -> _Labelled | None:
+        ids, labels = rows.image_labels(conn)
+        if not labels:
+            return None
+        names = sorted(set(labels))
+        where = {name: i for i, name in enumerate(names)}
+        photo_label = np.full(len(m), -1, np.int64)
+        for i, lab in zip(ids.tolist(), labels):
+            pos = m.position.get(i)
+            if pos is not None:
+                photo_label[pos] = where[lab]
+        config = model_config(conn, SEMANTIC_MODEL) or {}
+        space = word_space(conn)
+        classes = load_model(conn, CLASSES_MODEL)
+        return _Labelled(label_set(names, config.get("label_kinds"), space.vector, space.matrix.vectors,
+                                   config.get("label_evidence"), None if classes is None else classes[0].get("vectors")),
+                         photo_label)
+
+    found = _labelled_cache.get_or_load((db, cache_version(conn, db), id(m)), load, group=db)
+    return found or None
+
+
+def _related_hits(conn: sqlite3.Connection, m: matrix.Matrix, labelled: _Labelled, query: Any, vector: np.ndarray,
+                  k: int, allowed: np.ndarray | None, strong_cos: float) -> list[ImageHit]:
+    """The first ``k`` hits of :func:`~semsearch_sqlite.model.relations.rank_query`."""
+    terms = parse_query(query)
+    space = word_space(conn)
+    sims = m.vectors @ vector
+    _, order, scores, flags = rank_query([t.word for t in terms if t.weight > 0], space.vector, space.matrix.vectors,
+                                         labelled.labels, labelled.photo_label, sims, strong_cos,
+                                         without=[t.word for t in terms if t.weight < 0])
+    if allowed is not None:
+        order = order[np.isin(m.ids[order], allowed)]
+    top = order[:k]
+    hits = _hits(conn, [(int(m.ids[i]), float(1.0 - sims[i])) for i in top])
+    by_id = {int(m.ids[i]): i for i in top}
+    for rank, h in enumerate(hits, 1):
+        i = by_id[h.image_id]
+        h.rank, h.score, h.match = rank, round(float(scores[i]), 4), "strong" if flags[i] else "weak"
+    return hits
 
 
 def similar_to_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual", *,

@@ -15,7 +15,7 @@ import numpy as np
 SEMANTIC_MODEL = "semantic"
 # word-space methods (the semantic model's config "method") whose image vectors are built
 # from the ImageNet class vectors: their stored vectors are smoothed, their queries anchored
-CLASS_METHODS = ("conse", "joint", "gated", "blend")
+CLASS_METHODS = ("conse", "joint")
 CLASSES_MODEL = "imagenet_classes"
 CLASSIFIER_MODEL = "classifier"
 

@@ -283,6 +283,12 @@ def label_counts(conn: sqlite3.Connection) -> dict[str, int]:
     return dict(conn.execute("select label, count(*) from images where label is not null group by label"))
 
 
+def image_labels(conn: sqlite3.Connection) -> tuple[np.ndarray, list[str]]:
+    """The ids of the labelled images and their labels."""
+    found = conn.execute("select id, label from images where label is not null").fetchall()
+    return np.array([i for i, _ in found], np.int64), [lab for _, lab in found]
+
+
 def images_of_label(conn: sqlite3.Connection, label: str, limit: int) -> list[ImageRow]:
     """The first ``limit`` images of ``label`` (by id)."""
     rows = conn.execute(

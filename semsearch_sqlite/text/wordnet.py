@@ -1,4 +1,5 @@
-"""WordNet kinship between words and the ImageNet classes, for anchoring text queries.
+"""WordNet for text queries: kinship between words and the ImageNet classes (anchoring),
+and the noun hierarchy (is a word a kind of another: :class:`Hierarchy`).
 
 GloVe alone places many nouns poorly against the backbone's classes: "rooster" is nearer
 "patas" and "otterhound" than "cock" and "hen", "ketch" nearer "oxcart" than "schooner",
@@ -8,8 +9,10 @@ antelope like the impala). ``data/wordnet_classes.tsv.gz`` (built from WordNet 3
 ``benchmarks/wordnet_classes.py``) lists, for each of the 22k noun lemmas with a close
 class, the classes with weights. A query word then becomes its GloVe vector pulled
 towards the mean word vector of its kin classes (:func:`anchored`), which is where the
-ConSE part of the image vectors puts photos of such things. Numpy and the standard
-library only: the reader install answers such queries without WordNet.
+ConSE part of the image vectors puts photos of such things. ``data/wordnet_kinds.tsv.gz``
+(``benchmarks/wordnet_kinds.py``) holds the noun hierarchy that ``model/relations.py``
+relates queries to labels with. Numpy and the standard library only: the reader install
+answers such queries without WordNet.
 """
 
 from __future__ import annotations
@@ -133,3 +136,77 @@ def anchored(word: str, vector: np.ndarray | None, class_vectors: np.ndarray) ->
     if vector is None:
         return kin.astype(np.float32)
     return unit(unit(vector) + ANCHOR_WEIGHT * kin).astype(np.float32)
+
+
+# -- the noun hierarchy: is a word a kind of another? ----------------------------------------
+KINDS_DATA = "data/wordnet_kinds.tsv.gz"
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """WordNet's noun hierarchy as shipped in ``data/wordnet_kinds.tsv.gz`` (built by
+    ``benchmarks/wordnet_kinds.py``): a word's senses and each synset's hypernyms, looked
+    up by searching the text for one line (see :class:`Kinship`)."""
+
+    lemmas: bytes
+    graph: bytes
+
+    @staticmethod
+    def _find(text: bytes, key: str) -> list[str] | None:
+        start = text.find(b"\n" + key.encode("utf-8") + b"\t")
+        if start < 0:
+            return None
+        end = text.find(b"\n", start + 1)
+        return text[start + 1 : end if end >= 0 else len(text)].decode("utf-8").split("\t")
+
+    def senses(self, word: str) -> tuple[int, list[str]]:
+        """The noun senses of ``word`` (its singular tried too), most frequent first, and
+        how many of them are common (occur in WordNet's tagged corpus); ``(0, [])`` if none.
+        An ImageNet class is looked up by its WordNet id (``n01440764``)."""
+        word = word.lower().replace("_", " ").replace("-", " ").strip()
+        if not word or "\n" in word or "\t" in word:
+            return 0, []
+        for form in base_forms(word, kinship().singular):
+            line = self._find(self.lemmas, form)
+            if line is not None:
+                return int(line[1]), line[2].split(",")
+        return 0, []
+
+    def depth(self, synset: str) -> int:
+        """The synset's smallest depth below ``entity`` (0)."""
+        return _node(self, synset)[0]
+
+    def ancestors(self, synset: str) -> dict[str, int]:
+        """The synset and every hypernym above it, each with its depth below ``entity``."""
+        return dict(_ancestors(self, synset))
+
+
+@lru_cache(maxsize=1 << 16)
+def _node(h: Hierarchy, synset: str) -> tuple[int, tuple[str, ...]]:
+    line = Hierarchy._find(h.graph, synset)
+    if line is None:
+        return 0, ()
+    return int(line[1]), tuple(p for p in line[2].split(",") if p)
+
+
+@lru_cache(maxsize=1 << 14)
+def _ancestors(h: Hierarchy, synset: str) -> tuple[tuple[str, int], ...]:
+    found = {synset: _node(h, synset)[0]}
+    frontier = [synset]
+    while frontier:
+        nxt = []
+        for s in frontier:
+            for p in _node(h, s)[1]:
+                if p not in found:
+                    found[p] = _node(h, p)[0]
+                    nxt.append(p)
+        frontier = nxt
+    return tuple(found.items())
+
+
+@lru_cache(maxsize=1)
+def hierarchy() -> Hierarchy:
+    """The shipped noun hierarchy, read once per process."""
+    raw = gzip.decompress(resources.files("semsearch_sqlite").joinpath(KINDS_DATA).read_bytes())
+    lemmas, _, graph = raw.partition(b"\n%%\n")
+    return Hierarchy(b"\n" + lemmas, b"\n" + graph)

@@ -1,0 +1,366 @@
+"""How a query word relates to a collection's labels: the same thing, a kind the label
+belongs to, an association, or nothing.
+
+A labelled photo's vector sits on its label's word, so ranking photos by vector alone
+turns every query into "the nearest label word", where hub words win. Search therefore
+relates the query to the labels first, with WordNet's noun hierarchy
+(``text/wordnet.py``) and the word vectors:
+
+* **kind**: one of the query's common senses is the label's sense or above it ("bird"
+  -> rooster, "aircraft" -> helicopter). The label's sense is the one its photos show:
+  among the senses of the label (or of its words, ``car_side``) the one nearest, by
+  Wu-Palmer similarity, to the ImageNet classes its photos are predicted as ("bass" the
+  fish, not the voice); a label none of whose senses agrees keeps no kinds;
+* **sibling**: the query and the label are different kinds of one close kind
+  ("crocodile" and elephant are both vertebrates): not a match, whatever GloVe says;
+* **association**: otherwise, GloVe similarity corrected for hubness (CSLS: a label near
+  everything must not win every query), e.g. "sea" -> ferry.
+
+:func:`label_kinds` runs at train time (its result is stored in the model's config);
+:func:`relate` at query time, numpy and the shipped data only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from semsearch_sqlite.text.query import tokenize
+from semsearch_sqlite.text.wordnet import hierarchy
+from semsearch_sqlite.vectors.maths import unit
+
+# a label sense is the photos' when its mean Wu-Palmer similarity to their classes reaches this
+SENSE_AGREEMENT = 0.45
+# the photos' classes vouch for a sense when their top EVIDENCE_CLASSES hold this much probability
+# (faces, Joshua trees: ImageNet has no such class and the evidence is noise)
+EVIDENCE_MASS = 0.3
+# the label's photos' most probable ImageNet classes that vouch for its sense
+EVIDENCE_CLASSES = 5
+# kinds that share an ancestor this deep below entity are siblings ("object", "whole" are at
+# depths 2-3, "organism", "artifact" 4-5; calibrated with ASSOCIATION_STRONG_CSLS)
+SIBLING_DEPTH = 5
+# the query's senses that count: its common ones (tagged in WordNet's corpus), at most this many
+QUERY_SENSES = 3
+# a sibling kind ranks by its association like any other label, but is never strong
+SIBLING_TOP = 0.59
+# word neighbours averaged for CSLS's hubness term
+CSLS_NEIGHBOURS = 10
+
+# relation scores (0..1): what search ranks labels by and reads the cue from
+SAME, KIND = 1.0, 0.95
+# an association scores ASSOCIATION_TOP at most (below every photo of a kind: a kind is
+# WordNet's word, an association a guess); strong from STRONG_RELATION on
+ASSOCIATION_TOP = 0.7
+STRONG_RELATION = 0.6
+# the CSLS value that scores STRONG_RELATION, and the one that scores 0: calibrated on half
+# of the labelled protocol's queries (benchmarks/labelled_protocol.py), reported on the other
+ASSOCIATION_STRONG_CSLS = 0.2
+ASSOCIATION_ZERO_CSLS = -1.3
+
+
+@dataclass(frozen=True)
+class Relation:
+    """How a query relates to one label: ``kind`` is same, kind, association, sibling or none."""
+
+    kind: str
+    score: float
+
+    @property
+    def strong(self) -> bool:
+        return self.score >= STRONG_RELATION
+
+
+def _wup(a: dict[str, int], b: dict[str, int], depth_a: int, depth_b: int) -> float:
+    common = [d for s, d in a.items() if s in b]
+    return 2.0 * max(common) / max(depth_a + depth_b, 1) if common else 0.0
+
+
+def label_senses(label: str, evidence: Sequence[tuple[str, float]]) -> list[str]:
+    """The WordNet senses of ``label`` its photos show.
+
+    ``evidence``: ``(ImageNet WordNet id, probability mass)`` of the label's photos' most
+    probable classes. Without evidence, the label's first sense (if it is a WordNet noun)."""
+    h = hierarchy()
+    _, whole = h.senses(label)
+    candidates = list(whole)
+    if not whole:  # car_side: the senses of its words ("car", "side"), or of "wildcat" for wild_cat
+        for word in ["".join(tokenize(label)), *tokenize(label)]:
+            candidates += h.senses(word)[1]
+    if not evidence:
+        return whole[:1]
+    classes = []
+    for wnid, mass in evidence:
+        senses = h.senses(wnid)[1]
+        if senses:
+            classes.append((h.ancestors(senses[0]), h.depth(senses[0]), mass))
+    total = sum(m for *_, m in classes)
+    if not classes or total < EVIDENCE_MASS:
+        return whole[:1]
+    scored = []
+    for s in candidates:
+        up, depth = h.ancestors(s), h.depth(s)
+        scored.append((sum(m * _wup(up, a, depth, d) for a, d, m in classes) / total, s))
+    best = max(scored)[0] if scored else 0.0
+    chosen = [s for score, s in scored if score >= SENSE_AGREEMENT and score >= best - 0.02]
+    # a label with one sense means it, whatever ImageNet's nearest classes are (dollar bill)
+    return chosen or (whole if len(whole) == 1 else [])
+
+
+def label_kinds(labels: Sequence[str], evidence: Sequence[Sequence[tuple[str, float]]]) -> dict[str, dict[str, int]]:
+    """Each label's senses (:func:`label_senses`) and everything above them, each with its
+    depth below ``entity``: what :func:`relate` reads, stored in the model's config."""
+    h = hierarchy()
+    out: dict[str, dict[str, int]] = {}
+    for label, ev in zip(labels, evidence):
+        kinds: dict[str, int] = {}
+        for s in label_senses(label, ev):
+            kinds.update(h.ancestors(s))
+        out[label] = kinds
+    return out
+
+
+def query_senses(term: str) -> list[dict[str, int]]:
+    """The ancestors (with depths) of each common sense of a query term, the sense first."""
+    h = hierarchy()
+    tagged, senses = h.senses(term)
+    return [h.ancestors(s) for s in senses[: max(1, min(tagged, QUERY_SENSES))]]
+
+
+def csls(query: np.ndarray, labels: np.ndarray, query_hub: float, label_hubs: np.ndarray) -> np.ndarray:
+    """Cross-domain similarity local scaling: 2 cos - r(query) - r(label), where r is a
+    word's mean cosine to its CSLS_NEIGHBOURS nearest words (high for hubs)."""
+    return 2.0 * (np.asarray(labels, np.float32) @ np.asarray(query, np.float32)) - query_hub - label_hubs
+
+
+def hubness(vectors: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
+    """r of each unit row of ``vectors`` against the unit rows of ``vocabulary``."""
+    sims = np.asarray(vectors, np.float32) @ np.asarray(vocabulary, np.float32).T
+    k = min(CSLS_NEIGHBOURS + 1, sims.shape[1])
+    top = -np.partition(-sims, k - 1, axis=1)[:, :k]
+    top = np.sort(top, axis=1)[:, ::-1][:, 1:] if k > 1 else top  # the word itself left out
+    return top.mean(axis=1).astype(np.float32)
+
+
+def association_score(value: float) -> float:
+    """A CSLS value as a relation score: 0 at ASSOCIATION_ZERO_CSLS, STRONG_RELATION at
+    ASSOCIATION_STRONG_CSLS, at most ASSOCIATION_TOP."""
+    span = ASSOCIATION_STRONG_CSLS - ASSOCIATION_ZERO_CSLS
+    return float(np.clip((value - ASSOCIATION_ZERO_CSLS) / span * STRONG_RELATION, 0.0, ASSOCIATION_TOP))
+
+
+def relate(term: str, senses: list[dict[str, int]], label: str, kinds: dict[str, int], association: float) -> Relation:
+    """How the query ``term`` (with :func:`query_senses`) relates to ``label`` (with its
+    :func:`label_kinds` entry); ``association`` is their CSLS value."""
+    if " ".join(tokenize(term)) == label or _singular(term) == _singular(label):
+        return Relation("same", SAME)
+    for rank, up in enumerate(senses):
+        own = next(iter(up))
+        if own in kinds:
+            return Relation("kind", KIND - 0.05 * rank)
+    for up in senses[:1]:
+        common = [d for s, d in up.items() if s in kinds]
+        if common and max(common) >= SIBLING_DEPTH:
+            return Relation("sibling", min(association_score(association), SIBLING_TOP))
+    score = association_score(association)
+    return Relation("association" if score > 0 else "none", score)
+
+
+def _singular(text: str) -> str:
+    words = tokenize(text)
+    if words and len(words[-1]) > 3 and words[-1].endswith("s") and not words[-1].endswith("ss"):
+        words[-1] = words[-1][:-1]
+    return " ".join(words)
+
+
+# -- ranking photos by their labels' relation ---------------------------------------------------
+# within one label, the n-th photo (by its own vector's similarity) keeps 1 - WITHIN_DECAY * n / (n + WITHIN_HALF)
+# of its label's relation, so labels of equal relation take turns and close ones mix
+WITHIN_DECAY = 0.2
+WITHIN_HALF = 5
+
+
+@dataclass
+class LabelSet:
+    """A collection's labels as search relates queries to them."""
+
+    labels: list[str]
+    kinds: list[dict[str, int]]
+    vectors: np.ndarray  # [L, W] unit word vectors (zero rows for labels without one)
+    hubs: np.ndarray  # [L] CSLS hubness of the label vectors
+    # [L, W] the mean word vector of each label's photos' ImageNet classes (what is around a
+    # ferry: liners, docks), its hubness, or None
+    context: np.ndarray | None = None
+    context_hubs: np.ndarray | None = None
+
+    def association(self, vector: np.ndarray, hub: float) -> np.ndarray:
+        """CSLS of a query word to each label: the mean over its word and its photos' classes."""
+        value = csls(vector, self.vectors, hub, self.hubs)
+        if self.context is None or self.context_hubs is None:
+            return value
+        return (value + csls(vector, self.context, hub, self.context_hubs)) / 2
+
+
+def query_relations(terms: Sequence[tuple[str, np.ndarray | None]], query_hubs: Sequence[float],
+                    labels: LabelSet) -> list[Relation]:
+    """Each label's relation to a query of one or more terms (``(word, plain word vector)``):
+    the whole query naming a label is that label; otherwise the mean of the terms' relations
+    (a multi-word query wants every word), its kind the weakest term's."""
+    whole = " ".join(w for t, _ in terms for w in tokenize(t))
+    out = []
+    per_term = []
+    for (term, vector), hub in zip(terms, query_hubs):
+        senses = query_senses(term)
+        assoc = (labels.association(vector, hub) if vector is not None
+                 else np.full(len(labels.labels), -9.0, np.float32))
+        per_term.append([relate(term, senses, lab, kinds, float(a))
+                         for lab, kinds, a in zip(labels.labels, labels.kinds, assoc)])
+    for j, label in enumerate(labels.labels):
+        if _singular(whole) == _singular(label):
+            out.append(Relation("same", SAME))
+            continue
+        rel = [r[j] for r in per_term]
+        if not rel:
+            out.append(Relation("none", 0.0))
+            continue
+        weakest = min(rel, key=lambda r: r.score)
+        score = float(np.mean([r.score for r in rel]))
+        # strong only when every word is: "bird insect" is no strong match for roosters
+        out.append(Relation(weakest.kind, score if weakest.strong else min(score, SIBLING_TOP)))
+    return out
+
+
+def rank_photos(relations: Sequence[Relation], photo_label: np.ndarray, sims: np.ndarray,
+                unlabelled_strong_cos: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every photo's order, score (0..1) and strong flag for one query.
+
+    ``photo_label``: each photo's index into ``relations`` (-1: unlabelled); ``sims``: the
+    cosine of each photo's own vector to the query, which orders photos within a label
+    and places unlabelled photos (strong from ``unlabelled_strong_cos`` on, the
+    calibrated cue). Strong hits score 0.5-1, weak ones 0-0.5; ranked by score."""
+    photo_label = np.asarray(photo_label)
+    sims = np.asarray(sims, np.float32)
+    rel = np.array([r.score for r in relations] + [0.0], np.float32)
+    strong_rel = np.array([r.strong for r in relations] + [False])
+    value = np.empty(len(sims), np.float32)
+    strong = np.zeros(len(sims), bool)
+    labelled = photo_label >= 0
+    # the photo's place within its label, by its own similarity
+    order = np.lexsort((-sims, photo_label))
+    place = np.empty(len(sims), np.int64)
+    starts = np.r_[0, np.flatnonzero(np.diff(photo_label[order])) + 1]
+    for a, b in zip(starts, np.r_[starts[1:], len(order)]):
+        place[order[a:b]] = np.arange(b - a)
+    idx = np.where(labelled, photo_label, len(relations))
+    value[labelled] = rel[idx[labelled]] * (1 - WITHIN_DECAY * place[labelled] / (place[labelled] + WITHIN_HALF))
+    strong[labelled] = strong_rel[idx[labelled]]
+    free = ~labelled
+    ratio = np.clip(sims[free] / max(unlabelled_strong_cos, 1e-3), 0.0, None)
+    strong[free] = ratio >= 1.0
+    value[free] = np.where(strong[free], np.clip(0.6 + 0.4 * (ratio - 1.0) / max(1 / unlabelled_strong_cos - 1, 1e-3), 0.6, 1.0),
+                           0.6 * ratio)
+    score = np.where(strong, 0.5 + 0.5 * value, 0.5 * value * (1 - 1e-6))
+    ranking = np.lexsort((-sims, -score))
+    return ranking, score, strong
+
+
+@lru_cache(maxsize=1)
+def imagenet_wnids() -> tuple[str, ...]:
+    """The WordNet ids of the 1000 ImageNet classes, in class order."""
+    text = resources.files("semsearch_sqlite").joinpath("data/imagenet_hypernyms.txt").read_text(encoding="utf-8")
+    return tuple(line.partition("\t")[0] for line in text.splitlines() if line.strip())
+
+
+def label_evidence(probs: np.ndarray, label_index: np.ndarray, n_labels: int) -> list[list[tuple[str, float]]]:
+    """Per label, its photos' EVIDENCE_CLASSES most probable ImageNet classes (mean
+    probability over the photos) as ``(WordNet id, mass)``."""
+    wnids = imagenet_wnids()
+    probs = np.asarray(probs, np.float32)
+    out = []
+    for k in range(n_labels):
+        rows = probs[np.asarray(label_index) == k]
+        if not len(rows) or rows.shape[1] != len(wnids):
+            out.append([])
+            continue
+        mean = rows.mean(axis=0)
+        top = np.argsort(-mean)[:EVIDENCE_CLASSES]
+        out.append([(wnids[c], round(float(mean[c]), 4)) for c in top])
+    return out
+
+
+def label_set(labels: Sequence[str], kinds: dict[str, dict[str, int]] | None, lookup: Any,
+              vocabulary: np.ndarray, evidence: dict[str, list[tuple[str, float]]] | None = None,
+              class_vectors: np.ndarray | None = None) -> LabelSet:
+    """The :class:`LabelSet` of ``labels``: kinds from the model's config (computed from the
+    first senses when it has none: a model trained before them), vectors by ``lookup``
+    (word -> vector or None), hubness against the unit ``vocabulary`` rows; with the
+    config's ``evidence`` and the ImageNet ``class_vectors``, the labels' context vectors."""
+    kinds = kinds or {}
+    table = [kinds[lab] if lab in kinds else label_kinds([lab], [[]])[lab] for lab in labels]
+    dim = vocabulary.shape[1]
+    vectors = np.zeros((len(labels), dim), np.float32)
+    for i, lab in enumerate(labels):
+        found = [v for v in (lookup(w) for w in tokenize(lab)) if v is not None]
+        if found:
+            vectors[i] = unit(np.mean([unit(np.asarray(v, np.float32)) for v in found], axis=0))
+    hubs = hubness(vectors, vocabulary) if len(labels) else np.zeros(0, np.float32)
+    context = _context(labels, evidence, class_vectors, vectors)
+    return LabelSet(list(labels), table, vectors, hubs, context,
+                    None if context is None else hubness(context, vocabulary))
+
+
+def _context(labels: Sequence[str], evidence: dict[str, list[tuple[str, float]]] | None,
+             class_vectors: np.ndarray | None, vectors: np.ndarray) -> np.ndarray | None:
+    """Each label's mass-weighted mean class vector (its own vector where it has no evidence)."""
+    if not evidence or class_vectors is None or len(class_vectors) != len(imagenet_wnids()) or not len(labels):
+        return None
+    row = {w: i for i, w in enumerate(imagenet_wnids())}
+    out = np.array(vectors, np.float32)
+    for i, lab in enumerate(labels):
+        pairs = [(row[w], m) for w, m in evidence.get(lab, []) if w in row]
+        if pairs:
+            v = sum(m * np.asarray(class_vectors[r], np.float32) for r, m in pairs)
+            if float(np.linalg.norm(v)) > 0:
+                out[i] = unit(v)
+    return out
+
+
+def query_terms(words: Sequence[str], lookup: Any) -> list[tuple[str, np.ndarray | None]]:
+    """``(word, unit plain word vector or None)`` of each query word; a compound
+    (``stop_sign``) is the mean of its words when not a word itself."""
+    out = []
+    for w in words:
+        v = lookup(w)
+        if v is None:
+            found = [x for x in (lookup(t) for t in tokenize(w)) if x is not None]
+            v = np.mean([unit(np.asarray(x, np.float32)) for x in found], axis=0) if found else None
+        out.append((w, None if v is None else unit(np.asarray(v, np.float32))))
+    return out
+
+
+def rank_query(words: Sequence[str], lookup: Any, vocabulary: np.ndarray, labels: LabelSet, photo_label: np.ndarray,
+               sims: np.ndarray, unlabelled_strong_cos: float, without: Sequence[str] = ()
+               ) -> tuple[list[Relation], np.ndarray, np.ndarray, np.ndarray]:
+    """Search's ranking of every photo for the query ``words``: the labels' relations,
+    then :func:`rank_photos` (order, score, strong). A label that a ``without`` word
+    (``-rooster``) names, or is a kind of, relates to nothing."""
+    rels = _relations(words, lookup, vocabulary, labels)
+    for word in without:
+        senses = query_senses(word)
+        for j, (label, kinds) in enumerate(zip(labels.labels, labels.kinds)):
+            if relate(word, senses, label, kinds, -9.0).kind in ("same", "kind"):
+                rels[j] = Relation("none", 0.0)
+    return (rels, *rank_photos(rels, photo_label, sims, unlabelled_strong_cos))
+
+
+def _relations(words: Sequence[str], lookup: Any, vocabulary: np.ndarray, labels: LabelSet) -> list[Relation]:
+    terms = query_terms(words, lookup)
+    if not terms:  # only subtracted words ("-dog"): no label is named, the photos' vectors rank
+        return [Relation("none", 0.0)] * len(labels.labels)
+    dim = vocabulary.shape[1]
+    stacked = np.vstack([v if v is not None else np.zeros(dim, np.float32) for _, v in terms])
+    return query_relations(terms, hubness(stacked, vocabulary).tolist(), labels)
