@@ -636,14 +636,14 @@ async def test_file_names_and_labels_are_escaped(ds: Datasette, db: str, plugin_
     pages = [
         f"/photos/-/semsearch/image/{evil_file}",
         f"/photos/-/semsearch/image/{evil_label}",
-        "/photos/-/semsearch?q=dog&k=100",
+        "/photos/-/semsearch?q=dog&k=100&all=1",
         "/photos/-/semsearch?" + urlencode({"q": evil_label_text}),
     ]
     for path in pages:
         r = await get(ds, path)
         assert r.status_code == 200, path
         assert "<script>alert" not in r.text, path
-    text = (await get(ds, "/photos/-/semsearch?q=dog&k=100")).text
+    text = (await get(ds, "/photos/-/semsearch?q=dog&k=100&all=1")).text
     assert str(escape(evil_name)) in text and "&lt;script&gt;alert(1)" in text
     assert str(escape(evil_label_text)) in text
 

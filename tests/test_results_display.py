@@ -23,10 +23,12 @@ K = 8
 
 
 def _with_threshold(src: str, dest: Path, strong_distance: float) -> str:
-    """A copy of ``src`` whose calibrated strong-match distance is ``strong_distance``
+    """A copy of ``src`` without labels (so strength is the calibrated distance, not a
+    label's relation to the query) whose strong-match distance is ``strong_distance``
     (0: nothing is strong; 2: every hit is)."""
     shutil.copy(src, dest)
     with Store.open(dest, create=True) as s, s.atomic():
+        s.conn.execute("update images set label = null")
         s.update_meta({MATCH_META: strong_distance})
     return str(dest)
 
@@ -34,14 +36,14 @@ def _with_threshold(src: str, dest: Path, strong_distance: float) -> str:
 @pytest.fixture(scope="module")
 def dbs(plugin_photos: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("display")
-    src = plugin_photos["db"]
-    with semsearch_sqlite.open(src) as photos:
+    unlabelled = _with_threshold(plugin_photos["db"], root / "unlabelled.db", 2.0)
+    with semsearch_sqlite.open(unlabelled) as photos:
         hits = photos.search("cat", K, allow_unknown=True).hits
     distances = sorted(h.distance for h in hits)
     # between the 3rd and 4th nearest: 3 strong matches among K
     some = (distances[2] + distances[3]) / 2
-    return {"none": _with_threshold(src, root / "none.db", 0.0), "all": _with_threshold(src, root / "all.db", 2.0),
-            "some": _with_threshold(src, root / "some.db", some)}
+    return {"none": _with_threshold(unlabelled, root / "none.db", 0.0), "all": unlabelled,
+            "some": _with_threshold(unlabelled, root / "some.db", some)}
 
 
 def test_python_results_carry_the_strong_count_and_scores(dbs: dict[str, str]) -> None:

@@ -291,7 +291,7 @@ def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_u
     strong_cos = 1.0 - (DEFAULT_STRONG_DISTANCE if strong_distance is None else float(strong_distance))
     labelled = None if liked or disliked else _labelled(conn, m)
     if labelled is not None:
-        hits = _related_hits(conn, m, labelled, query, vector, k, allowed, strong_cos)
+        hits = _related_hits(conn, m, labelled, query, vector, k, allowed, strong_cos, unknown)
     else:
         pairs = m.top_k(vector, max(k, FEEDBACK_SHORTLIST), exclude=set(disliked) or None, allowed=allowed)
         hits = _hits(conn, visual_feedback(conn, pairs)[:k])
@@ -348,9 +348,10 @@ def _labelled(conn: sqlite3.Connection, m: matrix.Matrix) -> _Labelled | None:
 
 
 def _related_hits(conn: sqlite3.Connection, m: matrix.Matrix, labelled: _Labelled, query: Any, vector: np.ndarray,
-                  k: int, allowed: np.ndarray | None, strong_cos: float) -> list[ImageHit]:
-    """The first ``k`` hits of :func:`~semsearch_sqlite.model.relations.rank_query`."""
-    terms = parse_query(query)
+                  k: int, allowed: np.ndarray | None, strong_cos: float, unknown: Sequence[str] = ()) -> list[ImageHit]:
+    """The first ``k`` hits of :func:`~semsearch_sqlite.model.relations.rank_query`
+    (words left out as ``unknown`` take no part: "cat zzqx" is "cat")."""
+    terms = [t for t in parse_query(query) if t.word not in unknown and t.word.lower() not in unknown]
     space = word_space(conn)
     sims = m.vectors @ vector
     _, order, scores, flags = rank_query([t.word for t in terms if t.weight > 0], space.vector, space.matrix.vectors,
