@@ -47,7 +47,7 @@ def request_k(datasette: Any, database: str, raw: Any, default: int | None = Non
 
 
 # the request arguments a download keeps from the page it is on (not page or k: it has every result)
-EXPORT_ARGS = ("q", "label", "taken_from", "taken_to", "like", "unlike", "focus", "threshold")
+EXPORT_ARGS = ("q", "label", "taken_from", "taken_to", "near", "like", "unlike", "focus", "threshold")
 
 
 class Urls:

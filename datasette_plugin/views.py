@@ -51,6 +51,20 @@ def _total(conn: sqlite3.Connection, space: str, exclude_self: bool = False, fil
         return 0
 
 
+# a text search's located hits: the columns datasette-cluster-map looks for
+LOCATED_SQL = ("select rank, image_id, path, label, match, taken_at, latitude, longitude "
+               "from similar_images(:q, :k) where latitude >= -90")
+CLUSTER_MAP = "datasette-cluster-map"
+
+
+def has_plugin(datasette: Any, name: str) -> bool:
+    """Whether the Datasette plugin ``name`` (its distribution name) is installed."""
+    try:
+        return any(p.get("name") == name for p in datasette._plugins())
+    except Exception:  # noqa: BLE001 - a private method: without it, say nothing of a map
+        return False
+
+
 # the strong view ranks this many hits (at most the database's max_k) and shows the strong ones
 STRONG_WINDOW = 200
 
@@ -99,6 +113,10 @@ async def search_page(datasette: Any, request: Any) -> Response:
                                like=",".join(map(str, refinement.like)), unlike=",".join(map(str, refinement.unlike)))
         else:
             sql_url = urls.sql(EXAMPLE_SQL["similar_images"], q=q, k=k)
+    # the located results as SQL rows with latitude/longitude, which datasette-cluster-map draws
+    map_url = None
+    if sql_url and data["form"]["located"] and not refinement.like and not refinement.unlike:
+        map_url = urls.sql(LOCATED_SQL, q=q, k=min(STRONG_WINDOW, window))
     found = data["section"]
     status = 400 if found.get("error") else 200
     k_param = k if request.args.get("k") else None  # kept in links only when asked for
@@ -110,7 +128,7 @@ async def search_page(datasette: Any, request: Any) -> Response:
          "all_url": refine.search_url(urls, q, k_param, refinement) + "&all=1",
          "strong_url": refine.search_url(urls, q, k_param, refinement),
          "reset_url": refine.search_url(urls, q, k, refine.Refinement()) if refinement.active() else None,
-         "sql_url": sql_url, "page": "search",
+         "sql_url": sql_url, "map_url": map_url, "has_map": has_plugin(datasette, CLUSTER_MAP), "page": "search",
          "page_url": lambda n: refine.search_url(urls, q, k_param, refinement, page=n) + all_param}, status,
     )
 

@@ -208,3 +208,41 @@ def kind_examples(conn: sqlite3.Connection, space: WordSpace, n: int = EXAMPLES)
 def normalise_words(label: str) -> list[str]:
     """The words of a label as a query reads them: ``car_side`` -> car, side."""
     return [w for w in re.split(r"[\s_\-]+", label.lower()) if w]
+
+
+@dataclass
+class Place:
+    """An area where some photos were taken: its centre (``near``, as the search form
+    sends it), a readable position and how many photos it holds."""
+
+    near: str
+    name: str
+    photos: int
+
+
+# photos this close (degrees of latitude and longitude) to a place are "near" it: about 100 km
+NEAR_DEGREES = 1.0
+
+
+def places(conn: sqlite3.Connection) -> list[Place]:
+    """The areas the located photos fall in (each photo joins the first area within
+    ``NEAR_DEGREES`` of it, else starts one), most photos first."""
+    areas: list[list[tuple[float, float]]] = []
+    for _, lat, lon in rows.positions(conn):
+        for area in areas:
+            if abs(area[0][0] - lat) <= NEAR_DEGREES and abs(area[0][1] - lon) <= NEAR_DEGREES:
+                area.append((lat, lon))
+                break
+        else:
+            areas.append([(lat, lon)])
+    out = []
+    for area in sorted(areas, key=len, reverse=True):
+        lat = sum(p[0] for p in area) / len(area)
+        lon = sum(p[1] for p in area) / len(area)
+        out.append(Place(f"{lat:.2f},{lon:.2f}", position_name(lat, lon), len(area)))
+    return out
+
+
+def position_name(lat: float, lon: float) -> str:
+    """``33.86°S 151.21°E``."""
+    return f"{abs(lat):.2f}°{'N' if lat >= 0 else 'S'} {abs(lon):.2f}°{'E' if lon >= 0 else 'W'}"
