@@ -19,8 +19,8 @@ from semsearch_sqlite.errors import QueryError, SemsearchError, UnknownWordsErro
 from semsearch_sqlite.queries import search
 from semsearch_sqlite.queries.duplicates import DuplicateGroup, check_threshold, duplicate_review, human_size
 from semsearch_sqlite.queries.export import MIME_TYPES, export_text, images_root
-from semsearch_sqlite.storage import rows
 from semsearch_sqlite.queries.search import MAX_K
+from semsearch_sqlite.storage import rows
 
 from . import refine
 from .compat import resolve

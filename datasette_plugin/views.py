@@ -16,12 +16,11 @@ from markupsafe import escape
 
 from semsearch_sqlite.errors import SemsearchError
 from semsearch_sqlite.queries import hints, search
+from semsearch_sqlite.queries.duplicates import duplicates_of
 from semsearch_sqlite.queries.sqlfuncs import EXAMPLE_SQL
 from semsearch_sqlite.storage import rows
 
-from semsearch_sqlite.queries.duplicates import duplicates_of
-
-from . import refine
+from . import media, refine
 from .compat import (
     WORD_TABLES,
     can_execute_sql,
@@ -32,7 +31,6 @@ from .compat import (
     semsearch_databases,
     visibility,
 )
-from . import media
 from .config import settings
 from .render import Paging, Urls, image_results, page_number, render, request_k, section
 

@@ -32,8 +32,10 @@ CARDS = "document.querySelectorAll('.semsearch-card').length"
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                       reason=f"{CHROMIUM} not found: apt-get install -y chromium to run the browser tests"),
+    pytest.mark.skipif(
+        not os.access(CHROMIUM, os.X_OK),
+        reason=f"{CHROMIUM} not found: apt-get install -y chromium to run the browser tests",
+    ),
 ]
 
 
@@ -56,8 +58,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(demo_db: Path) -> Iterator[str]:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "datasette", str(demo_db), "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "datasette", str(demo_db), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -68,7 +73,9 @@ def server(demo_db: Path) -> Iterator[str]:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     proc.kill()
-                    pytest.fail("datasette did not start: " + (proc.stderr.read().decode()[-2000:] if proc.stderr else ""))
+                    pytest.fail(
+                        "datasette did not start: " + (proc.stderr.read().decode()[-2000:] if proc.stderr else "")
+                    )
                 time.sleep(0.2)
         yield base
     finally:
@@ -115,7 +122,9 @@ def test_a_word_that_is_no_label_finds_its_kind_and_page_two_continues(
     server: str, browser: Browser, width: int
 ) -> None:
     _visit(browser, f"{server}/demo/-/semsearch?q=aircraft", "search-aircraft", width)
-    labels = browser.eval("Array.from(document.querySelectorAll('.semsearch-card .semsearch-label')).map(e => e.innerText)")
+    labels = browser.eval(
+        "Array.from(document.querySelectorAll('.semsearch-card .semsearch-label')).map(e => e.innerText)"
+    )
     assert labels and set(labels[:4]) <= {"airplanes", "helicopter"}
     _visit(browser, f"{server}/demo/-/semsearch?q=aircraft&all=1&k=12", "search-aircraft-all", width)
     first = browser.eval("Array.from(document.querySelectorAll('.semsearch-card > a')).map(a => a.href)")

@@ -15,12 +15,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from urllib.parse import urlencode
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
-from datasette.utils.asgi import BadRequest
 from datasette.app import Datasette
+from datasette.utils.asgi import BadRequest
 from markupsafe import escape
 from PIL import Image
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from semsearch_sqlite.storage.models import SEMANTIC_MODEL
 from semsearch_sqlite.queries.duplicates import human_size
+from semsearch_sqlite.storage.models import SEMANTIC_MODEL
 from semsearch_sqlite.storage.rows import image_sizes, photo_counts, plain_counts, row_count
 from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS
