@@ -89,6 +89,23 @@ class Refinement:
                     Filter("longitude", ">=", lon - NEAR_DEGREES), Filter("longitude", "<=", lon + NEAR_DEGREES)]
         return out
 
+    def describe(self, form: dict[str, Any]) -> str:
+        """The filters in words, and what the photos hold, for a search they leave empty:
+        "taken from 2020 (no photo here has a date)"."""
+        parts = []
+        if self.label:
+            parts.append(f"labelled {self.label}")
+        if self.taken_from or self.taken_to:
+            dates = " ".join(p for p in (self.taken_from and f"from {self.taken_from}",
+                                         self.taken_to and f"to {self.taken_to}") if p)
+            held = f"{form.get('dated', 0)} photos here have a date" if form.get("dated") else "no photo here has a date"
+            parts.append(f"taken {dates} ({held})")
+        if self.near:
+            where = "at a known place" if self.near == "any" else f"near {self.near}"
+            held = f"{form.get('located', 0)} photos here have a place" if form.get("located") else "no photo here has a place"
+            parts.append(f"taken {where} ({held})")
+        return "; ".join(parts)
+
     def params(self, **changes: Any) -> dict[str, Any]:
         values = {"label": self.label, "taken_from": self.taken_from, "taken_to": self.taken_to, "near": self.near,
                   "like": ",".join(map(str, self.like)), "unlike": ",".join(map(str, self.unlike))}

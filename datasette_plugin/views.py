@@ -91,12 +91,17 @@ async def search_page(datasette: Any, request: Any) -> Response:
             return out
         filters = refinement.filters()
         total = _total(conn, "semantic", filters=filters, left_out=len(refinement.unlike))
+        if filters and not total:  # say why, rather than "No results" twice
+            out["section"] = {"cards": [], "strong": 0, "filtered_out": refinement.describe(out["form"])}
+            return out
         paging = Paging.of(page, k, total) if show_all else None
         found = image_results(conn, lambda: search.similar_images(
             conn, q, paging.k if paging else min(STRONG_WINDOW, window, max(total, 1)), allow_unknown=True,
             filters=filters, like=refinement.like, unlike=refinement.unlike), paging, q=q, suggest=suggest)
         if not show_all and "cards" in found:
             strong_only(found, page, k, total)
+        elif not found.get("strong"):
+            found["note"] = None  # the summary says "no close match" (a warning, not an info box)
         refine.add_feedback_links(urls, q, k, refinement, found.get("cards") or [])
         if found.get("error") == "unknown":  # somewhere to go from here
             out["start"] = hints.starting_points(conn)
