@@ -98,11 +98,13 @@ class Refinement:
         if self.taken_from or self.taken_to:
             dates = " ".join(p for p in (self.taken_from and f"from {self.taken_from}",
                                          self.taken_to and f"to {self.taken_to}") if p)
-            held = f"{form.get('dated', 0)} photos here have a date" if form.get("dated") else "no photo here has a date"
+            dated = form.get("dated")
+            held = f"{dated} photos here have a date" if dated else "no photo here has a date"
             parts.append(f"taken {dates} ({held})")
         if self.near:
             where = "at a known place" if self.near == "any" else f"near {self.near}"
-            held = f"{form.get('located', 0)} photos here have a place" if form.get("located") else "no photo here has a place"
+            located = form.get("located")
+            held = f"{located} photos here have a place" if located else "no photo here has a place"
             parts.append(f"taken {where} ({held})")
         return "; ".join(parts)
 
