@@ -1,4 +1,4 @@
-"""Refining a search on the pages: label and date filters, "more / less like this"
+"""Refining a search on the pages: label, date and place filters, "more / less like this"
 (relevance feedback) and an image's near-duplicates. Request parameters in, library
 arguments and URLs out; the templates only show them."""
 
@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from semsearch_sqlite.errors import QueryError
+from semsearch_sqlite.queries import hints
 from semsearch_sqlite.queries.filters import Filter
+from semsearch_sqlite.queries.hints import NEAR_DEGREES
 from semsearch_sqlite.queries.search import image_ids
 from semsearch_sqlite.storage import rows
 
@@ -30,6 +32,7 @@ class Refinement:
     label: str = ""
     taken_from: str = ""
     taken_to: str = ""
+    near: str = ""  # "lat,lon": photos within hints.NEAR_DEGREES of it; "any": every located photo
     like: list[int] = field(default_factory=list)
     unlike: list[int] = field(default_factory=list)
     not_ids: str = ""  # the first like/unlike item that is not an id
@@ -50,7 +53,9 @@ class Refinement:
             value = (args.get(name) or "").strip()
             return value if _DATE.match(value) else ""
 
-        found = cls((args.get("label") or "").strip(), date("taken_from"), date("taken_to"), ids("like"), ids("unlike"))
+        near = (args.get("near") or "").strip()
+        found = cls((args.get("label") or "").strip(), date("taken_from"), date("taken_to"),
+                    near if near == "any" or point(near) else "", ids("like"), ids("unlike"))
         found.not_ids = bad[0] if bad else ""
         return found
 
@@ -76,16 +81,41 @@ class Refinement:
         if self.taken_to:
             # "2020" or "2020-06" up to the end of that year / month
             out.append(Filter("taken_at", "<", self.taken_to + "\uffff"))
+        if self.near == "any":
+            out.append(Filter("latitude", ">=", -90.0))
+        elif self.near:
+            lat, lon = point(self.near) or (0.0, 0.0)
+            out += [Filter("latitude", ">=", lat - NEAR_DEGREES), Filter("latitude", "<=", lat + NEAR_DEGREES),
+                    Filter("longitude", ">=", lon - NEAR_DEGREES), Filter("longitude", "<=", lon + NEAR_DEGREES)]
         return out
 
+    def describe(self, form: dict[str, Any]) -> str:
+        """The filters in words, and what the photos hold, for a search they leave empty:
+        "taken from 2020 (no photo here has a date)"."""
+        parts = []
+        if self.label:
+            parts.append(f"labelled {self.label}")
+        if self.taken_from or self.taken_to:
+            dates = " ".join(p for p in (self.taken_from and f"from {self.taken_from}",
+                                         self.taken_to and f"to {self.taken_to}") if p)
+            dated = form.get("dated")
+            held = f"{dated} photos here have a date" if dated else "no photo here has a date"
+            parts.append(f"taken {dates} ({held})")
+        if self.near:
+            where = "at a known place" if self.near == "any" else f"near {self.near}"
+            located = form.get("located")
+            held = f"{located} photos here have a place" if located else "no photo here has a place"
+            parts.append(f"taken {where} ({held})")
+        return "; ".join(parts)
+
     def params(self, **changes: Any) -> dict[str, Any]:
-        values = {"label": self.label, "taken_from": self.taken_from, "taken_to": self.taken_to,
+        values = {"label": self.label, "taken_from": self.taken_from, "taken_to": self.taken_to, "near": self.near,
                   "like": ",".join(map(str, self.like)), "unlike": ",".join(map(str, self.unlike))}
         values.update(changes)
         return {k: v for k, v in values.items() if v not in (None, "")}
 
     def active(self) -> bool:
-        return bool(self.label or self.taken_from or self.taken_to or self.like or self.unlike)
+        return bool(self.label or self.taken_from or self.taken_to or self.near or self.like or self.unlike)
 
 
 def search_url(urls: Urls, q: str, k: int | None, refinement: Refinement, page: int | None = None,
@@ -109,7 +139,22 @@ def add_feedback_links(urls: Urls, q: str, k: int, refinement: Refinement, cards
         card["liked"] = i in refinement.like
 
 
+def point(text: str) -> tuple[float, float] | None:
+    """``"-33.86,151.21"`` as (latitude, longitude), or None when it is not a position."""
+    parts = text.split(",")
+    if len(parts) != 2:
+        return None
+    try:
+        lat, lon = float(parts[0]), float(parts[1])
+    except ValueError:
+        return None
+    return (lat, lon) if -90 <= lat <= 90 and -180 <= lon <= 180 else None
+
+
 def form_context(conn: sqlite3.Connection) -> dict[str, Any]:
-    """The labels a search can be limited to, and whether dates are known."""
-    has_dates = "taken_at" in rows.image_columns(conn)
-    return {"labels": sorted(rows.label_counts(conn)), "has_dates": has_dates}
+    """The labels a search can be limited to, and the filters the data has something
+    for: dates when some photos are dated, places when some are located."""
+    counts = rows.photo_counts(conn)
+    return {"labels": sorted(rows.label_counts(conn)), "has_dates": counts["dated"] > 0,
+            "dated": counts["dated"], "located": counts["located"],
+            "places": hints.places(conn) if counts["located"] else []}

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from datasette import Response
+from datasette.utils.asgi import BadRequest
 
-from semsearch_sqlite.errors import SemsearchError, UnknownWordsError
-from semsearch_sqlite.queries import hints, search
+from semsearch_sqlite.errors import QueryError, SemsearchError, UnknownWordsError
+from semsearch_sqlite.queries import hints, limits, search
 from semsearch_sqlite.queries.search import MAX_K
 from semsearch_sqlite.storage import rows
 
@@ -27,15 +28,16 @@ EAGER_IMAGES = 24  # the first thumbnails of a grid load at once, the rest lazil
 
 
 def page_k(raw: Any, default: int = DEFAULT_K, maximum: int = MAX_PAGE_K) -> int:
-    """``k`` from a query string, clamped to 1..``maximum`` (anything else: ``default``).
+    """``k`` from a query string or form by the one rule every face follows
+    (:func:`~semsearch_sqlite.queries.limits.result_count`): empty gives ``default``, more
+    than ``maximum`` gives ``maximum``, and 0, -3 or "abc" is a 400 that says so.
 
     The pages pass the database's configured ``per_page`` and ``max_k`` (see :mod:`.config`).
     """
     try:
-        value = int(str(raw).strip())
-    except (TypeError, ValueError):
-        value = default
-    return max(1, min(value, maximum))
+        return limits.result_count(raw, default, maximum)
+    except QueryError as e:
+        raise BadRequest(f"{e}: k is how many results to show, from 1 to {maximum}") from None
 
 
 def request_k(datasette: Any, database: str, raw: Any, default: int | None = None) -> int:
@@ -45,7 +47,7 @@ def request_k(datasette: Any, database: str, raw: Any, default: int | None = Non
 
 
 # the request arguments a download keeps from the page it is on (not page or k: it has every result)
-EXPORT_ARGS = ("q", "label", "taken_from", "taken_to", "like", "unlike", "focus", "threshold")
+EXPORT_ARGS = ("q", "label", "taken_from", "taken_to", "near", "like", "unlike", "focus", "threshold")
 
 
 class Urls:
@@ -185,6 +187,25 @@ def cards(conn: sqlite3.Connection, hits: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
+# advice in a library message that only a command line can act on: an option, the
+# command itself, a re-run; and SQL to type (the pages link to the SQL page themselves)
+_COMMAND_ADVICE = re.compile(r"--[a-z]|semsearch-sqlite\b|\bre-?run\b|\bingest\b|\btrain\b")
+_SQL_ADVICE = re.compile(r"\bselect\b.+\bfrom\b", re.IGNORECASE)
+MAINTAINER = "whoever maintains this database can update it with the semsearch-sqlite command"
+
+
+def web_message(error: Any) -> str:
+    """A library error as a page says it: the fault, without the command-line advice
+    (options, commands, SQL to type) the same error carries in the CLI; where that advice
+    was the fix, who can apply it."""
+    text = re.sub(r"^--[a-z-]+ ", "", str(error))
+    head, *advice = text.split("; ")
+    kept = [a for a in advice if not (_COMMAND_ADVICE.search(a) or _SQL_ADVICE.search(a))]
+    dropped_command = any(_COMMAND_ADVICE.search(a) for a in advice)
+    out = "; ".join([head, *kept])
+    return out + (f" ({MAINTAINER})" if dropped_command else "")
+
+
 def section(fn: Callable[[], Any], conn: sqlite3.Connection | None = None, q: str | None = None,
             suggest: bool = True) -> dict[str, Any]:
     """Run one query of a page; a SemsearchError becomes the section's error message.
@@ -197,11 +218,11 @@ def section(fn: Callable[[], Any], conn: sqlite3.Connection | None = None, q: st
         res = fn()
     except UnknownWordsError as e:
         if conn is None:
-            return {"error": str(e)}
+            return {"error": web_message(e)}
         near = suggestions(conn, e.words, q) if suggest else []
         return {"error": "unknown", "unknown_words": e.words, "suggestions": near}
     except SemsearchError as e:
-        return {"error": str(e)}
+        return {"error": web_message(e)}
     return {"results": res}
 
 

@@ -19,12 +19,12 @@ from semsearch_sqlite.errors import QueryError, SemsearchError, UnknownWordsErro
 from semsearch_sqlite.queries import search
 from semsearch_sqlite.queries.duplicates import DuplicateGroup, check_threshold, duplicate_review, human_size
 from semsearch_sqlite.queries.export import MIME_TYPES, export_text, images_root
-from semsearch_sqlite.storage import rows
 from semsearch_sqlite.queries.search import MAX_K
+from semsearch_sqlite.storage import rows
 
 from . import refine
 from .compat import resolve
-from .render import Paging, Urls, card, page_number, render, request_k
+from .render import Paging, Urls, card, page_number, render, request_k, web_message
 
 GROUPS_PER_PAGE = 10
 # what a download can hold: the search page's results, an image page's sections, the duplicates
@@ -81,7 +81,7 @@ async def export_route(datasette: Any, request: Any) -> Response:
         except UnknownWordsError as e:
             return 400, f"no known words in the query: {', '.join(e.words)}"
         except SemsearchError as e:
-            return 400, str(e)
+            return 400, web_message(e)
         records = results.as_records(images_root(conn), conn)
         return 200, export_text(records, fmt, unknown=results.unknown, note=results.note)
 
@@ -119,7 +119,7 @@ async def duplicates_page(datasette: Any, request: Any) -> Response:
             threshold = check_threshold(raw)
             groups = duplicate_review(conn, threshold)
         except SemsearchError as e:
-            return {"error": str(e), "threshold": raw}
+            return {"error": web_message(e), "threshold": raw}
         paging = Paging.of(page, per_page, len(groups))
         return {"groups": [group_context(conn, g) for g in paging.slice(groups)], "paging": paging,
                 "threshold": threshold, "group_count": len(groups),

@@ -16,12 +16,11 @@ from markupsafe import escape
 
 from semsearch_sqlite.errors import SemsearchError
 from semsearch_sqlite.queries import hints, search
+from semsearch_sqlite.queries.duplicates import duplicates_of
 from semsearch_sqlite.queries.sqlfuncs import EXAMPLE_SQL
 from semsearch_sqlite.storage import rows
 
-from semsearch_sqlite.queries.duplicates import duplicates_of
-
-from . import refine
+from . import media, refine
 from .compat import (
     WORD_TABLES,
     can_execute_sql,
@@ -32,7 +31,6 @@ from .compat import (
     semsearch_databases,
     visibility,
 )
-from . import media
 from .config import settings
 from .render import Paging, Urls, image_results, page_number, render, request_k, section
 
@@ -49,6 +47,20 @@ def _total(conn: sqlite3.Connection, space: str, exclude_self: bool = False, fil
         return search.ranked_count(conn, space, exclude_self=exclude_self, filters=filters, left_out=left_out)
     except SemsearchError:  # no vectors yet: the query itself reports it
         return 0
+
+
+# a text search's located hits: the columns datasette-cluster-map looks for
+LOCATED_SQL = ("select rank, image_id, path, label, match, taken_at, latitude, longitude "
+               "from similar_images(:q, :k) where latitude >= -90")
+CLUSTER_MAP = "datasette-cluster-map"
+
+
+def has_plugin(datasette: Any, name: str) -> bool:
+    """Whether the Datasette plugin ``name`` (its distribution name) is installed."""
+    try:
+        return any(p.get("name") == name for p in datasette._plugins())
+    except Exception:  # noqa: BLE001 - a private method: without it, say nothing of a map
+        return False
 
 
 # the strong view ranks this many hits (at most the database's max_k) and shows the strong ones
@@ -79,12 +91,17 @@ async def search_page(datasette: Any, request: Any) -> Response:
             return out
         filters = refinement.filters()
         total = _total(conn, "semantic", filters=filters, left_out=len(refinement.unlike))
+        if filters and not total:  # say why, rather than "No results" twice
+            out["section"] = {"cards": [], "strong": 0, "filtered_out": refinement.describe(out["form"])}
+            return out
         paging = Paging.of(page, k, total) if show_all else None
         found = image_results(conn, lambda: search.similar_images(
             conn, q, paging.k if paging else min(STRONG_WINDOW, window, max(total, 1)), allow_unknown=True,
             filters=filters, like=refinement.like, unlike=refinement.unlike), paging, q=q, suggest=suggest)
         if not show_all and "cards" in found:
             strong_only(found, page, k, total)
+        elif not found.get("strong"):
+            found["note"] = None  # the summary says "no close match" (a warning, not an info box)
         refine.add_feedback_links(urls, q, k, refinement, found.get("cards") or [])
         if found.get("error") == "unknown":  # somewhere to go from here
             out["start"] = hints.starting_points(conn)
@@ -99,6 +116,10 @@ async def search_page(datasette: Any, request: Any) -> Response:
                                like=",".join(map(str, refinement.like)), unlike=",".join(map(str, refinement.unlike)))
         else:
             sql_url = urls.sql(EXAMPLE_SQL["similar_images"], q=q, k=k)
+    # the located results as SQL rows with latitude/longitude, which datasette-cluster-map draws
+    map_url = None
+    if sql_url and data["form"]["located"] and not refinement.like and not refinement.unlike:
+        map_url = urls.sql(LOCATED_SQL, q=q, k=min(STRONG_WINDOW, window))
     found = data["section"]
     status = 400 if found.get("error") else 200
     k_param = k if request.args.get("k") else None  # kept in links only when asked for
@@ -110,7 +131,7 @@ async def search_page(datasette: Any, request: Any) -> Response:
          "all_url": refine.search_url(urls, q, k_param, refinement) + "&all=1",
          "strong_url": refine.search_url(urls, q, k_param, refinement),
          "reset_url": refine.search_url(urls, q, k, refine.Refinement()) if refinement.active() else None,
-         "sql_url": sql_url, "page": "search",
+         "sql_url": sql_url, "map_url": map_url, "has_map": has_plugin(datasette, CLUSTER_MAP), "page": "search",
          "page_url": lambda n: refine.search_url(urls, q, k_param, refinement, page=n) + all_param}, status,
     )
 

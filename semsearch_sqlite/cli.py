@@ -110,8 +110,29 @@ def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``-k``, ``--json`` and ``--csv`` for every query command."""
     fn = csv_option(fn)
     fn = click.option("--json", "as_json", is_flag=True, help="Output JSON")(fn)
-    fn = click.option("-k", "k", type=click.IntRange(1, 4096), default=10, show_default=True, help="How many results")(fn)
+    fn = click.option("-k", "k", default="10", show_default=True, callback=_result_count,
+                      help="How many results (from 1; more than 4096 gives 4096)")(fn)
     return fn
+
+
+def _result_count(ctx: click.Context, param: click.Parameter, value: Any) -> int:
+    """``-k`` by the rule every face follows (:func:`~semsearch_sqlite.queries.limits.result_count`)."""
+    from semsearch_sqlite.errors import QueryError
+    from semsearch_sqlite.queries.limits import result_count
+
+    try:
+        return result_count(value)
+    except QueryError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def unknown_warning(results: Any) -> str:
+    """The warning line for a query's ignored words, with the known words spelt like them."""
+    line = f"Warning: unknown words ignored: {', '.join(results.unknown)}"
+    near = {w: n[:3] for w, n in (getattr(results, "suggestions", None) or {}).items() if n}
+    if near:
+        line += " (did you mean " + "; ".join(", ".join(n) for n in near.values()) + "?)"
+    return line
 
 
 def where_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -132,14 +153,14 @@ def emit(results: Any, columns: Sequence[str], as_json: bool) -> None:
     """Print query results as JSON, CSV (``--csv``) or a table (with notes on stderr)."""
     if csv_requested():
         if results.unknown:
-            click.echo(f"Warning: unknown words ignored: {', '.join(results.unknown)}", err=True)
+            echo(unknown_warning(results), err=True)
         echo_csv(results, columns, as_json)
         return
     if as_json:
         click.echo(json.dumps(results.as_dict(), indent=2))
         return
     if results.unknown:
-        echo(f"Warning: unknown words ignored: {', '.join(results.unknown)}", err=True)
+        echo(unknown_warning(results), err=True)
     if results.note:
         echo(results.note, err=True)
     echo_table([h.as_dict() for h in results.hits], columns)
@@ -385,7 +406,7 @@ def search(db: str, query: str, k: int, as_json: bool, where: str | None, like: 
             emit(results, IMAGE_COLUMNS, as_json)  # inside: CSV reads the collection's folder
             return
     if results.unknown:
-        click.echo(f"Warning: unknown words ignored: {', '.join(results.unknown)}", err=True)
+        echo(unknown_warning(results), err=True)
     click.echo(strong_summary(results.strong or 0, len(results.hits), show_all), err=True)
     shown = results.hits if show_all else results.hits[: results.strong or 0]
     if shown:
@@ -493,21 +514,16 @@ def duplicates(db: str, threshold: float | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def info(db: str, as_json: bool) -> None:
-    """What DB holds: counts, dimensions, sources, sizes."""
-    from semsearch_sqlite.queries.info import describe
+    """What DB holds: counts (photos with a date, with a place), dimensions, sources, sizes."""
+    from semsearch_sqlite.queries.info import describe, human_lines
 
     with open_readonly(db) as store:
         data = describe(store)
-    if as_json:
+    if as_json:  # for programs: sizes in bytes
         click.echo(json.dumps(data, indent=2))
         return
-    for key, value in data.items():
-        if isinstance(value, dict):
-            echo(f"{key}:")
-            for k2, v2 in value.items():
-                echo(f"  {k2}: {v2}")
-        else:
-            echo(f"{key}: {value}")
+    for line in human_lines(data):
+        echo(line)
 
 
 @cli.command()

@@ -8,8 +8,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from semsearch_sqlite.errors import NotFoundError
-from semsearch_sqlite.queries import search
+from semsearch_sqlite.errors import NotFoundError, UnknownWordsError
+from semsearch_sqlite.queries import hints, search
 from semsearch_sqlite.queries.search import Results
 from semsearch_sqlite.storage.store import Store
 
@@ -53,17 +53,22 @@ class Collection:
     ) -> Results:
         """Images nearest to a text query such as ``"cat sofa"`` or ``"2:cat -dog"``.
 
-        Unknown words raise :class:`~semsearch_sqlite.errors.UnknownWordsError`, or with
-        ``allow_unknown=True`` are left out and listed in ``Results.unknown``. ``where``
+        Unknown words raise :class:`~semsearch_sqlite.errors.UnknownWordsError` (its
+        ``suggestions``: known words spelt like them), or with ``allow_unknown=True`` are
+        left out and listed in ``Results.unknown``, with ``Results.suggestions``. ``where``
         (SQL over the ``images`` columns, e.g. ``"label = 'dog' and taken_at >= '2020'"``)
         picks the candidates before the top ``k``. ``like`` / ``unlike`` (image ids) refine
         the query by relevance feedback (Rocchio): "more like these, less like those".
         ``Results.strong`` counts the strong matches, which come first; each hit's
         ``score`` (0..1) says how sure it is and falls down the list.
         """
-        return search.similar_images(
-            self.conn, query, k, allow_unknown=allow_unknown, where=where, like=like, unlike=unlike
-        )
+        try:
+            found = search.similar_images(
+                self.conn, query, k, allow_unknown=allow_unknown, where=where, like=like, unlike=unlike
+            )
+        except UnknownWordsError as e:
+            raise hints.explained(self.conn, e) from None
+        return hints.with_suggestions(self.conn, found)
 
     def similar(
         self,
@@ -98,8 +103,12 @@ class Collection:
         return tag_file(self.store, str(image), k)
 
     def words(self, query: str, k: int = 10, *, allow_unknown: bool = False) -> Results:
-        """The vocabulary words nearest to ``query``."""
-        return search.similar_words(self.conn, query, k, allow_unknown=allow_unknown)
+        """The vocabulary words nearest to ``query`` (unknown words: as for :meth:`search`)."""
+        try:
+            found = search.similar_words(self.conn, query, k, allow_unknown=allow_unknown)
+        except UnknownWordsError as e:
+            raise hints.explained(self.conn, e) from None
+        return hints.with_suggestions(self.conn, found)
 
     def focus(self, image: Any, word: str, k: int = 10, *, where: str | None = None) -> Results:
         """Images similar to ``image`` as far as the ImageNet class nearest to ``word`` goes."""

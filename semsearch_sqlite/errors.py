@@ -29,15 +29,22 @@ class QueryError(SemsearchError):
 
 
 class UnknownWordsError(QueryError):
-    """Every word of a query is outside the stored vocabulary."""
+    """Every word of a query is outside the stored vocabulary; ``suggestions`` holds, for
+    each, the known words spelt like it (filled in where a database is at hand)."""
 
-    def __init__(self, words: list[str]):
+    def __init__(self, words: list[str], suggestions: dict[str, list[str]] | None = None):
         self.words = list(words)
+        self.suggestions = {w: list(near) for w, near in (suggestions or {}).items()}
         listed = ", ".join(repr(w) for w in self.words)
-        super().__init__(
-            f"no known words in query: {listed} (none of them is in the stored vocabulary; "
-            "try another word, or re-run ingest with --vocab-file to add words)"
-        )
+        near = [(w, n[:3]) for w, n in self.suggestions.items() if n]
+        if len(near) == 1:
+            hint = f"; did you mean {', '.join(near[0][1])}?"
+        elif near:
+            hint = "; did you mean " + "; ".join(f"{', '.join(n)} (for {w!r})" for w, n in near) + "?"
+        else:
+            hint = (" (none of them is in the stored vocabulary; try another word, or re-run ingest "
+                    "with --vocab-file to add words)")
+        super().__init__(f"no known words in query: {listed}{hint}")
 
 
 class FocusError(QueryError):

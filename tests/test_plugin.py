@@ -15,11 +15,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from urllib.parse import urlencode
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from datasette.app import Datasette
+from datasette.utils.asgi import BadRequest
 from markupsafe import escape
 from PIL import Image
 
@@ -255,7 +256,7 @@ async def test_search_page_notices_unknown_words_and_errors(ds: Datasette) -> No
     assert r.status_code == 400
     assert "<q>zzzqqxx</q> is not a word this database knows" in r.text
     assert "--vocab-file" not in r.text and "ingest" not in r.text  # no command-line advice on a web page
-    assert 'class="semsearch-chips semsearch-labels"' in r.text  # somewhere to go from here
+    assert 'class="semsearch-library semsearch-labels"' in r.text  # somewhere to go from here
     r = await get(ds, "/photos/-/semsearch")
     assert r.status_code == 200 and "semsearch-card" not in r.text and 'name="q"' in r.text
 
@@ -278,17 +279,20 @@ async def test_the_empty_search_page_lists_labels_and_example_queries(
 ) -> None:
     r = await get(ds, "/photos/-/semsearch")
     assert r.status_code == 200
-    labels = r.text.split('class="semsearch-chips semsearch-labels"', 1)[1].split("</ul>", 1)[0]
+    labels = r.text.split('class="semsearch-library semsearch-labels"', 1)[1].split("</ul>", 1)[0]
     with sqlite3.connect(db) as conn:
         counts = dict(conn.execute("select label, count(*) from images group by label"))
-    for label, n in counts.items():
+    for label, n in counts.items():  # each label with its count and a sample photo
         if " " not in label:
-            assert f'<a href="/photos/-/semsearch?q={label}">{label}</a> <span class="semsearch-count">{n}</span>' in labels
-    assert '<span title="not a vocabulary word' in labels  # the "<script> dog" label: listed, not linked
+            assert re.search(f'<a href="/photos/-/semsearch\\?q={label}">\\s*<img src="[^"]+/thumb/\\d+.jpg"'
+                             f'[^>]*>\\s*<span class="semsearch-shelf-name">{label}</span> '
+                             f'<span class="semsearch-count">{n}</span>', labels), label
+    # the "<script> dog" label: not a vocabulary word, so its link lists its photos by label
+    assert "&amp;label=" in labels
     assert str(escape(plugin_photos["evil_label"])) in labels and "<script>" not in labels
-    examples = re.findall(r'<li><a href="/photos/-/semsearch\?q=[^"]+">([^<]+)</a></li>',
+    examples = re.findall(r'<li><a href="/photos/-/semsearch\?q=[^"]+">([^<]+)</a>',
                           r.text.split("semsearch-examples", 1)[1].split("</ul>", 1)[0])
-    assert examples and examples[0] in counts
+    assert examples
     for example in examples:  # every example finds images
         found = await get(ds, "/photos/-/semsearch?" + urlencode({"q": example.replace("&amp;", "&")}))
         assert found.status_code == 200 and "semsearch-card" in found.text, example
@@ -344,8 +348,8 @@ async def test_k_is_clamped(ds: Datasette) -> None:
     r = await get(ds, "/photos/-/semsearch?q=dog&k=100000&all=1")
     assert r.status_code == 200 and 'name="k" value="100"' in r.text
     assert r.text.count('class="semsearch-card"') == 15  # every image, no more
-    r = await get(ds, "/photos/-/semsearch?q=dog&k=-5&all=1")
-    assert r.text.count('class="semsearch-card"') == 1
+    r = await get(ds, "/photos/-/semsearch?q=dog&k=-5&all=1")  # refused, as the CLI's -k -5 is
+    assert r.status_code == 400 and "k must be at least 1, not -5" in r.text
 
 
 @pytest.mark.asyncio
@@ -731,11 +735,12 @@ def test_parse_multipart() -> None:
     assert files == {"image": ("a.png", b"\x89PNG\r\n\x1a\n")}
 
 
-@pytest.mark.parametrize(
-    "raw, expected", [("5", 5), ("0", 1), ("-3", 1), ("1e9", 24), ("", 24), (None, 24), ("99999", 100)]
-)
+@pytest.mark.parametrize("raw, expected", [("5", 5), ("", 24), (None, 24), ("99999", 100)])
 def test_page_k(raw: Any, expected: int) -> None:
     assert render.page_k(raw) == expected
+    for wrong in ("0", "-3", "1e9"):  # one rule with the CLI: refused, never silently changed
+        with pytest.raises(BadRequest):
+            render.page_k(wrong)
 
 
 @pytest.mark.asyncio

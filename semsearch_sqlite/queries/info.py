@@ -1,12 +1,13 @@
-"""``info``: what a database file holds."""
+"""``info``: what a database file holds, as data (``--json``) and as lines for people."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
+from semsearch_sqlite.queries.duplicates import human_size
 from semsearch_sqlite.storage.models import SEMANTIC_MODEL
-from semsearch_sqlite.storage.rows import image_sizes, plain_counts, row_count
+from semsearch_sqlite.storage.rows import image_sizes, photo_counts, plain_counts, row_count
 from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS
 
@@ -31,6 +32,7 @@ def describe(store: Store) -> dict[str, Any]:
         "updated_at": meta.get("updated_at"),
         "images": {
             "count": plain["images"],
+            **photo_counts(conn),
             **image_sizes(conn),
             "root": meta.get("images_root"),
         },
@@ -55,6 +57,28 @@ def describe(store: Store) -> dict[str, Any]:
         },
     }
     return data
+
+
+def human_lines(data: dict[str, Any]) -> list[str]:
+    """:func:`describe`'s data as ``info`` prints it: sizes in KB/MB (``file: 57.7 MB``
+    for ``file_bytes``), photo counts with their share (``dated: 48 of 247``)."""
+    out: list[str] = []
+
+    def line(indent: str, key: str, value: Any, count: Any) -> None:
+        if key.endswith("_bytes") and isinstance(value, int):
+            key, value = key[: -len("_bytes")].replace("_", " ") + " size", human_size(value)
+        elif key in ("dated", "located") and isinstance(count, int):
+            value = f"{value} of {count} photos"
+        out.append(f"{indent}{key}: {value}")
+
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.append(f"{key}:")
+            for k2, v2 in value.items():
+                line("  ", k2, v2, value.get("count"))
+        else:
+            line("", key, value, None)
+    return out
 
 
 def summary_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:

@@ -428,3 +428,46 @@ def file_facts(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, dict[s
            f"where id in ({_marks(len(ids))})")
     keys = ("path", "label", "size", "width", "height", "mtime", "taken_at")
     return {r[0]: dict(zip(keys, r[1:])) for r in conn.execute(sql, ids)}
+
+
+# -- what the collection holds, for the empty search page, its filters and info ------------
+
+
+def photo_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """How many photos have a date (``dated``) and a position (``located``): 0 on
+    databases without the photo metadata columns."""
+    if not {"taken_at", "latitude", "longitude"} <= image_columns(conn):
+        return {"dated": 0, "located": 0}
+    dated, located = conn.execute(
+        "select count(taken_at), coalesce(sum(latitude is not null and longitude is not null), 0) from images"
+    ).fetchone()
+    return {"dated": int(dated), "located": int(located)}
+
+
+def positions(conn: sqlite3.Connection) -> list[tuple[int, float, float]]:
+    """``(id, latitude, longitude)`` of every located photo."""
+    if not {"latitude", "longitude"} <= image_columns(conn):
+        return []
+    sql = "select id, latitude, longitude from images where latitude is not null and longitude is not null"
+    return [(int(i), float(lat), float(lon)) for i, lat, lon in conn.execute(sql)]
+
+
+def label_samples(conn: sqlite3.Connection) -> dict[str, ImageRow]:
+    """One photo of each label (its first by id), to show beside the label."""
+    sql = ("select id, path, label, thumb_width, thumb_height from images where id in "
+           "(select min(id) from images where label is not null group by label)")
+    return {r[2]: ImageRow(*r) for r in conn.execute(sql)}
+
+
+def shared_tags(conn: sqlite3.Connection) -> list[tuple[str, list[str], int]]:
+    """Tag words that photos of several labels share, each with those labels and how many
+    photos carry it (most labels first): the kinds the collection's photos come in."""
+    sql = ("select t.word, i.label, count(*) from tags t join images i on i.id = t.image_id "
+           "where i.label is not null group by t.word, i.label")
+    labels: dict[str, list[str]] = {}
+    photos: dict[str, int] = {}
+    for word, label, n in conn.execute(sql):
+        labels.setdefault(word, []).append(label)
+        photos[word] = photos.get(word, 0) + int(n)
+    shared = [(w, sorted(labs), photos[w]) for w, labs in labels.items() if len(labs) >= 2]
+    return sorted(shared, key=lambda t: (-len(t[1]), t[0]))
