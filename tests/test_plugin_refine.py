@@ -37,7 +37,7 @@ def labels(db: str) -> dict[int, str]:
 
 
 async def test_label_filter_on_the_search_page(ds: Datasette, plugin_photos: dict[str, Any]) -> None:
-    r = await get(ds, "/photos/-/semsearch?q=cat&k=3&label=car")
+    r = await get(ds, "/photos/-/semsearch?q=cat&k=3&label=car&all=1")
     assert r.status_code == 200
     ids = card_ids(r.text)
     assert len(ids) == 3 and {labels(plugin_photos["db"])[i] for i in ids} == {"car"}
@@ -50,7 +50,7 @@ async def test_label_filter_on_the_search_page(ds: Datasette, plugin_photos: dic
 
 
 async def test_more_and_less_like_this_links_refine_the_query(ds: Datasette, plugin_photos: dict[str, Any]) -> None:
-    r = await get(ds, "/photos/-/semsearch?q=cat&k=4")
+    r = await get(ds, "/photos/-/semsearch?q=cat&k=4&all=1")
     first = card_ids(r.text)[0]
     more = re.findall(r'<a href="([^"]+)" class="semsearch-more"', r.text)
     less = re.findall(r'<a href="([^"]+)" class="semsearch-less"', r.text)
