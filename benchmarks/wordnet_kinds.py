@@ -9,8 +9,9 @@ beside elephant). Two parts separated by a ``%%`` line:
 
 * ``lemma<TAB>tagged<TAB>id,id,...``: the lemma's noun senses, most frequent first (at most
   SENSES), and how many of them occur in WordNet's sense-tagged corpus (0: only rare senses);
-* ``id<TAB>depth<TAB>parent,parent``: every noun synset with its smallest depth below
-  ``entity`` and its hypernyms (instance hypernyms too).
+* ``id<TAB>depth<TAB>parent,parent<TAB>lemma,lemma``: every noun synset with its smallest
+  depth below ``entity``, its hypernyms (instance hypernyms too) and its first LEMMAS lemmas
+  (what ``model/relations.py`` describes a label's kinds with: a ketch is a "sailing vessel").
 
 The 1000 ImageNet classes have lemma lines too, keyed by their WordNet id (``n01440764``).
 
@@ -30,6 +31,8 @@ import imagenet_hypernyms  # noqa: E402  (the sibling data tool: one reader of d
 
 OUT = Path(__file__).resolve().parent.parent / "semsearch_sqlite" / "data" / "wordnet_kinds.tsv.gz"
 SENSES = 8
+# a synset's lemmas kept for its words ("dolphin" -> "dolphin", "dolphinfish", "mahimahi")
+LEMMAS = 3
 
 
 def base36(n: int) -> str:
@@ -68,12 +71,18 @@ def build(wordnet: Path) -> bytes:
         return depth[o]
 
     sys.setrecursionlimit(10000)
-    lemmas = [f"{lemma}\t{tagged}\t{','.join(ids[o] for o in offsets[:SENSES])}"
-              for lemma, (tagged, offsets) in sorted(read_index(wordnet).items())]
+    lemmas = [
+        f"{lemma}\t{tagged}\t{','.join(ids[o] for o in offsets[:SENSES])}"
+        for lemma, (tagged, offsets) in sorted(read_index(wordnet).items())
+    ]
     # the ImageNet classes by WordNet id, so a photo's predicted classes join the hierarchy
     wnids = [line.partition("\t")[0] for line in imagenet_hypernyms.DATA.read_text().splitlines() if line]
     lemmas += [f"{wnid}\t1\t{ids[int(wnid[1:])]}" for wnid in wnids]
-    graph = [f"{ids[o]}\t{depth_of(o)}\t{','.join(ids[p] for p in nouns[o][1])}" for o in sorted(nouns)]
+    graph = [
+        f"{ids[o]}\t{depth_of(o)}\t{','.join(ids[p] for p in nouns[o][1])}\t"
+        f"{','.join(lemma.lower().replace('_', ' ') for lemma in nouns[o][0][:LEMMAS])}"
+        for o in sorted(nouns)
+    ]
     return ("\n".join(lemmas) + "\n%%\n" + "\n".join(graph) + "\n").encode("utf-8")
 
 

@@ -97,8 +97,16 @@ class Kinship:
 
 
 # WordNet's detachment rules for nouns (morphy): plural endings and their singular
-_SUFFIXES = (("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"), ("men", "man"),
-             ("ies", "y"), ("s", ""))
+_SUFFIXES = (
+    ("ses", "s"),
+    ("xes", "x"),
+    ("zes", "z"),
+    ("ches", "ch"),
+    ("shes", "sh"),
+    ("men", "man"),
+    ("ies", "y"),
+    ("s", ""),
+)
 
 
 def base_forms(word: str, singular: Callable[[str], str | None] = lambda w: None) -> list[str]:
@@ -179,6 +187,11 @@ class Hierarchy:
     def ancestors(self, synset: str) -> dict[str, int]:
         """The synset and every hypernym above it, each with its depth below ``entity``."""
         return dict(_ancestors(self, synset))
+
+    def words(self, synset: str) -> list[str]:
+        """The synset's first lemmas (``sailing vessel``), or none (a table built before them)."""
+        line = self._find(self.graph, synset)
+        return line[3].split(",") if line is not None and len(line) > 3 and line[3] else []
 
 
 @lru_cache(maxsize=1 << 16)
