@@ -343,20 +343,25 @@ def _mean_vector(words: Sequence[str], lookup: Any) -> np.ndarray | None:
 
 
 def _ancestry(kinds: Sequence[dict[str, int]], lookup: Any, vectors: np.ndarray) -> np.ndarray:
-    """Each label's kinds' words: the kinds ANCESTOR_LEVELS levels above its senses (from
-    ANCESTOR_MIN_DEPTH down), ANCESTOR_DECAY less per level; its own vector where none."""
+    """Each label's kinds' words: the kinds up to ANCESTOR_LEVELS levels above each of its
+    senses (none above ANCESTOR_MIN_DEPTH), ANCESTOR_DECAY less per level; its own vector
+    where it has none."""
     h = hierarchy()
     out = np.array(vectors, np.float32)
     for i, up in enumerate(kinds):
-        if not up:
-            continue
-        own = max(up.values())
+        above = {p for s in up for p in h.parents(s)}
+        level = {s: 0 for s in up if s not in above}  # the label's senses: nothing in it is below them
+        frontier = list(level)
+        for step in range(1, ANCESTOR_LEVELS + 1):
+            frontier = [
+                p for s in frontier for p in h.parents(s) if p not in level and up.get(p, 0) >= ANCESTOR_MIN_DEPTH
+            ]
+            level.update({p: step for p in frontier})
         total = np.zeros(out.shape[1], np.float32)
-        for synset, depth in up.items():
-            if 0 < own - depth <= ANCESTOR_LEVELS and depth >= ANCESTOR_MIN_DEPTH:
-                v = _mean_vector([w for name in h.words(synset) for w in name.split()], lookup)
-                if v is not None:
-                    total += ANCESTOR_DECAY ** (own - depth) * v
+        for synset, step in level.items():
+            v = _mean_vector([w for name in h.words(synset) for w in name.split()], lookup) if step else None
+            if v is not None:
+                total += ANCESTOR_DECAY**step * v
         if float(np.linalg.norm(total)) > 0:
             out[i] = unit(total)
     return out

@@ -188,6 +188,10 @@ class Hierarchy:
         """The synset and every hypernym above it, each with its depth below ``entity``."""
         return dict(_ancestors(self, synset))
 
+    def parents(self, synset: str) -> tuple[str, ...]:
+        """The synset's hypernyms (instance hypernyms too)."""
+        return _node(self, synset)[1]
+
     def words(self, synset: str) -> list[str]:
         """The synset's first lemmas (``sailing vessel``), or none (a table built before them)."""
         line = self._find(self.graph, synset)
