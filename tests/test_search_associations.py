@@ -51,6 +51,7 @@ def test_hierarchy_names_the_kinds_above_a_label() -> None:
     ketch = h.senses("ketch")[1][0]
     words = {w for s in h.ancestors(ketch) for w in h.words(s)}
     assert {"sailing vessel", "vessel", "craft"} <= words
+    assert [h.words(p) for p in h.parents(ketch)] == [["sailing vessel", "sailing ship"]]
     assert h.words(ketch) == ["ketch"] and h.words("no such synset") == []
 
 
