@@ -310,7 +310,7 @@ def print_table(result: dict[str, Any]) -> None:
 
 # the association values that score strong and zero, tried by calibrate() (the sibling depth,
 # 5, was chosen from 5 and 6 the same way before)
-GRID = {"ASSOCIATION_STRONG": (0.4, 0.6), "ASSOCIATION_ZERO": (-0.4, -0.9, -1.4, -1.9)}
+GRID = {"ASSOCIATION_STRONG": (0.4, 0.6), "ASSOCIATION_ZERO": (-0.9, -1.4, -1.9, -2.4, -2.9)}
 
 
 def calibrate(

@@ -53,16 +53,20 @@ def test_hierarchy_names_the_kinds_above_a_label() -> None:
     assert {"sailing vessel", "vessel", "craft"} <= words
     assert [h.words(p) for p in h.parents(ketch)] == [["sailing vessel", "sailing ship"]]
     assert h.words(ketch) == ["ketch"] and h.words("no such synset") == []
+    pizza = h.senses("pizza")[1][0]
+    assert {"italian", "pie", "dough"} <= set(h.gloss(pizza)) and "of" not in h.gloss(pizza)
 
 
 def test_a_label_is_described_by_the_kinds_above_it(labels: tuple[LabelSet, np.ndarray], glove: WordVectors) -> None:
     found, _ = labels
-    assert found.ancestry is not None and found.centre is not None
+    assert found.ancestry is not None and found.glosses is not None and found.centre is not None
     ketch = found.labels.index("ketch")
     sailing = glove.get("sailing")
     assert sailing is not None
     # "ketch" alone is a rare word far from sailing; its kinds (sailing vessel, vessel) are near
     assert found.ancestry[ketch] @ sailing > found.vectors[ketch] @ sailing + 0.5
+    pizza, italian = found.labels.index("pizza"), glove.get("italian")
+    assert italian is not None and found.glosses[pizza] @ italian > found.vectors[pizza] @ italian + 0.2
 
 
 def test_associations_rank_the_related_labels_first(labels: tuple[LabelSet, np.ndarray], glove: WordVectors) -> None:

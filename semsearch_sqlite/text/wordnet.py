@@ -192,6 +192,11 @@ class Hierarchy:
         """The synset's hypernyms (instance hypernyms too)."""
         return _node(self, synset)[1]
 
+    def gloss(self, synset: str) -> list[str]:
+        """The content words of the synset's definition (``italian open pie ...``), or none."""
+        line = self._find(self.graph, synset)
+        return line[4].split() if line is not None and len(line) > 4 else []
+
     def words(self, synset: str) -> list[str]:
         """The synset's first lemmas (``sailing vessel``), or none (a table built before them)."""
         line = self._find(self.graph, synset)
