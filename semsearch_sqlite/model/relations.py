@@ -14,8 +14,9 @@ relates the query to the labels first, with WordNet's noun hierarchy
 * **sibling**: the query and the label are different kinds of one close kind
   ("crocodile" and elephant are both vertebrates): not a match, whatever GloVe says;
 * **association**: otherwise, GloVe similarity of the query word to the label's word, its
-  photos' ImageNet classes and the kinds just above it (a ketch is a "sailing vessel"),
-  corrected for hubness (a label near everything must not win every query), e.g. "sea" -> ferry.
+  photos' ImageNet classes, the kinds just above it (a ketch is a "sailing vessel") and the
+  definitions of both (pizza: "italian open pie"), corrected for hubness (a label near
+  everything must not win every query), e.g. "sea" -> ferry.
 
 :func:`label_kinds` runs at train time (its result is stored in the model's config);
 :func:`relate` at query time, numpy and the shipped data only.

@@ -10,9 +10,10 @@ antelope like the impala). ``data/wordnet_classes.tsv.gz`` (built from WordNet 3
 class, the classes with weights. A query word then becomes its GloVe vector pulled
 towards the mean word vector of its kin classes (:func:`anchored`), which is where the
 ConSE part of the image vectors puts photos of such things. ``data/wordnet_kinds.tsv.gz``
-(``benchmarks/wordnet_kinds.py``) holds the noun hierarchy that ``model/relations.py``
-relates queries to labels with. Numpy and the standard library only: the reader install
-answers such queries without WordNet.
+(``benchmarks/wordnet_kinds.py``) holds the noun hierarchy, with each synset's words and
+the words of its definition, that ``model/relations.py`` relates queries to labels with.
+Numpy and the standard library only: the reader install answers such queries without
+WordNet.
 """
 
 from __future__ import annotations
