@@ -195,18 +195,40 @@ class Hierarchy:
 
     def gloss(self, synset: str) -> list[str]:
         """The content words of the synset's definition (``italian open pie ...``), or none."""
-        line = self._find(self.graph, synset)
+        line = _graph_line(self, synset)
         return line[4].split() if line is not None and len(line) > 4 else []
 
     def words(self, synset: str) -> list[str]:
         """The synset's first lemmas (``sailing vessel``), or none (a table built before them)."""
-        line = self._find(self.graph, synset)
+        line = _graph_line(self, synset)
         return line[3].split(",") if line is not None and len(line) > 3 and line[3] else []
+
+
+@lru_cache(maxsize=1)
+def _line_ends(h: Hierarchy) -> np.ndarray:
+    """Where each line of the graph ends: synset ``k`` (base 36) is line ``k``, so a lookup
+    is an index, not a search of the text (a label's kinds, words and definitions are
+    thousands of lookups)."""
+    return np.flatnonzero(np.frombuffer(h.graph, np.uint8) == 10)
+
+
+@lru_cache(maxsize=1 << 16)
+def _graph_line(h: Hierarchy, synset: str) -> list[str] | None:
+    try:
+        k = int(synset, 36)
+    except ValueError:
+        return None
+    ends = _line_ends(h)
+    if 0 <= k < len(ends) - 1:
+        line = h.graph[ends[k] + 1 : ends[k + 1]].decode("utf-8").split("\t")
+        if line[0] == synset:
+            return line
+    return Hierarchy._find(h.graph, synset)  # a table not in id order
 
 
 @lru_cache(maxsize=1 << 16)
 def _node(h: Hierarchy, synset: str) -> tuple[int, tuple[str, ...]]:
-    line = Hierarchy._find(h.graph, synset)
+    line = _graph_line(h, synset)
     if line is None:
         return 0, ()
     return int(line[1]), tuple(p for p in line[2].split(",") if p)
