@@ -307,7 +307,9 @@ class SenseJudge:
 
     def lemmas(self, kind: set[int]) -> set[str]:
         out = {lem for r in kind for lemmas in self.chains[r] for lem in lemmas}
-        out |= {name for r in kind for name in self.names[r]} | {name.split()[-1] for r in kind for name in self.names[r]}
+        out |= {name for r in kind for name in self.names[r]} | {
+            name.split()[-1] for r in kind for name in self.names[r]
+        }
         return out
 
     def in_sense(self, tag: str, label: str, kind: set[int], lemmas: set[str]) -> bool:
@@ -317,8 +319,15 @@ class SenseJudge:
         return any(f in lemmas or self.close.get(f, set()) & kind for f in forms)
 
 
-def tags_in_sense(X: np.ndarray, P: np.ndarray, labels: np.ndarray, head: Any, wv: WordVectors,
-                  class_vectors: np.ndarray, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+def tags_in_sense(
+    X: np.ndarray,
+    P: np.ndarray,
+    labels: np.ndarray,
+    head: Any,
+    wv: WordVectors,
+    class_vectors: np.ndarray,
+    args: argparse.Namespace,
+) -> dict[str, dict[str, float]]:
     """Tags in the photo's sense (issue 24): of the unlabelled photos of each split whose
     label WordNet knows, the share of their tags 2-5 (as ingest stores them) that the
     :class:`SenseJudge` places near the photo's true kind, for seen / zero-shot labels,
@@ -334,15 +343,23 @@ def tags_in_sense(X: np.ndarray, P: np.ndarray, labels: np.ndarray, head: Any, w
             train_labels[i] = labels[i]
         for name, method in SENSE_ROWS:
             model = fit_semantic(X, P, train_labels, wv, class_vectors, method=method, seed=seed, head=head)
-            vectors, classes = collection_semantics(model, X, P) if model.needs_probs else (model.image_vectors(X, P), None)
+            vectors, classes = (
+                collection_semantics(model, X, P) if model.needs_probs else (model.image_vectors(X, P), None)
+            )
             leading = class_tags(model, scorer.space, vectors, classes)
-            tags = nearest_tags(scorer.space, unit_rows(vectors[test]), TAG_K,
-                                leading=None if leading is None else [leading[i] for i in test])
+            tags = nearest_tags(
+                scorer.space,
+                unit_rows(vectors[test]),
+                TAG_K,
+                leading=None if leading is None else [leading[i] for i in test],
+            )
             got: dict[str, list[float]] = out[name]
             for i, t in zip(test, tags):
                 label, part = labels[i], "zero_shot" if labels[i] in held else "seen"
                 words = [tag for tag, *_ in t]
-                got.setdefault(f"tag_at_5_{part}", []).append(float(bool(set(tokenize(label)) & {w for tag in words for w in tokenize(tag)})))
+                got.setdefault(f"tag_at_5_{part}", []).append(
+                    float(bool(set(tokenize(label)) & {w for tag in words for w in tokenize(tag)}))
+                )
                 kind = judge.kind(label)
                 if not kind:
                     continue
@@ -355,16 +372,26 @@ def tags_in_sense(X: np.ndarray, P: np.ndarray, labels: np.ndarray, head: Any, w
                     examples[label] = words
     summary = {name: {k: float(np.mean(v)) for k, v in got.items()} for name, got in out.items()}
     unjudged = sorted({c for c in set(labels.tolist()) if not judge.kind(c)})
-    print("\nTags in the photo's sense (share of tags 2-5 WordNet places near the photo's true kind; photos of "
-          f"labels WordNet lacks are not judged: {', '.join(unjudged)}):\n")
+    print(
+        "\nTags in the photo's sense (share of tags 2-5 WordNet places near the photo's true kind; photos of "
+        f"labels WordNet lacks are not judged: {', '.join(unjudged)}):\n"
+    )
     print("| method | in sense | seen labels | zero-shot | tag@5 seen | tag@5 zero-shot |\n|---|---|---|---|---|---|")
     for name, s in summary.items():
-        print(f"| {name} | {s['in_sense']:.3f} | {s['in_sense_seen']:.3f} | {s['in_sense_zero_shot']:.3f} | "
-              f"{s['tag_at_5_seen']:.3f} | {s['tag_at_5_zero_shot']:.3f} |")
-    print("\nthe default's 5 tags, one photo per label (seed 0): " +
-          "; ".join(f"{label}: {' '.join(w)}" for label, w in sorted(examples.items())))
-    (HERE / "results" / "semantic_tags.json").write_text(json.dumps(
-        {"summary": summary, "unjudged_labels": unjudged, "examples": examples, "seeds": args.seeds}, indent=2) + "\n")
+        print(
+            f"| {name} | {s['in_sense']:.3f} | {s['in_sense_seen']:.3f} | {s['in_sense_zero_shot']:.3f} | "
+            f"{s['tag_at_5_seen']:.3f} | {s['tag_at_5_zero_shot']:.3f} |"
+        )
+    print(
+        "\nthe default's 5 tags, one photo per label (seed 0): "
+        + "; ".join(f"{label}: {' '.join(w)}" for label, w in sorted(examples.items()))
+    )
+    (HERE / "results" / "semantic_tags.json").write_text(
+        json.dumps(
+            {"summary": summary, "unjudged_labels": unjudged, "examples": examples, "seeds": args.seeds}, indent=2
+        )
+        + "\n"
+    )
     return summary
 
 
@@ -384,8 +411,11 @@ def main() -> None:
     parser.add_argument("--labelled-seeds", type=int, default=3, help="seeds of the labelled-collection protocol")
     parser.add_argument("--photos", type=int, default=15, help="photos per label in the labelled-collection protocol")
     parser.add_argument("--protocols", default="zero-shot,labelled", help="which protocols to run")
-    parser.add_argument("--calibrate", action="store_true",
-                        help="labelled protocol: choose its thresholds on half the queries, report the other half")
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="labelled protocol: choose its thresholds on half the queries, report the other half",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "semantic.json")
     args = parser.parse_args()
 
@@ -406,18 +436,22 @@ def main() -> None:
 
         space = Scorer(wv, sorted({w for lab in labels.tolist() for w in [lab]})).space
         methods = [m for m in ("joint", "mlp", "ridge", "conse") if m not in skip]
-        labelled = labelled_protocol.run(X, P, labels, head, wv, class_vectors, space, methods, args.labelled_seeds,
-                                         args.photos)
+        labelled = labelled_protocol.run(
+            X, P, labels, head, wv, class_vectors, space, methods, args.labelled_seeds, args.photos
+        )
         labelled.pop("examples", None)
         labelled_protocol.print_table(labelled)
         if args.calibrate:
-            labelled["calibration"] = calibration = labelled_protocol.calibrate(X, P, labels, head, wv, class_vectors,
-                                                                                space, args.photos)
+            labelled["calibration"] = calibration = labelled_protocol.calibrate(
+                X, P, labels, head, wv, class_vectors, space, args.photos
+            )
             c = calibration["chosen"]
-            print(f"\ncalibrated on half A: association threshold {c['ASSOCIATION_STRONG_CSLS']}, sibling depth "
-                  f"{c['SIBLING_DEPTH']} (shipped: {calibration['shipped']}); on half B: related P@10 "
-                  f"{c['related_p_at_10_half_b']:.3f}, strong precision {c['strong_precision_half_b']:.3f}, "
-                  f"absent honesty {c['absent_honesty_half_b']:.3f}")
+            print(
+                f"\ncalibrated on half A: association strong at {c['ASSOCIATION_STRONG']}, zero at "
+                f"{c['ASSOCIATION_ZERO']} (shipped: {calibration['shipped']}); on half B: related P@10 "
+                f"{c['related_p_at_10_half_b']:.3f}, strong precision {c['strong_precision_half_b']:.3f}, "
+                f"absent honesty {c['absent_honesty_half_b']:.3f}"
+            )
     if "zero-shot" not in protocols:
         if labelled is not None:
             old = json.loads(args.out.read_text()) if args.out.exists() else {}

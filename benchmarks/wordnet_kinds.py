@@ -9,8 +9,11 @@ beside elephant). Two parts separated by a ``%%`` line:
 
 * ``lemma<TAB>tagged<TAB>id,id,...``: the lemma's noun senses, most frequent first (at most
   SENSES), and how many of them occur in WordNet's sense-tagged corpus (0: only rare senses);
-* ``id<TAB>depth<TAB>parent,parent``: every noun synset with its smallest depth below
-  ``entity`` and its hypernyms (instance hypernyms too).
+* ``id<TAB>depth<TAB>parent,parent<TAB>lemma,lemma<TAB>gloss words``: every noun synset
+  with its smallest depth below ``entity``, its hypernyms (instance hypernyms too), its first
+  LEMMAS lemmas and the first GLOSS_WORDS content words of its definition (what
+  ``model/relations.py`` describes a label with: a ketch is a "sailing vessel", a pizza an
+  "italian open pie ... cheese").
 
 The 1000 ImageNet classes have lemma lines too, keyed by their WordNet id (``n01440764``).
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import re
 import sys
 from pathlib import Path
 
@@ -30,6 +34,14 @@ import imagenet_hypernyms  # noqa: E402  (the sibling data tool: one reader of d
 
 OUT = Path(__file__).resolve().parent.parent / "semsearch_sqlite" / "data" / "wordnet_kinds.tsv.gz"
 SENSES = 8
+# a synset's lemmas kept for its words ("dolphin" -> "dolphin", "dolphinfish", "mahimahi")
+LEMMAS = 3
+# content words of a synset's definition (its first clause) kept, and the words left out
+GLOSS_WORDS = 10
+GLOSS_STOP = set(
+    "a an the of or and in to with for by on at as from that which is are be its it having used often especially "
+    "any various small large one two some".split()
+)
 
 
 def base36(n: int) -> str:
@@ -56,6 +68,18 @@ def read_index(wordnet: Path) -> dict[str, tuple[int, list[int]]]:
     return out
 
 
+def read_glosses(wordnet: Path) -> dict[int, str]:
+    """offset -> the first GLOSS_WORDS content words of the synset's definition."""
+    out = {}
+    with open(wordnet / "data.noun", encoding="latin-1") as f:
+        for line in f:
+            if line.startswith("  "):
+                continue
+            words = re.findall(r"[a-z]+", line.partition(" | ")[2].split(";")[0].lower())
+            out[int(line.split()[0])] = " ".join([w for w in words if w not in GLOSS_STOP][:GLOSS_WORDS])
+    return out
+
+
 def build(wordnet: Path) -> bytes:
     nouns = imagenet_hypernyms.read_nouns(wordnet)
     ids = {o: base36(i) for i, o in enumerate(sorted(nouns))}
@@ -68,12 +92,19 @@ def build(wordnet: Path) -> bytes:
         return depth[o]
 
     sys.setrecursionlimit(10000)
-    lemmas = [f"{lemma}\t{tagged}\t{','.join(ids[o] for o in offsets[:SENSES])}"
-              for lemma, (tagged, offsets) in sorted(read_index(wordnet).items())]
+    lemmas = [
+        f"{lemma}\t{tagged}\t{','.join(ids[o] for o in offsets[:SENSES])}"
+        for lemma, (tagged, offsets) in sorted(read_index(wordnet).items())
+    ]
     # the ImageNet classes by WordNet id, so a photo's predicted classes join the hierarchy
     wnids = [line.partition("\t")[0] for line in imagenet_hypernyms.DATA.read_text().splitlines() if line]
     lemmas += [f"{wnid}\t1\t{ids[int(wnid[1:])]}" for wnid in wnids]
-    graph = [f"{ids[o]}\t{depth_of(o)}\t{','.join(ids[p] for p in nouns[o][1])}" for o in sorted(nouns)]
+    glosses = read_glosses(wordnet)
+    graph = [
+        f"{ids[o]}\t{depth_of(o)}\t{','.join(ids[p] for p in nouns[o][1])}\t"
+        f"{','.join(lemma.lower().replace('_', ' ') for lemma in nouns[o][0][:LEMMAS])}\t{glosses.get(o, '')}"
+        for o in sorted(nouns)
+    ]
     return ("\n".join(lemmas) + "\n%%\n" + "\n".join(graph) + "\n").encode("utf-8")
 
 

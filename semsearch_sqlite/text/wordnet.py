@@ -10,9 +10,10 @@ antelope like the impala). ``data/wordnet_classes.tsv.gz`` (built from WordNet 3
 class, the classes with weights. A query word then becomes its GloVe vector pulled
 towards the mean word vector of its kin classes (:func:`anchored`), which is where the
 ConSE part of the image vectors puts photos of such things. ``data/wordnet_kinds.tsv.gz``
-(``benchmarks/wordnet_kinds.py``) holds the noun hierarchy that ``model/relations.py``
-relates queries to labels with. Numpy and the standard library only: the reader install
-answers such queries without WordNet.
+(``benchmarks/wordnet_kinds.py``) holds the noun hierarchy, with each synset's words and
+the words of its definition, that ``model/relations.py`` relates queries to labels with.
+Numpy and the standard library only: the reader install answers such queries without
+WordNet.
 """
 
 from __future__ import annotations
@@ -97,8 +98,16 @@ class Kinship:
 
 
 # WordNet's detachment rules for nouns (morphy): plural endings and their singular
-_SUFFIXES = (("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"), ("men", "man"),
-             ("ies", "y"), ("s", ""))
+_SUFFIXES = (
+    ("ses", "s"),
+    ("xes", "x"),
+    ("zes", "z"),
+    ("ches", "ch"),
+    ("shes", "sh"),
+    ("men", "man"),
+    ("ies", "y"),
+    ("s", ""),
+)
 
 
 def base_forms(word: str, singular: Callable[[str], str | None] = lambda w: None) -> list[str]:
@@ -180,10 +189,46 @@ class Hierarchy:
         """The synset and every hypernym above it, each with its depth below ``entity``."""
         return dict(_ancestors(self, synset))
 
+    def parents(self, synset: str) -> tuple[str, ...]:
+        """The synset's hypernyms (instance hypernyms too)."""
+        return _node(self, synset)[1]
+
+    def gloss(self, synset: str) -> list[str]:
+        """The content words of the synset's definition (``italian open pie ...``), or none."""
+        line = _graph_line(self, synset)
+        return line[4].split() if line is not None and len(line) > 4 else []
+
+    def words(self, synset: str) -> list[str]:
+        """The synset's first lemmas (``sailing vessel``), or none (a table built before them)."""
+        line = _graph_line(self, synset)
+        return line[3].split(",") if line is not None and len(line) > 3 and line[3] else []
+
+
+@lru_cache(maxsize=1)
+def _line_ends(h: Hierarchy) -> np.ndarray:
+    """Where each line of the graph ends: synset ``k`` (base 36) is line ``k``, so a lookup
+    is an index, not a search of the text (a label's kinds, words and definitions are
+    thousands of lookups)."""
+    return np.flatnonzero(np.frombuffer(h.graph, np.uint8) == 10)
+
+
+@lru_cache(maxsize=1 << 16)
+def _graph_line(h: Hierarchy, synset: str) -> list[str] | None:
+    try:
+        k = int(synset, 36)
+    except ValueError:
+        return None
+    ends = _line_ends(h)
+    if 0 <= k < len(ends) - 1:
+        line = h.graph[ends[k] + 1 : ends[k + 1]].decode("utf-8").split("\t")
+        if line[0] == synset:
+            return line
+    return Hierarchy._find(h.graph, synset)  # a table not in id order
+
 
 @lru_cache(maxsize=1 << 16)
 def _node(h: Hierarchy, synset: str) -> tuple[int, tuple[str, ...]]:
-    line = Hierarchy._find(h.graph, synset)
+    line = _graph_line(h, synset)
     if line is None:
         return 0, ()
     return int(line[1]), tuple(p for p in line[2].split(",") if p)
