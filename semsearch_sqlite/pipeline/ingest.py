@@ -30,18 +30,22 @@ from semsearch_sqlite.extras import require_ingest
 # with the fix, before anything (a new database file included) is made.
 require_ingest("ingest")
 
+from semsearch_sqlite.errors import ImageError, StoreError  # noqa: E402
 from semsearch_sqlite.media import exif, images  # noqa: E402
 from semsearch_sqlite.media.files import OUTSIDE_LINK, discover, label_for, read_labels_csv, sha256_file  # noqa: E402
-from semsearch_sqlite.errors import ImageError, StoreError  # noqa: E402
-from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL  # noqa: E402
-from semsearch_sqlite.storage.models import CLASSIFIER_MODEL, SEMANTIC_MODEL  # noqa: E402
-from semsearch_sqlite.storage.rows import image_count, row_count  # noqa: E402
-from semsearch_sqlite.storage.store import Store, encode_f32, now, writing  # noqa: E402
 from semsearch_sqlite.pipeline.prepare import Prepared, PrepareSpec, try_prepare  # noqa: E402
+from semsearch_sqlite.storage.models import CLASSIFIER_MODEL  # noqa: E402
+from semsearch_sqlite.storage.store import Store, encode_f32, now, writing  # noqa: E402
+from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL  # noqa: E402
 
 DEFAULT_BACKBONE = "vgg16"
 DEFAULT_BATCH = 32
 METADATA_BATCH = 500  # EXIF rows written per transaction when filling old rows
+# meta key: files that failed, path -> [size, mtime, error]; reported, not retried, until they change
+FAILED_META = "failed_files"
+# at most this many photos to embed: the numpy EfficientNet-Lite0 (no TensorFlow import,
+# ~0.15 s an image) instead of the Keras one (5-8 s to import and build, then ~30 ms an image)
+SMALL_BATCH = 24
 
 
 class Progress(Protocol):
@@ -208,6 +212,9 @@ class _Run:
         self.stats = IngestStats()
         self._backbone: Any = None
         self._warm_error: Exception | None = None
+        self._small = False  # few photos to embed: the numpy backbone, when there is one
+        self._failures: dict[str, list[Any]] = {}  # this run's failed files
+        self._fixed: set[str] = set()  # files stored this run (failed ones that now read)
 
     def _place_folder(self) -> None:
         """Where the ingested folder sits in the collection: the collection's root (stored
@@ -238,9 +245,10 @@ class _Run:
     def run(self) -> IngestStats:
         self._check_backbone()
         self._place_folder()
+        self.progress.stage("reading the folder", None)
         found = self._discover()
         labels = self._labels(found)
-        todo = self._plan(found, labels)
+        todo = self._skip_known_failures(self._plan(found, labels))
         # The CNN loads (and traces its graph) on another core while the vocabulary loads.
         warming = self._warm_up(todo) if todo else None
         try:
@@ -250,21 +258,68 @@ class _Run:
                 warming.join()
         if todo:
             self._embed(todo)
+        self._remember_failures(found)
         changed = self._prune(found) or bool(todo) or self.stats.moved or self.stats.updated
         self._fill_metadata()
-        missing = self._count_missing_semantic()
-        if changed or missing or self.store.load_model(SEMANTIC_MODEL) is None:
-            if self.store.vec_dim(VEC_VISUAL):
-                self.progress.stage("fitting word space", None)
-                from semsearch_sqlite.pipeline.train import refresh_semantic
+        wrote = self._refresh_semantics() if self.store.vec_dim(VEC_VISUAL) else False
+        if self.store.get_meta("images_root") != str(self.root):
+            with self.store.atomic():
+                self.store.set_meta("images_root", str(self.root))
+        if changed or wrote:
+            from semsearch_sqlite.vectors.upkeep import refresh_indexes
 
-                self.stats.semantic = refresh_semantic(self.store, method=self.options.method, tags=self.options.tags)
-        with self.store.atomic():
-            self.store.set_meta("images_root", str(self.root))
-        from semsearch_sqlite.vectors.upkeep import refresh_indexes
-
-        refresh_indexes(self.store)
+            self.progress.stage("updating the search indexes", None)
+            refresh_indexes(self.store)
         return self.stats
+
+    def _refresh_semantics(self) -> bool:
+        """Semantic vectors and tags for what changed: the stored model projects new photos
+        and only they and their neighbours are re-smoothed (``pipeline/update.py``), unless
+        labels changed enough to refit. True when anything was written."""
+        from semsearch_sqlite.pipeline import update
+
+        reason = update.refit_reason(self.store, self.options.method)
+        if reason is None:
+            done = update.update_semantic(self.store, self.options.tags, self.progress.stage)
+            if done is not None:
+                return bool(done["fresh"] or done["resmoothed"])
+        from semsearch_sqlite.pipeline.train import refresh_semantic
+
+        self.progress.stage("fitting word space", None)
+        self.stats.semantic = refresh_semantic(self.store, method=self.options.method, tags=self.options.tags)
+        self.progress.stage("storing the neighbour graph", None)
+        with self.store.atomic():
+            update.record_fit(self.store)
+        return True
+
+    # -- files that failed: remembered (path, size, mtime, error) and reported, not retried
+    def _known_failures(self) -> dict[str, list[Any]]:
+        stored = self.store.get_meta(FAILED_META)
+        return dict(stored) if isinstance(stored, dict) else {}
+
+    def _skip_known_failures(self, todo: list[_Item]) -> list[_Item]:
+        """Leave out files that failed before and haven't changed since; report them again."""
+        failed = self._known_failures()
+        if not failed or self.options.rebuild:
+            return todo
+        out = []
+        for item in todo:
+            seen = failed.get(item.rel)
+            if seen is not None and seen[0] == item.size and seen[1] == item.mtime:
+                self._problem(item.path, f"{seen[2]} (unchanged since it failed; not retried)")
+            else:
+                out.append(item)
+        return out
+
+    def _remember_failures(self, found: list[Path]) -> None:
+        """Store this run's failures of files in the folder (and forget the ones gone or fixed)."""
+        failed = self._known_failures()
+        present = {self._rel(p) for p in found}
+        new = {rel: v for rel, v in failed.items() if rel in present and rel not in self._fixed}
+        new.update(self._failures)
+        if new != failed:
+            with self.store.atomic():
+                self.store.set_meta(FAILED_META, new)
 
     def _check_backbone(self) -> None:
         stored = self.store.get_meta("backbone")
@@ -288,21 +343,25 @@ class _Run:
         if self._warm_error is not None:
             raise self._warm_error
         if self._backbone is None:
-            from semsearch_sqlite.model.cnn import load_backbone
+            from semsearch_sqlite.model.cnn import load_backbone, load_query_backbone
 
             name, weights, layer = self._backbone_args()
             if report:
                 self.progress.stage(f"loading backbone {name}", None)
-            self._backbone = load_backbone(name, weights=weights, layer=layer)
+            load = load_query_backbone if self._small else load_backbone
+            self._backbone = load(name, weights=weights, layer=layer)
         return self._backbone
 
     def _warm_up(self, todo: list[_Item]) -> threading.Thread:
         """Load the backbone in a thread, and trace the first batch's shape (not for --ray:
         the driver never runs it); errors are raised by the next ``backbone()``."""
+        # a few photos added to a collection: no TensorFlow (same features, see effnet_numpy)
+        self._small = len(todo) <= SMALL_BATCH and not self.options.ray and bool(self.store.get_meta("backbone"))
+
         def work() -> None:
             try:
                 backbone = self.backbone(report=False)
-                if not self.options.ray:
+                if not self.options.ray and not self._small:
                     h, w = backbone.input_size
                     backbone.predict(np.zeros((min(len(todo), max(1, self.options.batch_size)), h, w, 3), np.float32))
             except Exception as e:  # noqa: BLE001 - re-raised in the writer thread
@@ -442,19 +501,11 @@ class _Run:
                 self.store.set_photo_metadata(values)
             self.progress.advance(len(batch))
 
-    def _count_missing_semantic(self) -> int:
-        if not self.store.vec_dim(VEC_VISUAL):
-            return 0
-        total = image_count(self.store.conn)
-        if not self.store.vec_dim(VEC_SEMANTIC):
-            return total
-        have = row_count(self.store.conn, VEC_SEMANTIC)
-        return total - have
-
     # -- embedding -----------------------------------------------------------------------------
     def _embed(self, todo: list[_Item]) -> None:
         backbone = self.backbone()
-        self._record_backbone(backbone)
+        if not self._small:  # the numpy pass embeds for a collection that has its backbone recorded
+            self._record_backbone(backbone)
         self.store.ensure_vec_table(VEC_VISUAL, backbone.dim)
         self.progress.stage("embedding", len(todo))
         started = time.perf_counter()
@@ -475,7 +526,7 @@ class _Run:
                 good = []
                 for item, result in zip(items, results):
                     if isinstance(result, str):
-                        self._problem(item.path, result)
+                        self._problem(item.path, result, item)
                     else:
                         good.append((item, result))
                 if good:
@@ -489,7 +540,9 @@ class _Run:
                 self.options.weights or store.get_meta("backbone_weights_path"),
                 self.options.layer or store.get_meta("backbone_layer"))
 
-    def _problem(self, path: Path | str, reason: str) -> None:
+    def _problem(self, path: Path | str, reason: str, item: _Item | None = None) -> None:
+        if item is not None:  # a file that failed to read: remembered, not retried while unchanged
+            self._failures[item.rel] = [item.size, item.mtime, reason]
         self.stats.failed += 1
         self.stats.problems.append((str(path), reason))
         self.progress.problem(str(path), reason)
@@ -514,7 +567,9 @@ class _Run:
             if head is not None and self.store.load_model(CLASSIFIER_MODEL) is None:
                 kernel, bias = head
                 self.store.save_model(
-                    CLASSIFIER_MODEL, "dense", {"kernel": np.asarray(kernel, np.float32), "bias": np.asarray(bias, np.float32)},
+                    CLASSIFIER_MODEL,
+                    "dense",
+                    {"kernel": np.asarray(kernel, np.float32), "bias": np.asarray(bias, np.float32)},
                     {"backbone": backbone.name, "classes": 1000},
                 )
 
@@ -543,6 +598,7 @@ class _Run:
                     image_id = int(cur.lastrowid)
                     self.stats.added += 1
                 ids.append(image_id)
+                self._fixed.add(it.rel)
                 conn.execute(
                     "insert or replace into image_files(image_id, display, display_mime, display_width, "
                     "display_height, is_original) values (?, ?, ?, ?, ?, ?)",
