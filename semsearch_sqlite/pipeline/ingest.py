@@ -35,6 +35,7 @@ from semsearch_sqlite.media import exif, images  # noqa: E402
 from semsearch_sqlite.media.files import OUTSIDE_LINK, discover, label_for, read_labels_csv, sha256_file  # noqa: E402
 from semsearch_sqlite.pipeline.prepare import Prepared, PrepareSpec, try_prepare  # noqa: E402
 from semsearch_sqlite.storage.models import CLASSIFIER_MODEL  # noqa: E402
+from semsearch_sqlite.storage.rows import label_counts  # noqa: E402
 from semsearch_sqlite.storage.store import Store, encode_f32, now, writing  # noqa: E402
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL  # noqa: E402
 
@@ -399,6 +400,9 @@ class _Run:
         from semsearch_sqlite.text.query import tokenize
 
         opts = self.options
+        asked = opts.glove or opts.vocab_size or opts.vocab_file or opts.rebuild
+        if not asked and self.store.get_meta("words_lookup_count") and labels <= set(label_counts(self.store.conn)):
+            return  # each label's words were made sure of when it was stored: no need to read 50k words
         extra = read_vocab_file(opts.vocab_file) if opts.vocab_file else []
         label_words = sorted({t for lab in labels for t in tokenize(lab)})
         if refresh_vocabulary(self.store, opts.glove, opts.vocab_size, extra, label_words,
