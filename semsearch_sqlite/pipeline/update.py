@@ -126,9 +126,10 @@ def vector_ids(store: Store, table: str) -> np.ndarray | None:
     return None if src is None else np.sort(src.ids)
 
 
-def pending_rows(store: Store) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(fresh, stale)``: embedded photos without a semantic vector (new or re-embedded),
-    and graph rows gone or re-embedded. None when this can't be told (then refit)."""
+def pending_rows(store: Store) -> tuple[np.ndarray, np.ndarray, Graph | None] | None:
+    """``(fresh, stale, graph)``: embedded photos without a semantic vector (new or
+    re-embedded), graph rows gone or re-embedded, and the graph (None when there is
+    nothing to do: it isn't read). None when this can't be told (then refit)."""
     images = np.fromiter(paths_and_labels(store.conn).keys(), np.int64)
     visual, semantic = vector_ids(store, VEC_VISUAL), vector_ids(store, VEC_SEMANTIC)
     state = fit_state(store)
@@ -138,12 +139,12 @@ def pending_rows(store: Store) -> tuple[np.ndarray, np.ndarray] | None:
     fresh = np.setdiff1d(visual, semantic)
     count = int(state.get("count", -1))
     if len(fresh) == 0 and count == len(visual) and len(semantic) == len(visual):
-        return fresh, np.zeros(0, np.int64)  # nothing to do: the graph needn't be read
+        return fresh, np.zeros(0, np.int64), None  # nothing to do: the graph isn't read
     graph = _load(store)
     if graph is None:
         return None
     stale = np.union1d(np.setdiff1d(graph.ids, visual), np.intersect1d(graph.ids, fresh))
-    return fresh, stale
+    return fresh, stale, graph
 
 
 def update_semantic(
@@ -157,11 +158,9 @@ def update_semantic(
         model = semantic_model(store.conn)
         if pending is None or model is None:
             return None
-        fresh, stale = pending
-        if len(fresh) == 0 and len(stale) == 0:
+        fresh, stale, graph = pending
+        if graph is None or (len(fresh) == 0 and len(stale) == 0):
             return {"fresh": 0, "resmoothed": 0}
-        graph = _load(store)
-        assert graph is not None
         if on_stage:
             on_stage("finding visual neighbours", None)
         updated = _update_graph(store, graph, fresh, stale)
@@ -199,7 +198,6 @@ def _update_graph(store: Store, graph: Graph, fresh: np.ndarray, stale: np.ndarr
     Q = unit_rows(Q)
     best_ids = np.full((len(queries), k), -1, np.int64)
     best_sims = np.full((len(queries), k), -np.inf, np.float32)
-    pos = {int(i): n for n, i in enumerate(ids)}
     entering: dict[int, list[tuple[float, int]]] = {}
     is_fresh = np.arange(len(queries)) < len(fresh)
     kth = sims[:, -1] if k else np.zeros(len(ids), np.float32)
@@ -210,13 +208,13 @@ def _update_graph(store: Store, graph: Graph, fresh: np.ndarray, stale: np.ndarr
         S[chunk_ids[None, :] == queries[:, None]] = -np.inf  # not its own neighbour
         _merge_top(best_ids, best_sims, chunk_ids, S)
         # old rows whose list a fresh photo enters
-        rows = np.array([pos.get(int(i), -1) for i in chunk_ids])
-        old = rows >= 0
+        at = np.minimum(np.searchsorted(ids, chunk_ids), max(len(ids) - 1, 0))
+        old = (ids[at] == chunk_ids) if len(ids) else np.zeros(len(chunk_ids), bool)
         if old.any() and is_fresh.any():
-            hit = (S[is_fresh][:, old] > kth[rows[old]][None, :]) & ~broken[rows[old]][None, :]
+            rows, scores = at[old], S[is_fresh][:, old]
+            hit = (scores > kth[rows][None, :]) & ~broken[rows][None, :]
             for qi, cj in zip(*np.nonzero(hit)):
-                row = int(rows[old][cj])
-                entering.setdefault(row, []).append((float(S[is_fresh][qi, old][cj]), int(fresh[qi])))
+                entering.setdefault(int(rows[cj]), []).append((float(scores[qi, cj]), int(fresh[qi])))
     for row, items in entering.items():
         pairs = sorted([*zip(sims[row].tolist(), near[row].tolist()), *items], reverse=True)[:k]
         sims[row] = [s for s, _ in pairs]
