@@ -3,9 +3,13 @@
 Per batch, in one transaction: the image rows, their display copy and thumbnail, their
 backbone features and ImageNet class probabilities. A kill at any point loses at most
 the batch in flight; the next run skips what is stored (path + size + mtime, then
-sha256) and finishes the job. Once every image is embedded, the word-space model is
-fitted on the cached features and every image's semantic vector and tags are written,
-again in one transaction.
+sha256) and finishes the job. A file that failed is remembered (path, size, mtime,
+error) and reported, not retried, until it changes. Once every image is embedded, the
+new photos get semantic vectors and tags from the stored word-space model, smoothed over
+their visual neighbours, and so do the photos whose neighbours changed
+(``pipeline/update.py``); the model is refit, and every photo rewritten, only when labels
+changed enough to matter. A few photos are embedded by the numpy EfficientNet-Lite0 (no
+TensorFlow import); a run with nothing changed writes nothing.
 """
 
 from __future__ import annotations
@@ -357,7 +361,8 @@ class _Run:
         """Load the backbone in a thread, and trace the first batch's shape (not for --ray:
         the driver never runs it); errors are raised by the next ``backbone()``."""
         # a few photos added to a collection: no TensorFlow (same features, see effnet_numpy)
-        self._small = len(todo) <= SMALL_BATCH and not self.options.ray and bool(self.store.get_meta("backbone"))
+        self._small = (len(todo) <= SMALL_BATCH and not (self.options.ray or self.options.rebuild)
+                       and bool(self.store.get_meta("backbone")))
 
         def work() -> None:
             try:
