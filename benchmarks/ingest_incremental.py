@@ -151,8 +151,9 @@ def run_incremental(images: Path, new_photos: Path, where: Path, repeats: int = 
 
 def main(images: Path, new_photos: Path, where: Path, results: Path) -> None:
     r = run_incremental(images, new_photos, where)
-    print(f"RESULT case=incremental n={r['n']} added={r['added']} whole_s={r['whole_s']} noop_s={r['noop_s']}")
+    line = f"RESULT case=incremental n={r['n']} added={r['added']} whole_s={r['whole_s']} noop_s={r['noop_s']}"
+    print(line)
     path = results / "ingest.json"
     data = json.loads(path.read_text()) if path.exists() else {}
-    data["incremental_100k"] = {**r, "cpus": os.cpu_count()}
+    data["incremental_100k"] = {"result": line, **r, "cpus": os.cpu_count()}
     path.write_text(json.dumps(data, indent=2) + "\n")

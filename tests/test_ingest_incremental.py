@@ -27,8 +27,6 @@ MIN_COSINE = 0.97
 MIN_TOP_TAG_SHARE = 0.9
 MIN_SEARCH_OVERLAP = 0.8
 
-pytestmark = pytest.mark.slow
-
 
 def _options() -> IngestOptions:
     return IngestOptions(backbone="efficientnet-lite0", batch_size=16)
@@ -93,6 +91,7 @@ def _first_tags(db: Path) -> dict[str, str]:
         return dict(rows.fetchall())
 
 
+@pytest.mark.slow
 def test_grown_collection_equals_a_rebuild(tmp_path: Path) -> None:
     folder, db, scratch = tmp_path / "photos", tmp_path / "grown.db", tmp_path / "scratch.db"
     _copy(folder, FIRST)
@@ -122,3 +121,10 @@ def test_grown_collection_equals_a_rebuild(tmp_path: Path) -> None:
     removed = ingest(folder, db, _options())
     assert removed.removed == 2 and removed.semantic is None
     _graph_matches_scratch(db)
+
+
+def test_graph_width_is_the_smoothing_width() -> None:
+    from semsearch_sqlite.model import smoothing
+    from semsearch_sqlite.pipeline import update
+
+    assert update.SMOOTH_NEIGHBOURS == smoothing.SMOOTH_NEIGHBOURS

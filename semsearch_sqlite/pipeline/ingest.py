@@ -400,14 +400,14 @@ class _Run:
         return path.relative_to(self.root).as_posix()
 
     def _ensure_words(self, labels: set[str]) -> None:
-        from semsearch_sqlite.pipeline.train import refresh_vocabulary
-        from semsearch_sqlite.text.glove import read_vocab_file
-        from semsearch_sqlite.text.query import tokenize
-
         opts = self.options
         asked = opts.glove or opts.vocab_size or opts.vocab_file or opts.rebuild
         if not asked and self.store.get_meta("words_lookup_count") and labels <= set(label_counts(self.store.conn)):
             return  # each label's words were made sure of when it was stored: no need to read 50k words
+        from semsearch_sqlite.pipeline.train import refresh_vocabulary
+        from semsearch_sqlite.text.glove import read_vocab_file
+        from semsearch_sqlite.text.query import tokenize
+
         extra = read_vocab_file(opts.vocab_file) if opts.vocab_file else []
         label_words = sorted({t for lab in labels for t in tokenize(lab)})
         if refresh_vocabulary(self.store, opts.glove, opts.vocab_size, extra, label_words,

@@ -20,18 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from semsearch_sqlite.model.semantic import class_tags, image_semantics, semantic_model
-from semsearch_sqlite.model.smoothing import SMOOTH_NEIGHBOURS, smooth_rows, smoothed_top_classes
 from semsearch_sqlite.storage.models import SEMANTIC_MODEL, model_config
 from semsearch_sqlite.storage.rows import class_probability_blobs, label_counts, paths_and_labels
 from semsearch_sqlite.storage.store import Store, decode_f32
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL, ChunkRows, read_chunks, read_vectors_by_id
-from semsearch_sqlite.text.tags import write_tags
-from semsearch_sqlite.text.vocabulary import word_space
 from semsearch_sqlite.vectors.maths import unit_rows
-from semsearch_sqlite.vectors.neighbours import nearest_rows
+
+# the model's modules are imported where a photo is projected: a run with nothing to do
+# (most re-runs) only reads a few rows and needs none of them
 
 NEIGHBOURS_MODEL = "semantic_neighbours"
+SMOOTH_NEIGHBOURS = 10  # model.smoothing.SMOOTH_NEIGHBOURS (tests/test_ingest_incremental.py checks)
 # refit once the labelled photos changed (added, removed, relabelled, re-embedded) by more
 # than this share of those the model was fitted on
 REFIT_SHARE = 0.1
@@ -85,6 +84,7 @@ def record_fit(store: Store) -> None:
     """After a full refit: store the neighbour graph it smoothed over, with the label
     counts it was fitted on (call inside a transaction)."""
     from semsearch_sqlite.pipeline.train import training_data
+    from semsearch_sqlite.vectors.neighbours import nearest_rows
 
     ids, X, _probs, _labels = training_data(store, None)
     order = np.argsort(ids)
@@ -153,6 +153,8 @@ def update_semantic(
     """Give the fresh photos (:func:`pending_rows`) semantic vectors and tags with the
     stored model, and re-smooth the photos whose neighbours changed, in one transaction.
     Returns counts, or None when it can't (the caller refits)."""
+    from semsearch_sqlite.model.semantic import semantic_model
+
     with store.atomic():
         pending = pending_rows(store)
         model = semantic_model(store.conn)
@@ -255,6 +257,11 @@ def _features(store: Store, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _write_semantics(store: Store, model: Any, graph: Graph, rows: np.ndarray, tags: int) -> None:
     """Semantic vectors and tags of ``rows``, smoothed over their graph neighbours as
     :func:`~semsearch_sqlite.model.semantic.collection_semantics` smooths a collection."""
+    from semsearch_sqlite.model.semantic import class_tags, image_semantics
+    from semsearch_sqlite.model.smoothing import smooth_rows, smoothed_top_classes
+    from semsearch_sqlite.text.tags import write_tags
+    from semsearch_sqlite.text.vocabulary import word_space
+
     at = np.searchsorted(graph.ids, rows)
     near, sims = graph.near[at], graph.sims[at]
     needed = np.union1d(rows, near[near >= 0])
