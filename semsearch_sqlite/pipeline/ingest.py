@@ -36,7 +36,14 @@ require_ingest("ingest")
 
 from semsearch_sqlite.errors import ImageError, StoreError  # noqa: E402
 from semsearch_sqlite.media import exif, images  # noqa: E402
-from semsearch_sqlite.media.files import OUTSIDE_LINK, discover, label_for, read_labels_csv, sha256_file  # noqa: E402
+from semsearch_sqlite.media.files import (  # noqa: E402
+    OUTSIDE_LINK,
+    discover,
+    label_for,
+    normalise_label,
+    read_labels_csv,
+    sha256_file,
+)
 from semsearch_sqlite.pipeline.prepare import Prepared, PrepareSpec, try_prepare  # noqa: E402
 from semsearch_sqlite.storage.models import CLASSIFIER_MODEL  # noqa: E402
 from semsearch_sqlite.storage.rows import label_counts  # noqa: E402
@@ -252,8 +259,13 @@ class _Run:
         self._place_folder()
         self.progress.stage("reading the folder", None)
         found = self._discover()
-        labels = self._labels(found)
-        todo = self._skip_known_failures(self._plan(found, labels))
+        under = os.path.join(str(self.root), "")
+        # by string, once: pathlib's relative_to costs seconds at 100k files
+        rels = [(os.fspath(p)[len(under) :] if os.fspath(p).startswith(under) else self._rel(p)) for p in found]
+        if os.sep != "/":
+            rels = [rel.replace(os.sep, "/") for rel in rels]
+        labels = self._labels(found, rels)
+        todo = self._skip_known_failures(self._plan(found, rels, labels))
         # The CNN loads (and traces its graph) on another core while the vocabulary loads.
         warming = self._warm_up(todo) if todo else None
         try:
@@ -263,8 +275,8 @@ class _Run:
                 warming.join()
         if todo:
             self._embed(todo)
-        self._remember_failures(found)
-        changed = self._prune(found) or bool(todo) or self.stats.moved or self.stats.updated
+        self._remember_failures(rels)
+        changed = self._prune(rels) or bool(todo) or self.stats.moved or self.stats.updated
         self._fill_metadata()
         wrote = self._refresh_semantics() if self.store.vec_dim(VEC_VISUAL) else False
         if self.store.get_meta("images_root") != str(self.root):
@@ -316,10 +328,12 @@ class _Run:
                 out.append(item)
         return out
 
-    def _remember_failures(self, found: list[Path]) -> None:
+    def _remember_failures(self, rels: list[str]) -> None:
         """Store this run's failures of files in the folder (and forget the ones gone or fixed)."""
         failed = self._known_failures()
-        present = {self._rel(p) for p in found}
+        if not failed and not self._failures:
+            return
+        present = set(rels)
         new = {rel: v for rel, v in failed.items() if rel in present and rel not in self._fixed}
         new.update(self._failures)
         if new != failed:
@@ -364,6 +378,8 @@ class _Run:
         self._small = (len(todo) <= SMALL_BATCH and not (self.options.ray or self.options.rebuild)
                        and bool(self.store.get_meta("backbone")))
 
+        self.progress.stage(f"loading backbone {self._backbone_args()[0]}", None)
+
         def work() -> None:
             try:
                 backbone = self.backbone(report=False)
@@ -386,17 +402,36 @@ class _Run:
             self.progress.problem(str(link), OUTSIDE_LINK.format(target=os.path.realpath(link)))
         return result.files
 
-    def _labels(self, files: list[Path]) -> dict[str, str | None]:
-        rels = {self._rel(p): p for p in files}
+    def _labels(self, files: list[Path], rel_list: list[str]) -> dict[str, str | None]:
+        rels = dict(zip(rel_list, files))
         if self.options.labels_file:
             table = read_labels_csv(self.options.labels_file)
             out: dict[str, str | None] = {}
             for rel, p in rels.items():
                 out[rel] = table.get(p.relative_to(self.folder).as_posix()) or table.get(str(p.resolve()))
             return out
-        return {rel: label_for(p, self.label_root) for rel, p in rels.items()}
+        # by string: pathlib's relpath/relative_to cost seconds at 100k files
+        under = os.path.join(str(self.label_root), "")
+        out: dict[str, str | None] = {}
+        names: dict[str, str | None] = {}  # folder name -> label, normalised once per folder
+        for rel, p in rels.items():
+            text = os.fspath(p)
+            if not text.startswith(under):
+                out[rel] = label_for(p, self.label_root)
+                continue
+            parts = text[len(under) :].replace(os.sep, "/").rsplit("/", 2)
+            if len(parts) < 2:
+                out[rel] = None
+                continue
+            if parts[-2] not in names:
+                names[parts[-2]] = normalise_label(parts[-2]) or None
+            out[rel] = names[parts[-2]]
+        return out
 
     def _rel(self, path: Path) -> str:
+        text, under = os.fspath(path), os.path.join(str(self.root), "")
+        if text.startswith(under):
+            return text[len(under) :].replace(os.sep, "/")
         return path.relative_to(self.root).as_posix()
 
     def _ensure_words(self, labels: set[str]) -> None:
@@ -415,14 +450,13 @@ class _Run:
             # a new word space makes every semantic vector stale
             self.store.drop_vec_table(VEC_SEMANTIC)
 
-    def _plan(self, files: list[Path], labels: dict[str, str | None]) -> list[_Item]:
+    def _plan(self, files: list[Path], rels: list[str], labels: dict[str, str | None]) -> list[_Item]:
         conn = self.store.conn
         existing = {r[1]: r for r in conn.execute("select id, path, size, mtime, sha256, label from images")}
         found_rels = set()
         todo: list[_Item] = []
         label_updates = []
-        for p in files:
-            rel = self._rel(p)
+        for p, rel in zip(files, rels):
             found_rels.add(rel)
             try:
                 st = p.stat()
@@ -478,10 +512,10 @@ class _Run:
             remaining.append(item)
         return remaining
 
-    def _prune(self, files: list[Path]) -> bool:
+    def _prune(self, rels: list[str]) -> bool:
         if self.options.prune is False:
             return False
-        present = {self._rel(p) for p in files}
+        present = set(rels)
         stored = self.store.conn.execute("select id, path from images").fetchall()
         stale = [(i, path) for i, path in stored if path not in present and self._in_scope(path)]
         if not stale:

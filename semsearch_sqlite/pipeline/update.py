@@ -130,16 +130,14 @@ def pending_rows(store: Store) -> tuple[np.ndarray, np.ndarray, Graph | None] | 
     """``(fresh, stale, graph)``: embedded photos without a semantic vector (new or
     re-embedded), graph rows gone or re-embedded, and the graph (None when there is
     nothing to do: it isn't read). None when this can't be told (then refit)."""
-    images = np.fromiter(paths_and_labels(store.conn).keys(), np.int64)
     visual, semantic = vector_ids(store, VEC_VISUAL), vector_ids(store, VEC_SEMANTIC)
     state = fit_state(store)
     if visual is None or semantic is None or state is None:
         return None
-    visual = np.intersect1d(visual, images)
+    if int(state.get("count", -1)) == len(visual) == len(semantic) and np.array_equal(visual, semantic):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), None  # nothing to do: the graph isn't read
+    visual = np.intersect1d(visual, np.fromiter(paths_and_labels(store.conn).keys(), np.int64))
     fresh = np.setdiff1d(visual, semantic)
-    count = int(state.get("count", -1))
-    if len(fresh) == 0 and count == len(visual) and len(semantic) == len(visual):
-        return fresh, np.zeros(0, np.int64), None  # nothing to do: the graph isn't read
     graph = _load(store)
     if graph is None:
         return None
