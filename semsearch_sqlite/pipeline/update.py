@@ -171,10 +171,12 @@ def update_semantic(
             on_stage(f"word vectors and tags of {len(touched)} photos", None)
         rows = touched if model.config.get("smoothing") else fresh
         _write_semantics(store, model, graph, rows, tags)
-        labelled = paths_and_labels(store.conn)
-        graph.config["pending"] = int(graph.config.get("pending", 0)) + int(
-            sum(1 for i in np.intersect1d(fresh, stale) if labelled.get(int(i), (None, None))[1])
-        )
+        changed = np.intersect1d(fresh, stale)  # re-embedded: a labelled one counts towards a refit
+        if len(changed):
+            labelled = paths_and_labels(store.conn)
+            graph.config["pending"] = int(graph.config.get("pending", 0)) + sum(
+                1 for i in changed.tolist() if labelled.get(i, (None, None))[1]
+            )
         graph.config["count"] = len(graph.ids)
         _save(store, graph)
         store.bump_generation()
@@ -198,23 +200,17 @@ def _update_graph(store: Store, graph: Graph, fresh: np.ndarray, stale: np.ndarr
     Q = unit_rows(Q)
     best_ids = np.full((len(queries), k), -1, np.int64)
     best_sims = np.full((len(queries), k), -np.inf, np.float32)
-    entering: dict[int, list[tuple[float, int]]] = {}
     is_fresh = np.arange(len(queries)) < len(fresh)
     kth = sims[:, -1] if k else np.zeros(len(ids), np.float32)
     dim = store.vec_dim(VEC_VISUAL)
     assert dim is not None
-    for chunk_ids, block in read_chunks(store.conn, VEC_VISUAL, dim):
-        S = Q @ unit_rows(block).T
-        S[chunk_ids[None, :] == queries[:, None]] = -np.inf  # not its own neighbour
-        _merge_top(best_ids, best_sims, chunk_ids, S)
-        # old rows whose list a fresh photo enters
-        at = np.minimum(np.searchsorted(ids, chunk_ids), max(len(ids) - 1, 0))
-        old = (ids[at] == chunk_ids) if len(ids) else np.zeros(len(chunk_ids), bool)
-        if old.any() and is_fresh.any():
-            rows, scores = at[old], S[is_fresh][:, old]
-            hit = (scores > kth[rows][None, :]) & ~broken[rows][None, :]
-            for qi, cj in zip(*np.nonzero(hit)):
-                entering.setdefault(int(rows[cj]), []).append((float(scores[qi, cj]), int(fresh[qi])))
+    setter = _blas_threads_setter()
+    previous = setter(1) if setter else None  # a few query rows: one BLAS thread is 2-8x faster here
+    try:
+        entering = _scan(store, dim, ids, Q, queries, fresh, is_fresh, kth, broken, best_ids, best_sims)
+    finally:
+        if setter and previous is not None:
+            setter(previous)
     for row, items in entering.items():
         pairs = sorted([*zip(sims[row].tolist(), near[row].tolist()), *items], reverse=True)[:k]
         sims[row] = [s for s, _ in pairs]
@@ -227,6 +223,46 @@ def _update_graph(store: Store, graph: Graph, fresh: np.ndarray, stale: np.ndarr
     order = np.argsort(ids)
     touched = np.union1d(queries, graph.ids[keep][list(entering)] if entering else np.zeros(0, np.int64))
     return Graph(ids[order], near[order], sims[order], dict(graph.config)), touched
+
+
+def _scan(
+    store: Store,
+    dim: int,
+    ids: np.ndarray,
+    Q: np.ndarray,
+    queries: np.ndarray,
+    fresh: np.ndarray,
+    is_fresh: np.ndarray,
+    kth: np.ndarray,
+    broken: np.ndarray,
+    best_ids: np.ndarray,
+    best_sims: np.ndarray,
+) -> dict[int, list[tuple[float, int]]]:
+    """One pass over the stored features: each query's running top k (in place), and the
+    kept rows whose neighbour lists a fresh photo enters (row -> [(cosine, fresh id)])."""
+    entering: dict[int, list[tuple[float, int]]] = {}
+    for chunk_ids, block in read_chunks(store.conn, VEC_VISUAL, dim):
+        S = (unit_rows(block) @ Q.T).T
+        S[chunk_ids[None, :] == queries[:, None]] = -np.inf  # not its own neighbour
+        _merge_top(best_ids, best_sims, chunk_ids, S)
+        # old rows whose list a fresh photo enters
+        at = np.minimum(np.searchsorted(ids, chunk_ids), max(len(ids) - 1, 0))
+        old = (ids[at] == chunk_ids) if len(ids) else np.zeros(len(chunk_ids), bool)
+        if old.any() and is_fresh.any():
+            rows, scores = at[old], S[is_fresh][:, old]
+            hit = (scores > kth[rows][None, :]) & ~broken[rows][None, :]
+            for qi, cj in zip(*np.nonzero(hit)):
+                entering.setdefault(int(rows[cj]), []).append((float(scores[qi, cj]), int(fresh[qi])))
+    return entering
+
+
+def _blas_threads_setter() -> Callable[[int], int] | None:
+    """OpenBLAS's per-thread thread count setter, when numpy's OpenBLAS has one."""
+    try:
+        from semsearch_sqlite.model.effnet_numpy import _blas_thread_setter
+    except ImportError:
+        return None
+    return _blas_thread_setter()
 
 
 def _merge_top(best_ids: np.ndarray, best_sims: np.ndarray, chunk_ids: np.ndarray, S: np.ndarray) -> None:
