@@ -2,6 +2,7 @@
 model, plus the writer's own ceiling and the cold start of a new-image query; one run.
 
     python benchmarks/ingest.py [--images ../shared/data/caltech101-dev] [--n 120] [--photos DIR] [--ray]
+    python benchmarks/ingest.py --incremental   (a 100k store, 10 photos added: see ingest_incremental.py)
 
 For each case (the dev photos as they are, ~300 px; the same photos upscaled to 4032x3024
 with sensor-like noise, so the JPEGs have real entropy, ~2.5 MB each) it prints: prepare
@@ -226,7 +227,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--photos", type=Path, help="keep the generated 12 MP photos here (reused next time)")
     parser.add_argument("--ray", action="store_true", help="also time ingest --ray on a local Ray cluster")
+    parser.add_argument("--incremental", action="store_true", help="only: 10 photos added to a 100k store, and a no-op")
+    parser.add_argument("--new-photos", type=Path, default=DEFAULT_IMAGES.parent / "caltech101-dev2" / "ketch")
+    parser.add_argument("--store-dir", type=Path, default=Path(tempfile.gettempdir()) / "semsearch-ingest-100k")
     args = parser.parse_args()
+    if args.incremental:
+        from ingest_incremental import main as incremental
+
+        incremental(args.images, args.new_photos, args.store_dir, HERE / "results")
+        return
 
     all_files = discover(args.images).files
     files = all_files[:: max(1, len(all_files) // args.n)][: args.n]  # every label, not the first few

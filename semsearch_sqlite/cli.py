@@ -382,6 +382,11 @@ def train(db: str, method: str | None, labels_file: str | None, epochs: int | No
     labels = read_labels_csv(labels_file) if labels_file else None
     with writing(db) as store:
         report = refresh_semantic(store, method=method, tags=n_tags, labels=labels, epochs=epochs)
+        if labels is None:  # fitted on the stored labels: the next ingest can add photos to it
+            from semsearch_sqlite.pipeline.update import record_fit
+
+            with store.atomic():
+                record_fit(store)
     if not quiet:
         click.echo(_semantic_line(report), err=True)
 

@@ -99,7 +99,8 @@ def discover(root: str | Path, *, follow_links: bool = False) -> DiscoveryResult
             except OSError as e:
                 result.problems.append((path, os_reason(e)))
         links.sort()
-    result.files.sort(key=lambda p: p.relative_to(root).as_posix())
+    # every file is under root: its path string sorts as its relative path does
+    result.files.sort(key=lambda p: os.fspath(p).replace(os.sep, "/"))
     result.outside_links.sort()
     return result
 

@@ -3,9 +3,13 @@
 Per batch, in one transaction: the image rows, their display copy and thumbnail, their
 backbone features and ImageNet class probabilities. A kill at any point loses at most
 the batch in flight; the next run skips what is stored (path + size + mtime, then
-sha256) and finishes the job. Once every image is embedded, the word-space model is
-fitted on the cached features and every image's semantic vector and tags are written,
-again in one transaction.
+sha256) and finishes the job. A file that failed is remembered (path, size, mtime,
+error) and reported, not retried, until it changes. Once every image is embedded, the
+new photos get semantic vectors and tags from the stored word-space model, smoothed over
+their visual neighbours, and so do the photos whose neighbours changed
+(``pipeline/update.py``); the model is refit, and every photo rewritten, only when labels
+changed enough to matter. A few photos are embedded by the numpy EfficientNet-Lite0 (no
+TensorFlow import); a run with nothing changed writes nothing.
 """
 
 from __future__ import annotations
@@ -30,18 +34,30 @@ from semsearch_sqlite.extras import require_ingest
 # with the fix, before anything (a new database file included) is made.
 require_ingest("ingest")
 
-from semsearch_sqlite.media import exif, images  # noqa: E402
-from semsearch_sqlite.media.files import OUTSIDE_LINK, discover, label_for, read_labels_csv, sha256_file  # noqa: E402
 from semsearch_sqlite.errors import ImageError, StoreError  # noqa: E402
-from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL  # noqa: E402
-from semsearch_sqlite.storage.models import CLASSIFIER_MODEL, SEMANTIC_MODEL  # noqa: E402
-from semsearch_sqlite.storage.rows import image_count, row_count  # noqa: E402
-from semsearch_sqlite.storage.store import Store, encode_f32, now, writing  # noqa: E402
+from semsearch_sqlite.media import exif, images  # noqa: E402
+from semsearch_sqlite.media.files import (  # noqa: E402
+    OUTSIDE_LINK,
+    discover,
+    label_for,
+    normalise_label,
+    read_labels_csv,
+    sha256_file,
+)
 from semsearch_sqlite.pipeline.prepare import Prepared, PrepareSpec, try_prepare  # noqa: E402
+from semsearch_sqlite.storage.models import CLASSIFIER_MODEL  # noqa: E402
+from semsearch_sqlite.storage.rows import label_counts  # noqa: E402
+from semsearch_sqlite.storage.store import Store, encode_f32, now, writing  # noqa: E402
+from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL  # noqa: E402
 
 DEFAULT_BACKBONE = "vgg16"
 DEFAULT_BATCH = 32
 METADATA_BATCH = 500  # EXIF rows written per transaction when filling old rows
+# meta key: files that failed, path -> [size, mtime, error]; reported, not retried, until they change
+FAILED_META = "failed_files"
+# at most this many photos to embed: the numpy EfficientNet-Lite0 (no TensorFlow import,
+# ~0.15 s an image) instead of the Keras one (5-8 s to import and build, then ~30 ms an image)
+SMALL_BATCH = 24
 
 
 class Progress(Protocol):
@@ -208,6 +224,9 @@ class _Run:
         self.stats = IngestStats()
         self._backbone: Any = None
         self._warm_error: Exception | None = None
+        self._small = False  # few photos to embed: the numpy backbone, when there is one
+        self._failures: dict[str, list[Any]] = {}  # this run's failed files
+        self._fixed: set[str] = set()  # files stored this run (failed ones that now read)
 
     def _place_folder(self) -> None:
         """Where the ingested folder sits in the collection: the collection's root (stored
@@ -238,9 +257,15 @@ class _Run:
     def run(self) -> IngestStats:
         self._check_backbone()
         self._place_folder()
+        self.progress.stage("reading the folder", None)
         found = self._discover()
-        labels = self._labels(found)
-        todo = self._plan(found, labels)
+        under = os.path.join(str(self.root), "")
+        # by string, once: pathlib's relative_to costs seconds at 100k files
+        rels = [(os.fspath(p)[len(under) :] if os.fspath(p).startswith(under) else self._rel(p)) for p in found]
+        if os.sep != "/":
+            rels = [rel.replace(os.sep, "/") for rel in rels]
+        labels = self._labels(found, rels)
+        todo = self._skip_known_failures(self._plan(found, rels, labels))
         # The CNN loads (and traces its graph) on another core while the vocabulary loads.
         warming = self._warm_up(todo) if todo else None
         try:
@@ -250,21 +275,70 @@ class _Run:
                 warming.join()
         if todo:
             self._embed(todo)
-        changed = self._prune(found) or bool(todo) or self.stats.moved or self.stats.updated
+        self._remember_failures(rels)
+        changed = self._prune(rels) or bool(todo) or self.stats.moved or self.stats.updated
         self._fill_metadata()
-        missing = self._count_missing_semantic()
-        if changed or missing or self.store.load_model(SEMANTIC_MODEL) is None:
-            if self.store.vec_dim(VEC_VISUAL):
-                self.progress.stage("fitting word space", None)
-                from semsearch_sqlite.pipeline.train import refresh_semantic
+        wrote = self._refresh_semantics() if self.store.vec_dim(VEC_VISUAL) else False
+        if self.store.get_meta("images_root") != str(self.root):
+            with self.store.atomic():
+                self.store.set_meta("images_root", str(self.root))
+        if changed or wrote:
+            from semsearch_sqlite.vectors.upkeep import refresh_indexes
 
-                self.stats.semantic = refresh_semantic(self.store, method=self.options.method, tags=self.options.tags)
-        with self.store.atomic():
-            self.store.set_meta("images_root", str(self.root))
-        from semsearch_sqlite.vectors.upkeep import refresh_indexes
-
-        refresh_indexes(self.store)
+            self.progress.stage("updating the search indexes", None)
+            refresh_indexes(self.store)
         return self.stats
+
+    def _refresh_semantics(self) -> bool:
+        """Semantic vectors and tags for what changed: the stored model projects new photos
+        and only they and their neighbours are re-smoothed (``pipeline/update.py``), unless
+        labels changed enough to refit. True when anything was written."""
+        from semsearch_sqlite.pipeline import update
+
+        reason = update.refit_reason(self.store, self.options.method)
+        if reason is None:
+            done = update.update_semantic(self.store, self.options.tags, self.progress.stage)
+            if done is not None:
+                return bool(done["fresh"] or done["resmoothed"])
+        from semsearch_sqlite.pipeline.train import refresh_semantic
+
+        self.progress.stage("fitting word space", None)
+        self.stats.semantic = refresh_semantic(self.store, method=self.options.method, tags=self.options.tags)
+        self.progress.stage("storing the neighbour graph", None)
+        with self.store.atomic():
+            update.record_fit(self.store)
+        return True
+
+    # -- files that failed: remembered (path, size, mtime, error) and reported, not retried
+    def _known_failures(self) -> dict[str, list[Any]]:
+        stored = self.store.get_meta(FAILED_META)
+        return dict(stored) if isinstance(stored, dict) else {}
+
+    def _skip_known_failures(self, todo: list[_Item]) -> list[_Item]:
+        """Leave out files that failed before and haven't changed since; report them again."""
+        failed = self._known_failures()
+        if not failed or self.options.rebuild:
+            return todo
+        out = []
+        for item in todo:
+            seen = failed.get(item.rel)
+            if seen is not None and seen[0] == item.size and seen[1] == item.mtime:
+                self._problem(item.path, f"{seen[2]} (unchanged since it failed; not retried)")
+            else:
+                out.append(item)
+        return out
+
+    def _remember_failures(self, rels: list[str]) -> None:
+        """Store this run's failures of files in the folder (and forget the ones gone or fixed)."""
+        failed = self._known_failures()
+        if not failed and not self._failures:
+            return
+        present = set(rels)
+        new = {rel: v for rel, v in failed.items() if rel in present and rel not in self._fixed}
+        new.update(self._failures)
+        if new != failed:
+            with self.store.atomic():
+                self.store.set_meta(FAILED_META, new)
 
     def _check_backbone(self) -> None:
         stored = self.store.get_meta("backbone")
@@ -288,21 +362,28 @@ class _Run:
         if self._warm_error is not None:
             raise self._warm_error
         if self._backbone is None:
-            from semsearch_sqlite.model.cnn import load_backbone
+            from semsearch_sqlite.model.cnn import load_backbone, load_query_backbone
 
             name, weights, layer = self._backbone_args()
             if report:
                 self.progress.stage(f"loading backbone {name}", None)
-            self._backbone = load_backbone(name, weights=weights, layer=layer)
+            load = load_query_backbone if self._small else load_backbone
+            self._backbone = load(name, weights=weights, layer=layer)
         return self._backbone
 
     def _warm_up(self, todo: list[_Item]) -> threading.Thread:
         """Load the backbone in a thread, and trace the first batch's shape (not for --ray:
         the driver never runs it); errors are raised by the next ``backbone()``."""
+        # a few photos added to a collection: no TensorFlow (same features, see effnet_numpy)
+        self._small = (len(todo) <= SMALL_BATCH and not (self.options.ray or self.options.rebuild)
+                       and bool(self.store.get_meta("backbone")))
+
+        self.progress.stage(f"loading backbone {self._backbone_args()[0]}", None)
+
         def work() -> None:
             try:
                 backbone = self.backbone(report=False)
-                if not self.options.ray:
+                if not self.options.ray and not self._small:
                     h, w = backbone.input_size
                     backbone.predict(np.zeros((min(len(todo), max(1, self.options.batch_size)), h, w, 3), np.float32))
             except Exception as e:  # noqa: BLE001 - re-raised in the writer thread
@@ -321,25 +402,47 @@ class _Run:
             self.progress.problem(str(link), OUTSIDE_LINK.format(target=os.path.realpath(link)))
         return result.files
 
-    def _labels(self, files: list[Path]) -> dict[str, str | None]:
-        rels = {self._rel(p): p for p in files}
+    def _labels(self, files: list[Path], rel_list: list[str]) -> dict[str, str | None]:
+        rels = dict(zip(rel_list, files))
         if self.options.labels_file:
             table = read_labels_csv(self.options.labels_file)
             out: dict[str, str | None] = {}
             for rel, p in rels.items():
                 out[rel] = table.get(p.relative_to(self.folder).as_posix()) or table.get(str(p.resolve()))
             return out
-        return {rel: label_for(p, self.label_root) for rel, p in rels.items()}
+        # by string: pathlib's relpath/relative_to cost seconds at 100k files
+        under = os.path.join(str(self.label_root), "")
+        out: dict[str, str | None] = {}
+        names: dict[str, str | None] = {}  # folder name -> label, normalised once per folder
+        for rel, p in rels.items():
+            text = os.fspath(p)
+            if not text.startswith(under):
+                out[rel] = label_for(p, self.label_root)
+                continue
+            parts = text[len(under) :].replace(os.sep, "/").rsplit("/", 2)
+            if len(parts) < 2:
+                out[rel] = None
+                continue
+            if parts[-2] not in names:
+                names[parts[-2]] = normalise_label(parts[-2]) or None
+            out[rel] = names[parts[-2]]
+        return out
 
     def _rel(self, path: Path) -> str:
+        text, under = os.fspath(path), os.path.join(str(self.root), "")
+        if text.startswith(under):
+            return text[len(under) :].replace(os.sep, "/")
         return path.relative_to(self.root).as_posix()
 
     def _ensure_words(self, labels: set[str]) -> None:
+        opts = self.options
+        asked = opts.glove or opts.vocab_size or opts.vocab_file or opts.rebuild
+        if not asked and self.store.get_meta("words_lookup_count") and labels <= set(label_counts(self.store.conn)):
+            return  # each label's words were made sure of when it was stored: no need to read 50k words
         from semsearch_sqlite.pipeline.train import refresh_vocabulary
         from semsearch_sqlite.text.glove import read_vocab_file
         from semsearch_sqlite.text.query import tokenize
 
-        opts = self.options
         extra = read_vocab_file(opts.vocab_file) if opts.vocab_file else []
         label_words = sorted({t for lab in labels for t in tokenize(lab)})
         if refresh_vocabulary(self.store, opts.glove, opts.vocab_size, extra, label_words,
@@ -347,14 +450,13 @@ class _Run:
             # a new word space makes every semantic vector stale
             self.store.drop_vec_table(VEC_SEMANTIC)
 
-    def _plan(self, files: list[Path], labels: dict[str, str | None]) -> list[_Item]:
+    def _plan(self, files: list[Path], rels: list[str], labels: dict[str, str | None]) -> list[_Item]:
         conn = self.store.conn
         existing = {r[1]: r for r in conn.execute("select id, path, size, mtime, sha256, label from images")}
         found_rels = set()
         todo: list[_Item] = []
         label_updates = []
-        for p in files:
-            rel = self._rel(p)
+        for p, rel in zip(files, rels):
             found_rels.add(rel)
             try:
                 st = p.stat()
@@ -410,10 +512,10 @@ class _Run:
             remaining.append(item)
         return remaining
 
-    def _prune(self, files: list[Path]) -> bool:
+    def _prune(self, rels: list[str]) -> bool:
         if self.options.prune is False:
             return False
-        present = {self._rel(p) for p in files}
+        present = set(rels)
         stored = self.store.conn.execute("select id, path from images").fetchall()
         stale = [(i, path) for i, path in stored if path not in present and self._in_scope(path)]
         if not stale:
@@ -442,19 +544,11 @@ class _Run:
                 self.store.set_photo_metadata(values)
             self.progress.advance(len(batch))
 
-    def _count_missing_semantic(self) -> int:
-        if not self.store.vec_dim(VEC_VISUAL):
-            return 0
-        total = image_count(self.store.conn)
-        if not self.store.vec_dim(VEC_SEMANTIC):
-            return total
-        have = row_count(self.store.conn, VEC_SEMANTIC)
-        return total - have
-
     # -- embedding -----------------------------------------------------------------------------
     def _embed(self, todo: list[_Item]) -> None:
         backbone = self.backbone()
-        self._record_backbone(backbone)
+        if not self._small:  # the numpy pass embeds for a collection that has its backbone recorded
+            self._record_backbone(backbone)
         self.store.ensure_vec_table(VEC_VISUAL, backbone.dim)
         self.progress.stage("embedding", len(todo))
         started = time.perf_counter()
@@ -475,7 +569,7 @@ class _Run:
                 good = []
                 for item, result in zip(items, results):
                     if isinstance(result, str):
-                        self._problem(item.path, result)
+                        self._problem(item.path, result, item)
                     else:
                         good.append((item, result))
                 if good:
@@ -489,7 +583,9 @@ class _Run:
                 self.options.weights or store.get_meta("backbone_weights_path"),
                 self.options.layer or store.get_meta("backbone_layer"))
 
-    def _problem(self, path: Path | str, reason: str) -> None:
+    def _problem(self, path: Path | str, reason: str, item: _Item | None = None) -> None:
+        if item is not None:  # a file that failed to read: remembered, not retried while unchanged
+            self._failures[item.rel] = [item.size, item.mtime, reason]
         self.stats.failed += 1
         self.stats.problems.append((str(path), reason))
         self.progress.problem(str(path), reason)
@@ -514,7 +610,9 @@ class _Run:
             if head is not None and self.store.load_model(CLASSIFIER_MODEL) is None:
                 kernel, bias = head
                 self.store.save_model(
-                    CLASSIFIER_MODEL, "dense", {"kernel": np.asarray(kernel, np.float32), "bias": np.asarray(bias, np.float32)},
+                    CLASSIFIER_MODEL,
+                    "dense",
+                    {"kernel": np.asarray(kernel, np.float32), "bias": np.asarray(bias, np.float32)},
                     {"backbone": backbone.name, "classes": 1000},
                 )
 
@@ -543,6 +641,7 @@ class _Run:
                     image_id = int(cur.lastrowid)
                     self.stats.added += 1
                 ids.append(image_id)
+                self._fixed.add(it.rel)
                 conn.execute(
                     "insert or replace into image_files(image_id, display, display_mime, display_width, "
                     "display_height, is_original) values (?, ?, ?, ?, ?, ?)",
