@@ -13,39 +13,6 @@ Four methods (``model/methods.py``):
 * ``conse`` (Norouzi et al. 2014), no labels needed: the probability-weighted mean word
   vector of the backbone's top ImageNet classes.
 
-method (each as search uses it)          seen P@10    zero-shot P@10  tag@5 seen  tag@5 z-s
-=======================================  ===========  ==============  ==========  ==========
-the talk's MLP, cosine loss              0.886        0.097           0.906       0.040
-ridge (closed form)                      0.880        0.094           0.894       0.035
-ConSE (no training)                      0.597        0.659           0.587       0.492
-gated ridge / ConSE (round 1)            0.857        0.577           0.829       0.399
-joint alone (round 2, first part)        0.904        0.598           0.905       0.408
-joint + neighbour smoothing              0.921        0.627           0.921       0.441
-joint + WordNet anchoring                0.906        0.652           0.905       0.408
-joint + visual feedback                  0.903        0.644           0.905       0.408
-joint + class-led tags                   0.904        0.598           0.963       0.445
-**joint + all four (default)**           0.921        0.721           0.980       0.481
-=======================================  ===========  ==============  ==========  ==========
-
-Measured and not kept (same protocol): hypernym-aware class vectors (each class plus its
-WordNet ancestors with weight 0.5^depth: +1 point of ConSE P@10, -1 to -10 points of
-tags: "bird" beats "goldfinch"); ConSE top 3-50 and temperature 0.5-2 (T=10, t=1 within a
-point or two of the best, which trade P@10 against tags); the joint classifier on
-ImageNet log-probabilities instead of logits (zero-shot P@10 0.11: the logits' scale is
-what says "this looks like nothing labelled"); CSLS hubness correction for tags and
-queries (no gain); an oracle seen/unseen gate (seen P@10 0.957, zero-shot 0.595, tags
-0.944 / 0.401): the zero-shot side is bounded by ConSE itself, not by the routing.
-Round 2, second part: GloVe retrofitted to the WordNet noun graph (+1 point: the class
-means blur it again), diffusion over the neighbour graph instead of one smoothing step
-(no better), a sharpened query-to-class kernel instead of ConSE vectors (no better),
-anchoring the labels too (zero-shot -1.3, seen tags -2.5), anchored tag words (seen
-tags -0.5, zero-shot tags +1), the rare WordNet nouns (ketch, hawksbill) as extra tag
-words (zero-shot tags -9: they become hubs), neighbour-averaged features for the
-classifier (seen tags +1.7, zero-shot P@10 -0.8 to -2), nouns-only or singular-only tags
-(cleaner lists, same figures), features averaged with the mirrored photo's (+0.5 tags, twice the CNN time). Mean-of-words multi-word labels are kept; a SIF-weighted
-mean (rare words weigh more: "flamingo" over "head") gained 2 points of zero-shot P@10
-and is left for later.
-=======
 The stored vectors are smoothed over each photo's visual neighbours
 (:func:`collection_semantics`), tags start with each photo's most probable classes
 (:func:`class_tags`), and the fit records each label's WordNet kinds and class evidence
