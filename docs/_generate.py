@@ -346,15 +346,22 @@ def labelled_table() -> str:
     rows = []
     for name, s in _labelled("summary").items():
         g = functools.partial(need, s, source=f"semantic (labelled -> summary -> {name!r})")
-        shown = name.replace("main's search", "photo vectors (old search)").replace("label relations", "label relations (search)")
+        shown = name.replace("main's search", "photo vectors (old search)").replace(
+            "label relations", "label relations (search)"
+        )
         row = [shown, *(num(g(key)) for key, _ in LABELLED_COLUMNS)]
-        row += [f"{num(g('related_p_at_10_kind'))} / {num(g('coverage_at_20_kind'))}",
-                f"{num(g('related_p_at_10_association'))} / {num(g('coverage_at_20_association'))}",
-                f"{num(g('related_p_at_10_half_a'))} / {num(g('related_p_at_10_half_b'))}"]
+        row += [
+            f"{num(g('related_p_at_10_kind'))} / {num(g('coverage_at_20_kind'))}",
+            f"{num(g('related_p_at_10_association'))} / {num(g('coverage_at_20_association'))}",
+            f"{num(g('related_p_at_10_half_a'))} / {num(g('related_p_at_10_half_b'))}",
+        ]
         rows.append([f"**{c}**" for c in row] if name.startswith("joint, label") else row)
     header = [
-        "method, search", *(h for _, h in LABELLED_COLUMNS),
-        "kinds: P@10 / coverage", "associations: P@10 / coverage", "related P@10: half A / half B",
+        "method, search",
+        *(h for _, h in LABELLED_COLUMNS),
+        "kinds: P@10 / coverage",
+        "associations: P@10 / coverage",
+        "related P@10: half A / half B",
     ]
     return table(header, rows)
 
