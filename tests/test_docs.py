@@ -195,3 +195,42 @@ def _serve_search_page(db: Path) -> None:
 
     status, html = asyncio.run(get())
     assert status == 200 and re.search(r"image_\d{4}\.jpg", html)
+
+
+CONSTANT = re.compile(r"`([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)`")
+
+
+def _defined_constants() -> set[str]:
+    names: set[str] = set()
+    for package in ("semsearch_sqlite", "datasette_plugin", "benchmarks", "docs"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Assign):
+                    targets = node.targets
+                elif isinstance(node, ast.AnnAssign):
+                    targets = [node.target]
+                else:
+                    continue
+                for target in targets:  # also ``A, B = 1.0, 0.95``
+                    names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    return names
+
+
+def test_constants_the_docs_name_exist() -> None:
+    # a renamed or removed constant (SCORE_WIDTH, ASSOCIATION_ZERO_CSLS) must leave the pages that
+    # describe the code now; the research note keeps history and may name what is gone
+    defined = _defined_constants()
+    stale = {
+        (page.name, name)
+        for page in PAGES
+        if page.exists() and page.name != "research.md"
+        for name in CONSTANT.findall(page.read_text())
+        if name not in defined
+    }
+    assert not stale, f"docs name constants the code no longer defines: {sorted(stale)}"
+
+
+def test_the_constant_check_catches_a_removed_name() -> None:
+    assert CONSTANT.findall("the score's `SCORE_WIDTH` and `ASSOCIATION_ZERO`") == ["SCORE_WIDTH", "ASSOCIATION_ZERO"]
+    assert "SCORE_WIDTH" not in _defined_constants()
+    assert "ASSOCIATION_ZERO" in _defined_constants()
