@@ -38,15 +38,18 @@ def free_port() -> int:
 def serve(db: str, port: int, *extra: str) -> subprocess.Popen:
     """``datasette DB`` on ``port``, its output to a log file; returns once it answers."""
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"datasette-{port}.log", "wb")  # noqa: SIM115 - the server's
-    proc = subprocess.Popen([sys.executable, "-m", "datasette", "serve", db, "--port", str(port), *extra],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "datasette", "serve", db, "--port", str(port), *extra],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     for _ in range(600):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/-/versions.json", timeout=2).read()
             return proc
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             if proc.poll() is not None:
-                raise SystemExit(f"datasette exited; see {log.name}")
+                raise SystemExit(f"datasette exited; see {log.name}") from None
             time.sleep(0.1)
     proc.kill()
     raise SystemExit("datasette did not start")
@@ -95,8 +98,10 @@ def main() -> None:
         fetch(page)  # warm caches
         quiet = time_page(page, min(args.seconds, 5))
         stop, statuses = threading.Event(), []
-        threads = [threading.Thread(target=flood, args=(f"{base}/{name}.json?sql=pragma+foo", stop, statuses))
-                   for _ in range(args.clients)]
+        threads = [
+            threading.Thread(target=flood, args=(f"{base}/{name}.json?sql=pragma+foo", stop, statuses))
+            for _ in range(args.clients)
+        ]
         for t in threads:
             t.start()
         flooded = time_page(page, args.seconds)
@@ -107,12 +112,15 @@ def main() -> None:
         proc.terminate()
         proc.wait(10)
     out = {
-        "label": args.label, "clients": args.clients, "seconds": args.seconds,
+        "label": args.label,
+        "clients": args.clients,
+        "seconds": args.seconds,
         "search_quiet_median_ms": statistics.median(quiet),
         "search_flooded_median_ms": statistics.median(flooded),
         "search_flooded_max_ms": max(flooded),
         "search_requests_flooded": len(flooded),
-        "errors_answered": len(statuses), "error_statuses": sorted(set(statuses)),
+        "errors_answered": len(statuses),
+        "error_statuses": sorted(set(statuses)),
     }
     out["slowdown"] = out["search_flooded_median_ms"] / out["search_quiet_median_ms"]
     (HERE / "results").mkdir(exist_ok=True)

@@ -108,7 +108,9 @@ def main() -> None:
     print("| clients | requests | req/s | p50 ms | p95 ms | errors |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['clients']} | {r['requests']} | {r['req_per_s']} | {r['p50_ms']} | {r['p95_ms']} | {r['errors']} |")
+        print(
+            f"| {r['clients']} | {r['requests']} | {r['req_per_s']} | {r['p50_ms']} | {r['p95_ms']} | {r['errors']} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"db": args.db, "seconds": args.seconds, "rows": rows}, indent=2) + "\n")
 

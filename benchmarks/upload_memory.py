@@ -35,8 +35,14 @@ def big_png(megapixels: float, folder: Path) -> Path:
     if not path.exists():
         x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
         y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
-        rgb = np.stack([np.broadcast_to(x, (height, width)), np.broadcast_to(y, (height, width)),
-                        np.full((height, width), 90, np.float32)], axis=-1).astype(np.uint8)
+        rgb = np.stack(
+            [
+                np.broadcast_to(x, (height, width)),
+                np.broadcast_to(y, (height, width)),
+                np.full((height, width), 90, np.float32),
+            ],
+            axis=-1,
+        ).astype(np.uint8)
         Image.fromarray(rgb).save(path, compress_level=6)
     return path
 
@@ -94,9 +100,14 @@ def main() -> None:
     with Image.open(png) as im:
         size = im.size
     out = {
-        "label": args.label, "uploads": args.uploads, "image": f"{size[0]}x{size[1]} PNG, {len(data) / 1e6:.1f} MB",
-        "rss_before_mb": round(before), "rss_peak_mb": round(after["VmHWM"]), "rss_after_mb": round(after["VmRSS"]),
-        "seconds": round(seconds, 1), "statuses": {str(s): statuses.count(s) for s in sorted(set(statuses))},
+        "label": args.label,
+        "uploads": args.uploads,
+        "image": f"{size[0]}x{size[1]} PNG, {len(data) / 1e6:.1f} MB",
+        "rss_before_mb": round(before),
+        "rss_peak_mb": round(after["VmHWM"]),
+        "rss_after_mb": round(after["VmRSS"]),
+        "seconds": round(seconds, 1),
+        "statuses": {str(s): statuses.count(s) for s in sorted(set(statuses))},
     }
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "upload_memory.json").write_text(json.dumps(out, indent=2) + "\n")

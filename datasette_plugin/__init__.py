@@ -2,10 +2,10 @@
 
 ``datasette photos.db`` then gives ``select * from similar_images('cat sofa')`` in SQL,
 and ``/photos/-/semsearch`` (search), ``.../image/<id>``, ``.../words``, ``.../upload``,
-``.../report``, ``.../duplicates`` and ``.../export.csv`` (:mod:`.review`). Hook implementations and the URL table only; the work is in
-:mod:`.views` (pages), :mod:`.upload`, :mod:`.report`, :mod:`.media` (image bytes,
-cells), :mod:`.databases` (connections, hidden tables) and :mod:`.compat` (permissions
-on Datasette 0.65 and 1.0a).
+``.../report``, ``.../duplicates`` and ``.../export.csv`` (:mod:`.review`). Hook
+implementations and the URL table only; the work is in :mod:`.views` (pages),
+:mod:`.upload`, :mod:`.report`, :mod:`.media` (image bytes, cells), :mod:`.databases`
+(connections, hidden tables) and :mod:`.compat` (permissions on Datasette 0.65 and 1.0a).
 
 Hooks used: only Datasette's documented plugin hooks, each answering for the plugin's
 own pages, SQL functions, cells and links; no core template is overridden and no other

@@ -83,8 +83,12 @@ async def semsearch_databases(datasette: Any, actor: Any) -> list[str]:
 async def can_view(datasette: Any, actor: Any, database: str) -> bool:
     """Whether ``database`` holds a store whose pages ``actor`` may see (for links)."""
     db = datasette.databases.get(database)
-    return (db is not None and await is_semsearch(db) and not await skipped_because(db)
-            and (await visibility(datasette, actor, database))[0])
+    return (
+        db is not None
+        and await is_semsearch(db)
+        and not await skipped_because(db)
+        and (await visibility(datasette, actor, database))[0]
+    )
 
 
 async def resolve(datasette: Any, request: Any) -> tuple[Any, bool]:
@@ -93,7 +97,7 @@ async def resolve(datasette: Any, request: Any) -> tuple[Any, bool]:
     try:
         db = datasette.get_database(route=route)
     except KeyError:
-        raise NotFound("Database not found")
+        raise NotFound("Database not found") from None
     visible, private = await visibility(datasette, request.actor, db.name)
     if not visible:
         raise Forbidden("You do not have permission to view this database")

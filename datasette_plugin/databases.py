@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 # per Datasette instance: database name -> (holds a semsearch store, its vec0 shadow
 # tables); filled by prepare_connection and startup, read synchronously by render_cell
 # and get_metadata
-_tables: "weakref.WeakKeyDictionary[Any, dict[str, tuple[bool, list[str]]]]" = weakref.WeakKeyDictionary()
+_tables: weakref.WeakKeyDictionary[Any, dict[str, tuple[bool, list[str]]]] = weakref.WeakKeyDictionary()
 _tables_lock = threading.Lock()
 _warned: set[str] = set()
 

@@ -54,8 +54,14 @@ class Refinement:
             return value if _DATE.match(value) else ""
 
         near = (args.get("near") or "").strip()
-        found = cls((args.get("label") or "").strip(), date("taken_from"), date("taken_to"),
-                    near if near == "any" or point(near) else "", ids("like"), ids("unlike"))
+        found = cls(
+            (args.get("label") or "").strip(),
+            date("taken_from"),
+            date("taken_to"),
+            near if near == "any" or point(near) else "",
+            ids("like"),
+            ids("unlike"),
+        )
         found.not_ids = bad[0] if bad else ""
         return found
 
@@ -85,8 +91,12 @@ class Refinement:
             out.append(Filter("latitude", ">=", -90.0))
         elif self.near:
             lat, lon = point(self.near) or (0.0, 0.0)
-            out += [Filter("latitude", ">=", lat - NEAR_DEGREES), Filter("latitude", "<=", lat + NEAR_DEGREES),
-                    Filter("longitude", ">=", lon - NEAR_DEGREES), Filter("longitude", "<=", lon + NEAR_DEGREES)]
+            out += [
+                Filter("latitude", ">=", lat - NEAR_DEGREES),
+                Filter("latitude", "<=", lat + NEAR_DEGREES),
+                Filter("longitude", ">=", lon - NEAR_DEGREES),
+                Filter("longitude", "<=", lon + NEAR_DEGREES),
+            ]
         return out
 
     def describe(self, form: dict[str, Any]) -> str:
@@ -96,8 +106,9 @@ class Refinement:
         if self.label:
             parts.append(f"labelled {self.label}")
         if self.taken_from or self.taken_to:
-            dates = " ".join(p for p in (self.taken_from and f"from {self.taken_from}",
-                                         self.taken_to and f"to {self.taken_to}") if p)
+            dates = " ".join(
+                p for p in (self.taken_from and f"from {self.taken_from}", self.taken_to and f"to {self.taken_to}") if p
+            )
             dated = form.get("dated")
             held = f"{dated} photos here have a date" if dated else "no photo here has a date"
             parts.append(f"taken {dates} ({held})")
@@ -109,8 +120,14 @@ class Refinement:
         return "; ".join(parts)
 
     def params(self, **changes: Any) -> dict[str, Any]:
-        values = {"label": self.label, "taken_from": self.taken_from, "taken_to": self.taken_to, "near": self.near,
-                  "like": ",".join(map(str, self.like)), "unlike": ",".join(map(str, self.unlike))}
+        values = {
+            "label": self.label,
+            "taken_from": self.taken_from,
+            "taken_to": self.taken_to,
+            "near": self.near,
+            "like": ",".join(map(str, self.like)),
+            "unlike": ",".join(map(str, self.unlike)),
+        }
         values.update(changes)
         return {k: v for k, v in values.items() if v not in (None, "")}
 
@@ -118,8 +135,9 @@ class Refinement:
         return bool(self.label or self.taken_from or self.taken_to or self.near or self.like or self.unlike)
 
 
-def search_url(urls: Urls, q: str, k: int | None, refinement: Refinement, page: int | None = None,
-               **changes: Any) -> str:
+def search_url(
+    urls: Urls, q: str, k: int | None, refinement: Refinement, page: int | None = None, **changes: Any
+) -> str:
     """The search page for ``q`` with ``refinement`` (and ``changes`` to it), at ``page``."""
     params = {"q": q, "k": k, **refinement.params(**changes), "page": page if page != 1 else None}
     kept = {name: value for name, value in params.items() if value is not None and value != ""}
@@ -132,10 +150,22 @@ def add_feedback_links(urls: Urls, q: str, k: int, refinement: Refinement, cards
         i = card["image_id"]
         like = [x for x in refinement.like if x != i] + [i]
         unlike = [x for x in refinement.unlike if x != i] + [i]
-        card["more_url"] = search_url(urls, q, k, refinement, like=",".join(map(str, like[-MAX_FEEDBACK:])),
-                                      unlike=",".join(str(x) for x in refinement.unlike if x != i))
-        card["less_url"] = search_url(urls, q, k, refinement, unlike=",".join(map(str, unlike[-MAX_FEEDBACK:])),
-                                      like=",".join(str(x) for x in refinement.like if x != i))
+        card["more_url"] = search_url(
+            urls,
+            q,
+            k,
+            refinement,
+            like=",".join(map(str, like[-MAX_FEEDBACK:])),
+            unlike=",".join(str(x) for x in refinement.unlike if x != i),
+        )
+        card["less_url"] = search_url(
+            urls,
+            q,
+            k,
+            refinement,
+            unlike=",".join(map(str, unlike[-MAX_FEEDBACK:])),
+            like=",".join(str(x) for x in refinement.like if x != i),
+        )
         card["liked"] = i in refinement.like
 
 
@@ -155,6 +185,10 @@ def form_context(conn: sqlite3.Connection) -> dict[str, Any]:
     """The labels a search can be limited to, and the filters the data has something
     for: dates when some photos are dated, places when some are located."""
     counts = rows.photo_counts(conn)
-    return {"labels": sorted(rows.label_counts(conn)), "has_dates": counts["dated"] > 0,
-            "dated": counts["dated"], "located": counts["located"],
-            "places": hints.places(conn) if counts["located"] else []}
+    return {
+        "labels": sorted(rows.label_counts(conn)),
+        "has_dates": counts["dated"] > 0,
+        "dated": counts["dated"],
+        "located": counts["located"],
+        "places": hints.places(conn) if counts["located"] else [],
+    }

@@ -161,13 +161,24 @@ class Paging:
         return hits[(self.page - 1) * self.per_page : self.page * self.per_page]
 
 
-def card(row: rows.ImageRow, *, rank: int, distance: float | None = None, match: Any = None,
-         score: float | None = None) -> dict[str, Any]:
+def card(
+    row: rows.ImageRow, *, rank: int, distance: float | None = None, match: Any = None, score: float | None = None
+) -> dict[str, Any]:
     """What a thumbnail grid shows of one image; ``match`` is a hit's strong/weak cue and
     ``score`` its confidence (0..1), shown instead of the distance, if any."""
-    return {"image_id": row.id, "path": row.path, "name": row.name, "label": row.label, "distance": distance,
-            "rank": rank, "width": row.thumb_width, "height": row.thumb_height, "match": match,
-            "score": None if score is None else round(100 * score), "alt": alt_text(row.label, row.name)}
+    return {
+        "image_id": row.id,
+        "path": row.path,
+        "name": row.name,
+        "label": row.label,
+        "distance": distance,
+        "rank": rank,
+        "width": row.thumb_width,
+        "height": row.thumb_height,
+        "match": match,
+        "score": None if score is None else round(100 * score),
+        "alt": alt_text(row.label, row.name),
+    }
 
 
 def alt_text(label: str | None, name: str) -> str:
@@ -181,9 +192,15 @@ def cards(conn: sqlite3.Connection, hits: list[Any]) -> list[dict[str, Any]]:
     out = []
     for h in hits:
         row = found.get(h.image_id) or rows.ImageRow(h.image_id, h.path, h.label)
-        out.append(card(rows.ImageRow(h.image_id, h.path, h.label, row.thumb_width, row.thumb_height),
-                        rank=h.rank, distance=h.distance, match=getattr(h, "match", None),
-                        score=getattr(h, "score", None)))
+        out.append(
+            card(
+                rows.ImageRow(h.image_id, h.path, h.label, row.thumb_width, row.thumb_height),
+                rank=h.rank,
+                distance=h.distance,
+                match=getattr(h, "match", None),
+                score=getattr(h, "score", None),
+            )
+        )
     return out
 
 
@@ -206,8 +223,9 @@ def web_message(error: Any) -> str:
     return out + (f" ({MAINTAINER})" if dropped_command else "")
 
 
-def section(fn: Callable[[], Any], conn: sqlite3.Connection | None = None, q: str | None = None,
-            suggest: bool = True) -> dict[str, Any]:
+def section(
+    fn: Callable[[], Any], conn: sqlite3.Connection | None = None, q: str | None = None, suggest: bool = True
+) -> dict[str, Any]:
     """Run one query of a page; a SemsearchError becomes the section's error message.
 
     With ``conn``, a query of unknown words gets ``unknown_words`` and ``suggestions``
@@ -262,9 +280,14 @@ def image_results(
     if "results" in out:
         res = out["results"]
         hits = paging.slice(res.hits) if paging is not None else res.hits
-        out = {"cards": cards(conn, hits), "unknown": res.unknown, "note": res.note, "paging": paging,
-               "suggestions": suggestions(conn, res.unknown, q) if res.unknown and suggest else [],
-               "strong": getattr(res, "strong", None)}
+        out = {
+            "cards": cards(conn, hits),
+            "unknown": res.unknown,
+            "note": res.note,
+            "paging": paging,
+            "suggestions": suggestions(conn, res.unknown, q) if res.unknown and suggest else [],
+            "strong": getattr(res, "strong", None),
+        }
     return out
 
 

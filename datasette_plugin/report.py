@@ -80,8 +80,12 @@ def read_report(conn: sqlite3.Connection) -> dict[str, Any]:
     if found is None:
         return {}
     eval_id = found.id
-    out: dict[str, Any] = {"id": eval_id, "created_at": found.created_at, "created": when(found.created_at),
-                           "count": found.runs}
+    out: dict[str, Any] = {
+        "id": eval_id,
+        "created_at": found.created_at,
+        "created": when(found.created_at),
+        "count": found.runs,
+    }
     figures, settings, provenance = found.figures, found.settings, found.provenance
     if not isinstance(figures, dict) or not isinstance(figures.get("visual_p_at_10"), dict):
         out["broken"] = f"evaluation {eval_id} has no readable figures"
@@ -106,10 +110,24 @@ def read_report(conn: sqlite3.Connection) -> dict[str, Any]:
     names = [c["name"] for c in classes]
     series = []
     if text:
-        series.append(Series("text", f"text \u2192 image P@{k}", TEXT_COLOUR,
-                             {c["name"]: c["text_p"] for c in classes}, {c["name"]: c["text_limit"] for c in classes}))
-    series.append(Series("visual", f"image \u2192 image P@{k} (visual)", VISUAL_COLOUR,
-                         {c["name"]: c["visual_p"] for c in classes}, {c["name"]: c["visual_limit"] for c in classes}))
+        series.append(
+            Series(
+                "text",
+                f"text \u2192 image P@{k}",
+                TEXT_COLOUR,
+                {c["name"]: c["text_p"] for c in classes},
+                {c["name"]: c["text_limit"] for c in classes},
+            )
+        )
+    series.append(
+        Series(
+            "visual",
+            f"image \u2192 image P@{k} (visual)",
+            VISUAL_COLOUR,
+            {c["name"]: c["visual_p"] for c in classes},
+            {c["name"]: c["visual_limit"] for c in classes},
+        )
+    )
     out["chart"] = bar_chart(names, series, title=f"P@{k} per label, worst first")
     out["methods"], out["held_out"] = _methods(figures)
     out["worst"] = [_worst(conn, c) for c in worst_classes(classes)]
@@ -144,7 +162,9 @@ def _worst(conn: sqlite3.Connection, c: dict[str, Any]) -> dict[str, Any]:
         own = [h for h in hits if h.label == c["name"]]
         wrong = [h for h in hits[:n] if h.label != c["name"]]
         found = {
-            "window": n, "wrong_count": len(wrong), "own_in_window": n - len(wrong),
+            "window": n,
+            "wrong_count": len(wrong),
+            "own_in_window": n - len(wrong),
             "wrong": cards(conn, wrong[:INTRUDERS_SHOWN]),
             "last": cards(conn, own[-LAST_SHOWN:]) if len(own) > n - len(wrong) else [],
             "unknown": found["results"].unknown,
@@ -170,9 +190,14 @@ def _classes(conn: sqlite3.Connection, figures: dict[str, Any], k: int) -> list[
         n = counts.get(name, 0)
         scores = text.get(name) if isinstance(text.get(name), dict) else {}
         row = {
-            "name": name, "images": n, "text_p": _number(scores.get("p_at_10")), "text_ap": _number(scores.get("ap")),
-            "visual_p": _number(visual.get(name)), "semantic_p": _number(semantic.get(name)),
-            "text_limit": min(n, k) / k if n else None, "visual_limit": min(n - 1, k) / k if n > 1 else None,
+            "name": name,
+            "images": n,
+            "text_p": _number(scores.get("p_at_10")),
+            "text_ap": _number(scores.get("ap")),
+            "visual_p": _number(visual.get(name)),
+            "semantic_p": _number(semantic.get(name)),
+            "text_limit": min(n, k) / k if n else None,
+            "visual_limit": min(n - 1, k) / k if n > 1 else None,
         }
         p, limit = (row["text_p"], row["text_limit"]) if text else (row["visual_p"], row["visual_limit"])
         share = p / limit if p is not None and limit else p
@@ -258,6 +283,9 @@ async def report_page(datasette: Any, request: Any) -> Response:
     report = await db.execute_fn(read_report)
     path = os.path.basename(getattr(db, "path", None) or f"{db.name}.db")
     return await render(
-        datasette, request, "semsearch_report.html", db,
+        datasette,
+        request,
+        "semsearch_report.html",
+        db,
         {"report": report, "make_one": MAKE_ONE.format(path=path), "fig": fig, "page": "report"},
     )

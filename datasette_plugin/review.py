@@ -29,8 +29,10 @@ from .render import Paging, Urls, card, page_number, render, request_k, web_mess
 GROUPS_PER_PAGE = 10
 # what a download can hold: the search page's results, an image page's sections, the duplicates
 EXPORT_LISTS = ("search", "visual", "semantic", "focused", "duplicates")
-KEEPER_RULE = ("the copy with the most pixels (an original rather than a downsized copy), "
-               "then the largest file (the least recompressed), then the earliest date")
+KEEPER_RULE = (
+    "the copy with the most pixels (an original rather than a downsized copy), "
+    "then the largest file (the least recompressed), then the earliest date"
+)
 
 
 def _everything(conn: sqlite3.Connection, space: str, **kwargs: Any) -> int:
@@ -54,8 +56,9 @@ def export_results(conn: sqlite3.Connection, of: str, args: Any) -> search.Resul
         refinement = refine.Refinement.from_args(args)
         filters = refinement.filters()
         k = _everything(conn, "semantic", filters=filters, left_out=len(refinement.unlike))
-        return search.similar_images(conn, q, k, allow_unknown=True, filters=filters, like=refinement.like,
-                                     unlike=refinement.unlike)
+        return search.similar_images(
+            conn, q, k, allow_unknown=True, filters=filters, like=refinement.like, unlike=refinement.unlike
+        )
     if of == "duplicates":
         return duplicate_images(conn, args.get("threshold") or None)
     image_id = search.resolve_image(conn, (args.get("image") or "").strip() or None)
@@ -89,8 +92,12 @@ async def export_route(datasette: Any, request: Any) -> Response:
     if status != 200:
         return Response.text(body, status=status)
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{db.name}-{of}.{fmt}")
-    return Response(body, status=200, content_type=MIME_TYPES[fmt],
-                    headers={"content-disposition": f'attachment; filename="{name}"'})
+    return Response(
+        body,
+        status=200,
+        content_type=MIME_TYPES[fmt],
+        headers={"content-disposition": f'attachment; filename="{name}"'},
+    )
 
 
 def group_context(conn: sqlite3.Connection, group: DuplicateGroup) -> dict[str, Any]:
@@ -100,8 +107,13 @@ def group_context(conn: sqlite3.Connection, group: DuplicateGroup) -> dict[str, 
     for h in group.hits:
         row = found.get(h.image_id) or rows.ImageRow(h.image_id, h.path, h.label)
         c = card(row, rank=h.rank, distance=None if h.keeper else h.distance)
-        c.update(keeper=h.keeper, why=h.why, size=human_size(h.size), date=(h.date or "")[:10],
-                 resolution=f"{h.width}\u00d7{h.height}" if h.width and h.height else "")
+        c.update(
+            keeper=h.keeper,
+            why=h.why,
+            size=human_size(h.size),
+            date=(h.date or "")[:10],
+            resolution=f"{h.width}\u00d7{h.height}" if h.width and h.height else "",
+        )
         cards.append(c)
     return {"number": group.number, "why": group.keeper.why, "cards": cards}
 
@@ -121,17 +133,29 @@ async def duplicates_page(datasette: Any, request: Any) -> Response:
         except SemsearchError as e:
             return {"error": web_message(e), "threshold": raw}
         paging = Paging.of(page, per_page, len(groups))
-        return {"groups": [group_context(conn, g) for g in paging.slice(groups)], "paging": paging,
-                "threshold": threshold, "group_count": len(groups),
-                "image_count": sum(len(g.hits) for g in groups)}
+        return {
+            "groups": [group_context(conn, g) for g in paging.slice(groups)],
+            "paging": paging,
+            "threshold": threshold,
+            "group_count": len(groups),
+            "image_count": sum(len(g.hits) for g in groups),
+        }
 
     data = await db.execute_fn(read)
     urls = Urls(datasette, db.name)
     threshold_param = raw if raw and "error" not in data else None
     k_param = per_page if request.args.get("k") else None  # kept in links only when asked for
     return await render(
-        datasette, request, "semsearch_duplicates.html", db,
-        {**data, "page": "duplicates", "keeper_rule": KEEPER_RULE, "threshold_param": threshold_param,
-         "page_url": lambda n: urls.duplicates(n, threshold_param, k_param)},
+        datasette,
+        request,
+        "semsearch_duplicates.html",
+        db,
+        {
+            **data,
+            "page": "duplicates",
+            "keeper_rule": KEEPER_RULE,
+            "threshold_param": threshold_param,
+            "page_url": lambda n: urls.duplicates(n, threshold_param, k_param),
+        },
         400 if data.get("error") else 200,
     )

@@ -49,16 +49,24 @@ async def upload_page(datasette: Any, request: Any) -> Response:
     config = settings(datasette, db.name)
     available, reason = new_image.backbone_available() if config.uploads else (False, UPLOADS_OFF)
     context: dict[str, Any] = {
-        "available": available, "reason": reason, "page": "upload", "k": config.per_page, "space": "visual",
-        "max_size": byte_size(config.max_upload_bytes), "section": {}, "filename": None, "preview": None,
+        "available": available,
+        "reason": reason,
+        "page": "upload",
+        "k": config.per_page,
+        "space": "visual",
+        "max_size": byte_size(config.max_upload_bytes),
+        "section": {},
+        "filename": None,
+        "preview": None,
         "max_k": config.max_k,
     }
     if request.method != "POST":
         return await render(datasette, request, "semsearch_upload.html", db, context)
     if not available:
         context["section"] = {"error": f"Search by image is off here: {reason}"}
-        return await render(datasette, request, "semsearch_upload.html", db, context,
-                            status=503 if config.uploads else 403)
+        return await render(
+            datasette, request, "semsearch_upload.html", db, context, status=503 if config.uploads else 403
+        )
     show_tags = await may_view_tables(datasette, request, db.name, WORD_TABLES + CLASS_TABLES)
     # Bodies are read only once a slot is free: waiting uploads stay in the socket
     async with _upload_slots():
@@ -70,8 +78,9 @@ async def upload_page(datasette: Any, request: Any) -> Response:
     return await render(datasette, request, "semsearch_upload.html", db, context, status=status)
 
 
-async def _search(datasette: Any, request: Any, db: Any, config: Settings, context: dict[str, Any],
-                  show_tags: bool) -> int:
+async def _search(
+    datasette: Any, request: Any, db: Any, config: Settings, context: dict[str, Any], show_tags: bool
+) -> int:
     """Read the form, decode and search; fills ``context``, returns the HTTP status."""
     from semsearch_sqlite.queries import new_image
 
@@ -96,8 +105,13 @@ async def _search(datasette: Any, request: Any, db: Any, config: Settings, conte
         raise _UploadError(f"{filename}: too large (at most {context['max_size']}).", 413)
 
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        return upload_results(conn, lambda: new_image.describe_image(
-            conn, decode_upload(data, filename, config.max_upload_pixels), k, space, n_tags=UPLOAD_TAGS), show_tags)
+        return upload_results(
+            conn,
+            lambda: new_image.describe_image(
+                conn, decode_upload(data, filename, config.max_upload_pixels), k, space, n_tags=UPLOAD_TAGS
+            ),
+            show_tags,
+        )
 
     context["section"] = await _off_loop(db, run)
     context["preview"] = context["section"].pop("preview", None)
@@ -112,8 +126,11 @@ def decode_upload(data: bytes, filename: str, max_pixels: int) -> Any:
 
     pixels = _declared_pixels(data)
     if pixels is not None and pixels > max_pixels:
-        raise _UploadError(f"{filename}: {pixels:,} pixels; this page takes images of at most {max_pixels:,} "
-                           "pixels. Send a smaller copy.", 413)
+        raise _UploadError(
+            f"{filename}: {pixels:,} pixels; this page takes images of at most {max_pixels:,} "
+            "pixels. Send a smaller copy.",
+            413,
+        )
     return decode_reduced(data, filename, max_pixels)
 
 
@@ -151,8 +168,11 @@ def upload_results(conn: sqlite3.Connection, fn: Callable[[], Any], show_tags: b
     out["tags_error"] = new.tags_error if show_tags else None
     if new.preview is not None:  # the query image, shown beside its results (it is not stored)
         data, mime, width, height = new.preview
-        out["preview"] = {"src": f"data:{mime};base64," + base64.b64encode(data).decode("ascii"),
-                          "width": width, "height": height}
+        out["preview"] = {
+            "src": f"data:{mime};base64," + base64.b64encode(data).decode("ascii"),
+            "width": width,
+            "height": height,
+        }
     return out
 
 
@@ -224,7 +244,7 @@ def skip_csrf(datasette: Any, scope: dict[str, Any], route: re.Pattern[str]) -> 
     path = (raw.decode("latin-1") if raw else scope.get("path", "")).partition("?")[0]
     base_url = (datasette.setting("base_url") if datasette is not None else None) or "/"
     if base_url != "/" and path.startswith(base_url):  # as Datasette's route_path does
-        path = "/" + path[len(base_url):]
+        path = "/" + path[len(base_url) :]
     return route.match(path) is not None
 
 

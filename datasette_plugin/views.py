@@ -37,12 +37,16 @@ from .render import Paging, Urls, image_results, page_number, render, request_k,
 TAGS_SHOWN = 10
 FOCUS_LINKS = 5
 # the image page's paged sections: name -> (query-string parameter, space)
-IMAGE_SECTIONS = {"visual": ("visual_page", "visual"), "semantic": ("semantic_page", "semantic"),
-                  "focused": ("focus_page", "visual")}
+IMAGE_SECTIONS = {
+    "visual": ("visual_page", "visual"),
+    "semantic": ("semantic_page", "semantic"),
+    "focused": ("focus_page", "visual"),
+}
 
 
-def _total(conn: sqlite3.Connection, space: str, exclude_self: bool = False, filters: Any = (),
-           left_out: int = 0) -> int:
+def _total(
+    conn: sqlite3.Connection, space: str, exclude_self: bool = False, filters: Any = (), left_out: int = 0
+) -> int:
     try:
         return search.ranked_count(conn, space, exclude_self=exclude_self, filters=filters, left_out=left_out)
     except SemsearchError:  # no vectors yet: the query itself reports it
@@ -50,8 +54,10 @@ def _total(conn: sqlite3.Connection, space: str, exclude_self: bool = False, fil
 
 
 # a text search's located hits: the columns datasette-cluster-map looks for
-LOCATED_SQL = ("select rank, image_id, path, label, match, taken_at, latitude, longitude "
-               "from similar_images(:q, :k) where latitude >= -90")
+LOCATED_SQL = (
+    "select rank, image_id, path, label, match, taken_at, latitude, longitude "
+    "from similar_images(:q, :k) where latitude >= -90"
+)
 CLUSTER_MAP = "datasette-cluster-map"
 
 
@@ -95,9 +101,21 @@ async def search_page(datasette: Any, request: Any) -> Response:
             out["section"] = {"cards": [], "strong": 0, "filtered_out": refinement.describe(out["form"])}
             return out
         paging = Paging.of(page, k, total) if show_all else None
-        found = image_results(conn, lambda: search.similar_images(
-            conn, q, paging.k if paging else min(STRONG_WINDOW, window, max(total, 1)), allow_unknown=True,
-            filters=filters, like=refinement.like, unlike=refinement.unlike), paging, q=q, suggest=suggest)
+        found = image_results(
+            conn,
+            lambda: search.similar_images(
+                conn,
+                q,
+                paging.k if paging else min(STRONG_WINDOW, window, max(total, 1)),
+                allow_unknown=True,
+                filters=filters,
+                like=refinement.like,
+                unlike=refinement.unlike,
+            ),
+            paging,
+            q=q,
+            suggest=suggest,
+        )
         if not show_all and "cards" in found:
             strong_only(found, page, k, total)
         elif not found.get("strong"):
@@ -112,8 +130,13 @@ async def search_page(datasette: Any, request: Any) -> Response:
     sql_url = None
     if q and await can_execute_sql(datasette, request.actor, db.name):
         if refinement.like or refinement.unlike:
-            sql_url = urls.sql(EXAMPLE_SQL["similar_images_feedback"], q=q, k=k,
-                               like=",".join(map(str, refinement.like)), unlike=",".join(map(str, refinement.unlike)))
+            sql_url = urls.sql(
+                EXAMPLE_SQL["similar_images_feedback"],
+                q=q,
+                k=k,
+                like=",".join(map(str, refinement.like)),
+                unlike=",".join(map(str, refinement.unlike)),
+            )
         else:
             sql_url = urls.sql(EXAMPLE_SQL["similar_images"], q=q, k=k)
     # the located results as SQL rows with latitude/longitude, which datasette-cluster-map draws
@@ -125,14 +148,29 @@ async def search_page(datasette: Any, request: Any) -> Response:
     k_param = k if request.args.get("k") else None  # kept in links only when asked for
     all_param = "&all=1" if show_all else ""
     return await render(
-        datasette, request, "semsearch_search.html", db,
-        {"q": q, "k": k, "k_param": k_param, "section": found, "start": data.get("start"), "form": data["form"],
-         "refinement": refinement, "show_all": show_all,
-         "all_url": refine.search_url(urls, q, k_param, refinement) + "&all=1",
-         "strong_url": refine.search_url(urls, q, k_param, refinement),
-         "reset_url": refine.search_url(urls, q, k, refine.Refinement()) if refinement.active() else None,
-         "sql_url": sql_url, "map_url": map_url, "has_map": has_plugin(datasette, CLUSTER_MAP), "page": "search",
-         "page_url": lambda n: refine.search_url(urls, q, k_param, refinement, page=n) + all_param}, status,
+        datasette,
+        request,
+        "semsearch_search.html",
+        db,
+        {
+            "q": q,
+            "k": k,
+            "k_param": k_param,
+            "section": found,
+            "start": data.get("start"),
+            "form": data["form"],
+            "refinement": refinement,
+            "show_all": show_all,
+            "all_url": refine.search_url(urls, q, k_param, refinement) + "&all=1",
+            "strong_url": refine.search_url(urls, q, k_param, refinement),
+            "reset_url": refine.search_url(urls, q, k, refine.Refinement()) if refinement.active() else None,
+            "sql_url": sql_url,
+            "map_url": map_url,
+            "has_map": has_plugin(datasette, CLUSTER_MAP),
+            "page": "search",
+            "page_url": lambda n: refine.search_url(urls, q, k_param, refinement, page=n) + all_param,
+        },
+        status,
     )
 
 
@@ -172,19 +210,24 @@ async def image_page(datasette: Any, request: Any) -> Response:
         out: dict[str, Any] = {"image": detail, "metadata": rows.photo_metadata(conn, image_id)}
         out["duplicates"] = image_results(conn, lambda: duplicates_of(conn, image_id))
         out["tags"] = section(lambda: search.image_tags(conn, image_id, TAGS_SHOWN).hits) if show_tags else {}
-        paging = {name: Paging.of(pages[name], k, _total(conn, space, exclude_self=True))
-                  for name, (_, space) in IMAGE_SECTIONS.items()}
+        paging = {
+            name: Paging.of(pages[name], k, _total(conn, space, exclude_self=True))
+            for name, (_, space) in IMAGE_SECTIONS.items()
+        }
         out["visual"] = image_results(
             conn, lambda: search.similar_to_image(conn, image_id, paging["visual"].k, "visual"), paging["visual"]
         )
         out["semantic"] = image_results(
-            conn, lambda: search.similar_to_image(conn, image_id, paging["semantic"].k, "semantic"),
+            conn,
+            lambda: search.similar_to_image(conn, image_id, paging["semantic"].k, "semantic"),
             paging["semantic"],
         )
         if focus:
             out["focused"] = image_results(
-                conn, lambda: search.focused_search(conn, image_id, focus, paging["focused"].k),
-                paging["focused"], q=focus,
+                conn,
+                lambda: search.focused_search(conn, image_id, focus, paging["focused"].k),
+                paging["focused"],
+                q=focus,
             )
         return out
 
@@ -200,9 +243,7 @@ async def image_page(datasette: Any, request: Any) -> Response:
             "semantic": urls.sql(EXAMPLE_SQL["similar_to_image_semantic"], id=image_id, k=k),
         }
         if focus:
-            sql_urls["focused"] = urls.sql(
-                EXAMPLE_SQL["similar_images_focused"], id=image_id, focus=focus, k=k
-            )
+            sql_urls["focused"] = urls.sql(EXAMPLE_SQL["similar_images_focused"], id=image_id, focus=focus, k=k)
     tags = data["tags"].get("results") or []
     k_param = k if request.args.get("k") else None
 
@@ -211,9 +252,19 @@ async def image_page(datasette: Any, request: Any) -> Response:
         return lambda n: urls.image(image_id, focus, k=k_param, **{IMAGE_SECTIONS[name][0]: n}) + f"#{name}"
 
     return await render(
-        datasette, request, "semsearch_image.html", db,
-        {**data, "focus": focus, "k": k, "focus_words": [t.word for t in tags[:FOCUS_LINKS]],
-         "sql_urls": sql_urls, "page": "image", "page_url": page_url},
+        datasette,
+        request,
+        "semsearch_image.html",
+        db,
+        {
+            **data,
+            "focus": focus,
+            "k": k,
+            "focus_words": [t.word for t in tags[:FOCUS_LINKS]],
+            "sql_urls": sql_urls,
+            "page": "image",
+            "page_url": page_url,
+        },
     )
 
 
@@ -234,8 +285,12 @@ async def words_page(datasette: Any, request: Any) -> Response:
         sql_url = Urls(datasette, db.name).sql(EXAMPLE_SQL["similar_words"], q=q, k=k)
     status = 400 if found.get("error") else 200
     return await render(
-        datasette, request, "semsearch_words.html", db,
-        {"q": q, "k": k, "section": found, "sql_url": sql_url, "page": "words"}, status,
+        datasette,
+        request,
+        "semsearch_words.html",
+        db,
+        {"q": q, "k": k, "section": found, "sql_url": sql_url, "page": "words"},
+        status,
     )
 
 
@@ -262,11 +317,17 @@ async def database_actions(datasette: Any, actor: Any, database: str) -> list[di
     urls = Urls(datasette, database)
     words = [(await visibility(datasette, actor, database, table))[0] for table in WORD_TABLES]
     return [
-        {"href": urls.search(), "label": "Semantic image search",
-         "description": "Find images by words, by example or by upload."},
+        {
+            "href": urls.search(),
+            "label": "Semantic image search",
+            "description": "Find images by words, by example or by upload.",
+        },
         *([{"href": urls.words(), "label": "Nearest words"}] if all(words) else []),
-        {"href": urls.report(), "label": "Search quality report",
-         "description": "How well search finds each label, from semsearch-sqlite evaluate."},
+        {
+            "href": urls.report(),
+            "label": "Search quality report",
+            "description": "How well search finds each label, from semsearch-sqlite evaluate.",
+        },
     ]
 
 

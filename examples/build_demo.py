@@ -25,7 +25,10 @@ from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
 HERE = Path(__file__).resolve().parent
-SOURCES = (HERE.parents[1] / "shared" / "data" / "caltech101-dev", HERE.parents[1] / "shared" / "data" / "caltech101-dev2")
+SOURCES = (
+    HERE.parents[1] / "shared" / "data" / "caltech101-dev",
+    HERE.parents[1] / "shared" / "data" / "caltech101-dev2",
+)
 PER_LABEL = 13
 WITH_EXIF = 4  # the first photos of a category in TRIPS
 LABELS = (
@@ -128,7 +131,11 @@ def exif_bytes(tag: Tagged) -> bytes:
 
 def _dms(degrees: float) -> tuple[IFDRational, IFDRational, IFDRational]:
     hundredths = round(abs(degrees) * 360000)  # of an arc second, so no part rounds up to 60
-    return IFDRational(hundredths // 360000, 1), IFDRational(hundredths // 6000 % 60, 1), IFDRational(hundredths % 6000, 100)
+    return (
+        IFDRational(hundredths // 360000, 1),
+        IFDRational(hundredths // 6000 % 60, 1),
+        IFDRational(hundredths % 6000, 100),
+    )
 
 
 def with_exif(jpeg: bytes, exif: bytes) -> bytes:
@@ -233,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     picked, tagged = build(args.source or list(SOURCES), args.out)
     args.sources_md.write_text(sources_md(picked, tagged), encoding="utf-8")
     size = sum(f.stat().st_size for f in args.out.rglob("*.jpg"))
-    print(f"{sum(map(len, picked.values()))} photos in {len(picked)} folders, {size / 1e6:.1f} MB; {len(tagged)} with EXIF")
+    print(
+        f"{sum(map(len, picked.values()))} photos in {len(picked)} folders, "
+        f"{size / 1e6:.1f} MB; {len(tagged)} with EXIF"
+    )
     return 0
 
 

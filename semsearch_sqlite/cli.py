@@ -33,6 +33,8 @@ def clean(text: Any) -> str:
 def echo(text: Any, err: bool = False) -> None:
     """``click.echo`` of one line after :func:`clean`."""
     click.echo(clean(text), err=err)
+
+
 # a text search shows how sure each hit is, not its distance
 SEARCH_COLUMNS = ["rank", "image_id", "path", "label", "match", "score"]
 TAG_COLUMNS = ["rank", "word", "confidence"]
@@ -80,9 +82,14 @@ def _remember_csv(ctx: click.Context, param: click.Parameter, value: bool) -> No
 def csv_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--csv`` for a query command; :func:`emit` reads it from the context, so the
     commands' own arguments stay as they are."""
-    return click.option("--csv", "as_csv", is_flag=True, expose_value=False, callback=_remember_csv,
-                        help="Output CSV: a header row (with path, and abs_path when the ingested "
-                        "folder is known), then every result")(fn)
+    return click.option(
+        "--csv",
+        "as_csv",
+        is_flag=True,
+        expose_value=False,
+        callback=_remember_csv,
+        help="Output CSV: a header row (with path, and abs_path when the ingested folder is known), then every result",
+    )(fn)
 
 
 def csv_requested() -> bool:
@@ -110,8 +117,14 @@ def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``-k``, ``--json`` and ``--csv`` for every query command."""
     fn = csv_option(fn)
     fn = click.option("--json", "as_json", is_flag=True, help="Output JSON")(fn)
-    fn = click.option("-k", "k", default="10", show_default=True, callback=_result_count,
-                      help="How many results (from 1; more than 4096 gives 4096)")(fn)
+    fn = click.option(
+        "-k",
+        "k",
+        default="10",
+        show_default=True,
+        callback=_result_count,
+        help="How many results (from 1; more than 4096 gives 4096)",
+    )(fn)
     return fn
 
 
@@ -138,8 +151,10 @@ def unknown_warning(results: Any) -> str:
 def where_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--where`` for the query commands that return images."""
     return click.option(
-        "--where", help="Only images matching this SQL condition over images columns, "
-        "e.g. \"label = 'dog'\" or \"taken_at >= '2020'\" (read-only)")(fn)
+        "--where",
+        help="Only images matching this SQL condition over images columns, "
+        "e.g. \"label = 'dog'\" or \"taken_at >= '2020'\" (read-only)",
+    )(fn)
 
 
 def feedback_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -247,30 +262,69 @@ class _Bar:
 @click.argument("images", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("db", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--backbone", help="vgg16 (default), efficientnet-lite0 (offline), or a .keras/.h5/.tflite file")
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Weights file for the backbone (e.g. VGG16 .h5)")
+@click.option(
+    "--weights", type=click.Path(exists=True, dir_okay=False), help="Weights file for the backbone (e.g. VGG16 .h5)"
+)
 @click.option("--layer", help="Feature layer/tensor name of a model file")
-@click.option("--glove", type=click.Path(exists=True, dir_okay=False), help="GloVe .txt or .zip (default: bundled glove.6B.50d)")
+@click.option(
+    "--glove", type=click.Path(exists=True, dir_okay=False), help="GloVe .txt or .zip (default: bundled glove.6B.50d)"
+)
 @click.option("--vocab-size", type=click.IntRange(100), help="Keep the N most frequent words [default: 50000]")
 @click.option("--vocab-file", type=click.Path(exists=True, dir_okay=False), help="Extra words to keep, one per line")
-@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), help="CSV of path,label instead of folder names")
+@click.option(
+    "--labels",
+    "labels_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CSV of path,label instead of folder names",
+)
 @click.option("--method", type=click.Choice(METHODS), help=methods_help())
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True)
 @click.option("--originals", is_flag=True, help="Store the original file bytes instead of a 1024px display copy")
-@click.option("--prune", is_flag=True, help="Remove the rows of files gone from IMAGES even when they are many "
-              "(without it, a run that would remove a large share of the collection keeps them and says so)")
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Remove the rows of files gone from IMAGES even when they are many "
+    "(without it, a run that would remove a large share of the collection keeps them and says so)",
+)
 @click.option("--no-prune", is_flag=True, help="Keep rows of files that are gone")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image")
 @click.option("--rebuild", is_flag=True, help="Re-embed every image (e.g. with another backbone)")
 @click.option("--max-pixels", type=click.IntRange(1), help="Refuse images larger than this many pixels")
-@click.option("--follow-links", is_flag=True, help="Also follow symlinks that lead outside IMAGES (each folder is still read once)")
-@click.option("--ray", "use_ray", is_flag=True,
-              help="Decode and embed on a Ray cluster (RAY_ADDRESS, else a local one); needs semsearch-sqlite[ray]")
+@click.option(
+    "--follow-links",
+    is_flag=True,
+    help="Also follow symlinks that lead outside IMAGES (each folder is still read once)",
+)
+@click.option(
+    "--ray",
+    "use_ray",
+    is_flag=True,
+    help="Decode and embed on a Ray cluster (RAY_ADDRESS, else a local one); needs semsearch-sqlite[ray]",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output (skipped files and failures are still reported)")
 @handle_errors
-def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, layer: str | None,
-           glove: str | None, vocab_size: int | None, vocab_file: str | None, labels_file: str | None,
-           method: str | None, batch_size: int, originals: bool, prune: bool, no_prune: bool, strict: bool, rebuild: bool,
-           max_pixels: int | None, follow_links: bool, use_ray: bool, quiet: bool) -> None:
+def ingest(
+    images: Path,
+    db: Path,
+    backbone: str | None,
+    weights: str | None,
+    layer: str | None,
+    glove: str | None,
+    vocab_size: int | None,
+    vocab_file: str | None,
+    labels_file: str | None,
+    method: str | None,
+    batch_size: int,
+    originals: bool,
+    prune: bool,
+    no_prune: bool,
+    strict: bool,
+    rebuild: bool,
+    max_pixels: int | None,
+    follow_links: bool,
+    use_ray: bool,
+    quiet: bool,
+) -> None:
     """Embed a folder of images (folder name = label) into DB.
 
     Re-running it adds new files, re-embeds changed ones, recognises moved ones
@@ -285,9 +339,21 @@ def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, la
     from semsearch_sqlite.pipeline.ingest import ingest as run_ingest
 
     options = IngestOptions(
-        backbone=backbone, weights=weights, layer=layer, glove=glove, vocab_size=vocab_size,
-        vocab_file=vocab_file, labels_file=labels_file, method=method, batch_size=batch_size,
-        originals=originals, prune=False if no_prune else (True if prune else None), strict=strict, rebuild=rebuild, follow_links=follow_links, ray=use_ray,
+        backbone=backbone,
+        weights=weights,
+        layer=layer,
+        glove=glove,
+        vocab_size=vocab_size,
+        vocab_file=vocab_file,
+        labels_file=labels_file,
+        method=method,
+        batch_size=batch_size,
+        originals=originals,
+        prune=False if no_prune else (True if prune else None),
+        strict=strict,
+        rebuild=rebuild,
+        follow_links=follow_links,
+        ray=use_ray,
     )
     if prune and no_prune:
         raise click.UsageError("give --prune or --no-prune, not both")
@@ -298,7 +364,9 @@ def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, la
         stats = run_ingest(images, db, options, bar)
     except KeyboardInterrupt:
         bar.close()
-        click.echo(f"Interrupted: every finished batch is stored in {db}; run the same command again to resume.", err=True)
+        click.echo(
+            f"Interrupted: every finished batch is stored in {db}; run the same command again to resume.", err=True
+        )
         sys.exit(130)
     finally:
         bar.close()
@@ -311,20 +379,28 @@ def ingest(images: Path, db: Path, backbone: str | None, weights: str | None, la
             click.echo(_semantic_line(stats.semantic), err=True)
     if stats.kept_missing:
         shown = ", ".join(stats.kept_missing[:5]) + (", ..." if len(stats.kept_missing) > 5 else "")
-        raise click.ClickException(clean(
-            f"{len(stats.kept_missing)} stored photos under {images} are missing from it ({shown}); they were "
-            "kept, as that is a large share of the collection. To remove them run the same command with --prune; "
-            "to keep them and silence this, --no-prune"))
+        raise click.ClickException(
+            clean(
+                f"{len(stats.kept_missing)} stored photos under {images} are missing from it ({shown}); they were "
+                "kept, as that is a large share of the collection. To remove them run the same command with --prune; "
+                "to keep them and silence this, --no-prune"
+            )
+        )
 
 
 def _semantic_line(report: dict[str, Any]) -> str:
     """One line on the fitted word-space model: method, data, train/validation cosine."""
     fit = {**report, **(report.get("projection_report") or {})}
     parts = [f"word space: {report.get('method')}"]
-    for key, name in (("labelled", "labelled images"), ("label_count", "labels"), ("train_cosine", "train cosine"),
-                      ("val_cosine", "validation cosine"),
-                      ("train_accuracy", "train accuracy"), ("match_strong_distance", "strong-match distance"),
-                      ("seconds", "seconds")):
+    for key, name in (
+        ("labelled", "labelled images"),
+        ("label_count", "labels"),
+        ("train_cosine", "train cosine"),
+        ("val_cosine", "validation cosine"),
+        ("train_accuracy", "train accuracy"),
+        ("match_strong_distance", "strong-match distance"),
+        ("seconds", "seconds"),
+    ):
         value = fit.get(key)
         if value is not None:
             parts.append(f"{name} {value:.3f}" if isinstance(value, float) else f"{name} {value}")
@@ -335,13 +411,17 @@ def _semantic_line(report: dict[str, Any]) -> str:
 
 @cli.command()
 @click.argument("db", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--glove", type=click.Path(exists=True, dir_okay=False), help="GloVe .txt or .zip (default: bundled glove.6B.50d)")
+@click.option(
+    "--glove", type=click.Path(exists=True, dir_okay=False), help="GloVe .txt or .zip (default: bundled glove.6B.50d)"
+)
 @click.option("--vocab-size", type=click.IntRange(100), help="Keep the N most frequent words [default: 50000]")
 @click.option("--vocab-file", type=click.Path(exists=True, dir_okay=False), help="Extra words to keep, one per line")
 @click.option("--rebuild", is_flag=True, help="Allow a word space of other dimensions (refits every image)")
 @click.option("-q", "--quiet", is_flag=True)
 @handle_errors
-def vocab(db: Path, glove: str | None, vocab_size: int | None, vocab_file: str | None, rebuild: bool, quiet: bool) -> None:
+def vocab(
+    db: Path, glove: str | None, vocab_size: int | None, vocab_file: str | None, rebuild: bool, quiet: bool
+) -> None:
     """Store word vectors in DB (created if missing), so it answers word queries.
 
     \b
@@ -349,8 +429,8 @@ def vocab(db: Path, glove: str | None, vocab_size: int | None, vocab_file: str |
     semsearch-sqlite words words.db ocean
     """
     from semsearch_sqlite.pipeline.train import refresh_semantic, refresh_vocabulary
-    from semsearch_sqlite.storage.vec0 import VEC_VISUAL
     from semsearch_sqlite.storage.store import writing
+    from semsearch_sqlite.storage.vec0 import VEC_VISUAL
     from semsearch_sqlite.text.glove import bundled_data_dir, read_vocab_file
 
     extra = read_vocab_file(vocab_file) if vocab_file else []
@@ -368,9 +448,13 @@ def vocab(db: Path, glove: str | None, vocab_size: int | None, vocab_file: str |
 @cli.command()
 @click.argument("db", type=click.Path(exists=True, dir_okay=False))
 @click.option("--method", type=click.Choice(METHODS), help=methods_help())
-@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), help="CSV of path,label to train on")
+@click.option(
+    "--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), help="CSV of path,label to train on"
+)
 @click.option("--epochs", type=click.IntRange(1), help="Epochs for mlp")
-@click.option("--tags", "n_tags", type=click.IntRange(0, 100), default=10, show_default=True, help="Tags stored per image")
+@click.option(
+    "--tags", "n_tags", type=click.IntRange(0, 100), default=10, show_default=True, help="Tags stored per image"
+)
 @click.option("-q", "--quiet", is_flag=True)
 @handle_errors
 def train(db: str, method: str | None, labels_file: str | None, epochs: int | None, n_tags: int, quiet: bool) -> None:
@@ -399,8 +483,9 @@ def train(db: str, method: str | None, labels_file: str | None, epochs: int | No
 @feedback_options
 @click.option("--all", "show_all", is_flag=True, help="List the weaker matches too, after the strong ones.")
 @handle_errors
-def search(db: str, query: str, k: int, as_json: bool, where: str | None, like: str | None,
-           unlike: str | None, show_all: bool) -> None:
+def search(
+    db: str, query: str, k: int, as_json: bool, where: str | None, like: str | None, unlike: str | None, show_all: bool
+) -> None:
     """Text -> images: images nearest to QUERY ("cat sofa", "2:cat -dog").
 
     Prints how many strong matches there are and those; --all adds the weaker ones
@@ -442,8 +527,9 @@ def score_text(score: float | None) -> str:
 @where_option
 @feedback_options
 @handle_errors
-def similar(db: str, image: str, space: str, k: int, as_json: bool, where: str | None, like: str | None,
-            unlike: str | None) -> None:
+def similar(
+    db: str, image: str, space: str, k: int, as_json: bool, where: str | None, like: str | None, unlike: str | None
+) -> None:
     """Image -> images: IMAGE is a stored id or path, or a new image file."""
     with open_collection(db) as photos:
         emit(photos.similar(image, k, space, where=where, like=like, unlike=unlike), IMAGE_COLUMNS, as_json)
@@ -489,9 +575,12 @@ def focus(db: str, image: str, word: str, k: int, as_json: bool, where: str | No
 
 @cli.command()
 @click.argument("db", type=click.Path(exists=True, dir_okay=False))
-@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True),
-              help="Cosine distance in the visual space below which photos are duplicates "
-              "[default: 0.12; lower finds only bursts and exact copies]")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Cosine distance in the visual space below which photos are duplicates "
+    "[default: 0.12; lower finds only bursts and exact copies]",
+)
 @click.option("--json", "as_json", is_flag=True, help="Output JSON")
 @csv_option
 @handle_errors
@@ -533,8 +622,13 @@ def info(db: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("db", type=click.Path(exists=True, dir_okay=False))
-@click.option("--zero-shot", type=click.FloatRange(0, 0.9), default=0.25, show_default=True,
-              help="Share of classes held out of training and queried by name")
+@click.option(
+    "--zero-shot",
+    type=click.FloatRange(0, 0.9),
+    default=0.25,
+    show_default=True,
+    help="Share of classes held out of training and queried by name",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--method", "methods", multiple=True, help="Word-space methods to compare [default: auto, conse]")
 @click.option("--no-save", is_flag=True, help="Don't record the figures in the evaluations table")
@@ -550,19 +644,27 @@ def evaluate(db: str, zero_shot: float, seed: int, methods: tuple[str, ...], no_
     from semsearch_sqlite.queries.info import summary_rows
     from semsearch_sqlite.storage.store import Store, writing
 
-    with (Store.open(db, readonly=True) if no_save else writing(db)) as store:
-        figures = run_evaluate(store, zero_shot=zero_shot, seed=seed, methods=methods or ("auto", "conse"), save=not no_save)
+    with Store.open(db, readonly=True) if no_save else writing(db) as store:
+        figures = run_evaluate(
+            store, zero_shot=zero_shot, seed=seed, methods=methods or ("auto", "conse"), save=not no_save
+        )
     if as_json:
         click.echo(json.dumps(figures, indent=2))
         return
+
     def avg(d: dict[str, float] | None) -> str:
         return "-" if not d else f"{sum(d.values()) / len(d):.3f}"
+
     click.echo(f"{figures['images']} labelled images, {figures['classes']} classes")
-    click.echo(f"image->image P@10: visual {avg(figures['visual_p_at_10'])}, semantic {avg(figures.get('semantic_p_at_10'))}")
+    click.echo(
+        f"image->image P@10: visual {avg(figures['visual_p_at_10'])}, semantic {avg(figures.get('semantic_p_at_10'))}"
+    )
     if "text" in figures:
         text = figures["text"]
-        click.echo(f"text->image (stored model): P@10 {avg({c: v['p_at_10'] for c, v in text.items()})}, "
-                   f"AP {avg({c: v['ap'] for c, v in text.items()})}; tag@5 {figures['tag_at_5']:.3f}")
+        click.echo(
+            f"text->image (stored model): P@10 {avg({c: v['p_at_10'] for c, v in text.items()})}, "
+            f"AP {avg({c: v['ap'] for c, v in text.items()})}; tag@5 {figures['tag_at_5']:.3f}"
+        )
     zs = figures["zero_shot"]
     echo(f"zero-shot: held out {', '.join(zs['held_out']) or 'nothing'} (seed {zs['seed']})")
     echo_table(summary_rows(figures), list(summary_rows(figures)[0]))

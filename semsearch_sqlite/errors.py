@@ -42,8 +42,10 @@ class UnknownWordsError(QueryError):
         elif near:
             hint = "; did you mean " + "; ".join(f"{', '.join(n)} (for {w!r})" for w, n in near) + "?"
         else:
-            hint = (" (none of them is in the stored vocabulary; try another word, or re-run ingest "
-                    "with --vocab-file to add words)")
+            hint = (
+                " (none of them is in the stored vocabulary; try another word, or re-run ingest "
+                "with --vocab-file to add words)"
+            )
         super().__init__(f"no known words in query: {listed}{hint}")
 
 

@@ -43,14 +43,31 @@ class Browser:
         # Chromium reads commands on fd 3 and writes replies on fd 4: bash moves the pipe
         # ends there before exec'ing it (no preexec_fn, which isn't safe beside threads)
         command = [
-            executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-            "--hide-scrollbars", "--remote-debugging-pipe", f"--user-data-dir={self._profile}", "about:blank",
+            executable,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--remote-debugging-pipe",
+            f"--user-data-dir={self._profile}",
+            "about:blank",
         ]
         self._proc = subprocess.Popen(
-            ["bash", "-c", f'exec "$@" 3<&{to_chrome_r} 4>&{from_chrome_w} {to_chrome_r}<&- {from_chrome_w}>&-',
-             "chromium", *command],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "bash",
+                "-c",
+                f'exec "$@" 3<&{to_chrome_r} 4>&{from_chrome_w} {to_chrome_r}<&- {from_chrome_w}>&-',
+                "chromium",
+                *command,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             pass_fds=(to_chrome_r, from_chrome_w),
         )
         os.close(to_chrome_r)
@@ -105,8 +122,14 @@ class Browser:
 
     # -- what tests use ------------------------------------------------------------------
     def viewport(self, width: int, height: int = 900, mobile: bool = False) -> None:
-        self.send("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
-                  deviceScaleFactor=1, mobile=mobile)
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            session=True,
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=mobile,
+        )
 
     def open(self, url: str, width: int = 1280, height: int = 900) -> None:
         """Load ``url`` at ``width`` px (a phone below 600 px) and wait for its images."""
@@ -130,11 +153,14 @@ class Browser:
 
     def eval(self, expression: str, await_promise: bool = False) -> Any:
         """The JSON value of a JavaScript expression in the page."""
-        result = self.send("Runtime.evaluate", session=True, expression=expression, returnByValue=True,
-                           awaitPromise=await_promise)
+        result = self.send(
+            "Runtime.evaluate", session=True, expression=expression, returnByValue=True, awaitPromise=await_promise
+        )
         if "exceptionDetails" in result:
-            raise BrowserError(f"{expression[:80]}: {result['exceptionDetails'].get('text')} "
-                               f"{result['exceptionDetails'].get('exception', {}).get('description', '')}")
+            raise BrowserError(
+                f"{expression[:80]}: {result['exceptionDetails'].get('text')} "
+                f"{result['exceptionDetails'].get('exception', {}).get('description', '')}"
+            )
         return result["result"].get("value")
 
     def set_files(self, selector: str, paths: list[str]) -> None:

@@ -66,7 +66,7 @@ def test_shipped_table_is_what_the_tool_writes() -> None:
     lines = gzip.decompress(raw).decode().splitlines()
     rows = [line.split("\t") for line in lines if not line.startswith("=")]
     assert len(rows) > 20_000
-    for lemma, best, pairs in rows[:: 997]:
+    for lemma, best, pairs in rows[::997]:
         assert float(best) >= 0.8 and lemma == lemma.lower()
         weights = [float(p.split(":")[1]) for p in pairs.split()]
         assert max(weights) == 1.0 and min(weights) >= 0.01
@@ -215,7 +215,10 @@ def test_feedback_order_lifts_hits_that_look_like_the_best() -> None:
     ranked = feedback_ranking(s, vis)
     assert sorted(ranked.tolist()) == list(range(n))
     assert ranked[FEEDBACK_SHORTLIST:].tolist() == list(range(FEEDBACK_SHORTLIST, n))
-    assert ranked[:FEEDBACK_SHORTLIST].tolist() == feedback_order(s[:FEEDBACK_SHORTLIST], vis[:FEEDBACK_SHORTLIST]).tolist()
+    assert (
+        ranked[:FEEDBACK_SHORTLIST].tolist()
+        == feedback_order(s[:FEEDBACK_SHORTLIST], vis[:FEEDBACK_SHORTLIST]).tolist()
+    )
     assert feedback_ranking(s[:FEEDBACK_TOP], vis[:FEEDBACK_TOP]).tolist() == list(range(FEEDBACK_TOP))
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semsearch_sqlite.model.cnn import OFFLINE_ENV, Backbone, build_keras_backbone, load_backbone, vgg16_cached_weights
 from semsearch_sqlite.errors import BackboneError
+from semsearch_sqlite.model.cnn import OFFLINE_ENV, Backbone, build_keras_backbone, load_backbone, vgg16_cached_weights
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +58,12 @@ def effnet_outputs(effnet: Backbone) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_efficientnet_lite0_describes_itself(effnet: Backbone) -> None:
-    assert (effnet.name, effnet.dim, effnet.input_size, effnet.layer) == ("efficientnet-lite0", 1280, (224, 224), "avg_pool")
+    assert (effnet.name, effnet.dim, effnet.input_size, effnet.layer) == (
+        "efficientnet-lite0",
+        1280,
+        (224, 224),
+        "avg_pool",
+    )
     assert effnet.weights_sha256 == "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
     assert "(x - 127) / 128" in effnet.preprocessing and "bicubic" in effnet.preprocessing
     prov = effnet.provenance()
@@ -112,8 +117,12 @@ def test_vgg16_architecture_with_random_weights(vgg16_random: Backbone) -> None:
     assert (bb.name, bb.dim, bb.layer, bb.input_size, bb.weights_sha256) == ("vgg16", 4096, "fc2", (224, 224), None)
     images = [_photo("chelsea"), Image.new("RGBA", (40, 90), (0, 0, 0, 0))]
     batch = bb.preprocess(images)
-    resized = np.stack([np.asarray(im.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR), np.float32)
-                        for im in [images[0], Image.new("RGB", (40, 90), (255, 255, 255))]])
+    resized = np.stack(
+        [
+            np.asarray(im.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR), np.float32)
+            for im in [images[0], Image.new("RGB", (40, 90), (255, 255, 255))]
+        ]
+    )
     assert np.allclose(batch, keras.applications.vgg16.preprocess_input(resized), atol=1e-4)
     features, probs = bb.predict(batch)
     assert features.shape == (2, 4096) and features.min() >= 0.0  # fc2 is post-ReLU

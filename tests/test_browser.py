@@ -104,8 +104,10 @@ CARD_IDS = "Array.from(document.querySelectorAll('.semsearch-card > a')).map(a =
 # the page is no wider than the window (nothing to scroll sideways to)
 NO_SIDEWAYS = "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
 # how many columns the first result grid has: distinct left edges of its cards
-COLUMNS = ("new Set(Array.from(document.querySelector('.semsearch-grid').children)"
-           ".map(li => Math.round(li.getBoundingClientRect().left))).size")
+COLUMNS = (
+    "new Set(Array.from(document.querySelector('.semsearch-grid').children)"
+    ".map(li => Math.round(li.getBoundingClientRect().left))).size"
+)
 
 
 def test_search_page_renders_its_images_in_chromium(server: str, browser: Browser) -> None:
@@ -141,23 +143,36 @@ def test_next_continues_where_page_one_stopped(server: str, browser: Browser) ->
 
 @pytest.mark.parametrize(
     "path",
-    ["/photos/-/semsearch?q=dog", "/photos/-/semsearch", "/photos/-/semsearch/image/1",
-     "/photos/-/semsearch/words?q=cat", "/photos/-/semsearch/upload", "/photos/-/semsearch/report", "/photos"],
+    [
+        "/photos/-/semsearch?q=dog",
+        "/photos/-/semsearch",
+        "/photos/-/semsearch/image/1",
+        "/photos/-/semsearch/words?q=cat",
+        "/photos/-/semsearch/upload",
+        "/photos/-/semsearch/report",
+        "/photos",
+    ],
 )
 def test_a_phone_gets_columns_and_no_sideways_scrolling(server: str, browser: Browser, path: str) -> None:
     browser.open(server + path, width=PHONE)
     assert browser.eval(NO_SIDEWAYS), browser.eval("document.documentElement.scrollWidth")
-    tabs = browser.eval("Array.from(document.querySelectorAll('.semsearch-tabs a')).map(a => a.getBoundingClientRect().top)")
+    tabs = browser.eval(
+        "Array.from(document.querySelectorAll('.semsearch-tabs a')).map(a => a.getBoundingClientRect().top)"
+    )
     assert len(set(tabs)) <= 1  # the tabs fit on one line
     if browser.eval("!!document.querySelector('.semsearch-grid')"):
         assert browser.eval(COLUMNS) >= 2
     if "words" in path:  # a narrow table stays a table, its column names showing
-        heads = browser.eval("Array.from(document.querySelectorAll('.semsearch-words th'))"
-                             ".map(th => th.getBoundingClientRect().height > 0 ? th.innerText : null)")
+        heads = browser.eval(
+            "Array.from(document.querySelectorAll('.semsearch-words th'))"
+            ".map(th => th.getBoundingClientRect().height > 0 ? th.innerText : null)"
+        )
         assert heads == ["rank", "word", "distance", "images"]
     if "report" in path:  # a wide one becomes cards, each value labelled with its column's name
-        labels = browser.eval("Array.from(document.querySelectorAll('.semsearch-labels-table tr:first-child td'))"
-                              ".map(td => getComputedStyle(td, '::before').content)")
+        labels = browser.eval(
+            "Array.from(document.querySelectorAll('.semsearch-labels-table tr:first-child td'))"
+            ".map(td => getComputedStyle(td, '::before').content)"
+        )
         assert labels[:2] == ['"label"', '"images"']
     if path == "/photos/-/semsearch?q=dog":
         _shot(browser, "search-390")
@@ -178,8 +193,10 @@ CONTRAST = """(selector) => {
 }"""
 
 
-@pytest.mark.parametrize("selector", [".semsearch-name", ".semsearch-score", ".semsearch-help", ".semsearch-showing",
-                                      ".semsearch-legend summary"])
+@pytest.mark.parametrize(
+    "selector",
+    [".semsearch-name", ".semsearch-score", ".semsearch-help", ".semsearch-showing", ".semsearch-legend summary"],
+)
 def test_small_text_has_enough_contrast(server: str, browser: Browser, selector: str) -> None:
     browser.open(f"{server}/photos/-/semsearch?q=dog&all=1")
     assert browser.eval(f"({CONTRAST})({selector!r})") >= 4.5
@@ -205,16 +222,20 @@ def test_upload_shows_progress_the_query_image_and_keeps_the_settings(
     assert browser.wait_for("document.querySelector('.semsearch-chosen').naturalWidth") > 0  # a preview at once
     # while the server embeds the image, the form says so (read in the same task as the
     # submit, before the answer can replace the page)
-    busy = browser.eval("(() => { const form = document.querySelector('form.semsearch-upload');"
-                        "document.querySelector('input[name=k]').value = '5';"
-                        "document.querySelector('select[name=space]').value = 'semantic';"
-                        "form.requestSubmit();"
-                        "return [form.classList.contains('semsearch-busy'),"
-                        "getComputedStyle(form.querySelector('.semsearch-progress')).display,"
-                        "form.querySelector('input[type=submit]').disabled]; })()")
+    busy = browser.eval(
+        "(() => { const form = document.querySelector('form.semsearch-upload');"
+        "document.querySelector('input[name=k]').value = '5';"
+        "document.querySelector('select[name=space]').value = 'semantic';"
+        "form.requestSubmit();"
+        "return [form.classList.contains('semsearch-busy'),"
+        "getComputedStyle(form.querySelector('.semsearch-progress')).display,"
+        "form.querySelector('input[type=submit]').disabled]; })()"
+    )
     assert busy == [True, "flex", True]
-    browser.wait_for("!!document.querySelector('.semsearch-query-image') && document.readyState === 'complete'",
-                     timeout=BROWSER_TIMEOUT)
+    browser.wait_for(
+        "!!document.querySelector('.semsearch-query-image') && document.readyState === 'complete'",
+        timeout=BROWSER_TIMEOUT,
+    )
     browser.settle()
     assert len(browser.eval(CARD_IDS)) == 5
     assert browser.eval("document.querySelector('.semsearch-query-image img').naturalWidth") > 0
@@ -233,7 +254,9 @@ def test_a_dropped_image_is_searched(server: str, browser: Browser, plugin_photo
         "document.querySelector('.semsearch-drop').dispatchEvent(new DragEvent('drop', {dataTransfer: t, bubbles: true,"
         " cancelable: true})); })()"
     )
-    browser.wait_for("!!document.querySelector('.semsearch-query-image') && document.readyState === 'complete'",
-                     timeout=BROWSER_TIMEOUT)
+    browser.wait_for(
+        "!!document.querySelector('.semsearch-query-image') && document.readyState === 'complete'",
+        timeout=BROWSER_TIMEOUT,
+    )
     assert "dropped.png" in browser.eval("document.querySelector('.semsearch-query-image').innerText")
     assert len(browser.eval(CARD_IDS)) > 0

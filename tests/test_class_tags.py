@@ -13,8 +13,13 @@ from datasette.app import Datasette
 from markupsafe import escape
 
 from semsearch_sqlite.model.semantic import class_tags, collection_semantics, semantic_model
-from semsearch_sqlite.model.smoothing import (SMOOTH_WEIGHT, TAG_CLASS_SHARE, TAG_CLASSES, smoothed_top_classes,
-                                              top_classes)
+from semsearch_sqlite.model.smoothing import (
+    SMOOTH_WEIGHT,
+    TAG_CLASS_SHARE,
+    TAG_CLASSES,
+    smoothed_top_classes,
+    top_classes,
+)
 from semsearch_sqlite.pipeline.train import training_data
 from semsearch_sqlite.queries.search import image_tags, space_matrix
 from semsearch_sqlite.storage.rows import every_stored_tag
@@ -99,7 +104,8 @@ def test_stored_tags_lead_with_each_photos_classes(plugin_photos: dict) -> None:
         n = first.index(labels[0].lower())
         label_vector = model.classifier.label_vectors[model.label_words.index(labels[n])]
         assert stored[int(ids[n])][0][1] == pytest.approx(
-            1 - float(v.vector(int(ids[n])) @ label_vector / np.linalg.norm(label_vector)), abs=1e-4)
+            1 - float(v.vector(int(ids[n])) @ label_vector / np.linalg.norm(label_vector)), abs=1e-4
+        )
 
 
 def test_a_label_tag_is_found_by_the_folder_spelling_too(plugin_photos: dict) -> None:
@@ -126,7 +132,9 @@ def test_more_tags_than_stored_are_the_stored_ones(plugin_photos: dict) -> None:
 async def test_a_label_tag_is_escaped_on_the_image_page(plugin_photos: dict) -> None:
     evil = plugin_photos["evil_label"]
     with Store.open(plugin_photos["db"]) as s:
-        image = int(s.conn.execute("select image_id from tags where word = ? and rank = 1", [evil.lower()]).fetchone()[0])
+        image = int(
+            s.conn.execute("select image_id from tags where word = ? and rank = 1", [evil.lower()]).fetchone()[0]
+        )
     ds: Any = Datasette([plugin_photos["db"]])
     await ds.invoke_startup()
     r = await ds.client.get(f"/photos/-/semsearch/image/{image}", follow_redirects=True)

@@ -22,7 +22,9 @@ def run(*args: str) -> tuple[int, str, str]:
 
 def test_version_and_module_entry_point() -> None:
     assert run("--version")[1] == f"semsearch-sqlite, version {__version__}\n"
-    proc = subprocess.run([sys.executable, "-m", "semsearch_sqlite", "--help"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "semsearch_sqlite", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0
     assert "ingest" in proc.stdout and "search" in proc.stdout
 
@@ -83,7 +85,10 @@ def test_malformed_glove_exits_1(tmp_path: Path) -> None:
     glove.write_text("cat 1 2 3\ndog 1 2\n")
     code, _, err = run("vocab", str(tmp_path / "w.db"), "--glove", str(glove))
     assert code == 1
-    assert err == f"Error: {glove}:2: expected a word and 3 numbers, found 2 values; is the file truncated or not GloVe text?\n"
+    assert (
+        err == f"Error: {glove}:2: expected a word and 3 numbers, found 2 values; "
+        "is the file truncated or not GloVe text?\n"
+    )
 
 
 def test_info(words_db: str) -> None:

@@ -95,7 +95,9 @@ def test_exif_is_spliced_in_without_touching_the_pixels(tmp_path: Path) -> None:
     folder = tmp_path / "caltech" / "ferry"
     folder.mkdir(parents=True)
     for i in range(1, 6):  # two greyscale photos first: colour ones are preferred
-        Image.new("L" if i <= 2 else "RGB", (60 + i, 40), 90 if i <= 2 else (20 * i, 90, 160)).save(folder / f"image_{i:04d}.jpg")
+        Image.new("L" if i <= 2 else "RGB", (60 + i, 40), 90 if i <= 2 else (20 * i, 90, 160)).save(
+            folder / f"image_{i:04d}.jpg"
+        )
     picked = demo.select([tmp_path / "caltech"], "ferry", 3)
     assert [p.name for p in picked] == ["image_0003.jpg", "image_0004.jpg", "image_0005.jpg"]
 
@@ -119,5 +121,7 @@ def test_build_demo_rebuilds_the_committed_collection_byte_for_byte(tmp_path: Pa
     built = sorted(p.relative_to(tmp_path / "images") for p in (tmp_path / "images").rglob("*.jpg"))
     assert built == sorted(p.relative_to(IMAGES) for p in IMAGES.rglob("*.jpg"))
     assert all((tmp_path / "images" / p).read_bytes() == (IMAGES / p).read_bytes() for p in built)
-    assert (tmp_path / "SOURCES.md").read_text(encoding="utf-8") == (EXAMPLES / "SOURCES.md").read_text(encoding="utf-8")
+    assert (tmp_path / "SOURCES.md").read_text(encoding="utf-8") == (EXAMPLES / "SOURCES.md").read_text(
+        encoding="utf-8"
+    )
     assert demo.main(["--out", str(tmp_path / "images")]) == 1  # no silent overwrite without --replace

@@ -22,7 +22,6 @@ from semsearch_sqlite.storage.store import Store
 
 from .helpers import COLOURS, draw
 
-
 pytestmark = pytest.mark.slow
 THRESHOLD = 0.02
 
@@ -82,7 +81,10 @@ def test_copies_group_with_their_original(db: Path) -> None:
             copies = {f"{label}/{label}_0.png", f"{label}/{label}_0_small.png", f"{label}/{label}_0_q30.jpg"}
             assert any(copies <= {paths[i] for i, _ in g} for g in groups), label
         one = next(i for i, p in paths.items() if p == "dog/dog_0.png")
-        assert {h.path for h in duplicates_of(s.conn, one, THRESHOLD).hits} >= {"dog/dog_0_small.png", "dog/dog_0_q30.jpg"}
+        assert {h.path for h in duplicates_of(s.conn, one, THRESHOLD).hits} >= {
+            "dog/dog_0_small.png",
+            "dog/dog_0_q30.jpg",
+        }
 
 
 def test_cli_json_and_sql(db: Path) -> None:

@@ -139,7 +139,8 @@ def test_the_sql_function_has_keeper_and_thumbnail_columns(library: dict[str, An
         register_functions(s.conn)
         found = s.conn.execute(
             f"select group_id, rank, image_id, path, label, distance, keeper, why, width, height, size, date, "
-            f"thumbnail from duplicate_images({THRESHOLD})").fetchall()
+            f"thumbnail from duplicate_images({THRESHOLD})"
+        ).fetchall()
         stored = dict(s.conn.execute("select id, thumbnail from images"))
     assert [r[2] for r in found if r[0] == 1][0] == paths["elephant/image_0001.jpg"]
     for group in (1, 2):
@@ -175,21 +176,34 @@ def test_cli_table_prints_the_summary_first_and_the_keeper_first(library: dict[s
 
 
 def facts(width: int, height: int, size: int, taken_at: str | None = None, mtime: float | None = None) -> dict:
-    return {"path": "p", "label": None, "width": width, "height": height, "size": size, "taken_at": taken_at,
-            "mtime": mtime}
+    return {
+        "path": "p",
+        "label": None,
+        "width": width,
+        "height": height,
+        "size": size,
+        "taken_at": taken_at,
+        "mtime": mtime,
+    }
 
 
-@pytest.mark.parametrize("group, keeper, why", [
-    ({1: facts(640, 480, 10), 2: facts(1280, 960, 5)}, 2, "most pixels (1280\u00d7960)"),
-    ({1: facts(640, 480, 10), 2: facts(640, 480, 50)}, 2, "same pixels, largest file"),
-    ({1: facts(640, 480, 10, "2021-05-01T10:00:00"), 2: facts(640, 480, 10, "2020-01-01T09:00:00")}, 2,
-     "earliest date"),
-    # no EXIF date: the file's modification time (1 January 2001 before 2002)
-    ({1: facts(640, 480, 10, mtime=1.01e9), 2: facts(640, 480, 10, mtime=0.98e9)}, 2, "earliest date"),
-    # an EXIF date and a file's time compare as dates (a file saved in 1970 before a photo of 2020)
-    ({1: facts(640, 480, 10, mtime=1.0), 2: facts(640, 480, 10, "2020-01-01T09:00:00")}, 1, "earliest date"),
-    ({3: facts(640, 480, 10), 2: facts(640, 480, 10)}, 2, "lowest id"),
-])
+@pytest.mark.parametrize(
+    "group, keeper, why",
+    [
+        ({1: facts(640, 480, 10), 2: facts(1280, 960, 5)}, 2, "most pixels (1280\u00d7960)"),
+        ({1: facts(640, 480, 10), 2: facts(640, 480, 50)}, 2, "same pixels, largest file"),
+        (
+            {1: facts(640, 480, 10, "2021-05-01T10:00:00"), 2: facts(640, 480, 10, "2020-01-01T09:00:00")},
+            2,
+            "earliest date",
+        ),
+        # no EXIF date: the file's modification time (1 January 2001 before 2002)
+        ({1: facts(640, 480, 10, mtime=1.01e9), 2: facts(640, 480, 10, mtime=0.98e9)}, 2, "earliest date"),
+        # an EXIF date and a file's time compare as dates (a file saved in 1970 before a photo of 2020)
+        ({1: facts(640, 480, 10, mtime=1.0), 2: facts(640, 480, 10, "2020-01-01T09:00:00")}, 1, "earliest date"),
+        ({3: facts(640, 480, 10), 2: facts(640, 480, 10)}, 2, "lowest id"),
+    ],
+)
 def test_choose_keeper(group: dict[int, dict], keeper: int, why: str) -> None:
     chosen, reason = choose_keeper(group)
     assert chosen == keeper and why in reason

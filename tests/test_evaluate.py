@@ -11,12 +11,10 @@ from click.testing import CliRunner
 from semsearch_sqlite.cli import cli
 from semsearch_sqlite.errors import ProjectionError
 from semsearch_sqlite.pipeline.evaluate import evaluate
-from semsearch_sqlite.pipeline.ingest import IngestOptions
-from semsearch_sqlite.pipeline.ingest import ingest
+from semsearch_sqlite.pipeline.ingest import IngestOptions, ingest
 from semsearch_sqlite.storage.store import Store
 
 from .helpers import make_folder, rows
-
 
 pytestmark = pytest.mark.slow
 

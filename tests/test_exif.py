@@ -46,8 +46,10 @@ def test_absurd_gps_is_ignored_and_the_other_fields_kept(tmp_path: Path, gps: di
     assert meta.camera == "Canon EOS 5D" and meta.taken_at == "2019-07-04T12:30:05+02:00"
 
 
-@pytest.mark.parametrize("value", ["0000:00:00 00:00:00", "2019:02:30 10:00:00", "    ", "1700:01:01 00:00:00",
-                                   "9999:01:01 00:00:00", "yesterday"])
+@pytest.mark.parametrize(
+    "value",
+    ["0000:00:00 00:00:00", "2019:02:30 10:00:00", "    ", "1700:01:01 00:00:00", "9999:01:01 00:00:00", "yesterday"],
+)
 def test_bogus_dates_are_ignored(value: str) -> None:
     assert parse_exif_date(value) is None
 
@@ -73,7 +75,9 @@ def _metadata(db: Path) -> dict[str, tuple[Any, ...]]:
 
 
 @pytest.mark.slow
-def test_ingest_fills_columns_and_old_databases_get_them_without_re_embedding(tmp_path: Path, tiny_backbone: str) -> None:
+def test_ingest_fills_columns_and_old_databases_get_them_without_re_embedding(
+    tmp_path: Path, tiny_backbone: str
+) -> None:
     images = tmp_path / "images"
     photo(images / "beach" / "sydney.jpg")
     photo(images / "beach" / "nowhere.jpg", (200, 180, 90), gps={}, make=None, model="X100V", lens=None)

@@ -58,11 +58,14 @@ def assert_absolute_paths(found: list[dict[str, str]], images: str) -> None:
 # -- the CLI ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [
-    ["search", "{db}", "cat"],
-    ["similar", "{db}", "{id}"],
-    ["focus", "{db}", "{id}", "cat"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["search", "{db}", "cat"],
+        ["similar", "{db}", "{id}"],
+        ["focus", "{db}", "{id}", "cat"],
+    ],
+)
 def test_image_commands_print_csv_with_absolute_paths(plugin_photos: dict[str, Any], command: list[str]) -> None:
     db = plugin_photos["db"]
     args = [a.format(db=db, id=some_id(db)) for a in command] + ["-k", "4", "--csv"]
@@ -196,12 +199,15 @@ async def test_image_page_downloads_each_list(plugin_photos: dict[str, Any]) -> 
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("query, message", [
-    ("q=zzqxj", "no known words"),
-    ("of=nothing&q=cat", "of must be one of"),
-    ("of=visual&image=999999", "no image with id 999999"),
-    ("", "give q"),
-])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("q=zzqxj", "no known words"),
+        ("of=nothing&q=cat", "of must be one of"),
+        ("of=visual&image=999999", "no image with id 999999"),
+        ("", "give q"),
+    ],
+)
 async def test_bad_downloads_say_why(photos_db: str, query: str, message: str) -> None:
     r = await get(Datasette([photos_db]), "/photos/-/semsearch/export.csv?" + query)
     assert r.status_code == 400 and message in r.text

@@ -21,7 +21,6 @@ from semsearch_sqlite.storage.store import Store
 
 from .helpers import COLOURS, draw, make_folder
 
-
 pytestmark = pytest.mark.slow
 
 
@@ -39,7 +38,9 @@ def invoke(*args: str) -> tuple[int, str, str]:
     return r.exit_code, r.stdout, r.stderr
 
 
-def test_absolute_and_relative_paths_resolve_to_the_stored_row(photos: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_absolute_and_relative_paths_resolve_to_the_stored_row(
+    photos: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     db, folder = photos
     with Store.open(db) as s:
         stored = resolve_image(s.conn, "dog/dog_1.png")

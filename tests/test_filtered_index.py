@@ -11,7 +11,6 @@ from semsearch_sqlite.vectors import matrix
 from .helpers import ivf_matrix, structured, unit
 
 
-
 def exact_allowed(m: matrix.Matrix, q: np.ndarray, k: int, allowed: np.ndarray) -> list[int]:
     keep = np.isin(m.ids, allowed)
     scores = np.where(keep, m.vectors @ q, -np.inf)

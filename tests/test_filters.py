@@ -20,7 +20,6 @@ from semsearch_sqlite.storage.store import connect
 
 from .helpers import COLOURS, DATED_PHOTOS_PER_LABEL
 
-
 pytestmark = pytest.mark.slow
 
 
@@ -57,8 +56,10 @@ def test_where_picks_candidates_before_the_top_k(conn: sqlite3.Connection) -> No
     assert [h.image_id for h in hits] == nearest_among(conn, "cat", 3, cars)
     assert [h.rank for h in hits] == [1, 2, 3]
     assert [h.image_id for h in unfiltered] != [h.image_id for h in hits]
-    assert similar_images(conn, "cat", 3, filters=[Filter("label", "=", "car")]).as_dict() == \
-        similar_images(conn, "cat", 3, where="label = 'car'").as_dict()
+    assert (
+        similar_images(conn, "cat", 3, filters=[Filter("label", "=", "car")]).as_dict()
+        == similar_images(conn, "cat", 3, where="label = 'car'").as_dict()
+    )
 
 
 def test_sql_where_on_the_table_function_is_pushed_into_the_search(conn: sqlite3.Connection) -> None:
@@ -66,19 +67,23 @@ def test_sql_where_on_the_table_function_is_pushed_into_the_search(conn: sqlite3
     rows = conn.execute("select image_id, label, rank from similar_images('cat', 3) where label = 'car'").fetchall()
     assert [r[0] for r in rows] == nearest_among(conn, "cat", 3, cars)
     assert [r[2] for r in rows] == [1, 2, 3]
-    plan = " ".join(str(r) for r in conn.execute(
-        "explain query plan select * from similar_images('cat', 3) where label = 'car'"))
+    plan = " ".join(
+        str(r) for r in conn.execute("explain query plan select * from similar_images('cat', 3) where label = 'car'")
+    )
     assert "VIRTUAL TABLE INDEX" in plan and ":2:" in plan  # the = constraint was handed over
 
 
-@pytest.mark.parametrize("sql_filter, images_filter", [
-    ("path like 'dog/%'", "path like 'dog/%'"),
-    ("path glob '*_[12].jpg'", "path glob '*_[12].jpg'"),
-    ("image_id in (select id from images where label = 'dog')", "label = 'dog'"),
-    ("image_id in (2, 7, 11, 14)", "id in (2, 7, 11, 14)"),
-    ("taken_at >= '2018' and taken_at < '2020'", "taken_at >= '2018' and taken_at < '2020'"),
-    ("camera = 'Canon EOS 5D' and latitude < 0", "1"),
-])
+@pytest.mark.parametrize(
+    "sql_filter, images_filter",
+    [
+        ("path like 'dog/%'", "path like 'dog/%'"),
+        ("path glob '*_[12].jpg'", "path glob '*_[12].jpg'"),
+        ("image_id in (select id from images where label = 'dog')", "label = 'dog'"),
+        ("image_id in (2, 7, 11, 14)", "id in (2, 7, 11, 14)"),
+        ("taken_at >= '2018' and taken_at < '2020'", "taken_at >= '2018' and taken_at < '2020'"),
+        ("camera = 'Canon EOS 5D' and latitude < 0", "1"),
+    ],
+)
 def test_each_kind_of_constraint(conn: sqlite3.Connection, sql_filter: str, images_filter: str) -> None:
     keep = ids_where(conn, images_filter)
     rows = conn.execute(f"select image_id from similar_images('sofa', 4) where {sql_filter}").fetchall()
@@ -100,7 +105,8 @@ def test_similar_to_image_and_cli_where(db: Path, conn: sqlite3.Connection) -> N
     r = CliRunner().invoke(cli, ["search", str(db), "cat", "-k", "3", "--where", "label = 'car'", "--json"])
     assert r.exit_code == 0, r.output
     assert [h["image_id"] for h in json.loads(r.stdout)["hits"]] == nearest_among(
-        conn, "cat", 3, ids_where(conn, "label = 'car'"))
+        conn, "cat", 3, ids_where(conn, "label = 'car'")
+    )
     with semsearch_sqlite.open(db) as photos:
         assert [h.label for h in photos.similar("dog/dog_1.jpg", 3, where="label != 'dog'").hits].count("dog") == 0
 
@@ -110,8 +116,11 @@ def test_bad_or_writing_where_is_refused(db: Path, conn: sqlite3.Connection) -> 
     assert r.exit_code == 1
     assert r.stderr.startswith("Error: --where \"colour = 'red'\": no such column: colour; write an SQL condition")
     before = conn.execute("select count(*) from images").fetchone()[0]
-    for evil in ["1); delete from images; select (1", "id in (select id from images) -- x",
-                 "(select count(*) from pragma_table_info('images')) > 0"]:
+    for evil in [
+        "1); delete from images; select (1",
+        "id in (select id from images) -- x",
+        "(select count(*) from pragma_table_info('images')) > 0",
+    ]:
         with pytest.raises(QueryError, match="--where"):
             similar_images(conn, "cat", 3, where=evil)
     assert conn.execute("select count(*) from images").fetchone()[0] == before

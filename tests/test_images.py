@@ -20,8 +20,17 @@ import pytest
 from PIL import Image
 
 from semsearch_sqlite.errors import ImageError
-from semsearch_sqlite.media.images import DEFAULT_MAX_PIXELS, encode_image, load_image, make_display, make_thumbnail, mime_for, resize_longest, to_rgb
 from semsearch_sqlite.media.files import DiscoveryResult, discover, label_for, read_labels_csv, sha256_file
+from semsearch_sqlite.media.images import (
+    DEFAULT_MAX_PIXELS,
+    encode_image,
+    load_image,
+    make_display,
+    make_thumbnail,
+    mime_for,
+    resize_longest,
+    to_rgb,
+)
 
 RED, GREEN, WHITE = (255, 0, 0), (0, 255, 0), (255, 255, 255)
 
@@ -52,7 +61,10 @@ def test_discover_recursive_sorted_skips_hidden_and_non_images(tmp_path: Path) -
     result = discover(tmp_path)
     assert isinstance(result, DiscoveryResult)
     assert [p.relative_to(tmp_path).as_posix() for p in result.files] == [
-        "a/sub/1.webp", "a/z.png", "b/2.JPG", "top.tiff",
+        "a/sub/1.webp",
+        "a/z.png",
+        "b/2.JPG",
+        "top.tiff",
     ]
     assert result.problems == []
 
@@ -161,7 +173,9 @@ def test_read_labels_csv_with_and_without_header(tmp_path: Path) -> None:
     with_header = tmp_path / "a.csv"
     with_header.write_text("path,label\ncats/a.jpg,Tabby_Cat\n./b.jpg, dog \n\n/abs/c.jpg,car\n", encoding="utf-8")
     assert read_labels_csv(with_header) == {
-        "cats/a.jpg": "tabby cat", "b.jpg": "dog", str(Path("/abs/c.jpg").resolve()): "car",
+        "cats/a.jpg": "tabby cat",
+        "b.jpg": "dog",
+        str(Path("/abs/c.jpg").resolve()): "car",
     }
     bare = tmp_path / "b.csv"
     bare.write_text('"x, y.jpg",sofa\n', encoding="utf-8")
@@ -420,7 +434,8 @@ def test_reduced_decode_keeps_the_exif_orientation(tmp_path: Path, orientation: 
     exif[0x0112] = orientation
     stored = _stored_image(orientation)
     stored.resize((stored.width * 40, stored.height * 40), Image.Resampling.NEAREST).save(
-        path, exif=exif.tobytes(), quality=95)
+        path, exif=exif.tobytes(), quality=95
+    )
     img = load_image(path, reduce_to=256)
     assert img.size == (300, 200)  # 2400 x 1600 decoded at 1/8
     assert img.source_size == (2400, 1600)  # type: ignore[attr-defined]

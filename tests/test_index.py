@@ -3,16 +3,15 @@ stored in the database, cache invalidation, the fast vec0 reader, read-only read
 
 from __future__ import annotations
 
-
 import re
 
 import numpy as np
 import pytest
 
 from semsearch_sqlite.storage import vec0
-from semsearch_sqlite.vectors import ivf, matrix, upkeep
-from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL
 from semsearch_sqlite.storage.store import Store, connect
+from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL
+from semsearch_sqlite.vectors import ivf, matrix, upkeep
 
 from .helpers import file_state, ivf_matrix, make_db, structured, unit, write
 

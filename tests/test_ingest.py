@@ -16,11 +16,10 @@ from PIL import Image
 
 from semsearch_sqlite.cli import cli
 from semsearch_sqlite.errors import ImageError, StoreError
-from semsearch_sqlite.pipeline.ingest import IngestOptions
-from semsearch_sqlite.pipeline.ingest import ingest
+from semsearch_sqlite.pipeline.ingest import IngestOptions, ingest
 from semsearch_sqlite.queries.search import image_tags, similar_images, similar_to_image
-from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL
 from semsearch_sqlite.storage.store import Store
+from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL
 
 from .helpers import COLOURS, draw, make_folder, rows
 

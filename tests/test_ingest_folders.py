@@ -32,8 +32,11 @@ def photos(folder: Path, labels: dict[str, int], seed: int = 0) -> Path:
 
 
 def ingest(folder: Path, db: Path, backbone: str, *extra: str) -> Any:
-    return CliRunner().invoke(cli, ["ingest", str(folder), str(db), "--backbone", backbone,
-                                    "--vocab-size", "2000", *extra], catch_exceptions=False)
+    return CliRunner().invoke(
+        cli,
+        ["ingest", str(folder), str(db), "--backbone", backbone, "--vocab-size", "2000", *extra],
+        catch_exceptions=False,
+    )
 
 
 def stored(db: Path) -> list[tuple[str, str | None]]:
@@ -49,9 +52,11 @@ def test_two_folders_make_one_collection(tmp_path: Path, tiny_backbone: str) -> 
     second = ingest(y2024, db, tiny_backbone)
     assert second.exit_code == 0, second.output
     assert "0 removed" in second.output and "Removed" not in second.output
-    assert stored(db) == sorted([(f"2023/cat/cat_{i}.png", "cat") for i in range(3)]
-                                + [(f"2023/dog/dog_{i}.png", "dog") for i in range(3)]
-                                + [(f"2024/car/car_{i}.png", "car") for i in range(2)])
+    assert stored(db) == sorted(
+        [(f"2023/cat/cat_{i}.png", "cat") for i in range(3)]
+        + [(f"2023/dog/dog_{i}.png", "dog") for i in range(3)]
+        + [(f"2024/car/car_{i}.png", "car") for i in range(2)]
+    )
     # a re-run of either folder changes nothing
     again = ingest(y2023, db, tiny_backbone)
     assert "0 added, 0 updated, 0 moved, 6 unchanged, 0 removed" in again.output

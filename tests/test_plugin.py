@@ -107,8 +107,20 @@ async def test_table_functions_in_the_json_api(ds: Datasette, name: str) -> None
     if "words" in name or "tags" in name:
         assert set(rows[0]) == {"rank", "word", "distance", "confidence"}
     else:
-        assert set(rows[0]) == {"rank", "image_id", "path", "label", "distance", "match", "thumbnail",
-                                "taken_at", "camera", "lens", "latitude", "longitude"}
+        assert set(rows[0]) == {
+            "rank",
+            "image_id",
+            "path",
+            "label",
+            "distance",
+            "match",
+            "thumbnail",
+            "taken_at",
+            "camera",
+            "lens",
+            "latitude",
+            "longitude",
+        }
         assert all(isinstance(r["image_id"], int) for r in rows)
         assert 1 not in [r["image_id"] for r in rows] or name == "similar_images"
 
@@ -284,14 +296,19 @@ async def test_the_empty_search_page_lists_labels_and_example_queries(
         counts = dict(conn.execute("select label, count(*) from images group by label"))
     for label, n in counts.items():  # each label with its count and a sample photo
         if " " not in label:
-            assert re.search(f'<a href="/photos/-/semsearch\\?q={label}">\\s*<img src="[^"]+/thumb/\\d+.jpg"'
-                             f'[^>]*>\\s*<span class="semsearch-shelf-name">{label}</span> '
-                             f'<span class="semsearch-count">{n}</span>', labels), label
+            assert re.search(
+                f'<a href="/photos/-/semsearch\\?q={label}">\\s*<img src="[^"]+/thumb/\\d+.jpg"'
+                f'[^>]*>\\s*<span class="semsearch-shelf-name">{label}</span> '
+                f'<span class="semsearch-count">{n}</span>',
+                labels,
+            ), label
     # the "<script> dog" label: not a vocabulary word, so its link lists its photos by label
     assert "&amp;label=" in labels
     assert str(escape(plugin_photos["evil_label"])) in labels and "<script>" not in labels
-    examples = re.findall(r'<li><a href="/photos/-/semsearch\?q=[^"]+">([^<]+)</a>',
-                          r.text.split("semsearch-examples", 1)[1].split("</ul>", 1)[0])
+    examples = re.findall(
+        r'<li><a href="/photos/-/semsearch\?q=[^"]+">([^<]+)</a>',
+        r.text.split("semsearch-examples", 1)[1].split("</ul>", 1)[0],
+    )
     assert examples
     for example in examples:  # every example finds images
         found = await get(ds, "/photos/-/semsearch?" + urlencode({"q": example.replace("&amp;", "&")}))
@@ -572,7 +589,9 @@ async def test_upload_finds_images_like_the_uploaded_one(ds: Datasette, db: str,
 
 
 @pytest.mark.asyncio
-async def test_upload_rejects_non_images_and_oversized_files(ds: Datasette, db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_upload_rejects_non_images_and_oversized_files(
+    ds: Datasette, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     r = await post_upload(ds, b"just some text", filename="notes.txt")
     assert r.status_code == 400 and "not a JPEG, PNG" in r.text
     monkeypatch.setattr(upload, "UPLOAD_SLACK", 1000)
@@ -653,9 +672,7 @@ async def test_file_names_and_labels_are_escaped(ds: Datasette, db: str, plugin_
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(
-    "config", PRIVATE_CONFIGS
-)
+@pytest.mark.parametrize("config", PRIVATE_CONFIGS)
 async def test_pages_honour_permissions(db: str, config: dict[str, Any]) -> None:
     ds = make_ds(db, config=config)
     paths = [
@@ -726,8 +743,8 @@ def test_the_plugin_never_imports_tensorflow(db: str) -> None:
 
 def test_parse_multipart() -> None:
     body = (
-        b"--XyZ\r\nContent-Disposition: form-data; name=\"k\"\r\n\r\n7\r\n"
-        b"--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
+        b'--XyZ\r\nContent-Disposition: form-data; name="k"\r\n\r\n7\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
         b"Content-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\n\r\n--XyZ--\r\n"
     )
     fields, files = upload.parse_multipart(body, b"XyZ")

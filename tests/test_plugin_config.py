@@ -29,8 +29,9 @@ PLUGIN = "semsearch-sqlite"
 CARD = 'class="semsearch-card"'
 
 
-def make_ds(db: str, settings: dict[str, Any] | None = None, per_db: dict[str, Any] | None = None,
-            immutable: bool = False) -> Datasette:
+def make_ds(
+    db: str, settings: dict[str, Any] | None = None, per_db: dict[str, Any] | None = None, immutable: bool = False
+) -> Datasette:
     """Datasette on ``db`` with plugin ``settings`` (top level) and ``per_db`` (database level):
     datasette.yaml's ``config`` on 1.0a, metadata on 0.65, as each reads ``plugin_config``."""
     block: dict[str, Any] = {}
@@ -63,8 +64,9 @@ async def post_upload(ds: Datasette, data: bytes, **fields: str) -> Any:
     token = re.search(r'name="csrftoken" value="([^"]*)"', page.text)
     form = {"csrftoken": token.group(1) if token else "", **fields}
     cookies = {"ds_csrftoken": page.cookies["ds_csrftoken"]} if "ds_csrftoken" in page.cookies else {}
-    return await ds.client.post("/photos/-/semsearch/upload", data=form,
-                                files={"image": ("query.png", data, "image/png")}, cookies=cookies)
+    return await ds.client.post(
+        "/photos/-/semsearch/upload", data=form, files={"image": ("query.png", data, "image/png")}, cookies=cookies
+    )
 
 
 @pytest.fixture
@@ -175,19 +177,29 @@ async def test_immutable_read_only_file_serves_every_page_and_function(shipped: 
     before = sha256(shipped)
     ds = make_ds(str(shipped), immutable=True)
     assert ds.databases["photos"].is_mutable is False
-    for path in ("/photos/-/semsearch?q=cat", "/photos/-/semsearch/image/1?focus=cat",
-                 "/photos/-/semsearch/words?q=cat", "/photos/-/semsearch/upload", "/photos/-/semsearch/report",
-                 "/photos/images?_size=3", "/photos"):
+    for path in (
+        "/photos/-/semsearch?q=cat",
+        "/photos/-/semsearch/image/1?focus=cat",
+        "/photos/-/semsearch/words?q=cat",
+        "/photos/-/semsearch/upload",
+        "/photos/-/semsearch/report",
+        "/photos/images?_size=3",
+        "/photos",
+    ):
         r = await get(ds, path)
         assert r.status_code == 200, (path, r.text[:500])
     r = await get(ds, "/photos/-/semsearch?q=cat&all=1")
     assert card_count(r.text) == min(image_count(str(shipped)), config.Settings().per_page)
     r = await get(ds, "/photos/-/semsearch/thumb/1.jpg")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg" and r.content[:2] == b"\xff\xd8"
-    for sql in ("select * from similar_images('cat', 3)", "select * from similar_to_image(1, 3, 'semantic')",
-                "select * from similar_images_focused(1, 'cat', 3)", "select * from image_tags(1, 3)",
-                "select * from similar_words('cat', 3)",
-                "select image_id from vec_semantic where embedding match semsearch_text_vector('cat') and k = 3"):
+    for sql in (
+        "select * from similar_images('cat', 3)",
+        "select * from similar_to_image(1, 3, 'semantic')",
+        "select * from similar_images_focused(1, 'cat', 3)",
+        "select * from image_tags(1, 3)",
+        "select * from similar_words('cat', 3)",
+        "select image_id from vec_semantic where embedding match semsearch_text_vector('cat') and k = 3",
+    ):
         r = await get(ds, "/photos.json?" + urlencode({"sql": sql, "_shape": "array"}))
         assert r.status_code == 200 and len(r.json()) == 3, (sql, r.text[:500])
     # nothing was written: no journal, no WAL, the bytes as shipped

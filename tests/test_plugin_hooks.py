@@ -43,11 +43,18 @@ def db(plugin_photos: dict[str, Any]) -> str:
 def test_the_plugin_wraps_no_hook() -> None:
     plugin = pm.get_plugin(pm.get_name(datasette_plugin)) if pm.is_registered(datasette_plugin) else None
     assert plugin is datasette_plugin, "the plugin is registered through its entry point"
-    impls = [impl for caller in pm.get_hookcallers(datasette_plugin) for impl in caller.get_hookimpls()
-             if impl.plugin is datasette_plugin]
+    impls = [
+        impl
+        for caller in pm.get_hookcallers(datasette_plugin)
+        for impl in caller.get_hookimpls()
+        if impl.plugin is datasette_plugin
+    ]
     assert impls, "the plugin implements hooks"
-    wrappers = [impl.function.__name__ for impl in impls
-                if getattr(impl, "hookwrapper", False) or getattr(impl, "wrapper", False)]
+    wrappers = [
+        impl.function.__name__
+        for impl in impls
+        if getattr(impl, "hookwrapper", False) or getattr(impl, "wrapper", False)
+    ]
     assert wrappers == []
     assert "handle_exception" not in {impl.function.__name__ for impl in impls}
 

@@ -41,8 +41,12 @@ async def post_upload(ds: Datasette, data: bytes) -> Any:
     page = await get(ds, "/photos/-/semsearch/upload")
     token = re.search(r'name="csrftoken" value="([^"]*)"', page.text)
     cookies = {"ds_csrftoken": page.cookies["ds_csrftoken"]} if "ds_csrftoken" in page.cookies else {}
-    return await ds.client.post("/photos/-/semsearch/upload", data={"csrftoken": token.group(1) if token else ""},
-                                files={"image": ("query.png", data, "image/png")}, cookies=cookies)
+    return await ds.client.post(
+        "/photos/-/semsearch/upload",
+        data={"csrftoken": token.group(1) if token else ""},
+        files={"image": ("query.png", data, "image/png")},
+        cookies=cookies,
+    )
 
 
 @pytest.fixture
@@ -78,6 +82,7 @@ async def test_did_you_mean_suggests_nothing_when_a_word_table_is_denied(db: str
 @pytest.mark.asyncio
 async def test_an_images_tags_are_left_out_when_a_word_table_is_denied(db: str) -> None:
     ds = denying(db, *WORD_TABLES)
+
     def tags(html: str) -> list[str]:
         listed = html.split("<dt>Tags</dt>", 1)[1].split("</dd>", 1)[0]
         return re.findall(r'<li><a href="/photos/-/semsearch\?q=[^"]*"', listed)

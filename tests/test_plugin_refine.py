@@ -67,8 +67,9 @@ async def test_more_and_less_like_this_links_refine_the_query(ds: Datasette, plu
         conn.close()
 
 
-async def test_image_page_shows_near_duplicates(ds: Datasette, plugin_photos: dict[str, Any],
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_image_page_shows_near_duplicates(
+    ds: Datasette, plugin_photos: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     conn = connect(plugin_photos["db"], readonly=True)
     try:
         from semsearch_sqlite.queries.duplicates import duplicates_of

@@ -30,8 +30,14 @@ def ds(plugin_photos: dict[str, Any]) -> Datasette:
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
     "param, wrong",
-    [("like=abc", "abc"), ("like=-1", "-1"), ("like=999999", "999999"), ("unlike=abc", "abc"),
-     ("like=1,x", "x"), ("like=99999999999999999999", "99999999999999999999")],
+    [
+        ("like=abc", "abc"),
+        ("like=-1", "-1"),
+        ("like=999999", "999999"),
+        ("unlike=abc", "abc"),
+        ("like=1,x", "x"),
+        ("like=99999999999999999999", "99999999999999999999"),
+    ],
 )
 async def test_feedback_ids_that_name_no_image_are_one_clear_400(ds: Datasette, param: str, wrong: str) -> None:
     r = await get(ds, f"/photos/-/semsearch?q=cat&k=3&{param}")

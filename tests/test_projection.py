@@ -12,17 +12,21 @@ import numpy as np
 import pytest
 
 from semsearch_sqlite.errors import ProjectionError
-from semsearch_sqlite.model.conse import class_word_vectors, conse_vectors
+from semsearch_sqlite.model.conse import class_word_vectors, conse_vectors, imagenet_class_names
 from semsearch_sqlite.model.projection import Projection, fit_projection
 from semsearch_sqlite.model.semantic import SemanticModel, fit_semantic
-from semsearch_sqlite.model.conse import imagenet_class_names
 from semsearch_sqlite.text.glove import WordVectors
 from semsearch_sqlite.vectors.maths import unit_rows
 
 DIM = 64
 PER_LABEL = 30
 # label -> ImageNet class its images look like to the backbone
-SEEN = {"cat": "tabby, tabby cat", "dog": "golden retriever", "car": "sports car, sport car", "pizza": "pizza, pizza pie"}
+SEEN = {
+    "cat": "tabby, tabby cat",
+    "dog": "golden retriever",
+    "car": "sports car, sport car",
+    "pizza": "pizza, pizza pie",
+}
 UNSEEN = {"ship": "container ship, containership, container vessel", "banana": "banana"}
 
 
@@ -178,6 +182,7 @@ def test_four_methods_and_the_fallbacks(glove: WordVectors, classes: tuple[list[
         with pytest.raises(ProjectionError, match="no longer offered; re-run train"):
             SemanticModel.from_arrays({}, {"method": dropped})
 
+
 def test_semantic_model_round_trips_through_json(glove: WordVectors, classes: tuple[list[str], np.ndarray]) -> None:
     _, class_vectors = classes
     X, P, labels = _data(["cat", "dog", "ship"])
@@ -202,7 +207,9 @@ def test_no_labels_means_conse_only(glove: WordVectors, classes: tuple[list[str]
         fit_semantic(X, P, [None] * len(labels), glove, class_vectors, method="ridge")
 
 
-def test_unknown_label_words_are_skipped_and_reported(glove: WordVectors, classes: tuple[list[str], np.ndarray]) -> None:
+def test_unknown_label_words_are_skipped_and_reported(
+    glove: WordVectors, classes: tuple[list[str], np.ndarray]
+) -> None:
     _, class_vectors = classes
     X, P, labels = _data(["cat", "dog", "car"])
     renamed = ["xqzzyvk_blorptz" if lab == "car" else lab for lab in labels]

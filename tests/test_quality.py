@@ -12,7 +12,12 @@ import pytest
 from semsearch_sqlite.errors import FocusError, ProjectionError
 from semsearch_sqlite.model.conse import class_word_vectors, imagenet_class_names, resolve_focus
 from semsearch_sqlite.model.semantic import (
-    DEFAULT_STRONG_DISTANCE, SemanticModel, calibrate_match, conse_vectors, fit_semantic, match_strength,
+    DEFAULT_STRONG_DISTANCE,
+    SemanticModel,
+    calibrate_match,
+    conse_vectors,
+    fit_semantic,
+    match_strength,
 )
 from semsearch_sqlite.pipeline.train import refresh_vocabulary
 from semsearch_sqlite.queries.search import similar_words
@@ -26,7 +31,12 @@ from semsearch_sqlite.vectors.maths import unit, unit_rows
 
 DIM = 64
 PER_LABEL = 30
-SEEN = {"cat": "tabby, tabby cat", "dog": "golden retriever", "car": "sports car, sport car", "pizza": "pizza, pizza pie"}
+SEEN = {
+    "cat": "tabby, tabby cat",
+    "dog": "golden retriever",
+    "car": "sports car, sport car",
+    "pizza": "pizza, pizza pie",
+}
 UNSEEN = {"ship": "container ship, containership, container vessel", "banana": "banana"}
 
 

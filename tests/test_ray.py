@@ -19,7 +19,6 @@ from semsearch_sqlite.pipeline.ingest import IngestOptions, ingest
 
 from .helpers import check_consistent, make_folder, rows
 
-
 RAY_CPUS = 2
 # The driver of a --ray ingest, SIGKILLed once its first batch is committed.
 CHILD = r"""
@@ -40,6 +39,7 @@ print("finished without being killed")
 def ray_cluster() -> Iterator[str]:
     """One local Ray cluster for the module (starting one takes seconds); its address."""
     import ray  # the [test] extra installs it
+
     ray.init(num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
@@ -87,7 +87,10 @@ def test_killed_ray_driver_leaves_a_consistent_file_and_the_rerun_finishes(
     db = tmp_path / "k.db"
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(folder), str(db), tiny_backbone],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_ADDRESS": ray_cluster},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "RAY_ADDRESS": ray_cluster},
     )
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
     check_consistent(db)

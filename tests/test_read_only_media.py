@@ -38,12 +38,17 @@ def read_only_run(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     if shutil.which("unshare") is None:
         pytest.skip("running as root without unshare: cannot make a read-only folder")
     script = f"mount --bind -o ro {shlex.quote(str(folder))} {shlex.quote(str(folder))} && exec {shlex.join(command)}"
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind -o ro {folder} {folder}"],
-                           check=False, capture_output=True, text=True)
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"mount --bind -o ro {folder} {folder}"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     if probe.returncode != 0:
         pytest.skip(f"cannot bind-mount read-only here: {probe.stderr.strip()}")
-    return subprocess.run(["unshare", "-m", "sh", "-c", script], check=False, capture_output=True, text=True,
-                          env=env, timeout=300)
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], check=False, capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 @pytest.fixture()
@@ -89,8 +94,10 @@ def test_unmerged_wal_in_a_read_only_folder_names_the_cause(folder: Path) -> Non
 def test_extension_error_names_the_file_not_the_python(folder: Path) -> None:
     """A plain ``mode=ro`` connection of the caller's own, in a read-only folder: loading
     sqlite-vec says the file can't be read, not "pip install pysqlite3-binary"."""
-    snippet = ("import sqlite3; from semsearch_sqlite.sqlite.extensions import load_sqlite_vec; "
-               f"load_sqlite_vec(sqlite3.connect({(folder / 'photos.db').as_uri() + '?mode=ro'!r}, uri=True))")
+    snippet = (
+        "import sqlite3; from semsearch_sqlite.sqlite.extensions import load_sqlite_vec; "
+        f"load_sqlite_vec(sqlite3.connect({(folder / 'photos.db').as_uri() + '?mode=ro'!r}, uri=True))"
+    )
     result = read_only_run(folder, "-c", snippet)
     assert result.returncode == 1
     error = result.stderr.strip().splitlines()[-1]

@@ -47,11 +47,11 @@ SQL = {
     "image_tags": "select * from image_tags(1, 5)",
     "similar_words": "select * from similar_words('said', 5)",
     "vector lengths": "select length(semsearch_text_vector('cat')) t, length(semsearch_word_vector('cat')) w, "
-                      "length(semsearch_image_vector(1)) v, length(semsearch_image_vector(1, 'semantic')) s",
+    "length(semsearch_image_vector(1)) v, length(semsearch_image_vector(1, 'semantic')) s",
     "text vector in vec0": "select image_id from vec_semantic where embedding match semsearch_text_vector('cat') "
-                           "and k = 5 order by distance",
+    "and k = 5 order by distance",
     "word vector in vec0": "select w.word from vec_words v join words w on w.id = v.word_id "
-                           "where v.embedding match semsearch_word_vector('ocean') and k = 5 order by v.distance",
+    "where v.embedding match semsearch_word_vector('ocean') and k = 5 order by v.distance",
 }
 PAGES = [
     "/photos/-/semsearch?q=elephant",
@@ -122,10 +122,15 @@ def reader(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=_env())
     done = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(src)],
-        capture_output=True, text=True, env=_env(), timeout=PIP_TIMEOUT_S,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=PIP_TIMEOUT_S,
     )
     if done.returncode:
-        pytest.fail(f"pip install of the reader failed (it needs the package index or pip's cache):\n{done.stderr[-3000:]}")
+        pytest.fail(
+            f"pip install of the reader failed (it needs the package index or pip's cache):\n{done.stderr[-3000:]}"
+        )
     return venv / "bin"
 
 
@@ -138,8 +143,9 @@ def shipped(plugin_photos: dict[str, Any], tmp_path_factory: pytest.TempPathFact
 
 
 def run(bin_dir: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(bin_dir / args[0]), *args[1:]], capture_output=True, text=True, env=_env(),
-                          timeout=timeout)
+    return subprocess.run(
+        [str(bin_dir / args[0]), *args[1:]], capture_output=True, text=True, env=_env(), timeout=timeout
+    )
 
 
 def same(a: Any, b: Any) -> bool:
@@ -174,8 +180,9 @@ def test_the_reader_venv_is_small_and_has_no_tensorflow(reader: Path) -> None:
         assert done.returncode == 1 and f"No module named '{module}'" in done.stderr
     done = run(reader, "python", "-c", "import semsearch_sqlite, datasette_plugin, sqlite_vec, numpy, datasette")
     assert done.returncode == 0, done.stderr
-    size_mb = int(subprocess.run(["du", "-sm", str(reader.parent)], capture_output=True, text=True,
-                                 check=True).stdout.split()[0])
+    size_mb = int(
+        subprocess.run(["du", "-sm", str(reader.parent)], capture_output=True, text=True, check=True).stdout.split()[0]
+    )
     print(f"reader-only venv: {size_mb} MB")
     assert size_mb <= MAX_READER_MB
 
@@ -183,9 +190,14 @@ def test_the_reader_venv_is_small_and_has_no_tensorflow(reader: Path) -> None:
 def test_cli_read_commands_answer_as_the_full_install(reader: Path, shipped: Path) -> None:
     db = str(shipped)
     commands = [
-        ["search", db, "elephant"], ["search", db, "cat sofa", "-k", "3"], ["similar", db, "1"],
-        ["similar", db, "1", "--space", "semantic"], ["tags", db, "1"], ["words", db, "said"],
-        ["focus", db, "1", "dog"], ["info"],
+        ["search", db, "elephant"],
+        ["search", db, "cat sofa", "-k", "3"],
+        ["similar", db, "1"],
+        ["similar", db, "1", "--space", "semantic"],
+        ["tags", db, "1"],
+        ["words", db, "said"],
+        ["focus", db, "1", "dog"],
+        ["info"],
     ]
     for command in commands:
         args = [*command, db] if command == ["info"] else command
@@ -198,11 +210,19 @@ def test_cli_read_commands_answer_as_the_full_install(reader: Path, shipped: Pat
     rows = json.loads(done.stdout)
     assert len(rows) == 10 and same(rows, full_cli("sql", db, sql, "--json"))
     done = run(reader, "semsearch-sqlite", "search", db, "elephant")  # the table, as people see it
-    assert done.returncode == 0 and done.stdout.splitlines()[0].split() == ["rank", "image_id", "path", "label", "match", "score"]
+    assert done.returncode == 0 and done.stdout.splitlines()[0].split() == [
+        "rank",
+        "image_id",
+        "path",
+        "label",
+        "match",
+        "score",
+    ]
 
 
-def test_what_needs_the_ingest_extra_says_so_in_one_line(reader: Path, shipped: Path, plugin_photos: dict[str, Any],
-                                                          tmp_path: Path) -> None:
+def test_what_needs_the_ingest_extra_says_so_in_one_line(
+    reader: Path, shipped: Path, plugin_photos: dict[str, Any], tmp_path: Path
+) -> None:
     from PIL import Image
 
     new_db = tmp_path / "new.db"
@@ -224,13 +244,20 @@ def test_what_needs_the_ingest_extra_says_so_in_one_line(reader: Path, shipped: 
         assert done.returncode == 1, (args, done.stdout, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"Error: {what} needs ") and lines[0].endswith(INSTALL_INGEST), (
-            args, done.stderr)
+            args,
+            done.stderr,
+        )
         assert "Traceback" not in done.stderr
     assert not new_db.exists()  # nothing was made
     # the Python API raises the same typed error
-    done = run(reader, "python", "-c", "import semsearch_sqlite\n"
-               "try:\n    semsearch_sqlite.ingest('x', 'y.db')\n"
-               "except semsearch_sqlite.SemsearchError as e:\n    print(type(e).__name__, e)")
+    done = run(
+        reader,
+        "python",
+        "-c",
+        "import semsearch_sqlite\n"
+        "try:\n    semsearch_sqlite.ingest('x', 'y.db')\n"
+        "except semsearch_sqlite.SemsearchError as e:\n    print(type(e).__name__, e)",
+    )
     assert done.stdout.startswith("MissingExtraError ingest needs ") and INSTALL_INGEST in done.stdout
 
 

@@ -13,8 +13,8 @@ import re
 import shutil
 import sqlite3
 from pathlib import Path
-from urllib.parse import quote_plus
 from typing import Any
+from urllib.parse import quote_plus
 
 import pytest
 from datasette.app import Datasette
@@ -25,7 +25,6 @@ from semsearch_sqlite.pipeline.evaluate import evaluate
 from semsearch_sqlite.storage.store import Store
 
 from .helpers import PRIVATE_CONFIGS, get, make_ds, root_cookies
-
 
 REPORT = "/photos/-/semsearch/report"
 
@@ -81,9 +80,19 @@ async def test_report_shows_each_methods_figures(evaluated: dict[str, Any]) -> N
     table = part(r.text, 'class="semsearch-table semsearch-cards semsearch-methods"', "</table>")
     for name, m in methods.items():
         row = re.search(rf'<tr class="semsearch-method-{name}">(.*?)</tr>', table, re.S).group(1)
-        cells = [re.sub(r"<[^>]+>", "", c) for c in re.findall(r'<td class="semsearch-num" data-label="[^"]*">(.*?)</td>', row, re.S)]
-        expected = [m["seen_p_at_10"], m["zero_shot_p_at_10"], m["seen_ap"], m["zero_shot_ap"],
-                    m["tag_at_5_seen"], m["tag_at_5_zero_shot"], m["fit_seconds"]]
+        cells = [
+            re.sub(r"<[^>]+>", "", c)
+            for c in re.findall(r'<td class="semsearch-num" data-label="[^"]*">(.*?)</td>', row, re.S)
+        ]
+        expected = [
+            m["seen_p_at_10"],
+            m["zero_shot_p_at_10"],
+            m["seen_ap"],
+            m["zero_shot_ap"],
+            m["tag_at_5_seen"],
+            m["tag_at_5_zero_shot"],
+            m["fit_seconds"],
+        ]
         assert cells == [report.fig(v) for v in expected], name
     for label in figures["zero_shot"]["held_out"]:
         held = part(r.text, "by method</h3>", "</table>")
@@ -111,7 +120,8 @@ async def test_chart_has_one_bar_per_label_and_series(evaluated: dict[str, Any])
     ):
         bars = re.findall(
             rf'<rect class="semsearch-bar semsearch-bar-{key}" x="\d+" y="\d+" width="([\d.]+)" height="\d+" '
-            r'fill="#\w+"><title>(.*?): ', svg
+            r'fill="#\w+"><title>(.*?): ',
+            svg,
         )
         assert len(bars) == len(values) == 5
         drawn = {title: float(width) for width, title in bars}
@@ -131,7 +141,7 @@ async def test_the_worst_labels_show_their_images_and_what_search_returns(
     r = await get(make_ds(fresh_copy), REPORT)
     assert r.status_code == 200
     assert '(evaluation 2, the latest of <a href="/photos/evaluations">2</a>)' in r.text
-    assert "Measured on <time datetime=\"2025-01-02T03:04:05+00:00\">2 January 2025, 03:04 UTC</time>" in r.text
+    assert 'Measured on <time datetime="2025-01-02T03:04:05+00:00">2 January 2025, 03:04 UTC</time>' in r.text
     sections = r.text.split('<section class="semsearch-worst">')[1:]
     assert 1 <= len(sections) <= report.WORST_SHOWN
     worst = sections[0]
@@ -162,8 +172,9 @@ async def test_the_worst_labels_show_their_images_and_what_search_returns(
 
 
 @pytest.mark.asyncio
-async def test_labels_and_stored_strings_are_escaped(evaluated: dict[str, Any], fresh_copy: str,
-                                                     plugin_photos: dict[str, Any]) -> None:
+async def test_labels_and_stored_strings_are_escaped(
+    evaluated: dict[str, Any], fresh_copy: str, plugin_photos: dict[str, Any]
+) -> None:
     evil_label = plugin_photos["evil_label"]  # a real label of the database
     r = await get(make_ds(evaluated["db"]), REPORT)
     assert evil_label in evaluated["figures"]["visual_p_at_10"]
@@ -256,9 +267,7 @@ async def test_base_url_is_respected(evaluated: dict[str, Any]) -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(
-    "config", PRIVATE_CONFIGS
-)
+@pytest.mark.parametrize("config", PRIVATE_CONFIGS)
 async def test_report_honours_permissions(evaluated: dict[str, Any], config: dict[str, Any]) -> None:
     ds = make_ds(evaluated["db"], config=config)
     r = await get(ds, REPORT)
@@ -287,8 +296,14 @@ async def test_databases_that_are_not_ours_have_no_report(evaluated: dict[str, A
 
 @pytest.mark.parametrize(
     "value, digits, expected",
-    [(0.4, 3, "0.400"), (1, 2, "1.00"), (None, 3, "\u2013"), (float("nan"), 3, "\u2013"), ("0.5", 3, "\u2013"),
-     (True, 3, "\u2013")],
+    [
+        (0.4, 3, "0.400"),
+        (1, 2, "1.00"),
+        (None, 3, "\u2013"),
+        (float("nan"), 3, "\u2013"),
+        ("0.5", 3, "\u2013"),
+        (True, 3, "\u2013"),
+    ],
 )
 def test_fig(value: Any, digits: int, expected: str) -> None:
     assert report.fig(value, digits) == expected
@@ -296,12 +311,17 @@ def test_fig(value: Any, digits: int, expected: str) -> None:
 
 def test_bar_chart_scales_clamps_and_escapes() -> None:
     long = "a label far longer than the chart's label column <b>"
-    svg = str(chart.bar_chart(
-        ["low", "high", long, "none"],
-        [chart.Series("Text P!", "text", "#123456", {"low": 0.25, "high": 1.7, long: 0.5, "none": math.nan},
-                      {"low": 0.5})],
-        title="<t>",
-    ))
+    svg = str(
+        chart.bar_chart(
+            ["low", "high", long, "none"],
+            [
+                chart.Series(
+                    "Text P!", "text", "#123456", {"low": 0.25, "high": 1.7, long: 0.5, "none": math.nan}, {"low": 0.5}
+                )
+            ],
+            title="<t>",
+        )
+    )
     widths = re.findall(r'<rect class="semsearch-bar semsearch-bar-text-p" x="\d+" y="\d+" width="([\d.]+)"', svg)
     assert [float(w) for w in widths] == [chart.PLOT_WIDTH * 0.25, chart.PLOT_WIDTH * 1.0, chart.PLOT_WIDTH * 0.5]
     assert svg.count("no figure") == 1

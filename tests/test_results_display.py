@@ -42,8 +42,11 @@ def dbs(plugin_photos: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
     distances = sorted(h.distance for h in hits)
     # between the 3rd and 4th nearest: 3 strong matches among K
     some = (distances[2] + distances[3]) / 2
-    return {"none": _with_threshold(unlabelled, root / "none.db", 0.0), "all": unlabelled,
-            "some": _with_threshold(unlabelled, root / "some.db", some)}
+    return {
+        "none": _with_threshold(unlabelled, root / "none.db", 0.0),
+        "all": unlabelled,
+        "some": _with_threshold(unlabelled, root / "some.db", some),
+    }
 
 
 def test_python_results_carry_the_strong_count_and_scores(dbs: dict[str, str]) -> None:

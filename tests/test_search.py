@@ -10,13 +10,11 @@ from click.testing import CliRunner
 
 from semsearch_sqlite.cli import cli
 from semsearch_sqlite.errors import FocusError, NotFoundError, QueryError
-from semsearch_sqlite.pipeline.ingest import IngestOptions
-from semsearch_sqlite.pipeline.ingest import ingest
+from semsearch_sqlite.pipeline.ingest import IngestOptions, ingest
 from semsearch_sqlite.queries.search import focus_class, focused_search, similar_to_image
 from semsearch_sqlite.storage.store import Store
 
 from .helpers import COLOURS, draw, make_folder
-
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +94,9 @@ def test_query_errors(db: Path) -> None:
 
 def test_train_refits_in_place(db: Path, tmp_path: Path) -> None:
     labels = tmp_path / "labels.csv"
-    rows = ["path,label"] + [f"{c}/{c}_{i}.png,{'animal' if c != 'car' else 'vehicle'}" for c in COLOURS for i in range(4)]
+    rows = ["path,label"] + [
+        f"{c}/{c}_{i}.png,{'animal' if c != 'car' else 'vehicle'}" for c in COLOURS for i in range(4)
+    ]
     labels.write_text("\n".join(rows) + "\n")
     code, _, err = invoke("train", str(db), "--labels", str(labels))
     assert code == 0, err

@@ -14,8 +14,17 @@ import numpy as np
 import pytest
 
 import semsearch_sqlite
-from semsearch_sqlite.model.relations import (SAME, STRONG_RELATION, Relation, label_evidence, label_kinds,
-                                              label_senses, query_senses, rank_photos, relate)
+from semsearch_sqlite.model.relations import (
+    SAME,
+    STRONG_RELATION,
+    Relation,
+    label_evidence,
+    label_kinds,
+    label_senses,
+    query_senses,
+    rank_photos,
+    relate,
+)
 from semsearch_sqlite.queries.search import similar_images, space_matrix, text_vector, visual_feedback
 from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.text.wordnet import hierarchy
@@ -102,8 +111,14 @@ def test_rank_photos_interleaves_labels_and_scores_decrease() -> None:
 
 # -- end to end -----------------------------------------------------------------------------------
 def test_kinds_find_the_labels_below_them(dev_db: Any) -> None:
-    for query, label in (("bird", "rooster"), ("chicken", "rooster"), ("insect", "butterfly"), ("computer", "laptop"),
-                         ("food", "pizza"), ("furniture", "chair")):
+    for query, label in (
+        ("bird", "rooster"),
+        ("chicken", "rooster"),
+        ("insect", "butterfly"),
+        ("computer", "laptop"),
+        ("food", "pizza"),
+        ("furniture", "chair"),
+    ):
         found = dev_db.search(query, PHOTOS)
         assert labels_of(found) == [label] * PHOTOS, (query, labels_of(found))
         assert found.strong is not None and found.strong >= PHOTOS and all(h.match == "strong" for h in found.hits)

@@ -45,9 +45,11 @@ def test_sql_functions_never_read_files(db: str, plugin_photos: dict[str, Any], 
     missing = tmp_path / "elsewhere" / "missing.png"
     answers = []
     for path in (copy, missing, stored.resolve()):
-        for sql in (f"select count(*) from similar_to_image('{path}', 1)",
-                    f"select count(*) from image_tags('{path}', 1)",
-                    f"select length(semsearch_image_vector('{path}'))"):
+        for sql in (
+            f"select count(*) from similar_to_image('{path}', 1)",
+            f"select count(*) from image_tags('{path}', 1)",
+            f"select length(semsearch_image_vector('{path}'))",
+        ):
             result = run("sql", db, sql)
             assert result.exit_code == 1, (sql, result.output)
             answers.append(result.output.replace(str(path), "PATH"))
@@ -63,8 +65,7 @@ def test_sql_functions_never_read_files(db: str, plugin_photos: dict[str, Any], 
 
 
 # -- 4: sql without --write writes no file --------------------------------------------------------
-@pytest.mark.parametrize("statement", ["vacuum into '{out}'", "attach '{out}' as a",
-                                       "attach database '{out}' as b"])
+@pytest.mark.parametrize("statement", ["vacuum into '{out}'", "attach '{out}' as a", "attach database '{out}' as b"])
 def test_sql_read_only_creates_no_file(db: str, tmp_path: Path, statement: str) -> None:
     out = tmp_path / "made.db"
     result = run("sql", db, statement.format(out=out))
@@ -103,14 +104,17 @@ def test_ctypes_loaded_connection_is_guarded_too(db: str, tmp_path: Path) -> Non
 
 
 # -- 5/6: --where is one bounded expression -----------------------------------------------------
-@pytest.mark.parametrize("where", [
-    "0) union select 'abc' from (select 1",
-    "0) union select null from (select 1",
-    "0) union select 1e300 from (select 1",
-    "1) or (1",
-    "0)) union select 1 from ((images",
-    "label = 'x') union select id from images where (1",
-])
+@pytest.mark.parametrize(
+    "where",
+    [
+        "0) union select 'abc' from (select 1",
+        "0) union select null from (select 1",
+        "0) union select 1e300 from (select 1",
+        "1) or (1",
+        "0)) union select 1 from ((images",
+        "label = 'x') union select id from images where (1",
+    ],
+)
 def test_where_cannot_escape_its_parentheses(db: str, where: str) -> None:
     result = run("search", db, "dog", "--where", where)
     assert result.exit_code == 1, result.output
@@ -125,16 +129,26 @@ def test_odd_but_legal_conditions(db: str, where: str) -> None:
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.parametrize("where", ["id in (select image_id from tags union select 1)",
-                                   "id in (select id from images intersect select id from images)"])
+@pytest.mark.parametrize(
+    "where",
+    [
+        "id in (select image_id from tags union select 1)",
+        "id in (select id from images intersect select id from images)",
+    ],
+)
 def test_where_has_no_compound_select(db: str, where: str) -> None:
     with pytest.raises(QueryError, match="no ';', comments or union"):
         allowed_ids(connect(db, readonly=True), where)
 
 
-@pytest.mark.parametrize("where", ["id in (select rowid from semsearch_meta)",
-                                   "exists (select 1 from image_files)",
-                                   "id in (select image_id from similar_images('dog', 3))"])
+@pytest.mark.parametrize(
+    "where",
+    [
+        "id in (select rowid from semsearch_meta)",
+        "exists (select 1 from image_files)",
+        "id in (select image_id from similar_images('dog', 3))",
+    ],
+)
 def test_where_reads_only_images_and_tags(db: str, where: str) -> None:
     conn = connect(db, readonly=True)
     register_functions(conn)
@@ -156,8 +170,13 @@ def test_where_runaway_recursion_stops(db: str) -> None:
     assert time.perf_counter() - started < 10
     # the connection works afterwards, without the limit
     assert len(allowed_ids(conn, "label = 'dog'")) == 3
-    assert conn.execute("select count(*) from (with recursive n(i) as (select 1 union all select i + 1 "
-                        "from n where i < 3000000) select i from n)").fetchone()[0] == 3000000
+    assert (
+        conn.execute(
+            "select count(*) from (with recursive n(i) as (select 1 union all select i + 1 "
+            "from n where i < 3000000) select i from n)"
+        ).fetchone()[0]
+        == 3000000
+    )
 
 
 def test_where_memory_is_bounded(db: str) -> None:
@@ -236,5 +255,7 @@ def test_special_file_is_not_a_database() -> None:
     for args in (["search", "/dev/null", "dog"], ["info", "/dev/null"], ["sql", "/dev/null", "select 1"]):
         result = run(*args)
         assert result.exit_code == 1
-        assert result.output == ("Error: /dev/null: a device or other special file, not a database file; "
-                                 "give the .db file made by semsearch-sqlite ingest\n")
+        assert result.output == (
+            "Error: /dev/null: a device or other special file, not a database file; "
+            "give the .db file made by semsearch-sqlite ingest\n"
+        )

@@ -113,7 +113,10 @@ def test_native_path_on_a_python_with_enable_load_extension(tmp_path: Path) -> N
         "print(d.execute('select vec_version()').fetchone()[0])\n"
     )
     proc = subprocess.run(
-        [SYSTEM_PYTHON, "-c", code], capture_output=True, text=True, timeout=60,
+        [SYSTEM_PYTHON, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={"PYTHONPATH": f"{site}:{ROOT}", "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 0, proc.stderr

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semsearch_sqlite.storage import store
 from semsearch_sqlite.errors import SchemaVersionError, StoreError
-from semsearch_sqlite.storage.vec0 import VEC_VISUAL
+from semsearch_sqlite.storage import store
 from semsearch_sqlite.storage.store import Store, decode_f32, encode_f32, schema_version
+from semsearch_sqlite.storage.vec0 import VEC_VISUAL
 
 
 def digest(path: Path) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import csv
 import gc
-import io
 import importlib.util
+import io
 import os
 import shutil
 import sqlite3
@@ -115,13 +115,12 @@ def test_argument_types_reach_fn_and_are_echoed() -> None:
 
 
 def test_missing_argument_is_a_clear_sql_error(conn: sqlite3.Connection) -> None:
-    assert error_of(conn, "select * from numbers") == (
-        "numbers() needs the n argument; call it as numbers(n [, step])")
+    assert error_of(conn, "select * from numbers") == ("numbers() needs the n argument; call it as numbers(n [, step])")
     assert error_of(conn, "select * from numbers where step = 2").startswith("numbers() needs the n argument")
-    register_table_function(
-        conn, "pair", lambda c, a, b, k: [(1,)], ["x"], ["image", "focus", "k"], required=2)
+    register_table_function(conn, "pair", lambda c, a, b, k: [(1,)], ["x"], ["image", "focus", "k"], required=2)
     assert error_of(conn, "select * from pair") == (
-        "pair() needs the image and focus arguments; call it as pair(image, focus [, k])")
+        "pair() needs the image and focus arguments; call it as pair(image, focus [, k])"
+    )
     assert error_of(conn, "select * from pair(1)").startswith("pair() needs the focus argument")
     assert conn.execute("select * from pair(1, 2)").fetchall() == [(1,)]
     register_table_function(conn, "everything", lambda c, k: [(k,)], ["x"], ["k"], required=0)
@@ -149,28 +148,44 @@ def test_exceptions_come_back_as_sql_errors(conn: sqlite3.Connection) -> None:
     assert error_of(conn, "select * from fail('x')") == "ValueError: bad value 'x'"
     assert error_of(conn, "select * from fail('late')") == "KeyError: 'gone'"
     assert error_of(conn, "select * from fail('none')") == (
-        "TypeError: fail() must return an iterable of rows, got NoneType")
+        "TypeError: fail() must return an iterable of rows, got NoneType"
+    )
     assert error_of(conn, "select * from fail('short')") == (
-        "ValueError: fail() returned a row of 1 values; expected 2 (a, b)")
+        "ValueError: fail() returned a row of 1 values; expected 2 (a, b)"
+    )
     # the connection is still usable afterwards
     assert conn.execute("select count(*) from numbers(2)").fetchone() == (2,)
 
 
 def test_numpy_and_other_values(conn: sqlite3.Connection) -> None:
     vector = np.array([0.5, -1.0], dtype=np.float32)
-    row = (np.float32(0.25), np.int64(7), np.bool_(True), np.float64(1.5), np.str_("s"), vector,
-           bytearray(b"ab"), memoryview(b"cd"), np.int8(-3), None, True)
+    row = (
+        np.float32(0.25),
+        np.int64(7),
+        np.bool_(True),
+        np.float64(1.5),
+        np.str_("s"),
+        vector,
+        bytearray(b"ab"),
+        memoryview(b"cd"),
+        np.int8(-3),
+        None,
+        True,
+    )
     register_table_function(conn, "values_", lambda c, _: [row], [f"c{i}" for i in range(len(row))], ["x"])
     got = conn.execute("select * from values_(1)").fetchone()
     assert got == (0.25, 7, 1, 1.5, "s", vector.tobytes(), b"ab", b"cd", -3, None, 1)
     assert [type(v) for v in got[:5]] == [float, int, int, float, str]
     assert np.frombuffer(got[5], "<f4").tolist() == [0.5, -1.0]
     assert conn.execute("select typeof(c0), typeof(c1), typeof(c5) from values_(1)").fetchone() == (
-        "real", "integer", "blob")
+        "real",
+        "integer",
+        "blob",
+    )
     register_table_function(conn, "bad", lambda c, x: [(Decimal("1.5") if x else 2**64,)], ["v"], ["x"])
     assert error_of(conn, "select * from bad(1)") == (
-        "bad() column v: TypeError: cannot return a decimal.Decimal value to SQL "
-        "(use int, float, str, bytes or None)")
+        "bad() column v: TypeError: cannot return a decimal.Decimal value to SQL (use int, float, str, bytes or None)"
+    )
     assert "outside SQLite's 64-bit range" in error_of(conn, "select * from bad(0)")
     assert to_sql_value(np.float32(0.1)) == pytest.approx(0.1)
     assert to_sql_value(np.array(3, dtype=np.int32)) == 3
@@ -186,8 +201,7 @@ def test_vec0_knn_inside_the_function(tmp_path: Path) -> None:
 
     def nearest(conn: Any, query: Any, k: Any) -> list[tuple[Any, ...]]:
         vector = sqlite_vec.serialize_float32([float(x) for x in query.split(",")])
-        return conn.execute(
-            "select id, distance from v where e match ? and k = ?", [vector, k or 2]).fetchall()
+        return conn.execute("select id, distance from v where e match ? and k = ?", [vector, k or 2]).fetchall()
 
     register_table_function(c, "nearest", nearest, ["id", "distance"], ["query", "k"])
     rows = c.execute(
@@ -195,8 +209,8 @@ def test_vec0_knn_inside_the_function(tmp_path: Path) -> None:
     ).fetchall()
     assert rows == [(1, "east", 0.005), (3, "north-east", 0.226)]
     per_row = c.execute(
-        "select i.caption, n.id from images i, nearest(case i.id when 2 then '0,1' else '1,0' end, 1) n "
-        "order by i.id").fetchall()
+        "select i.caption, n.id from images i, nearest(case i.id when 2 then '0,1' else '1,0' end, 1) n order by i.id"
+    ).fetchall()
     assert per_row == [("east", 1), ("north", 2), ("north-east", 1)]
     c.close()
 
@@ -387,23 +401,30 @@ async def test_datasette_query_and_csv(tmp_path: Path) -> None:
     pm.register(Plugin(), name="test_tablefunc_plugin")
     try:
         ds = Datasette([str(db_path)])
-        sql = ("select n.id, w.word, round(n.distance, 3) as d from nearest('[1, 0.1]', 3) n "
-               "left join words w on w.id = n.id")
+        sql = (
+            "select n.id, w.word, round(n.distance, 3) as d from nearest('[1, 0.1]', 3) n "
+            "left join words w on w.id = n.id"
+        )
         response = await ds.client.get(
-            "/db.json?" + urllib.parse.urlencode({"sql": sql, "_shape": "array"}), follow_redirects=True)
+            "/db.json?" + urllib.parse.urlencode({"sql": sql, "_shape": "array"}), follow_redirects=True
+        )
         assert response.status_code == 200, response.text
-        assert response.json() == [{"id": 1, "word": "east", "d": 0.1},
-                                   {"id": 3, "word": None, "d": 0.9},
-                                   {"id": 2, "word": "north", "d": 1.345}]
+        assert response.json() == [
+            {"id": 1, "word": "east", "d": 0.1},
+            {"id": 3, "word": None, "d": 0.9},
+            {"id": 2, "word": "north", "d": 1.345},
+        ]
         response = await ds.client.get(
             "/db.csv?" + urllib.parse.urlencode({"sql": "select * from nearest(:q)", "q": "[0, 1]"}),
-            follow_redirects=True)
+            follow_redirects=True,
+        )
         assert response.status_code == 200, response.text
         rows = list(csv.reader(io.StringIO(response.text)))
         assert rows[0] == ["id", "distance"] and [r[0] for r in rows[1:]] == ["2", "3"]
         response = await ds.client.get(
             "/db.json?" + urllib.parse.urlencode({"sql": "select * from nearest", "_shape": "array"}),
-            follow_redirects=True)
+            follow_redirects=True,
+        )
         assert response.status_code == 400
         assert "nearest() needs the query argument" in response.text
     finally:

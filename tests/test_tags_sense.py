@@ -42,13 +42,17 @@ def space(plugin_photos: dict[str, Any]) -> Any:
         return word_space(s.conn)
 
 
-@pytest.mark.parametrize("label, kind, other_senses", [
-    ("butterfly", {"insect", "arthropod"}, {"breaststroke", "backstroke", "medley", "freestyle"}),
-    ("cup", {"container"}, {"champions", "championship", "tournament"}),
-    ("chair", {"seat", "furniture"}, {"head", "sitting", "heads"}),
-])
-def test_tags_name_the_photos_kind_not_the_label_words_other_senses(space: Any, label: str, kind: set[str],
-                                                                     other_senses: set[str]) -> None:
+@pytest.mark.parametrize(
+    "label, kind, other_senses",
+    [
+        ("butterfly", {"insect", "arthropod"}, {"breaststroke", "backstroke", "medley", "freestyle"}),
+        ("cup", {"container"}, {"champions", "championship", "tournament"}),
+        ("chair", {"seat", "furniture"}, {"head", "sitting", "heads"}),
+    ],
+)
+def test_tags_name_the_photos_kind_not_the_label_words_other_senses(
+    space: Any, label: str, kind: set[str], other_senses: set[str]
+) -> None:
     tags = _tags_of_label(space, label)
     words = [w for w, _, _ in tags]
     assert words[0] == label
@@ -111,7 +115,7 @@ async def test_sql_and_the_image_page_show_the_confidence(plugin_photos: dict[st
     assert rows and all(0 <= row["confidence"] <= 1 for row in rows)
     page = await ds.client.get("/photos/-/semsearch/image/1")
     assert page.status_code == 200
-    assert f'{round(100 * rows[0]["confidence"])}%</span>' in page.text
+    assert f"{round(100 * rows[0]['confidence'])}%</span>" in page.text
 
 
 def _old_file(src: str, dest: Path) -> str:

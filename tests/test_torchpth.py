@@ -102,8 +102,13 @@ def _dump(obj: Any) -> bytes:
 
 
 def _legacy_file(path: Path, state: Any, stores: list[_Store]) -> Path:
-    parts = [_dump(LEGACY_MAGIC), _dump(1001), _dump({"protocol_version": 1001, "little_endian": True}),
-             _dump(state), _dump([s.key for s in stores])]
+    parts = [
+        _dump(LEGACY_MAGIC),
+        _dump(1001),
+        _dump({"protocol_version": 1001, "little_endian": True}),
+        _dump(state),
+        _dump([s.key for s in stores]),
+    ]
     for s in stores:
         parts.append(struct.pack("<q", s.data.size) + s.data.tobytes())
     path.write_bytes(b"".join(parts))

@@ -35,8 +35,17 @@ def make_ds(db: str, **settings: Any) -> Datasette:
 
 
 def form(data: bytes, filename: str = "query.png") -> bytes:
-    return (b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="image"; filename="' + filename.encode()
-            + b'"\r\nContent-Type: image/png\r\n\r\n' + data + b"\r\n--" + BOUNDARY + b"--\r\n")
+    return (
+        b"--"
+        + BOUNDARY
+        + b'\r\nContent-Disposition: form-data; name="image"; filename="'
+        + filename.encode()
+        + b'"\r\nContent-Type: image/png\r\n\r\n'
+        + data
+        + b"\r\n--"
+        + BOUNDARY
+        + b"--\r\n"
+    )
 
 
 def png(size: tuple[int, int] = (64, 48)) -> bytes:
@@ -47,6 +56,7 @@ def png(size: tuple[int, int] = (64, 48)) -> bytes:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims ``width`` x ``height`` (its pixel data never comes)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -56,18 +66,32 @@ def png_header_only(width: int, height: int) -> bytes:
 
 async def post(ds: Datasette, data: bytes, filename: str = "query.png") -> Any:
     await ds.invoke_startup()
-    return await ds.client.post(PATH, content=form(data, filename),
-                                headers={"content-type": f"multipart/form-data; boundary={BOUNDARY.decode()}"})
+    return await ds.client.post(
+        PATH,
+        content=form(data, filename),
+        headers={"content-type": f"multipart/form-data; boundary={BOUNDARY.decode()}"},
+    )
 
 
 async def asgi_post(app: Any, body: bytes, receive: Any) -> int:
     """POST ``body`` to the upload page straight through ASGI, ``receive`` giving the body."""
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-        "path": PATH, "raw_path": PATH.encode(), "query_string": b"", "root_path": "",
-        "headers": [(b"host", b"localhost"), (b"content-length", str(len(body)).encode()),
-                    (b"content-type", b"multipart/form-data; boundary=" + BOUNDARY)],
-        "server": ("localhost", 80), "client": ("127.0.0.1", 5000),
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": PATH,
+        "raw_path": PATH.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"localhost"),
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"multipart/form-data; boundary=" + BOUNDARY),
+        ],
+        "server": ("localhost", 80),
+        "client": ("127.0.0.1", 5000),
     }
     status: list[int] = []
 

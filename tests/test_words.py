@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from semsearch_sqlite.errors import QueryError, UnknownWordsError, WordsError
 from semsearch_sqlite.queries.search import similar_words
 from semsearch_sqlite.storage.store import Store
-from semsearch_sqlite.text.query import Term, combine_terms, parse_query
 from semsearch_sqlite.text.glove import WordVectors, load_word_vectors
+from semsearch_sqlite.text.query import Term, combine_terms, parse_query
 
 GLOVE_TXT = "the 0.1 0.2 0.3\ncat 1.0 0.0 0.0\ndog 0.9 0.1 0.0\nsofa 0.0 1.0 0.0\n"
 
@@ -127,7 +127,9 @@ def test_parse_query_errors(text: object, message: str) -> None:
 
 def test_combine_mean_of_unit_vectors_and_unknowns(glove: WordVectors) -> None:
     q = combine_terms(parse_query("cat sofa"), glove.get)
-    expected = glove.get("cat") / np.linalg.norm(glove.get("cat")) + glove.get("sofa") / np.linalg.norm(glove.get("sofa"))
+    expected = glove.get("cat") / np.linalg.norm(glove.get("cat")) + glove.get("sofa") / np.linalg.norm(
+        glove.get("sofa")
+    )
     assert np.allclose(q.vector, expected / np.linalg.norm(expected), atol=1e-6)
     with pytest.raises(UnknownWordsError, match=r"no known words in query: 'qwzx'") as e:
         combine_terms(parse_query("qwzx"), glove.get)

@@ -12,6 +12,7 @@ from typing import Any
 
 from semsearch_sqlite.sqlite.vtable import live_objects, live_registrations, register_table_function
 
+
 def _numbers(conn: Any, n: Any, step: Any = None) -> Iterator[tuple[Any, ...]]:
     if not isinstance(n, int):
         raise TypeError(f"n must be an integer, got {n!r}")
@@ -26,8 +27,10 @@ def self_test(sqlite_module: Any = None, vec: bool = True, threads: int = 4) -> 
     """
     if sqlite_module is None:
         import sqlite3 as sqlite_module
-    report = [f"python {sys.version.split()[0]} {sys.executable}",
-              f"module {sqlite_module.__name__} sqlite {sqlite_module.sqlite_version}"]
+    report = [
+        f"python {sys.version.split()[0]} {sys.executable}",
+        f"module {sqlite_module.__name__} sqlite {sqlite_module.sqlite_version}",
+    ]
     cols, params = ["i", "square", "label", "raw"], ["n", "step"]
 
     def connect() -> Any:
@@ -38,20 +41,23 @@ def self_test(sqlite_module: Any = None, vec: bool = True, threads: int = 4) -> 
     baseline = live_registrations()
     conn = connect()
     assert conn.execute("select i, square, label, raw from numbers(3)").fetchall() == [
-        (0, 0, "#0", b"\0"), (1, 1, "#1", b"\1"), (2, 4, "#2", b"\2")]
-    assert conn.execute("select rowid, n, step from numbers(4, 2)").fetchall() == [
-        (1, 4, 2), (2, 4, 2)]
+        (0, 0, "#0", b"\0"),
+        (1, 1, "#1", b"\1"),
+        (2, 4, "#2", b"\2"),
+    ]
+    assert conn.execute("select rowid, n, step from numbers(4, 2)").fetchall() == [(1, 4, 2), (2, 4, 2)]
     assert conn.execute("select count(*) from numbers(?)", [10]).fetchone() == (10,)
     assert conn.execute("select sum(i) from numbers(:n, :s)", {"n": 10, "s": 3}).fetchone() == (18,)
     joined = conn.execute(
         "select t.v, count(*) from (select 2 v union all select 5) t, numbers(t.v) group by t.v"
     ).fetchall()
     assert joined == [(2, 2), (5, 5)], joined
-    assert conn.execute(
-        "select i from numbers(10) order by i desc limit 2").fetchall() == [(9,), (8,)]
+    assert conn.execute("select i from numbers(10) order by i desc limit 2").fetchall() == [(9,), (8,)]
     report.append("rows, rowid, params, join, order/limit: ok")
-    for sql, expected in [("select * from numbers", "numbers() needs the n argument"),
-                          ("select * from numbers('x')", "TypeError: n must be an integer")]:
+    for sql, expected in [
+        ("select * from numbers", "numbers() needs the n argument"),
+        ("select * from numbers('x')", "TypeError: n must be an integer"),
+    ]:
         try:
             conn.execute(sql).fetchall()
         except sqlite_module.OperationalError as e:
@@ -71,9 +77,12 @@ def self_test(sqlite_module: Any = None, vec: bool = True, threads: int = 4) -> 
         conn.execute("create virtual table v using vec0(id integer primary key, e float[2])")
         conn.executemany("insert into v(id, e) values (?, ?)", [(1, "[1, 0]"), (2, "[0, 1]"), (3, "[1, 1]")])
         register_table_function(
-            conn, "knn", lambda c, q, k: c.execute(
-                "select id, distance from v where e match ? and k = ?", [q, k or 2]).fetchall(),
-            ["id", "distance"], ["q", "k"])
+            conn,
+            "knn",
+            lambda c, q, k: c.execute("select id, distance from v where e match ? and k = ?", [q, k or 2]).fetchall(),
+            ["id", "distance"],
+            ["q", "k"],
+        )
         got = conn.execute("select id from knn('[1, 0.1]')").fetchall()
         assert got == [(1,), (3,)], got
         report.append(f"sqlite-vec ({how}) knn inside a table function: ok")
@@ -107,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sqlite", default="sqlite3", help="sqlite3 (default) or pysqlite3")
     parser.add_argument("--no-vec", action="store_true", help="skip the sqlite-vec check")
     args = parser.parse_args(argv)
-    module = __import__("pysqlite3.dbapi2" if args.sqlite == "pysqlite3" else args.sqlite,
-                        fromlist=["connect"])
+    module = __import__("pysqlite3.dbapi2" if args.sqlite == "pysqlite3" else args.sqlite, fromlist=["connect"])
     for line in self_test(module, vec=not args.no_vec):
         print(line)
     print("tablefunc self-test: OK")

@@ -12,8 +12,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-
-
 CAFFE_BGR_MEANS = np.array([103.939, 116.779, 123.68], np.float32)
 
 
@@ -63,8 +61,17 @@ class Backbone:
         weights_sha256: SHA-256 of the weights file used, if any.
     """
 
-    def __init__(self, name: str, dim: int, input_size: tuple[int, int], layer: str, normaliser: str,
-                 resample: str = "bilinear", weights_sha256: str | None = None, weights: str | None = None):
+    def __init__(
+        self,
+        name: str,
+        dim: int,
+        input_size: tuple[int, int],
+        layer: str,
+        normaliser: str,
+        resample: str = "bilinear",
+        weights_sha256: str | None = None,
+        weights: str | None = None,
+    ):
         self.name, self.dim, self.input_size, self.layer = name, int(dim), tuple(input_size), layer
         self.weights_sha256, self.weights = weights_sha256, weights
         self.preprocessor = Preprocessor(self.input_size, normaliser, resample)  # type: ignore[arg-type]
@@ -98,8 +105,13 @@ class Backbone:
             except md.PackageNotFoundError:
                 pass
         return {
-            "name": self.name, "dim": self.dim, "input_size": list(self.input_size), "layer": self.layer,
-            "preprocessing": self.preprocessing, "weights": self.weights, "weights_sha256": self.weights_sha256,
+            "name": self.name,
+            "dim": self.dim,
+            "input_size": list(self.input_size),
+            "layer": self.layer,
+            "preprocessing": self.preprocessing,
+            "weights": self.weights,
+            "weights_sha256": self.weights_sha256,
             "imagenet_classes": self._has_probs(),
             "versions": versions,
         }

@@ -20,27 +20,29 @@ import numpy as np
 from semsearch_sqlite.errors import BackboneError
 from semsearch_sqlite.media.files import sha256_file
 from semsearch_sqlite.model.backbone import Backbone
-from semsearch_sqlite.model.efficientnet import build_efficientnet_lite0, efficientnet_lite0_weights_file, load_efficientnet_lite0_weights
+from semsearch_sqlite.model.efficientnet import (
+    build_efficientnet_lite0,
+    efficientnet_lite0_weights_file,
+    load_efficientnet_lite0_weights,
+)
 from semsearch_sqlite.model.keras_env import import_keras, import_tf
 
 BACKBONES = ("vgg16", "efficientnet-lite0")
 OFFLINE_ENV = "SEMSEARCH_OFFLINE"  # "1": never try to download weights
 VGG16_WEIGHTS_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
-VGG16_WEIGHTS_URL = (
-    "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + VGG16_WEIGHTS_FILE
-)
+VGG16_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + VGG16_WEIGHTS_FILE
 VGG16_WEIGHTS_MD5 = "64373286793e3c8b2b4e3219cbf3544b"
 NO_WEIGHTS_HELP = (
-    "pass --weights PATH to a local VGG16 .h5 weights file, or use the offline backbone "
-    "--backbone efficientnet-lite0"
+    "pass --weights PATH to a local VGG16 .h5 weights file, or use the offline backbone --backbone efficientnet-lite0"
 )
 
 
 class KerasBackbone(Backbone):
     """A Keras model with one or two outputs: (features, probabilities)."""
 
-    def __init__(self, model: Any, classes: int | None, classifier: tuple[np.ndarray, np.ndarray] | None,
-                 **kwargs: Any):
+    def __init__(
+        self, model: Any, classes: int | None, classifier: tuple[np.ndarray, np.ndarray] | None, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         self.model, self._classes, self._classifier = model, classes, classifier
         self._sizes: set[int] = set()  # batch sizes traced so far
@@ -83,7 +85,8 @@ class TFLiteBackbone(Backbone):
                 warnings.simplefilter("ignore")
                 # Without the default (XNNPACK) delegate every intermediate tensor stays readable.
                 interp = tf.lite.Interpreter(
-                    model_path=str(path), experimental_preserve_all_tensors=True,
+                    model_path=str(path),
+                    experimental_preserve_all_tensors=True,
                     experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
                 )
             interp.allocate_tensors()
@@ -103,8 +106,13 @@ class TFLiteBackbone(Backbone):
         # Quantised ImageNet models take raw pixel bytes (uint8) or bytes - 128 (int8).
         normaliser = "raw" if dtype in (np.uint8, np.int8) else "tf"
         super().__init__(
-            name=str(path.resolve()), dim=int(np.prod(feature["shape"][1:])), input_size=(shape[1], shape[2]),
-            layer=feature["name"], normaliser=normaliser, weights_sha256=sha256_file(path), weights=str(path.resolve()),
+            name=str(path.resolve()),
+            dim=int(np.prod(feature["shape"][1:])),
+            input_size=(shape[1], shape[2]),
+            layer=feature["name"],
+            normaliser=normaliser,
+            weights_sha256=sha256_file(path),
+            weights=str(path.resolve()),
         )
         if dtype == np.int8:
             self.preprocessing += ", minus 128 as int8"
@@ -204,17 +212,27 @@ def load_query_backbone(name: str, weights: str | None = None, layer: str | None
     a second instead of ten. Everything else loads as usual.
     """
     key = name.strip().lower().replace("_", "-")
-    if (key in ("efficientnet-lite0", "effnet-lite0") and (layer or "avg_pool") == "avg_pool"
-            and (weights or "imagenet").strip().lower() != "none"):
+    if (
+        key in ("efficientnet-lite0", "effnet-lite0")
+        and (layer or "avg_pool") == "avg_pool"
+        and (weights or "imagenet").strip().lower() != "none"
+    ):
         from semsearch_sqlite.model.effnet_numpy import load_numpy_efficientnet_lite0
 
         return load_numpy_efficientnet_lite0(weights)
     return load_backbone(name, weights=weights, layer=layer)
 
 
-def build_keras_backbone(model: Any, layer: str | None = None, *, name: str | None = None,
-                         normaliser: str = "raw", resample: str = "bilinear", weights: str | None = None,
-                         weights_sha256: str | None = None) -> KerasBackbone:
+def build_keras_backbone(
+    model: Any,
+    layer: str | None = None,
+    *,
+    name: str | None = None,
+    normaliser: str = "raw",
+    resample: str = "bilinear",
+    weights: str | None = None,
+    weights_sha256: str | None = None,
+) -> KerasBackbone:
     """Wrap a Keras model: features from ``layer`` (default: the input of the last Dense layer),
     probabilities from the model's output when it has 1000 (or 1001) ImageNet classes.
 
@@ -246,8 +264,17 @@ def build_keras_backbone(model: Any, layer: str | None = None, *, name: str | No
     wrapped = keras.Model(model.inputs, [features, output] if classes else [features], name=f"{model.name}_features")
     size = tuple(int(v) if v else 224 for v in model.input_shape[1:3])
     return KerasBackbone(
-        wrapped, classes, classifier, name=name or model.name, dim=int(features.shape[-1]), input_size=size,
-        layer=source.name, normaliser=normaliser, resample=resample, weights_sha256=weights_sha256, weights=weights,
+        wrapped,
+        classes,
+        classifier,
+        name=name or model.name,
+        dim=int(features.shape[-1]),
+        input_size=size,
+        layer=source.name,
+        normaliser=normaliser,
+        resample=resample,
+        weights_sha256=weights_sha256,
+        weights=weights,
     )
 
 
@@ -273,10 +300,15 @@ def _vgg16(weights: str | None, layer: str | None) -> Backbone:
                 raise BackboneError(f"the VGG16 ImageNet weights are not cached and {OFFLINE_ENV}=1; {NO_WEIGHTS_HELP}")
             try:  # Keras reports download progress on stdout; keep stdout for results
                 with contextlib.redirect_stdout(sys.stderr):
-                    path = Path(keras.utils.get_file(VGG16_WEIGHTS_FILE, VGG16_WEIGHTS_URL, cache_subdir="models",
-                                                     file_hash=VGG16_WEIGHTS_MD5))
+                    path = Path(
+                        keras.utils.get_file(
+                            VGG16_WEIGHTS_FILE, VGG16_WEIGHTS_URL, cache_subdir="models", file_hash=VGG16_WEIGHTS_MD5
+                        )
+                    )
             except Exception:  # noqa: BLE001 - urllib, SSL, hash and OS errors all mean "no weights"
-                raise BackboneError(f"cannot download the VGG16 ImageNet weights (offline?); {NO_WEIGHTS_HELP}") from None
+                raise BackboneError(
+                    f"cannot download the VGG16 ImageNet weights (offline?); {NO_WEIGHTS_HELP}"
+                ) from None
     else:
         path = Path(choice)
         if not path.is_file():
@@ -288,8 +320,13 @@ def _vgg16(weights: str | None, layer: str | None) -> Backbone:
         except Exception as e:  # noqa: BLE001 - h5py and Keras raise many kinds
             raise BackboneError(f"{path}: not VGG16 weights ({e}); pass a VGG16 include_top .h5 weights file") from None
     return build_keras_backbone(
-        model, layer or "fc2", name="vgg16", normaliser="caffe", resample="bilinear",
-        weights=str(path) if path else "none", weights_sha256=sha256_file(path) if path else None,
+        model,
+        layer or "fc2",
+        name="vgg16",
+        normaliser="caffe",
+        resample="bilinear",
+        weights=str(path) if path else "none",
+        weights_sha256=sha256_file(path) if path else None,
     )
 
 
@@ -305,8 +342,13 @@ def _efficientnet_lite0(weights: str | None, layer: str | None) -> Backbone:
             raise BackboneError(f"{path}: no such weights file; pass --weights PATH to an EfficientNet-Lite0 .pth")
         load_efficientnet_lite0_weights(model, load_state_dict(path), str(path))
     return build_keras_backbone(
-        model, layer or "avg_pool", name="efficientnet-lite0", normaliser="lite", resample="bicubic",
-        weights=str(path) if path else "none", weights_sha256=sha256_file(path) if path else None,
+        model,
+        layer or "avg_pool",
+        name="efficientnet-lite0",
+        normaliser="lite",
+        resample="bicubic",
+        weights=str(path) if path else "none",
+        weights_sha256=sha256_file(path) if path else None,
     )
 
 
@@ -320,8 +362,9 @@ def _keras_file(path: Path, layer: str | None) -> Backbone:
         raise BackboneError(
             f"{path}: not a whole Keras model ({e}); for a VGG16 weights file use --backbone vgg16 --weights PATH"
         ) from None
-    return build_keras_backbone(model, layer, name=str(path.resolve()), weights=str(path.resolve()),
-                                weights_sha256=sha256_file(path))
+    return build_keras_backbone(
+        model, layer, name=str(path.resolve()), weights=str(path.resolve()), weights_sha256=sha256_file(path)
+    )
 
 
 def _producer(model: Any, tensor: Any) -> Any:
@@ -350,5 +393,3 @@ def _dequantise(interp: Any, index: int, quantisation: tuple[float, int]) -> np.
     if scale:
         return (value.astype(np.float32) - zero) * np.float32(scale)
     return value.astype(np.float32)
-
-

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from semsearch_sqlite.errors import FocusError, ProjectionError
-from semsearch_sqlite.text.query import tokenize
 from semsearch_sqlite.storage.models import CLASSES_MODEL
+from semsearch_sqlite.text.query import tokenize
 from semsearch_sqlite.vectors.maths import unit, unit_rows
 
 if TYPE_CHECKING:
@@ -56,8 +56,9 @@ def class_word_vectors(class_names: list[str], wv: Any) -> tuple[np.ndarray, np.
         synonyms = [s.strip() for s in name.split(",") if s.strip()]
         common = synonyms
         if ranks is not None:
-            common = [s for s in synonyms
-                      if all(ranks.get(t, CLASS_WORD_MAX_RANK) < CLASS_WORD_MAX_RANK for t in tokenize(s))]
+            common = [
+                s for s in synonyms if all(ranks.get(t, CLASS_WORD_MAX_RANK) < CLASS_WORD_MAX_RANK for t in tokenize(s))
+            ]
         vecs = [v for v in (_synonym_vector(s, wv) for s in common) if v is not None]
         if not vecs:
             vecs = [v for v in (_synonym_vector(s, wv) for s in synonyms) if v is not None]
@@ -123,7 +124,8 @@ def store_class_vectors(store: Store, wv: WordVectors) -> None:
     vectors, known = class_word_vectors(names, wv)
     with store.atomic():
         store.save_model(
-            CLASSES_MODEL, "class_vectors",
+            CLASSES_MODEL,
+            "class_vectors",
             {"vectors": np.asarray(vectors, np.float32), "known": np.asarray(known, bool)},
             {"names": names, "source": wv.source},
         )
@@ -159,8 +161,9 @@ class FocusTarget:
         return f"focus class: {self.name}"
 
 
-def resolve_focus(text: str, names: list[str], vectors: np.ndarray, known: np.ndarray,
-                  query_vector: np.ndarray | None) -> FocusTarget:
+def resolve_focus(
+    text: str, names: list[str], vectors: np.ndarray, known: np.ndarray, query_vector: np.ndarray | None
+) -> FocusTarget:
     """The ImageNet class, or group of classes, that the focus word(s) ``text`` mean.
 
     In order: a class whose synonyms include ``text`` ("tabby", "great white shark");
@@ -176,8 +179,11 @@ def resolve_focus(text: str, names: list[str], vectors: np.ndarray, known: np.nd
     for form in forms:
         own = tuple(i for i, n in enumerate(names) if form in (s.strip().lower() for s in n.split(",")))
         if own:
-            return FocusTarget(own, names[own[0]].split(",")[0].strip() if len(own) == 1 else form,
-                               "class" if len(own) == 1 else "group")
+            return FocusTarget(
+                own,
+                names[own[0]].split(",")[0].strip() if len(own) == 1 else form,
+                "class" if len(own) == 1 else "group",
+            )
     hypernyms = imagenet_hypernyms()
     for form in forms:
         group = tuple(i for i, anc in enumerate(hypernyms) if any(form in lemmas for lemmas in anc))

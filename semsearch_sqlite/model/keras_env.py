@@ -24,7 +24,9 @@ def import_tf(what: str = "embedding images") -> Any:
         with quiet_fd2():
             import tensorflow as tf
     except ImportError as e:  # found but broken (a half-removed install, a missing shared library)
-        raise MissingExtraError(f"{what} needs TensorFlow, which fails to import here ({e}): {INSTALL_INGEST}") from None
+        raise MissingExtraError(
+            f"{what} needs TensorFlow, which fails to import here ({e}): {INSTALL_INGEST}"
+        ) from None
     return tf
 
 

@@ -15,7 +15,6 @@ import numpy as np
 from semsearch_sqlite.errors import ProjectionError
 from semsearch_sqlite.vectors.maths import unit_rows
 
-
 PROJECTION_METHODS = ("ridge", "mlp")
 DEFAULT_PROJECTION = "ridge"
 
@@ -85,14 +84,20 @@ class Projection:
         return {k: np.asarray(v, np.float32) for k, v in self.arrays.items()}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], config: dict[str, Any]) -> "Projection":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], config: dict[str, Any]) -> Projection:
         """Rebuild from :meth:`to_arrays` and :attr:`config` (no TensorFlow needed)."""
         ops = config.get("ops")
         missing = [k for k in _expected_keys(ops or []) if k not in arrays]
         if not ops or missing or "input_dim" not in config:
-            raise ProjectionError(f"the stored projection is incomplete (missing {missing or 'its layer list'}); re-run train")
-        return cls(str(config.get("method", "?")), {k: np.asarray(v, np.float32) for k, v in arrays.items()},
-                   dict(config), dict(config.get("report", {})))
+            raise ProjectionError(
+                f"the stored projection is incomplete (missing {missing or 'its layer list'}); re-run train"
+            )
+        return cls(
+            str(config.get("method", "?")),
+            {k: np.asarray(v, np.float32) for k, v in arrays.items()},
+            dict(config),
+            dict(config.get("report", {})),
+        )
 
     def keras_model(self) -> Any:
         """The Keras model computing the same map (the trained one, else rebuilt from the arrays)."""
@@ -102,8 +107,11 @@ class Projection:
 
 
 def _expected_keys(ops: list[str]) -> list[str]:
-    names = {"standardise": ("mean", "std"), "dense": ("kernel", "bias"),
-             "batchnorm": ("gamma", "beta", "mean", "variance")}
+    names = {
+        "standardise": ("mean", "std"),
+        "dense": ("kernel", "bias"),
+        "batchnorm": ("gamma", "beta", "mean", "variance"),
+    }
     return [f"{i}.{n}" for i, op in enumerate(ops) for n in names.get(op, ())]
 
 
@@ -113,8 +121,15 @@ def import_keras(what: str = "an mlp projection") -> Any:
     return keras_env.import_keras(what)
 
 
-def _build_keras(keras: Any, ops: list[str], input_dim: int, arrays: dict[str, np.ndarray], *,
-                 trained: bool = True, output_dim: int | None = None) -> Any:
+def _build_keras(
+    keras: Any,
+    ops: list[str],
+    input_dim: int,
+    arrays: dict[str, np.ndarray],
+    *,
+    trained: bool = True,
+    output_dim: int | None = None,
+) -> Any:
     """A Keras model for ``ops`` with unit-normalised output.
 
     ``arrays`` always holds the standardisation and, when ``trained``, every weight;
@@ -125,8 +140,9 @@ def _build_keras(keras: Any, ops: list[str], input_dim: int, arrays: dict[str, n
     dense_seen, n_dense = 0, ops.count("dense")
     for i, op in enumerate(ops):
         if op == "standardise":
-            h = keras.layers.Normalization(mean=arrays[f"{i}.mean"], variance=np.square(arrays[f"{i}.std"]),
-                                           name=f"l{i}_standardise")(h)
+            h = keras.layers.Normalization(
+                mean=arrays[f"{i}.mean"], variance=np.square(arrays[f"{i}.std"]), name=f"l{i}_standardise"
+            )(h)
         elif op == "dense":
             dense_seen += 1
             units = arrays[f"{i}.kernel"].shape[1] if trained else (output_dim if dense_seen == n_dense else HIDDEN)
@@ -145,7 +161,8 @@ def _build_keras(keras: Any, ops: list[str], input_dim: int, arrays: dict[str, n
                 model.get_layer(f"l{i}_dense").set_weights([arrays[f"{i}.kernel"], arrays[f"{i}.bias"]])
             elif op == "batchnorm":
                 model.get_layer(f"l{i}_batchnorm").set_weights(
-                    [arrays[f"{i}.gamma"], arrays[f"{i}.beta"], arrays[f"{i}.mean"], arrays[f"{i}.variance"]])
+                    [arrays[f"{i}.gamma"], arrays[f"{i}.beta"], arrays[f"{i}.mean"], arrays[f"{i}.variance"]]
+                )
     return model
 
 
@@ -259,15 +276,32 @@ def _fit_ridge(X: np.ndarray, Y: np.ndarray, train: np.ndarray, val: np.ndarray)
         best, rows = RIDGE_DEFAULT_ALPHA, train
     W = solve(rows, (best,))[0]
     arrays = {"0.mean": mean, "0.std": std, "1.kernel": W.astype(np.float32), "1.bias": ymean.astype(np.float32)}
-    config = {"method": "ridge", "ops": ["standardise", "dense"], "input_dim": int(X.shape[1]),
-              "output_dim": int(Y.shape[1]), "alpha": best}
-    report = {"alpha": best, "epochs": None,
-              "val_cosine_by_alpha": {str(a): round(float(c), 4) for a, c in zip(RIDGE_ALPHAS, scores)}}
+    config = {
+        "method": "ridge",
+        "ops": ["standardise", "dense"],
+        "input_dim": int(X.shape[1]),
+        "output_dim": int(Y.shape[1]),
+        "alpha": best,
+    }
+    report = {
+        "alpha": best,
+        "epochs": None,
+        "val_cosine_by_alpha": {str(a): round(float(c), 4) for a, c in zip(RIDGE_ALPHAS, scores)},
+    }
     return Projection("ridge", arrays, config, report)
 
 
-def _fit_keras(X: np.ndarray, Y: np.ndarray, train: np.ndarray, val: np.ndarray, method: str, seed: int,
-               epochs: int, word_vectors: Any, on_epoch: Callable[[int, dict[str, float]], None] | None) -> Projection:
+def _fit_keras(
+    X: np.ndarray,
+    Y: np.ndarray,
+    train: np.ndarray,
+    val: np.ndarray,
+    method: str,
+    seed: int,
+    epochs: int,
+    word_vectors: Any,
+    on_epoch: Callable[[int, dict[str, float]], None] | None,
+) -> Projection:
     keras = import_keras(f"the {method} projection")
     keras.utils.set_random_seed(seed)
     mean, std = _standardiser(X[train])
@@ -277,14 +311,25 @@ def _fit_keras(X: np.ndarray, Y: np.ndarray, train: np.ndarray, val: np.ndarray,
     model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=loss)
     callbacks: list[Any] = []
     if len(val):
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=PATIENCE, min_delta=MIN_DELTA,
-                                                       restore_best_weights=True))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=PATIENCE, min_delta=MIN_DELTA, restore_best_weights=True
+            )
+        )
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e + 1, dict(logs or {}))))
     started = time.perf_counter()
     batch_size = min(BATCH_SIZE, max(16, len(train) // 8))
-    history = model.fit(X[train], Y[train], batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True,
-                        validation_data=(X[val], Y[val]) if len(val) else None, callbacks=callbacks).history
+    history = model.fit(
+        X[train],
+        Y[train],
+        batch_size=batch_size,
+        epochs=epochs,
+        verbose=0,
+        shuffle=True,
+        validation_data=(X[val], Y[val]) if len(val) else None,
+        callbacks=callbacks,
+    ).history
     arrays: dict[str, np.ndarray] = {"0.mean": mean, "0.std": std}
     for i, op in enumerate(ops):
         if op == "dense":

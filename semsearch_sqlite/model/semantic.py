@@ -34,10 +34,16 @@ import numpy as np
 from semsearch_sqlite.errors import ProjectionError
 from semsearch_sqlite.model.conse import CONSE_TOP, conse_vectors, imagenet_class_names
 from semsearch_sqlite.model.methods import METHODS
-from semsearch_sqlite.model.relations import label_evidence, label_kinds
 from semsearch_sqlite.model.projection import Projection, fit_projection
-from semsearch_sqlite.model.smoothing import (SMOOTH_NEIGHBOURS, TAG_CLASSES, fit_smoothing, smooth_rows,
-                                              smoothed_top_classes, top_classes)
+from semsearch_sqlite.model.relations import label_evidence, label_kinds
+from semsearch_sqlite.model.smoothing import (
+    SMOOTH_NEIGHBOURS,
+    TAG_CLASSES,
+    fit_smoothing,
+    smooth_rows,
+    smoothed_top_classes,
+    top_classes,
+)
 from semsearch_sqlite.storage.models import CLASS_METHODS, CLASSIFIER_MODEL, SEMANTIC_MODEL, load_model
 from semsearch_sqlite.text.wordnet import anchored
 from semsearch_sqlite.vectors.maths import unit, unit_rows
@@ -95,8 +101,9 @@ def _largest_eigenvalue(Z: np.ndarray, iterations: int = 50) -> float:
     return 1.1 * value
 
 
-def fit_label_classifier(X: np.ndarray, label_index: np.ndarray, label_vectors: np.ndarray,
-                         imagenet_logits: np.ndarray) -> tuple[LabelClassifier, dict[str, Any]]:
+def fit_label_classifier(
+    X: np.ndarray, label_index: np.ndarray, label_vectors: np.ndarray, imagenet_logits: np.ndarray
+) -> tuple[LabelClassifier, dict[str, Any]]:
     """Multinomial logistic regression of the labels against the fixed ImageNet classes.
 
     L2 weight JOINT_L2 on standardised features, JOINT_STEPS steps of Nesterov's
@@ -131,8 +138,10 @@ def fit_label_classifier(X: np.ndarray, label_index: np.ndarray, label_vectors: 
         W, b, t = W2, b2, t2
     clf = LabelClassifier(mean, std, W.astype(np.float32), b.astype(np.float32), np.asarray(label_vectors, np.float32))
     P = clf.probabilities(X, offset)
-    report = {"train_label_probability": round(float(P[np.arange(n), label_index].mean()), 4),
-              "train_accuracy": round(float((P.argmax(1) == label_index).mean()), 4)}
+    report = {
+        "train_label_probability": round(float(P[np.arange(n), label_index].mean()), 4),
+        "train_accuracy": round(float((P.argmax(1) == label_index).mean()), 4),
+    }
     return clf, report
 
 
@@ -180,7 +189,9 @@ class SemanticModel:
             if X is None:
                 raise ProjectionError(f"the {self.method} word-space model needs the images' features")
             if self.head is None:
-                raise ProjectionError("the joint word-space model needs the backbone's classifier weights; re-run ingest")
+                raise ProjectionError(
+                    "the joint word-space model needs the backbone's classifier weights; re-run ingest"
+                )
             assert self.class_vectors is not None
             logits = np.asarray(X, np.float32) @ self.head[0] + self.head[1]
             return self.vectors_from_classes(self.classifier.probabilities(X, logits))
@@ -230,21 +241,27 @@ class SemanticModel:
         return arrays
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], config: dict[str, Any],
-                    head: tuple[np.ndarray, np.ndarray] | None = None) -> "SemanticModel":
+    def from_arrays(
+        cls, arrays: dict[str, np.ndarray], config: dict[str, Any], head: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> SemanticModel:
         """Rebuild a stored model (numpy only; ``head`` the backbone's classifier for
         ``joint``). Extra config keys are ignored."""
         method = str(config.get("method", ""))
         if int(config.get("model_version", MODEL_VERSION)) > MODEL_VERSION:
-            raise ProjectionError("the stored word-space model was written by a newer semsearch-sqlite; upgrade it or re-run train")
+            raise ProjectionError(
+                "the stored word-space model was written by a newer semsearch-sqlite; upgrade it or re-run train"
+            )
         projection = None
         if "projection" in config and isinstance(config["projection"], dict):
             prefix = "projection."
             projection = Projection.from_arrays(
-                {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}, config["projection"])
+                {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}, config["projection"]
+            )
         class_vectors = np.asarray(arrays["class_vectors"], np.float32) if "class_vectors" in arrays else None
         if method not in METHODS:  # gated, blend, hinge: research methods this version dropped
-            raise ProjectionError(f"the stored word-space model ({method or 'unknown'}) is no longer offered; re-run train")
+            raise ProjectionError(
+                f"the stored word-space model ({method or 'unknown'}) is no longer offered; re-run train"
+            )
         classifier = None
         if method == "joint":
             names = ("mean", "std", "kernel", "bias", "label_vectors")
@@ -252,8 +269,12 @@ class SemanticModel:
                 raise ProjectionError("the stored joint model lacks its classifier arrays; re-run train")
             classifier = LabelClassifier(*(np.asarray(arrays[f"joint.{n}"], np.float32) for n in names))
         if projection is None and class_vectors is None:
-            raise ProjectionError("the stored word-space model has neither a projection nor class vectors; re-run train")
-        return cls(method, projection, class_vectors, dict(config), dict(config.get("fit_report", {})), classifier, head)
+            raise ProjectionError(
+                "the stored word-space model has neither a projection nor class vectors; re-run train"
+            )
+        return cls(
+            method, projection, class_vectors, dict(config), dict(config.get("fit_report", {})), classifier, head
+        )
 
 
 def fit_semantic(
@@ -296,15 +317,24 @@ def fit_semantic(
     X = np.asarray(X, np.float32)
     probs = None if probs is None else np.asarray(probs, np.float32)
     if (probs is not None and len(probs) != len(X)) or len(labels) != len(X):
-        raise ProjectionError(f"{len(X)} feature rows but {len(labels)} labels and "
-                              f"{'no' if probs is None else len(probs)} probability rows")
+        raise ProjectionError(
+            f"{len(X)} feature rows but {len(labels)} labels and "
+            f"{'no' if probs is None else len(probs)} probability rows"
+        )
     have_conse = probs is not None and class_vectors is not None
     rows, targets, label_names, label_ids, skipped = _label_targets(labels, wv, class_vectors)
     chosen = _choose_method(method, bool(rows), len(label_names), have_conse, head is not None, skipped)
-    report: dict[str, Any] = {"train_images": len(rows), "label_count": len(label_names),
-                              "skipped_labels": sorted(skipped)}
-    config: dict[str, Any] = {"method": chosen, "model_version": MODEL_VERSION, "conse_top": CONSE_TOP,
-                              "labels": label_names}
+    report: dict[str, Any] = {
+        "train_images": len(rows),
+        "label_count": len(label_names),
+        "skipped_labels": sorted(skipped),
+    }
+    config: dict[str, Any] = {
+        "method": chosen,
+        "model_version": MODEL_VERSION,
+        "conse_top": CONSE_TOP,
+        "labels": label_names,
+    }
     ids = np.array(label_ids, np.int64)
     label_vectors = np.vstack([targets[label_ids.index(k)] for k in range(len(label_names))]) if rows else None
     proj = clf = None
@@ -315,8 +345,16 @@ def fit_semantic(
         config["joint"] = {"l2": JOINT_L2, "steps": JOINT_STEPS}
         report.update(clf_report)
     elif chosen != "conse":
-        proj = fit_projection(X[rows], np.vstack(targets), chosen, seed=seed, val_split=val_split, epochs=epochs,
-                              word_vectors=wv, on_epoch=on_epoch)
+        proj = fit_projection(
+            X[rows],
+            np.vstack(targets),
+            chosen,
+            seed=seed,
+            val_split=val_split,
+            epochs=epochs,
+            word_vectors=wv,
+            on_epoch=on_epoch,
+        )
         config["projection"] = proj.config
         report["projection_report"] = proj.report
     if chosen in CLASS_METHODS and rows:
@@ -330,8 +368,9 @@ def fit_semantic(
     model = SemanticModel(chosen, proj, cv, config, report, clf, head if chosen == "joint" else None)
     if rows and have_conse:
         assert probs is not None and label_vectors is not None
-        report[MATCH_META] = calibrate_match(conse_vectors(probs[rows], np.asarray(class_vectors, np.float32),
-                                                           CONSE_TOP), ids, label_vectors)
+        report[MATCH_META] = calibrate_match(
+            conse_vectors(probs[rows], np.asarray(class_vectors, np.float32), CONSE_TOP), ids, label_vectors
+        )
     report["fit_seconds"] = round(time.perf_counter() - started, 3)
     config["fit_report"] = dict(report)
     return model
@@ -344,8 +383,9 @@ def _label_relations(names: list[str], probs: np.ndarray | None, ids: np.ndarray
     return {"label_kinds": label_kinds(names, evidence), "label_evidence": dict(zip(names, evidence))}
 
 
-def _label_targets(labels: list[str | None], wv: Any, class_vectors: np.ndarray | None
-                   ) -> tuple[list[int], list[np.ndarray], list[str], list[int], set[str]]:
+def _label_targets(
+    labels: list[str | None], wv: Any, class_vectors: np.ndarray | None
+) -> tuple[list[int], list[np.ndarray], list[str], list[int], set[str]]:
     """The labelled rows, their unit label vectors, the distinct labels (labels with the
     same vector are one), each row's label index, and the labels no word vector answers."""
     rows: list[int] = []
@@ -374,8 +414,9 @@ def _label_targets(labels: list[str | None], wv: Any, class_vectors: np.ndarray 
     return rows, targets, names, label_ids, skipped
 
 
-def _choose_method(method: str, labelled: bool, n_labels: int, have_conse: bool, have_head: bool,
-                   skipped: set[str]) -> str:
+def _choose_method(
+    method: str, labelled: bool, n_labels: int, have_conse: bool, have_head: bool, skipped: set[str]
+) -> str:
     """The method to fit (``auto`` resolved), or a ProjectionError saying what to use instead."""
     chosen = method
     if method == "auto":
@@ -389,7 +430,9 @@ def _choose_method(method: str, labelled: bool, n_labels: int, have_conse: bool,
         else:
             chosen = "joint" if have_conse and have_head else "ridge"
     if chosen in CLASS_METHODS and not have_conse:
-        raise ProjectionError(f"--method {chosen} needs ImageNet class probabilities; this backbone has none, use ridge or mlp")
+        raise ProjectionError(
+            f"--method {chosen} needs ImageNet class probabilities; this backbone has none, use ridge or mlp"
+        )
     if chosen == "joint" and not have_head:
         raise ProjectionError("--method joint needs the backbone's ImageNet classifier weights; use ridge or conse")
     if chosen != "conse" and not labelled:
@@ -410,8 +453,9 @@ def semantic_model(conn: sqlite3.Connection) -> Any:
     return SemanticModel.from_arrays(*stored, head=head)
 
 
-def class_tags(model: "SemanticModel", space: Any, vectors: np.ndarray, classes: np.ndarray | None,
-               k: int = 10) -> list[list[tuple[str, float, float]]] | None:
+def class_tags(
+    model: SemanticModel, space: Any, vectors: np.ndarray, classes: np.ndarray | None, k: int = 10
+) -> list[list[tuple[str, float, float]]] | None:
     """Each image's tags in its own sense (:func:`semsearch_sqlite.model.sense_tags.sense_tags`):
     the names of its ``classes`` (:func:`collection_semantics`), then the WordNet kinds
     they belong to, as ``(word, cosine distance, confidence)``. A label is named as it is
@@ -426,8 +470,9 @@ def class_tags(model: "SemanticModel", space: Any, vectors: np.ndarray, classes:
     return sense_tags(model.class_names(), n_labels, label_vectors, space, vectors, classes, k)
 
 
-def image_semantics(model: "SemanticModel", X: np.ndarray, probs: np.ndarray | None
-                    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None, int]:
+def image_semantics(
+    model: SemanticModel, X: np.ndarray, probs: np.ndarray | None
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None, int]:
     """Unsmoothed: the images' vectors (:meth:`SemanticModel.image_vectors`), the
     :func:`top_classes` of their class distribution (None for models without classes) and
     the number of classes. The distribution is computed once per block of rows, for both:
@@ -445,8 +490,9 @@ def image_semantics(model: "SemanticModel", X: np.ndarray, probs: np.ndarray | N
     return np.vstack(vectors), (np.vstack([i for i, _ in parts]), np.vstack([v for _, v in parts])), n_classes
 
 
-def collection_semantics(model: "SemanticModel", X: np.ndarray, probs: np.ndarray | None
-                         ) -> tuple[np.ndarray, np.ndarray | None]:
+def collection_semantics(
+    model: SemanticModel, X: np.ndarray, probs: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """What a collection stores: its semantic vectors (:meth:`SemanticModel.image_vectors`,
     smoothed over each image's SMOOTH_NEIGHBOURS nearest images by backbone features when
     the model is calibrated for it: class-based models fitted on >= 2 labels), and the
@@ -463,9 +509,14 @@ def collection_semantics(model: "SemanticModel", X: np.ndarray, probs: np.ndarra
     for s in range(0, len(F), 2048):  # in blocks: F[near] whole is n x k x D floats (5 GB for 100k x 1280)
         rows, block = slice(s, s + 2048), near[s : s + 2048]
         sims = np.einsum("nd,nkd->nk", F[rows], F[block])
-        out[rows], top = smooth_rows(vectors[rows], vectors[block], sims, smoothing,
-                                     None if own is None else ((own[0][rows], own[1][rows]), (own[0][block], own[1][block])),
-                                     n_classes)
+        out[rows], top = smooth_rows(
+            vectors[rows],
+            vectors[block],
+            sims,
+            smoothing,
+            None if own is None else ((own[0][rows], own[1][rows]), (own[0][block], own[1][block])),
+            n_classes,
+        )
         if classes is not None and top is not None:
             classes[rows] = top
     return out, classes

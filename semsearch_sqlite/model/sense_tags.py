@@ -75,8 +75,15 @@ def label_kind(label: str) -> list[tuple[int, float]]:
     return [(int(r), float(w)) for r, w in zip(*hit) if w >= KIN_CLOSE]
 
 
-def sense_tags(names: Sequence[str], n_labels: int, label_vectors: np.ndarray | None, space: Any,
-               vectors: np.ndarray, classes: np.ndarray, k: int) -> list[list[Tag]]:
+def sense_tags(
+    names: Sequence[str],
+    n_labels: int,
+    label_vectors: np.ndarray | None,
+    space: Any,
+    vectors: np.ndarray,
+    classes: np.ndarray,
+    k: int,
+) -> list[list[Tag]]:
     """Each photo's ``k`` tags (fewer when its classes support fewer), most confident first
     after its most probable class, which leads.
 
@@ -125,13 +132,14 @@ def kind_support(kind: list[tuple[int, float]], ancestors: list[list[tuple[int, 
         for depth, word in ancestors[r]:
             nearest.setdefault(word, depth)  # a word once per row, at its nearest
         for word, depth in nearest.items():
-            support[word] = support.get(word, 0.0) + weight * HYPERNYM_DECAY ** depth / total
+            support[word] = support.get(word, 0.0) + weight * HYPERNYM_DECAY**depth / total
             share[word] = share.get(word, 0.0) + weight / total
     return {w: min(1.0, s) for w, s in support.items() if share[w] >= KIND_SHARE}
 
 
-def _class_table(names: Sequence[str], n_labels: int, label_vectors: np.ndarray | None, space: Any,
-                 used: list[int]) -> dict[int, tuple[str, np.ndarray, list[tuple[int, float]]] | None]:
+def _class_table(
+    names: Sequence[str], n_labels: int, label_vectors: np.ndarray | None, space: Any, used: list[int]
+) -> dict[int, tuple[str, np.ndarray, list[tuple[int, float]]] | None]:
     """class -> (tag word, unit vector, its kind as ImageNet rows with weights), or None
     for a class without a tag word: a label by its stored name and label vector, an
     ImageNet class by :func:`class_tag_word` and that word's vector."""

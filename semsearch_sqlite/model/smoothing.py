@@ -65,8 +65,9 @@ def neighbour_weights(similarities: np.ndarray, smoothing: dict[str, float]) -> 
     return (1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))).astype(np.float32)
 
 
-def smooth_vectors(vectors: np.ndarray, neighbour_vectors: np.ndarray, similarities: np.ndarray,
-                   smoothing: dict[str, float]) -> np.ndarray:
+def smooth_vectors(
+    vectors: np.ndarray, neighbour_vectors: np.ndarray, similarities: np.ndarray, smoothing: dict[str, float]
+) -> np.ndarray:
     """Unit rows of ``vectors + SMOOTH_WEIGHT * mean_j(w_j * neighbour_vectors_j)``, with
     ``w_j`` the logistic weight of neighbour j's visual cosine (:func:`neighbour_weights`).
 
@@ -117,8 +118,13 @@ def top_classes(probabilities: np.ndarray, top: int = CONSE_TOP) -> tuple[np.nda
     return idx.astype(np.int32), np.take_along_axis(p, idx, axis=1)
 
 
-def smoothed_top_classes(own: tuple[np.ndarray, np.ndarray], neighbours: tuple[np.ndarray, np.ndarray] | None,
-                         weights: np.ndarray | None, n_classes: int, keep: int = TAG_CLASSES) -> np.ndarray:
+def smoothed_top_classes(
+    own: tuple[np.ndarray, np.ndarray],
+    neighbours: tuple[np.ndarray, np.ndarray] | None,
+    weights: np.ndarray | None,
+    n_classes: int,
+    keep: int = TAG_CLASSES,
+) -> np.ndarray:
     """[n, keep] class indices, most probable first, of each row's distribution plus
     SMOOTH_WEIGHT x the weighted mean of its neighbours' (the mixture
     :func:`smooth_vectors` makes of the vectors), among the row's own top classes; -1
@@ -148,15 +154,21 @@ def smoothed_top_classes(own: tuple[np.ndarray, np.ndarray], neighbours: tuple[n
     dense = np.where(candidates, dense, 0)
     keep = min(keep, n_classes)
     part = np.argpartition(-dense, keep - 1, axis=1)[:, :keep]
-    order = np.take_along_axis(part, np.argsort(-np.take_along_axis(dense, part, axis=1), axis=1, kind="stable"), axis=1)
+    order = np.take_along_axis(
+        part, np.argsort(-np.take_along_axis(dense, part, axis=1), axis=1, kind="stable"), axis=1
+    )
     share = np.take_along_axis(dense, order, axis=1) / np.maximum(dense.sum(axis=1, keepdims=True), 1e-12)
     return np.where(share >= TAG_CLASS_SHARE, order, -1).astype(np.int32)
 
 
-def smooth_rows(vectors: np.ndarray, neighbour_vectors: np.ndarray, similarities: np.ndarray,
-                smoothing: dict[str, float],
-                classes: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None] | None,
-                n_classes: int) -> tuple[np.ndarray, np.ndarray | None]:
+def smooth_rows(
+    vectors: np.ndarray,
+    neighbour_vectors: np.ndarray,
+    similarities: np.ndarray,
+    smoothing: dict[str, float],
+    classes: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None] | None,
+    n_classes: int,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Both smoothings of a block of rows, with the same neighbour weights: the vectors
     (:func:`smooth_vectors`) and, when ``classes`` gives the rows' own and their
     neighbours' :func:`top_classes` (None for neighbours whose distribution is unknown),

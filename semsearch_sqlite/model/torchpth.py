@@ -90,7 +90,9 @@ class _Unpickler(pickle.Unpickler):
             return _StorageType(name)
         if module == "collections" and name == "OrderedDict":
             return collections.OrderedDict
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name} (only plain tensor state dicts are read)")
+        raise pickle.UnpicklingError(
+            f"refusing to load global {module}.{name} (only plain tensor state dicts are read)"
+        )
 
     def persistent_load(self, pid: Any) -> _Storage:
         if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):

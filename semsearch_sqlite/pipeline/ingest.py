@@ -375,8 +375,11 @@ class _Run:
         """Load the backbone in a thread, and trace the first batch's shape (not for --ray:
         the driver never runs it); errors are raised by the next ``backbone()``."""
         # a few photos added to a collection: no TensorFlow (same features, see effnet_numpy)
-        self._small = (len(todo) <= SMALL_BATCH and not (self.options.ray or self.options.rebuild)
-                       and bool(self.store.get_meta("backbone")))
+        self._small = (
+            len(todo) <= SMALL_BATCH
+            and not (self.options.ray or self.options.rebuild)
+            and bool(self.store.get_meta("backbone"))
+        )
 
         self.progress.stage(f"loading backbone {self._backbone_args()[0]}", None)
 
@@ -445,8 +448,15 @@ class _Run:
 
         extra = read_vocab_file(opts.vocab_file) if opts.vocab_file else []
         label_words = sorted({t for lab in labels for t in tokenize(lab)})
-        if refresh_vocabulary(self.store, opts.glove, opts.vocab_size, extra, label_words,
-                             rebuild=opts.rebuild, on_load=lambda: self.progress.stage("loading word vectors", None)):
+        if refresh_vocabulary(
+            self.store,
+            opts.glove,
+            opts.vocab_size,
+            extra,
+            label_words,
+            rebuild=opts.rebuild,
+            on_load=lambda: self.progress.stage("loading word vectors", None),
+        ):
             # a new word space makes every semantic vector stale
             self.store.drop_vec_table(VEC_SEMANTIC)
 
@@ -538,8 +548,9 @@ class _Run:
         self.progress.stage("reading photo metadata", len(missing))
         for start in range(0, len(missing), METADATA_BATCH):
             batch = missing[start : start + METADATA_BATCH]
-            values = [(i, exif.read_metadata(self.root / rel).as_dict()) for i, rel in batch
-                      if (self.root / rel).is_file()]
+            values = [
+                (i, exif.read_metadata(self.root / rel).as_dict()) for i, rel in batch if (self.root / rel).is_file()
+            ]
             with self.store.atomic():
                 self.store.set_photo_metadata(values)
             self.progress.advance(len(batch))
@@ -552,8 +563,12 @@ class _Run:
         self.store.ensure_vec_table(VEC_VISUAL, backbone.dim)
         self.progress.stage("embedding", len(todo))
         started = time.perf_counter()
-        spec = PrepareSpec(backbone.preprocessor, backbone.input_size, max_pixels=self.options.max_pixels,
-                           originals=self.options.originals)
+        spec = PrepareSpec(
+            backbone.preprocessor,
+            backbone.input_size,
+            max_pixels=self.options.max_pixels,
+            originals=self.options.originals,
+        )
         batch_size = max(1, self.options.batch_size)
         batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
         if self.options.ray:
@@ -579,9 +594,11 @@ class _Run:
 
     def _backbone_args(self) -> tuple[str, str | None, str | None]:
         store = self.store
-        return (self.options.backbone or store.get_meta("backbone") or DEFAULT_BACKBONE,
-                self.options.weights or store.get_meta("backbone_weights_path"),
-                self.options.layer or store.get_meta("backbone_layer"))
+        return (
+            self.options.backbone or store.get_meta("backbone") or DEFAULT_BACKBONE,
+            self.options.weights or store.get_meta("backbone_weights_path"),
+            self.options.layer or store.get_meta("backbone_layer"),
+        )
 
     def _problem(self, path: Path | str, reason: str, item: _Item | None = None) -> None:
         if item is not None:  # a file that failed to read: remembered, not retried while unchanged
@@ -616,18 +633,29 @@ class _Run:
                     {"backbone": backbone.name, "classes": 1000},
                 )
 
-    def _write_batch(self, prepared: list[tuple[_Item, Prepared]], features: np.ndarray,
-                     probs: np.ndarray | None) -> None:
+    def _write_batch(
+        self, prepared: list[tuple[_Item, Prepared]], features: np.ndarray, probs: np.ndarray | None
+    ) -> None:
         store, conn = self.store, self.store.conn
         stamp = now()
         with store.atomic():
             ids = []
             for it, p in prepared:
                 values = dict(
-                    path=it.rel, label=it.label, sha256=p.sha256, size=it.size, mtime=it.mtime,
-                    width=p.width, height=p.height, mime=p.mime, thumbnail=p.thumb[0],
-                    thumb_width=p.thumb[2], thumb_height=p.thumb[3], updated_at=stamp,
-                    **p.metadata.as_dict(), metadata_read_at=stamp,
+                    path=it.rel,
+                    label=it.label,
+                    sha256=p.sha256,
+                    size=it.size,
+                    mtime=it.mtime,
+                    width=p.width,
+                    height=p.height,
+                    mime=p.mime,
+                    thumbnail=p.thumb[0],
+                    thumb_width=p.thumb[2],
+                    thumb_height=p.thumb[3],
+                    updated_at=stamp,
+                    **p.metadata.as_dict(),
+                    metadata_read_at=stamp,
                 )
                 if it.image_id is not None:
                     sets = ", ".join(f"{k} = :{k}" for k in values)
@@ -659,10 +687,9 @@ class _Run:
         self.stats.embedded += len(ids)
 
 
-
-
-def local_embedded_batches(batches: list[list[_Item]], spec: PrepareSpec, backbone: Any,
-                           workers: int) -> Iterator[EmbeddedBatch]:
+def local_embedded_batches(
+    batches: list[list[_Item]], spec: PrepareSpec, backbone: Any, workers: int
+) -> Iterator[EmbeddedBatch]:
     """Decode in ``workers`` threads and run the model in another, so decoding, the CNN
     and the caller's writes overlap (Pillow, numpy, TensorFlow and SQLite release the GIL).
 
@@ -686,8 +713,9 @@ def local_embedded_batches(batches: list[list[_Item]], spec: PrepareSpec, backbo
             window: deque[list[Future[Prepared | str]]] = deque()
             for i, batch in enumerate(batches):
                 while len(window) <= DECODE_AHEAD and i + len(window) < len(batches):
-                    window.append([pool.submit(try_prepare, it.path, spec, it.sha256)
-                                   for it in batches[i + len(window)]])
+                    window.append(
+                        [pool.submit(try_prepare, it.path, spec, it.sha256) for it in batches[i + len(window)]]
+                    )
                 results = [f.result() for f in window.popleft()]
                 tensors = [r.tensor for r in results if not isinstance(r, str)]
                 if tensors:
@@ -729,4 +757,3 @@ def delete_images(store: Store, ids: list[int]) -> None:
     store.delete_vectors(VEC_SEMANTIC, ids)
     conn.executemany("delete from images where id = ?", params)
     store.bump_generation()
-

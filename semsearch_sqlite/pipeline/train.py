@@ -56,8 +56,9 @@ def imagenet_class_words() -> list[str]:
     """The lower-case words of the ImageNet class names (Latin species names left out) and
     the one-word names of their WordNet ancestors (crustacean, arthropod: the kinds tags
     name, see ``model/sense_tags.py``)."""
-    words: set[str] = {lemma for chain in imagenet_hypernyms() for lemmas in chain for lemma in lemmas
-                       if lemma.isalpha()}
+    words: set[str] = {
+        lemma for chain in imagenet_hypernyms() for lemmas in chain for lemma in lemmas if lemma.isalpha()
+    }
     for name in imagenet_class_names():
         for synonym in name.split(","):
             synonym = synonym.strip()

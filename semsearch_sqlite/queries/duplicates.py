@@ -209,9 +209,22 @@ def duplicate_review(conn: sqlite3.Connection, threshold: Any = None) -> list[Du
             d = 0.0
             if image_id != keeper and v is not None and anchor is not None:
                 d = round(max(0.0, float(1.0 - v @ anchor)), 6)
-            hits.append(DuplicateHit(number, image_id, f["path"], f["label"], d, 0, image_id == keeper,
-                                     why if image_id == keeper else None, f["width"], f["height"], f["size"],
-                                     _date(f)))
+            hits.append(
+                DuplicateHit(
+                    number,
+                    image_id,
+                    f["path"],
+                    f["label"],
+                    d,
+                    0,
+                    image_id == keeper,
+                    why if image_id == keeper else None,
+                    f["width"],
+                    f["height"],
+                    f["size"],
+                    _date(f),
+                )
+            )
         hits.sort(key=lambda h: (not h.keeper, h.distance, h.image_id))
         for rank, h in enumerate(hits, 1):
             h.rank = rank
@@ -225,8 +238,10 @@ def duplicate_images(conn: sqlite3.Connection, threshold: Any = None) -> Results
     groups = duplicate_review(conn, threshold)
     hits = [h for g in groups for h in g.hits]
     n = len(groups)
-    note = (f"{n} group{'' if n == 1 else 's'} of near-duplicates, {len(hits)} photos "
-            f"(threshold {check_threshold(threshold)}); the first of each group is the suggested keeper")
+    note = (
+        f"{n} group{'' if n == 1 else 's'} of near-duplicates, {len(hits)} photos "
+        f"(threshold {check_threshold(threshold)}); the first of each group is the suggested keeper"
+    )
     return Results(hits, note=note)
 
 

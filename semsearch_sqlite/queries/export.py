@@ -36,8 +36,9 @@ def absolute_path(root: str | None, path: str | None) -> str | None:
     return posixpath.join(root.replace("\\", "/"), path)
 
 
-def records(hits: Sequence[Any], root: str | None = None,
-            conn: sqlite3.Connection | None = None) -> list[dict[str, Any]]:
+def records(
+    hits: Sequence[Any], root: str | None = None, conn: sqlite3.Connection | None = None
+) -> list[dict[str, Any]]:
     """``hits`` as flat dicts: ``abs_path`` after ``path`` when ``root`` is known; with
     ``conn``, image hits also get the photo metadata columns (taken_at, camera...)."""
     ids = [h.image_id for h in hits if hasattr(h, "image_id")]
@@ -83,8 +84,7 @@ def json_text(records_: Sequence[dict[str, Any]], **extra: Any) -> str:
     return json.dumps({"rows": list(records_), **extra}, indent=2)
 
 
-def export_text(records_: Sequence[dict[str, Any]], fmt: str, default_columns: Sequence[str] = (),
-                **extra: Any) -> str:
+def export_text(records_: Sequence[dict[str, Any]], fmt: str, default_columns: Sequence[str] = (), **extra: Any) -> str:
     """``records_`` as ``fmt`` (``csv`` or ``json``); ``extra`` goes into the JSON object."""
     if fmt == "csv":
         return csv_text(records_, columns_of(records_, default_columns))

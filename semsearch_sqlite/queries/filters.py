@@ -105,8 +105,7 @@ def one_expression(condition: str) -> bool:
     return depth == 0
 
 
-def _run_bounded(conn: sqlite3.Connection, condition: str,
-                 clauses: list[tuple[str, str, Any]]) -> list[int]:
+def _run_bounded(conn: sqlite3.Connection, condition: str, clauses: list[tuple[str, str, Any]]) -> list[int]:
     """:func:`filtered_image_ids` under the read-only authorizer and the time and size limits."""
     deadline = time.monotonic() + WHERE_TIME_LIMIT_S
     conn.set_authorizer(_read_only)
@@ -129,15 +128,16 @@ def _where_error(where: str, message: str) -> QueryError:
     elif "too big" in message:
         message = f"builds a value too big (over {WHERE_MAX_BYTES:,} bytes)"
     if len(message) > 2 * _SHOWN:
-        message = message[:2 * _SHOWN] + "..."
+        message = message[: 2 * _SHOWN] + "..."
     return QueryError(
         f"--where {shorten(where)}: {message}; write an SQL condition over the images columns "
         f"({', '.join(FILTER_COLUMNS.values())}), e.g. label = 'dog'"
     )
 
 
-def allowed_ids(conn: sqlite3.Connection, where: str | None = None,
-                filters: Sequence[Filter] = ()) -> np.ndarray | None:
+def allowed_ids(
+    conn: sqlite3.Connection, where: str | None = None, filters: Sequence[Filter] = ()
+) -> np.ndarray | None:
     """The sorted ids of the images that pass ``where`` and ``filters`` (None: no filter).
 
     Raises QueryError for a ``where`` that isn't a read-only condition over ``images``.
@@ -147,8 +147,10 @@ def allowed_ids(conn: sqlite3.Connection, where: str | None = None,
     clauses = [(f.column, f.op, f.value) for f in filters]
     condition = where.strip().rstrip(";").strip() if where and where.strip() else None
     if condition is not None and not one_expression(condition):
-        raise QueryError(f"--where {shorten(where or '')}: give one condition (its parentheses closed inside "
-                         "it; no ';', comments or union), e.g. label = 'dog'")
+        raise QueryError(
+            f"--where {shorten(where or '')}: give one condition (its parentheses closed inside "
+            "it; no ';', comments or union), e.g. label = 'dog'"
+        )
     try:
         if condition is None:
             ids = filtered_image_ids(conn, None, clauses)

@@ -182,9 +182,13 @@ def kind_examples(conn: sqlite3.Connection, space: WordSpace, n: int = EXAMPLES)
         return _examples_cache[key]
     counts = rows.label_counts(conn)
     label_words = {w for name in counts for w in normalise_words(name)}
-    shared = [(w, labs) for w, labs, _ in rows.shared_tags(conn)
-              if w in space.ids and not {w, w + "s", w + "es", w.rstrip("s")} & label_words
-              and len(labs) <= max(2, EXAMPLE_SHARE * len(counts))]
+    shared = [
+        (w, labs)
+        for w, labs, _ in rows.shared_tags(conn)
+        if w in space.ids
+        and not {w, w + "s", w + "es", w.rstrip("s")} & label_words
+        and len(labs) <= max(2, EXAMPLE_SHARE * len(counts))
+    ]
     shared.sort(key=lambda t: space.ids[t[0]])
     out: list[Example] = []
     seen: set[frozenset[str]] = set()

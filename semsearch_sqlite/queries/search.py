@@ -16,23 +16,23 @@ from typing import Any
 
 import numpy as np
 
-from semsearch_sqlite.vectors import matrix
-from semsearch_sqlite.vectors.matrix import MAX_K  # the largest k a query answers; the plugin pages up to it
-from semsearch_sqlite.media.files import normalise_label, sha256_file
 from semsearch_sqlite.errors import NotFoundError, QueryError, StoreError, UnknownWordsError
+from semsearch_sqlite.media.files import normalise_label, sha256_file
 from semsearch_sqlite.model.conse import FocusTarget, resolve_focus
 from semsearch_sqlite.model.relations import LabelSet, label_set, rank_photos, rank_query
 from semsearch_sqlite.model.semantic import DEFAULT_STRONG_DISTANCE, MATCH_META
+from semsearch_sqlite.queries.filters import Filter, allowed_ids
+from semsearch_sqlite.storage import rows
 from semsearch_sqlite.storage.cache import ProcessCache
 from semsearch_sqlite.storage.changes import cache_version
-from semsearch_sqlite.text.query import parse_query
-from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL, read_float_rows, vec_table_dim
 from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, SEMANTIC_MODEL, load_model, model_config
-from semsearch_sqlite.queries.filters import Filter, allowed_ids
+from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL, read_float_rows, vec_table_dim
+from semsearch_sqlite.text.query import parse_query
 from semsearch_sqlite.text.tags import is_display_word, nearest_tags
-from semsearch_sqlite.storage import rows
 from semsearch_sqlite.text.vocabulary import word_space
+from semsearch_sqlite.vectors import matrix
 from semsearch_sqlite.vectors.maths import unit, unit_rows
+from semsearch_sqlite.vectors.matrix import MAX_K  # the largest k a query answers; the plugin pages up to it
 from semsearch_sqlite.vectors.rerank import FEEDBACK_SHORTLIST, FEEDBACK_TOP, feedback_order
 
 SPACES = ("visual", "semantic")
@@ -84,8 +84,12 @@ class Results:
     strong: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"hits": [h.as_dict() for h in self.hits], "unknown": self.unknown, "note": self.note,
-                "strong": self.strong}
+        return {
+            "hits": [h.as_dict() for h in self.hits],
+            "unknown": self.unknown,
+            "note": self.note,
+            "strong": self.strong,
+        }
 
     def as_records(self, root: str | None = None, conn: sqlite3.Connection | None = None) -> list[dict[str, Any]]:
         """The hits as flat rows for CSV/JSON export (``abs_path`` beside ``path`` under
@@ -214,6 +218,7 @@ def rocchio(m: matrix.Matrix, query: np.ndarray, like: Sequence[int] = (), unlik
     in the space being searched), as a unit vector."""
     if not like and not unlike:
         return query
+
     def mean_of(ids: Sequence[int]) -> np.ndarray:
         vectors = []
         for i in ids:
@@ -222,6 +227,7 @@ def rocchio(m: matrix.Matrix, query: np.ndarray, like: Sequence[int] = (), unlik
                 raise NotFoundError(f"no image with id {i} in this space; list them with: select id, path from images")
             vectors.append(v)
         return np.mean(vectors, axis=0) if vectors else np.zeros_like(query)
+
     moved = ROCCHIO_QUERY * query + ROCCHIO_LIKE * mean_of(like) - ROCCHIO_UNLIKE * mean_of(unlike)
     return unit(moved.astype(np.float32))
 
@@ -254,8 +260,10 @@ def _visual_rows(conn: sqlite3.Connection, ids: list[int]) -> np.ndarray | None:
         return None
     # the images' count from the semantic matrix the text query already holds (counting
     # the visual table's rows would cost a b-tree scan per query)
-    if VEC_VISUAL in matrix.cached_tables(rows.database_key(conn)) or \
-            len(space_matrix(conn, "semantic")) * dim * 4 <= SMALL_MATRIX_BYTES:
+    if (
+        VEC_VISUAL in matrix.cached_tables(rows.database_key(conn))
+        or len(space_matrix(conn, "semantic")) * dim * 4 <= SMALL_MATRIX_BYTES
+    ):
         m = space_matrix(conn, "visual")
         found = [m.vector(i) for i in ids]
         return None if any(v is None for v in found) else np.asarray(found, np.float32)
@@ -266,9 +274,17 @@ def _visual_rows(conn: sqlite3.Connection, ids: list[int]) -> np.ndarray | None:
     return unit_rows(raw[[where[i] for i in ids]])
 
 
-def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_unknown: bool = False,
-                   where: str | None = None, filters: Sequence[Filter] = (), like: Any = None,
-                   unlike: Any = None) -> Results:
+def similar_images(
+    conn: sqlite3.Connection,
+    query: Any,
+    k: Any = 10,
+    *,
+    allow_unknown: bool = False,
+    where: str | None = None,
+    filters: Sequence[Filter] = (),
+    like: Any = None,
+    unlike: Any = None,
+) -> Results:
     """Text -> images: the ``k`` best images for a query such as ``"cat sofa"``, strong
     matches first (``Results.strong`` says how many), each with a ``score`` and marked
     ``strong`` or ``weak``; the note says so when none is strong.
@@ -306,7 +322,10 @@ def similar_images(conn: sqlite3.Connection, query: Any, k: Any = 10, *, allow_u
     strong = sum(h.match == "strong" for h in hits)
     note = None
     if hits and not strong:
-        note = "no close match: every hit is a weak match (nothing here is what the query names, a kind of it or close to it)"
+        note = (
+            "no close match: every hit is a weak match "
+            "(nothing here is what the query names, a kind of it or close to it)"
+        )
     return Results(hits, unknown, note, strong)
 
 
@@ -339,24 +358,48 @@ def _labelled(conn: sqlite3.Connection, m: matrix.Matrix) -> _Labelled | None:
         config = model_config(conn, SEMANTIC_MODEL) or {}
         space = word_space(conn)
         classes = load_model(conn, CLASSES_MODEL)
-        return _Labelled(label_set(names, config.get("label_kinds"), space.vector, space.matrix.vectors,
-                                   config.get("label_evidence"), None if classes is None else classes[0].get("vectors")),
-                         photo_label)
+        return _Labelled(
+            label_set(
+                names,
+                config.get("label_kinds"),
+                space.vector,
+                space.matrix.vectors,
+                config.get("label_evidence"),
+                None if classes is None else classes[0].get("vectors"),
+            ),
+            photo_label,
+        )
 
     found = _labelled_cache.get_or_load((db, cache_version(conn, db), id(m)), load, group=db)
     return found or None
 
 
-def _related_hits(conn: sqlite3.Connection, m: matrix.Matrix, labelled: _Labelled, query: Any, vector: np.ndarray,
-                  k: int, allowed: np.ndarray | None, strong_cos: float, unknown: Sequence[str] = ()) -> list[ImageHit]:
+def _related_hits(
+    conn: sqlite3.Connection,
+    m: matrix.Matrix,
+    labelled: _Labelled,
+    query: Any,
+    vector: np.ndarray,
+    k: int,
+    allowed: np.ndarray | None,
+    strong_cos: float,
+    unknown: Sequence[str] = (),
+) -> list[ImageHit]:
     """The first ``k`` hits of :func:`~semsearch_sqlite.model.relations.rank_query`
     (words left out as ``unknown`` take no part: "cat zzqx" is "cat")."""
     terms = [t for t in parse_query(query) if t.word not in unknown and t.word.lower() not in unknown]
     space = word_space(conn)
     sims = m.vectors @ vector
-    _, order, scores, flags = rank_query([t.word for t in terms if t.weight > 0], space.vector, space.matrix.vectors,
-                                         labelled.labels, labelled.photo_label, sims, strong_cos,
-                                         without=[t.word for t in terms if t.weight < 0])
+    _, order, scores, flags = rank_query(
+        [t.word for t in terms if t.weight > 0],
+        space.vector,
+        space.matrix.vectors,
+        labelled.labels,
+        labelled.photo_label,
+        sims,
+        strong_cos,
+        without=[t.word for t in terms if t.weight < 0],
+    )
     if allowed is not None:
         order = order[np.isin(m.ids[order], allowed)]
     top = order[:k]
@@ -368,9 +411,17 @@ def _related_hits(conn: sqlite3.Connection, m: matrix.Matrix, labelled: _Labelle
     return hits
 
 
-def similar_to_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: str = "visual", *,
-                     where: str | None = None, filters: Sequence[Filter] = (), like: Any = None,
-                     unlike: Any = None) -> Results:
+def similar_to_image(
+    conn: sqlite3.Connection,
+    image: Any,
+    k: Any = 10,
+    space: str = "visual",
+    *,
+    where: str | None = None,
+    filters: Sequence[Filter] = (),
+    like: Any = None,
+    unlike: Any = None,
+) -> Results:
     """Image -> images in the ``visual`` (CNN) or ``semantic`` (word) space (``like`` /
     ``unlike``: relevance feedback, as in :func:`similar_images`)."""
     k = matrix.clamp_k(k)
@@ -385,8 +436,15 @@ def similar_to_image(conn: sqlite3.Connection, image: Any, k: Any = 10, space: s
     return Results(_hits(conn, m.top_k(v, k, exclude={image_id, *disliked}, allowed=allowed)))
 
 
-def similar_to_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10, space: str = "visual", *,
-                      where: str | None = None, filters: Sequence[Filter] = ()) -> Results:
+def similar_to_vector(
+    conn: sqlite3.Connection,
+    vector: np.ndarray,
+    k: Any = 10,
+    space: str = "visual",
+    *,
+    where: str | None = None,
+    filters: Sequence[Filter] = (),
+) -> Results:
     """Images nearest to a vector of the given space (e.g. a new image's features)."""
     k = matrix.clamp_k(k)
     m = space_matrix(conn, space)
@@ -417,13 +475,18 @@ def _tag_hits(tags: Sequence[tuple[str, float, float]]) -> list[WordHit]:
     return [WordHit(w, round(d, 6), r, round(c, 4)) for r, (w, d, c) in enumerate(tags, 1)]
 
 
-def tags_for_vector(conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10,
-                    leading: Sequence[tuple[str, float, float]] | None = None) -> Results:
+def tags_for_vector(
+    conn: sqlite3.Connection, vector: np.ndarray, k: Any = 10, leading: Sequence[tuple[str, float, float]] | None = None
+) -> Results:
     """The ``k`` tags of a word-space vector (e.g. a new image's): ``leading`` (its tags in
     its own sense, see ``model/sense_tags.py``) when it has any, else the nearest tag words."""
     k = matrix.clamp_k(k)
-    tags = nearest_tags(word_space(conn), np.asarray(vector, dtype=np.float32)[None, :], k,
-                        leading=None if leading is None else [list(leading)])[0]
+    tags = nearest_tags(
+        word_space(conn),
+        np.asarray(vector, dtype=np.float32)[None, :],
+        k,
+        leading=None if leading is None else [list(leading)],
+    )[0]
     return Results(_tag_hits(tags))
 
 
@@ -462,8 +525,15 @@ def focus_class(conn: sqlite3.Connection, focus: str) -> FocusTarget:
     return resolve_focus(focus, list(config["names"]), arrays["vectors"], arrays["known"], qv)
 
 
-def focused_search(conn: sqlite3.Connection, image: Any, focus: str, k: Any = 10, *,
-                   where: str | None = None, filters: Sequence[Filter] = ()) -> Results:
+def focused_search(
+    conn: sqlite3.Connection,
+    image: Any,
+    focus: str,
+    k: Any = 10,
+    *,
+    where: str | None = None,
+    filters: Sequence[Filter] = (),
+) -> Results:
     """Images similar to ``image`` with respect to one class ("similar cats, not similar sofas").
 
     As in the talk: the CNN's activations are re-weighted by the final-layer weights of
@@ -486,8 +556,9 @@ def focused_search(conn: sqlite3.Connection, image: Any, focus: str, k: Any = 10
     if weights.shape[0] != m.dim:
         raise StoreError("the stored classifier weights don't match the visual vectors; re-run ingest --rebuild")
     allowed = allowed_ids(conn, where, filters)
-    return Results(_hits(conn, m.top_k(v, k, exclude={image_id}, weights=weights, allowed=allowed)),
-                   note=target.describe())
+    return Results(
+        _hits(conn, m.top_k(v, k, exclude={image_id}, weights=weights, allowed=allowed)), note=target.describe()
+    )
 
 
 def warm(conn: sqlite3.Connection) -> None:
@@ -499,8 +570,14 @@ def warm(conn: sqlite3.Connection) -> None:
         matrix.matrix(conn, table)
 
 
-def ranked_count(conn: sqlite3.Connection, space: str = "semantic", *, exclude_self: bool = False,
-                 filters: Sequence[Filter] = (), left_out: int = 0) -> int:
+def ranked_count(
+    conn: sqlite3.Connection,
+    space: str = "semantic",
+    *,
+    exclude_self: bool = False,
+    filters: Sequence[Filter] = (),
+    left_out: int = 0,
+) -> int:
     """How many images one ranking in ``space`` can return (for "1-24 of N" and paging):
     every image with a vector (that passes ``filters``), less the query image itself and
     ``left_out`` disliked ones, at most ``MAX_K``."""

@@ -14,9 +14,9 @@ from typing import Any
 
 from semsearch_sqlite.errors import SchemaVersionError
 from semsearch_sqlite.queries import search
-from semsearch_sqlite.storage.cache import ProcessCache
 from semsearch_sqlite.queries.duplicates import duplicate_images
 from semsearch_sqlite.queries.filters import Filter
+from semsearch_sqlite.storage.cache import ProcessCache
 from semsearch_sqlite.storage.changes import cache_version
 from semsearch_sqlite.storage.rows import database_key, photo_metadata_of, thumbnails
 from semsearch_sqlite.storage.store import encode_f32
@@ -34,18 +34,43 @@ EXAMPLE_SQL = {
     "similar_images_focused": "select * from similar_images_focused(:id, :focus, :k)",
     "similar_words": "select * from similar_words(:q, :k)",
     "duplicate_images": "select * from duplicate_images() where group_id in "
-                        "(select group_id from duplicate_images() where image_id = :id)",
+    "(select group_id from duplicate_images() where image_id = :id)",
 }
 
 # match: "strong" / "weak" for text queries (null for the others)
-IMAGE_COLUMNS = ["rank", "image_id", "path", "label", "distance", "match", "thumbnail",
-                 "taken_at", "camera", "lens", "latitude", "longitude"]
+IMAGE_COLUMNS = [
+    "rank",
+    "image_id",
+    "path",
+    "label",
+    "distance",
+    "match",
+    "thumbnail",
+    "taken_at",
+    "camera",
+    "lens",
+    "latitude",
+    "longitude",
+]
 # WHERE constraints on these columns of an image function pick its candidates before the top k
 IMAGE_FILTERS = ["image_id", "path", "label", "taken_at", "camera", "lens", "latitude", "longitude"]
 WORD_COLUMNS = ["rank", "word", "distance", "confidence"]
 # distance: to the group's suggested keeper (keeper = 1, why: the reason), which comes first
-DUPLICATE_COLUMNS = ["group_id", "rank", "image_id", "path", "label", "distance", "keeper", "why",
-                     "width", "height", "size", "date", "thumbnail"]
+DUPLICATE_COLUMNS = [
+    "group_id",
+    "rank",
+    "image_id",
+    "path",
+    "label",
+    "distance",
+    "keeper",
+    "why",
+    "width",
+    "height",
+    "size",
+    "date",
+    "thumbnail",
+]
 # functions whose every argument is optional
 NO_REQUIRED = {"duplicate_images"}
 
@@ -60,20 +85,21 @@ def _stored(conn: sqlite3.Connection, image: Any) -> int:
 # take ``filters`` (pushed from the WHERE clause, see sqlite.vtable).
 TABLE_FUNCTIONS: dict[str, tuple[Callable[..., search.Results], list[str], list[str]]] = {
     "similar_images": (
-        lambda c, q, k, like, unlike, filters=(): search.similar_images(c, q, k, filters=filters, like=like,
-                                                                        unlike=unlike),
+        lambda c, q, k, like, unlike, filters=(): search.similar_images(
+            c, q, k, filters=filters, like=like, unlike=unlike
+        ),
         IMAGE_COLUMNS,
         ["query", "k", "like", "unlike"],
     ),
     "similar_to_image": (
-        lambda c, image, k, space, filters=(): search.similar_to_image(c, _stored(c, image), k, space or "visual",
-                                                                       filters=filters),
+        lambda c, image, k, space, filters=(): search.similar_to_image(
+            c, _stored(c, image), k, space or "visual", filters=filters
+        ),
         IMAGE_COLUMNS,
         ["image", "k", "space"],
     ),
     "similar_images_focused": (
-        lambda c, image, focus, k, filters=(): search.focused_search(c, _stored(c, image), focus, k,
-                                                                        filters=filters),
+        lambda c, image, focus, k, filters=(): search.focused_search(c, _stored(c, image), focus, k, filters=filters),
         IMAGE_COLUMNS,
         ["image", "focus", "k"],
     ),
@@ -90,8 +116,9 @@ _warned = False
 # A statement of more VM steps than Datasette's progress handler waits between checks
 # (1,000): running it calls the connection's handler, so a time limit that has passed
 # stops the work here ("interrupted"), between steps, not only once the rows are out.
-_INTERRUPTION_POINT = ("with recursive n(i) as (select 1 union all select i + 1 from n where i < 100) "
-                       "select count(*) from n")
+_INTERRUPTION_POINT = (
+    "with recursive n(i) as (select 1 union all select i + 1 from n where i < 100) select count(*) from n"
+)
 
 
 def interruption_point(conn: sqlite3.Connection) -> None:
@@ -100,8 +127,9 @@ def interruption_point(conn: sqlite3.Connection) -> None:
     conn.execute(_INTERRUPTION_POINT).fetchone()
 
 
-def _rows(conn: sqlite3.Connection, name: str, args: tuple[Any, ...],
-          filters: tuple[tuple[str, str, Any], ...] = ()) -> list[tuple[Any, ...]]:
+def _rows(
+    conn: sqlite3.Connection, name: str, args: tuple[Any, ...], filters: tuple[tuple[str, str, Any], ...] = ()
+) -> list[tuple[Any, ...]]:
     """Rows of a table function, cached: SQLite may call it once per outer row."""
     call, columns, _ = TABLE_FUNCTIONS[name]
     db = database_key(conn)
@@ -195,11 +223,14 @@ def register_functions(conn: sqlite3.Connection, *, refuse: str | None = None) -
         for name, (_, columns, params) in TABLE_FUNCTIONS.items():
             filters = IMAGE_FILTERS if columns is IMAGE_COLUMNS and name != "images_tagged" else ()
             call = _refusing(refuse) if refuse else _table_function(name)
-            register_table_function(conn, name, call, columns, params, filters=filters,
-                                    required=0 if name in NO_REQUIRED else 1)
+            register_table_function(
+                conn, name, call, columns, params, filters=filters, required=0 if name in NO_REQUIRED else 1
+            )
             names.append(name)
     except Exception as e:  # noqa: BLE001 - must never break the connection
         if not _warned:
-            log.warning("semsearch: table-valued functions unavailable on this Python (%s); scalar functions still work", e)
+            log.warning(
+                "semsearch: table-valued functions unavailable on this Python (%s); scalar functions still work", e
+            )
             _warned = True
     return names

@@ -88,9 +88,7 @@ def connection_handle(conn: Any) -> int:
     return handle.connection_handle(conn, sqlite_library(conn))
 
 
-def load_extension(
-    conn: Any, path: str, entrypoint: str | None = None, method: str = "auto"
-) -> str:
+def load_extension(conn: Any, path: str, entrypoint: str | None = None, method: str = "auto") -> str:
     """Load the SQLite extension at ``path`` into ``conn``.
 
     ``method`` is ``"auto"`` (native where the Python has it), ``"native"`` or ``"ctypes"``.

@@ -325,8 +325,9 @@ def every_stored_tag(conn: sqlite3.Connection, k: int) -> dict[int, list[tuple[s
     (one query for the collection)."""
     out: dict[int, list[tuple[str, float, float]]] = {}
     for image_id, word, distance, confidence in conn.execute(
-            f"select image_id, word, distance, {_confidence_sql(conn)} from tags where rank <= ? "
-            "order by image_id, rank", [int(k)]):
+        f"select image_id, word, distance, {_confidence_sql(conn)} from tags where rank <= ? order by image_id, rank",
+        [int(k)],
+    ):
         out.setdefault(int(image_id), []).append((word, float(distance), float(confidence)))
     return out
 
@@ -424,8 +425,7 @@ def file_facts(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, dict[s
         return {}
     ids = [int(i) for i in ids]
     taken = "taken_at" if "taken_at" in image_columns(conn) else "null"
-    sql = (f"select id, path, label, size, width, height, mtime, {taken} from images "
-           f"where id in ({_marks(len(ids))})")
+    sql = f"select id, path, label, size, width, height, mtime, {taken} from images where id in ({_marks(len(ids))})"
     keys = ("path", "label", "size", "width", "height", "mtime", "taken_at")
     return {r[0]: dict(zip(keys, r[1:])) for r in conn.execute(sql, ids)}
 
@@ -454,16 +454,20 @@ def positions(conn: sqlite3.Connection) -> list[tuple[int, float, float]]:
 
 def label_samples(conn: sqlite3.Connection) -> dict[str, ImageRow]:
     """One photo of each label (its first by id), to show beside the label."""
-    sql = ("select id, path, label, thumb_width, thumb_height from images where id in "
-           "(select min(id) from images where label is not null group by label)")
+    sql = (
+        "select id, path, label, thumb_width, thumb_height from images where id in "
+        "(select min(id) from images where label is not null group by label)"
+    )
     return {r[2]: ImageRow(*r) for r in conn.execute(sql)}
 
 
 def shared_tags(conn: sqlite3.Connection) -> list[tuple[str, list[str], int]]:
     """Tag words that photos of several labels share, each with those labels and how many
     photos carry it (most labels first): the kinds the collection's photos come in."""
-    sql = ("select t.word, i.label, count(*) from tags t join images i on i.id = t.image_id "
-           "where i.label is not null group by t.word, i.label")
+    sql = (
+        "select t.word, i.label, count(*) from tags t join images i on i.id = t.image_id "
+        "where i.label is not null group by t.word, i.label"
+    )
     labels: dict[str, list[str]] = {}
     photos: dict[str, int] = {}
     for word, label, n in conn.execute(sql):

@@ -240,8 +240,10 @@ def check_sqlite_file(path: str | os.PathLike[str]) -> None:
     """Raise StoreError unless ``path`` is empty or starts with SQLite's header."""
     p = Path(path)
     if p.exists() and not p.is_file() and not p.is_dir():
-        raise StoreError(f"{p}: a device or other special file, not a database file; "
-                         "give the .db file made by semsearch-sqlite ingest")
+        raise StoreError(
+            f"{p}: a device or other special file, not a database file; "
+            "give the .db file made by semsearch-sqlite ingest"
+        )
     if not p.exists() or p.stat().st_size == 0:
         return
     if p.is_dir():
@@ -304,8 +306,18 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False, immutable: 
 
 
 # pragmas that take an argument and only read (the table-valued pragma_* functions)
-_READING_PRAGMAS = {"table_info", "table_xinfo", "table_list", "index_info", "index_xinfo", "index_list",
-                    "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check"}
+_READING_PRAGMAS = {
+    "table_info",
+    "table_xinfo",
+    "table_list",
+    "index_info",
+    "index_xinfo",
+    "index_list",
+    "foreign_key_list",
+    "foreign_key_check",
+    "integrity_check",
+    "quick_check",
+}
 
 
 def _no_file_writes(action: int, arg1: str | None, arg2: str | None, *_: object) -> int:

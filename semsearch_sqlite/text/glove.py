@@ -56,7 +56,7 @@ class WordVectors:
         """Mean unit vector of the known words of ``text``, and the unknown ones."""
         return phrase_vector(text, self.get)
 
-    def subset(self, size: int | None, extra: Iterable[str] = ()) -> "WordVectors":
+    def subset(self, size: int | None, extra: Iterable[str] = ()) -> WordVectors:
         """The ``size`` most frequent words plus any known ``extra`` words."""
         n = len(self.words) if size is None else min(size, len(self.words))
         rows = list(range(n))
@@ -92,7 +92,9 @@ def load_word_vectors(source: str | os.PathLike[str] | None = None, limit: int |
         return _load_bundled(limit)
     path = Path(source)
     if not path.exists():
-        raise WordsError(f"{path}: no such GloVe file; give a glove .txt or .zip path, or omit --glove for the bundled vectors")
+        raise WordsError(
+            f"{path}: no such GloVe file; give a glove .txt or .zip path, or omit --glove for the bundled vectors"
+        )
     if path.suffix.lower() == ".zip":
         try:
             zf = zipfile.ZipFile(path)
@@ -167,5 +169,3 @@ def read_vocab_file(path: str | os.PathLike[str]) -> list[str]:
     except OSError as e:
         raise WordsError(f"{p}: cannot read vocabulary file ({e.strerror})") from e
     return [w.strip().lower() for w in text.splitlines() if w.strip() and not w.startswith("#")]
-
-

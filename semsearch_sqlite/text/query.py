@@ -14,7 +14,6 @@ import numpy as np
 from semsearch_sqlite.errors import QueryError, UnknownWordsError
 from semsearch_sqlite.vectors.maths import unit
 
-
 MAX_QUERY_CHARS = 1000
 
 
@@ -120,9 +119,7 @@ class QueryVector:
     unknown: list[str]
 
 
-def combine_terms(
-    terms: list[Term], lookup: "Any", *, allow_unknown: bool = False
-) -> QueryVector:
+def combine_terms(terms: list[Term], lookup: Any, *, allow_unknown: bool = False) -> QueryVector:
     """Weighted mean of the unit vectors of ``terms``.
 
     ``lookup(word)`` returns a vector or None. Unknown words raise UnknownWordsError

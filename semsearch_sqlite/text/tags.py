@@ -78,9 +78,13 @@ def word_confidence(distance: float) -> float:
     return round(min(1.0, max(0.0, 1.0 - float(distance))), 4)
 
 
-def nearest_tags(space: WordSpace, vectors: np.ndarray, k: int, mask: np.ndarray | None = None,
-                 leading: Sequence[Sequence[tuple[str, float, float]]] | None = None
-                 ) -> list[list[tuple[str, float, float]]]:
+def nearest_tags(
+    space: WordSpace,
+    vectors: np.ndarray,
+    k: int,
+    mask: np.ndarray | None = None,
+    leading: Sequence[Sequence[tuple[str, float, float]]] | None = None,
+) -> list[list[tuple[str, float, float]]]:
     """For each row of ``vectors``, ``k`` tags as ``(word, cosine distance, confidence)``:
     the row's ``leading`` tags when it has any (its tags in its own sense, see
     ``model/sense_tags.py``), else the nearest tag words (models without classes)."""
@@ -96,8 +100,9 @@ def nearest_tags(space: WordSpace, vectors: np.ndarray, k: int, mask: np.ndarray
     return out
 
 
-def _nearest_words(space: WordSpace, vectors: np.ndarray, k: int, mask: np.ndarray | None
-                   ) -> list[list[tuple[str, float, float]]]:
+def _nearest_words(
+    space: WordSpace, vectors: np.ndarray, k: int, mask: np.ndarray | None
+) -> list[list[tuple[str, float, float]]]:
     """The ``k`` nearest tag words of each row, with their distances and confidences."""
     if mask is None:
         mask = tag_mask(space)
@@ -115,13 +120,22 @@ def _nearest_words(space: WordSpace, vectors: np.ndarray, k: int, mask: np.ndarr
         for row in (v[start : start + 256] @ words.T)[:, allowed]:
             part = np.argpartition(-row, kk - 1)[:kk] if kk else np.zeros(0, np.int64)
             order = part[np.argsort(-row[part], kind="stable")]
-            out.append([(space.words[i], d, word_confidence(d))
-                        for i, d in zip(ids[order].tolist(), (1.0 - row[order]).tolist())])
+            out.append(
+                [
+                    (space.words[i], d, word_confidence(d))
+                    for i, d in zip(ids[order].tolist(), (1.0 - row[order]).tolist())
+                ]
+            )
     return out
 
 
-def write_tags(store: Store, ids: Sequence[int], vectors: np.ndarray, k: int = DEFAULT_TAGS,
-               leading: Sequence[Sequence[tuple[str, float, float]]] | None = None) -> None:
+def write_tags(
+    store: Store,
+    ids: Sequence[int],
+    vectors: np.ndarray,
+    k: int = DEFAULT_TAGS,
+    leading: Sequence[Sequence[tuple[str, float, float]]] | None = None,
+) -> None:
     """Replace the stored tags of ``ids`` (call inside a transaction); ``leading`` as in
     :func:`nearest_tags`."""
     space = word_space(store.conn)

@@ -14,13 +14,20 @@ import numpy as np
 
 from semsearch_sqlite.errors import StoreError
 from semsearch_sqlite.storage.cache import ProcessCache
-from semsearch_sqlite.storage.models import CLASS_METHODS, CLASSES_MODEL, SEMANTIC_MODEL, load_model, model_config
 from semsearch_sqlite.storage.changes import cache_version
+from semsearch_sqlite.storage.models import CLASS_METHODS, CLASSES_MODEL, SEMANTIC_MODEL, load_model, model_config
 from semsearch_sqlite.storage.rows import database_key, rare_word_vector, vocabulary
 from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.storage.vec0 import VEC_WORDS
 from semsearch_sqlite.text.glove import WordVectors
-from semsearch_sqlite.text.query import QueryVector, combine_terms, compound_lookup, parse_query, phrase_vector, tokenize
+from semsearch_sqlite.text.query import (
+    QueryVector,
+    combine_terms,
+    compound_lookup,
+    parse_query,
+    phrase_vector,
+    tokenize,
+)
 from semsearch_sqlite.text.wordnet import anchored, kinship
 from semsearch_sqlite.vectors import matrix
 
@@ -44,8 +51,9 @@ def store_words(store: Store, wv: WordVectors, source_info: dict[str, Any], look
         for start in range(0, len(ids), _BATCH):
             store.write_vectors(VEC_WORDS, ids[start : start + _BATCH], wv.vectors[start : start + _BATCH])
         rare = store_rare_words(store, lookup, set(wv.words)) if lookup is not None else 0
-        store.update_meta({**source_info, "words_dims": wv.dim, "words_count": len(wv.words),
-                           "words_lookup_count": rare})
+        store.update_meta(
+            {**source_info, "words_dims": wv.dim, "words_count": len(wv.words), "words_lookup_count": rare}
+        )
         store.bump_generation()
     return len(wv.words)
 
@@ -71,7 +79,9 @@ def store_rare_words(store: Store, wv: WordVectors, exclude: set[str]) -> int:
     buckets = []
     for start in range(0, len(words), LOOKUP_BUCKET):
         chunk = words[start : start + LOOKUP_BUCKET]
-        buckets.append((chunk[0], "\n".join(chunk), int8_rows(wv.vectors[rows[start : start + LOOKUP_BUCKET]]).tobytes()))
+        buckets.append(
+            (chunk[0], "\n".join(chunk), int8_rows(wv.vectors[rows[start : start + LOOKUP_BUCKET]]).tobytes())
+        )
     store.replace_word_lookup(buckets)
     return len(words)
 
@@ -146,8 +156,9 @@ def word_space(conn: sqlite3.Connection) -> WordSpace:
     return dataclasses.replace(space, rare=partial(rare_word_vector, conn))
 
 
-def anchored_lookup(lookup: Callable[[str], np.ndarray | None], class_vectors: np.ndarray,
-                    labels: frozenset[str]) -> Callable[[str], np.ndarray | None]:
+def anchored_lookup(
+    lookup: Callable[[str], np.ndarray | None], class_vectors: np.ndarray, labels: frozenset[str]
+) -> Callable[[str], np.ndarray | None]:
     """A query-term lookup for image search: ``lookup``'s vector of each word anchored to
     its kin ImageNet classes (:func:`semsearch_sqlite.text.wordnet.anchored`), except
     ``labels`` (label words joined by spaces), which the image vectors place exactly. A
@@ -162,8 +173,12 @@ def anchored_lookup(lookup: Callable[[str], np.ndarray | None], class_vectors: n
         return anchored(token, v, class_vectors)
 
     def find(term: str) -> np.ndarray | None:
-        if any(c in term for c in "_-") and " ".join(tokenize(term)) not in labels \
-                and kinship().kin(term) is None and lookup(term) is None:
+        if (
+            any(c in term for c in "_-")
+            and " ".join(tokenize(term)) not in labels
+            and kinship().kin(term) is None
+            and lookup(term) is None
+        ):
             vec, unknown = phrase_vector(term, word)
             return None if unknown else vec
         return word(term)
@@ -171,7 +186,9 @@ def anchored_lookup(lookup: Callable[[str], np.ndarray | None], class_vectors: n
     return find
 
 
-def query_anchoring(config: dict[str, Any], class_vectors: np.ndarray | None) -> tuple[np.ndarray | None, frozenset[str]]:
+def query_anchoring(
+    config: dict[str, Any], class_vectors: np.ndarray | None
+) -> tuple[np.ndarray | None, frozenset[str]]:
     """How image queries of a word-space model are anchored: the class vectors to anchor
     to (None: its image vectors don't use them) and its labels (joined words), left alone.
 

@@ -4,8 +4,8 @@ sqlite-vec's scan is scalar and single-threaded (10-15x behind numpy here), so e
 query of the product goes through this layer instead: each vector table is read once
 per process into a unit-normalised numpy matrix, cached, and invalidated when the
 database's ``generation`` (bumped by every writer), anyone else's change to the file
-(:mod:`semsearch_sqlite.storage.changes`) or its stored index changes. The vec0 tables stay the source of truth, so plain sqlite-vec
-SQL keeps working.
+(:mod:`semsearch_sqlite.storage.changes`) or its stored index changes. The vec0 tables
+stay the source of truth, so plain sqlite-vec SQL keeps working.
 
 Each query picks its strategy (:meth:`Matrix.top_k`): exact (one BLAS matrix-vector
 product) for small tables, weighted queries, large ``k`` and whenever
@@ -30,8 +30,8 @@ import numpy as np
 
 from semsearch_sqlite.errors import QueryError
 from semsearch_sqlite.storage.cache import ProcessCache
-from semsearch_sqlite.storage.models import model_config
 from semsearch_sqlite.storage.changes import cache_version
+from semsearch_sqlite.storage.models import model_config
 from semsearch_sqlite.storage.rows import database_key
 from semsearch_sqlite.storage.vec0 import RowSource, count_rows, open_rows, vec_table_dim
 from semsearch_sqlite.vectors import codes
