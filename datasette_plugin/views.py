@@ -9,6 +9,7 @@ image bytes in :mod:`.media`.
 from __future__ import annotations
 
 import sqlite3
+import weakref
 from typing import Any
 
 from datasette import Forbidden, NotFound, Response
@@ -61,12 +62,20 @@ LOCATED_SQL = (
 CLUSTER_MAP = "datasette-cluster-map"
 
 
+# plugins are fixed for a server's life; listing them costs ~7 ms, so once per server
+_installed: weakref.WeakKeyDictionary[Any, frozenset[str]] = weakref.WeakKeyDictionary()
+
+
 def has_plugin(datasette: Any, name: str) -> bool:
     """Whether the Datasette plugin ``name`` (its distribution name) is installed."""
-    try:
-        return any(p.get("name") == name for p in datasette._plugins())
-    except Exception:  # noqa: BLE001 - a private method: without it, say nothing of a map
-        return False
+    names = _installed.get(datasette)
+    if names is None:
+        try:
+            names = frozenset(str(p.get("name")) for p in datasette._plugins())
+        except Exception:  # noqa: BLE001 - a private method: without it, say nothing of a map
+            names = frozenset()
+        _installed[datasette] = names
+    return name in names
 
 
 # the strong view ranks this many hits (at most the database's max_k) and shows the strong ones

@@ -24,6 +24,7 @@ relates the query to the labels first, with WordNet's noun hierarchy
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -439,4 +440,26 @@ def _relations(words: Sequence[str], lookup: Any, vocabulary: np.ndarray, labels
         return [Relation("none", 0.0)] * len(labels.labels)
     dim = vocabulary.shape[1]
     stacked = np.vstack([v if v is not None else np.zeros(dim, np.float32) for _, v in terms])
-    return query_relations(terms, hubness(stacked, vocabulary).tolist(), labels)
+    return query_relations(terms, _query_hubness(stacked, vocabulary).tolist(), labels)
+
+
+# per vocabulary matrix (checked by weak reference, so a freed one is never mistaken for a
+# new one at the same address): each query vector's r, a scan of the whole vocabulary
+_hubness_memo: dict[int, tuple[weakref.ref, dict[bytes, float]]] = {}
+_HUBNESS_MEMO_MAX = 4096
+
+
+def _query_hubness(vectors: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
+    """:func:`hubness` of each query vector, remembered: people repeat searches."""
+    owner, memo = _hubness_memo.get(id(vocabulary), (None, None))
+    if owner is None or owner() is not vocabulary or memo is None:
+        memo = {}
+        _hubness_memo[id(vocabulary)] = (weakref.ref(vocabulary), memo)
+    keys = [np.ascontiguousarray(v, np.float32).tobytes() for v in vectors]
+    missing = [i for i, key in enumerate(keys) if key not in memo]
+    if missing:
+        if len(memo) > _HUBNESS_MEMO_MAX:
+            memo.clear()
+        for i, r in zip(missing, hubness(vectors[missing], vocabulary).tolist()):
+            memo[keys[i]] = r
+    return np.array([memo[key] for key in keys], np.float32)

@@ -36,6 +36,18 @@ DATA = "data/wordnet_classes.tsv.gz"
 ANCHOR_WEIGHT = 0.5
 
 
+@lru_cache(maxsize=1 << 16)
+def _line_of(text: bytes, key: str) -> str | None:
+    """The line of ``text`` that starts with ``key`` and a tab, or None. A search of the
+    text takes about a millisecond, and a query looks up the same words again and again
+    (forms, senses, kin), so answers are kept (the texts are read once per process)."""
+    start = text.find(b"\n" + key.encode("utf-8") + b"\t")
+    if start < 0:
+        return None
+    end = text.find(b"\n", start + 1)
+    return text[start + 1 : end if end >= 0 else len(text)].decode("utf-8")
+
+
 @dataclass(frozen=True)
 class Kinship:
     """The table's text: lines ``lemma<TAB>best<TAB>row:weight ...`` and ``=plural<TAB>singular``.
@@ -46,11 +58,7 @@ class Kinship:
     text: bytes
 
     def _line(self, key: str) -> str | None:
-        start = self.text.find(b"\n" + key.encode("utf-8") + b"\t")
-        if start < 0:
-            return None
-        end = self.text.find(b"\n", start + 1)
-        return self.text[start + 1 : end if end >= 0 else len(self.text)].decode("utf-8")
+        return _line_of(self.text, key)
 
     def singular(self, plural: str) -> str | None:
         """WordNet's singular of an irregular plural ("geese" -> "goose"), or None."""
@@ -162,11 +170,8 @@ class Hierarchy:
 
     @staticmethod
     def _find(text: bytes, key: str) -> list[str] | None:
-        start = text.find(b"\n" + key.encode("utf-8") + b"\t")
-        if start < 0:
-            return None
-        end = text.find(b"\n", start + 1)
-        return text[start + 1 : end if end >= 0 else len(text)].decode("utf-8").split("\t")
+        line = _line_of(text, key)
+        return None if line is None else line.split("\t")
 
     def senses(self, word: str) -> tuple[int, list[str]]:
         """The noun senses of ``word`` (its singular tried too), most frequent first, and
