@@ -51,7 +51,7 @@ test-native:
 docs: install
 	$(BIN)/cog -r -I docs README.md docs/*.md
 
-# docs/search.png: the search page for "animal" over examples/images, in headless Chromium.
+# docs/search.png: the search page for "bird" over examples/images, in headless Chromium.
 screenshot: install
 	$(BIN)/python docs/screenshot.py
 

@@ -1,7 +1,7 @@
 """Make docs/search.png, the README's screenshot of the search page.
 
     python docs/screenshot.py                   # ingests examples/images as `make demo` does
-    python docs/screenshot.py --db photos.db --query animal
+    python docs/screenshot.py --db photos.db --query bird
 
 Serves the database with ``datasette`` on a free localhost port and photographs
 ``/<db>/-/semsearch?q=QUERY`` in headless Chromium (``apt-get install chromium``),
@@ -71,7 +71,7 @@ def shoot(url: str, output: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, help="a database made by ingest (default: examples/images, as make demo)")
-    parser.add_argument("--query", default="animal", help="the search shown (default: animal, not a label)")
+    parser.add_argument("--query", default="bird", help="the search shown (default: bird, not a label: it finds roosters and flamingos)")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "search.png")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="semsearch-screenshot-") as tmp:
