@@ -71,7 +71,9 @@ def shoot(url: str, output: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, help="a database made by ingest (default: examples/images, as make demo)")
-    parser.add_argument("--query", default="bird", help="the search shown (default: bird, not a label: it finds roosters and flamingos)")
+    parser.add_argument(
+        "--query", default="bird", help="the search shown (default: bird, not a label: it finds roosters and flamingos)"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "search.png")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="semsearch-screenshot-") as tmp:
