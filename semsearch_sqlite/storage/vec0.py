@@ -436,16 +436,6 @@ def delete_float_rows(conn: sqlite3.Connection, table: str, ids: Any) -> None:
     conn.executemany(f'delete from "{float_rows_table(table)}" where id = ?', ((int(i),) for i in ids))
 
 
-def float_rows_are_compact(conn: sqlite3.Connection, table: str, dim: int) -> bool:
-    """Whether ``table``'s copy is written in today's form (judged by its first row; a
-    copy without rows counts as compact)."""
-    try:
-        row = conn.execute(f'select length(embedding) from "{float_rows_table(table)}" limit 1').fetchone()
-    except sqlite3.OperationalError:
-        return False
-    return row is None or int(row[0]) == float_row_bytes(dim)
-
-
 def read_float_rows(
     conn: sqlite3.Connection, table: str, ids: np.ndarray, dim: int, *, fallback: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
