@@ -756,13 +756,15 @@ def rewrite_copy_float32(path: Path, table: str, d: int) -> None:
 
 
 def disk_use(path: Path, table: str, n: int) -> dict[str, Any]:
-    """Bytes per vector on disk (pages, from SQLite's dbstat) of the rescoring copy, the
-    codes and vec0's own tables, and the length of one copy row."""
+    """Bytes per vector on disk (whole pages, from SQLite's dbstat) of the rescoring copy,
+    the codes and vec0's own tables, and the length of one copy row."""
     from semsearch_sqlite.storage.vec0 import code_lists_table, float_rows_table
 
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        pages = dict(conn.execute("select name, sum(pgsize) from dbstat('main', 1) group by name").fetchall())
+        # aggregate dbstat: pageno is the btree's page count (its pgsize overflows 32 bits here)
+        size = conn.execute("pragma page_size").fetchone()[0]
+        pages = {k: v * size for k, v in conn.execute("select name, sum(pageno) from dbstat('main', 1) group by name")}
         row = conn.execute(f'select length(embedding) from "{float_rows_table(table)}" limit 1').fetchone()
     finally:
         conn.close()
