@@ -134,7 +134,7 @@ def build_runners(backbone: KerasBackbone, batch: int, tmp: Path, onnx: bool = T
     except Exception as e:  # noqa: BLE001 - report, don't stop the other runtimes
         runners["litert (XNNPACK)"] = {"error": f"{type(e).__name__}: {e}"[:300]}
     if not onnx:
-        skipped = {"error": "not measured (--no-onnx: the ONNX export of this model needs more memory than here)"}
+        skipped = {"error": "not measured (--skip-onnx: its ONNX export needed more memory than this machine has)"}
         return {**runners, "onnxruntime": skipped, "openvino": skipped}
     try:
         path, convert_s = onnx_file(backbone, tmp)

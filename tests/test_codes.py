@@ -11,8 +11,7 @@ from semsearch_sqlite.storage import vec0
 from semsearch_sqlite.storage.models import has_model, model_config
 from semsearch_sqlite.storage.store import Store, connect
 from semsearch_sqlite.storage.vec0 import VEC_VISUAL
-from semsearch_sqlite.vectors import codes, upkeep
-from semsearch_sqlite.vectors import matrix
+from semsearch_sqlite.vectors import codes, matrix, upkeep
 
 from .helpers import file_state, make_db, structured, unit, write
 

@@ -1,10 +1,11 @@
-"""The forward pass of a built-in Keras backbone run by LiteRT (TFLite with XNNPACK).
+"""The forward pass of a Keras backbone run by LiteRT (TFLite with XNNPACK).
 
 Keras stays the model definition and the way weights arrive; the built model is
-converted once with TensorFlow's own converter and the ``.tflite`` file is cached
-under :func:`cache_dir`, keyed by the weights' SHA-256 and the TensorFlow version, so
-later loads skip the conversion. On 2 cores LiteRT embeds EfficientNet-Lite0 and
-VGG16 faster than Keras' ``predict_on_batch`` with features equal to float32 rounding
+converted once with TensorFlow's own converter (no new dependency) and the ``.tflite``
+file is cached under :func:`cache_dir`, keyed by the weights' SHA-256, the layer and
+the TensorFlow version, so later loads skip the conversion (~15 s). On 2 cores LiteRT
+embeds EfficientNet-Lite0 2-4x faster than Keras' ``predict_on_batch``, features equal
+to float32 rounding; VGG16 it runs no faster, so VGG16 stays on Keras
 (benchmarks/runtimes.py). Whatever fails here (conversion, a broken cache file, an
 interpreter that won't load) leaves the Keras path in place: :func:`litert_runner`
 returns None and says why in the log.
