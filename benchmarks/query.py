@@ -12,7 +12,7 @@ file and answers the same queries (its peak RSS is the serving cost), printed as
     RESULT case=1M:4096 strategy=codes p50_ms=... p95_ms=... recall10=... serve_rss_gib=... first_query_s=...
 
 Big cases also print the disk use per vector (pages, from dbstat) of the rescoring copy
-(float16 rows), the codes, vec0's own tables, and the whole file:
+(int16 rows), the codes, vec0's own tables, and the whole file:
 
     RESULT case=1M:4096 copy_bytes_per_vector=... copy_row_bytes=... ... file_bytes_per_vector=...
 
@@ -732,7 +732,7 @@ def run_big_case(
 
 def rewrite_copy_float32(path: Path, table: str, d: int) -> None:
     """Rewrite every row of the rescoring copy as raw float32, as files written before
-    the float16 copy hold it (a fresh table, so its pages are laid out as a build's)."""
+    the compact copy hold it (a fresh table, so its pages are laid out as a build's)."""
     from semsearch_sqlite.storage.vec0 import float_rows_table, read_chunks
 
     copy = float_rows_table(table)

@@ -76,7 +76,7 @@ def test_readers_search_the_codes_and_rescore_exactly(big):
         got = m.top_k(u[i], 10, exclude={i + 1})
         truth = exact(x, ids, u[i], 10, exclude={i + 1})
         found.append(len({g for g, _ in got} & set(truth)) / 10)
-        # the distances are the exact ones of the stored vectors, to float16 rounding (the copy)
+        # the distances are the exact ones of the stored vectors, to the copy's int16 rounding
         for item, dist in got:
             assert dist == pytest.approx(1 - float(u[item - 1] @ u[i]), abs=5e-4)
     assert np.mean(found) >= 0.95

@@ -11,9 +11,9 @@ features: 16 GB, in every serving process) is searched like this instead:
   :mod:`.ivf`); a query scans the codes of its ``nprobe`` nearest lists by Hamming
   distance (``np.bitwise_count``) and keeps the ``shortlist`` best;
 - the shortlist is **rescored** with the vectors read from the file (the plain copy
-  in ``storage.vec0.read_float_rows``: a few hundred 8 KB float16 rows by id), so
-  distances are exact to float16 rounding (at most 4.9e-4) and only the candidate set
-  is approximate.
+  in ``storage.vec0.read_float_rows``: a few hundred 8 KB int16 rows by id), so
+  distances are exact to the copy's rounding (~1e-5) and only the candidate set is
+  approximate.
 
 ``nprobe`` and ``shortlist`` are calibrated when the index is built (stored vectors,
 sums of two, noisy copies against their exact neighbours) to the cheapest pair that
@@ -524,7 +524,7 @@ class CompactMatrix:
                 yield ids, unit_rows_inplace(np.array(raw, dtype=np.float32))
 
     def vector(self, item_id: int) -> np.ndarray | None:
-        """The unit vector of ``item_id`` (read from vec0 itself: exact, not the float16 copy) or None."""
+        """The unit vector of ``item_id`` (read from vec0 itself: exact, not the int16 copy) or None."""
         i = int(np.searchsorted(self._sorted, int(item_id)))
         if i >= len(self._sorted) or self._sorted[i] != int(item_id):
             return None

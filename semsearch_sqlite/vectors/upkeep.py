@@ -233,7 +233,7 @@ def _update_codes(store: Store, table: str, dim: int, stored: codes.CodeIndex) -
         if differ.mean() > MAX_REWRITTEN:
             return None
         # the writers keep the float copy in step; the same sample checks it did (its
-        # whole id list would mean reading the whole copy), to the copy's float16 rounding
+        # whole id list would mean reading the whole copy), to the copy's int16 rounding
         found, copy = read_float_rows(conn, table, src.ids[sample], dim, fallback=False)
         if len(found) != len(sample) or not np.allclose(
             unit_rows_inplace(np.array(copy[np.argsort(found)], dtype=np.float32)),
