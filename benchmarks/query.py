@@ -11,6 +11,14 @@ file and answers the same queries (its peak RSS is the serving cost), printed as
 
     RESULT case=1M:4096 strategy=codes p50_ms=... p95_ms=... recall10=... serve_rss_gib=... first_query_s=...
 
+Big cases also print the disk use per vector (pages, from dbstat) of the rescoring copy
+(int16 rows), the codes, vec0's own tables, and the whole file:
+
+    RESULT case=1M:4096 copy_bytes_per_vector=... copy_row_bytes=... ... file_bytes_per_vector=...
+
+and ``--float32-copy`` then rewrites the copy in float32, as files written before hold
+it, and serves the same queries again (same index, same exact answers): the A/B of the two.
+
 Cases whose float32 matrix exceeds 4 GiB (``--cases 1M:4096``: 16 GB; about 45 minutes
 and 40 GB of disk under ``--work``) are generated and inserted block by block, their
 exact answers come from one streamed pass over the file, numpy's latency is timed on
@@ -482,8 +490,10 @@ def served(
     queries: list[tuple[np.ndarray, int | None]],
     truth: list[list[int]],
     base: float | None,
+    tag: str = "",
 ) -> None:
-    """Run :func:`serve` in a fresh interpreter; add its row and print the RESULT line."""
+    """Run :func:`serve` in a fresh interpreter; add its row and print the RESULT line
+    (``tag``: what differs from the default row, in its name)."""
     import subprocess
 
     qfile, out = path.with_suffix(".queries.npz"), path.with_suffix(".served.json")
@@ -512,7 +522,7 @@ def served(
     out.unlink(missing_ok=True)
     lat, res = got["lat"], [drop_self(r, s) for r, (_, s) in zip(got["res"], queries)]
     rec = recall(res, truth)
-    name = f"served: fresh process ({got['strategy']})"
+    name = f"served: fresh process ({got['strategy']}{', ' + tag if tag else ''})"
     rows = case["rows"]
     med = float(np.median(lat))
     rows[name] = {
@@ -527,7 +537,8 @@ def served(
     }
     label = f"{case['n'] // 1000}k" if case["n"] < 1_000_000 else f"{case['n'] // 1_000_000}M"
     print(
-        f"RESULT case={label}:{case['d']} strategy={got['strategy']} p50_ms={med * 1e3:.3f} "
+        f"RESULT case={label}:{case['d']} strategy={got['strategy']}{'/' + tag.replace(' ', '-') if tag else ''} "
+        f"p50_ms={med * 1e3:.3f} "
         f"p95_ms={float(np.percentile(lat, 95)) * 1e3:.3f} recall10={rec:.4f} serve_rss_gib={got['rss_gib']:.3f} "
         f"first_query_s={got['first_query_s']:.2f} bytes_per_vector={got['bytes_per_vector']:.0f}",
         flush=True,
@@ -549,7 +560,9 @@ class _Rows:
         return self.rows[int(i)] if self.rows is not None else np.zeros(self.d, dtype=np.float32)
 
 
-def run_big_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_vec: bool) -> dict[str, Any]:
+def run_big_case(
+    n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_vec: bool, float32_copy: bool = False
+) -> dict[str, Any]:
     """A case too big for a float matrix in RAM (1M x 4096: 16 GB): generated and
     inserted block by block, exact answers by one streamed pass over the file, numpy's
     latency timed on a slice that fits and scaled, the product served by a fresh process."""
@@ -694,10 +707,76 @@ def run_big_case(n: int, d: int, nq: int, nq_slow: int, work: Path, skip_sqlite_
     case["load_s"] = rows[name]["first_query_s"]
     case["sql_read_s_estimated"] = None
     case["db_file_bytes_per_vector"] = round(size_all / n, 1)
+    case["disk"] = disk_use(path, table, n)
+    print(
+        f"RESULT case={label}:{d} "
+        + " ".join(f"{k}={v}" for k, v in case["disk"].items())
+        + f" file_bytes_per_vector={case['db_file_bytes_per_vector']}",
+        flush=True,
+    )
+    if float32_copy:  # the same index and queries, rescored from the float32 copy earlier versions wrote
+        t = time.perf_counter()
+        rewrite_copy_float32(path, table, d)
+        case["float32_copy_rewrite_s"] = round(time.perf_counter() - t, 1)
+        served(case, path, table, queries, truth, base, tag="float32 copy")
+        case["disk_float32_copy"] = disk_use(path, table, n)
+        print(
+            f"RESULT case={label}:{d} float32 copy: "
+            + " ".join(f"{k}={v}" for k, v in case["disk_float32_copy"].items())
+        )
     case["peak_rss_gib"] = round(rss_gib(), 2)
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
     return case
+
+
+def rewrite_copy_float32(path: Path, table: str, d: int) -> None:
+    """Rewrite every row of the rescoring copy as raw float32, as files written before
+    the compact copy hold it (a fresh table, so its pages are laid out as a build's)."""
+    from semsearch_sqlite.storage.vec0 import float_rows_table, read_chunks
+
+    copy = float_rows_table(table)
+    conn = connect(path)
+    try:
+        conn.execute("begin")
+        conn.execute(f'drop table "{copy}"')
+        conn.execute(f'create table "{copy}" (id integer primary key, embedding blob not null)')
+        conn.execute("commit")
+        for block_ids, raw in read_chunks(conn, table, d):
+            conn.execute("begin")
+            conn.executemany(
+                f'insert into "{copy}"(id, embedding) values (?, ?)',
+                ((int(i), v.astype("<f4").tobytes()) for i, v in zip(block_ids, raw)),
+            )
+            conn.execute("commit")
+        conn.execute("pragma wal_checkpoint(truncate)")
+    finally:
+        conn.close()
+    matrix.clear_cache()
+
+
+def disk_use(path: Path, table: str, n: int) -> dict[str, Any]:
+    """Bytes per vector on disk (whole pages, from SQLite's dbstat) of the rescoring copy,
+    the codes and vec0's own tables, and the length of one copy row."""
+    from semsearch_sqlite.storage.vec0 import code_lists_table, float_rows_table
+
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        # aggregate dbstat: pageno is the btree's page count (its pgsize overflows 32 bits here)
+        size = conn.execute("pragma page_size").fetchone()[0]
+        pages = {k: v * size for k, v in conn.execute("select name, sum(pageno) from dbstat('main', 1) group by name")}
+        row = conn.execute(f'select length(embedding) from "{float_rows_table(table)}" limit 1').fetchone()
+    finally:
+        conn.close()
+    copy, lists = float_rows_table(table), code_lists_table(table)
+    vec0 = sum(v for k, v in pages.items() if k == table or (k.startswith(table + "_") and k not in (copy, lists)))
+    return {
+        "copy_bytes_per_vector": round(pages.get(copy, 0) / n, 1),
+        "copy_row_bytes": int(row[0]) if row else None,
+        "codes_bytes_per_vector": round(pages.get(lists, 0) / n, 1),
+        "vec0_bytes_per_vector": round(vec0 / n, 1),
+        "free_bytes_per_vector": round(pages.get("", 0) / n, 1),
+    }
 
 
 def markdown(cases: list[dict[str, Any]]) -> str:
@@ -757,6 +836,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=100, help="queries per case (numpy and the library)")
     parser.add_argument("--slow-queries", type=int, default=20, help="queries per case for sqlite-vec (slow at 1M)")
     parser.add_argument("--skip-sqlite-vec", action="store_true")
+    parser.add_argument(
+        "--float32-copy",
+        action="store_true",
+        help="big cases: also serve the same queries with the rescoring copy rewritten in float32 (older files)",
+    )
     parser.add_argument("--work", type=Path, default=None, help="folder for the temporary databases")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "query.json")
     parser.add_argument("--serve", type=Path, default=None, help=argparse.SUPPRESS)
@@ -778,8 +862,10 @@ def main() -> None:
             big = n * d * 4 > BIG_BYTES
             if big:
                 nq_slow = max(3, args.slow_queries // 6)  # each sqlite-vec query reads the whole table
-            run = run_big_case if big else run_case
-            cases.append(run(n, d, args.queries, nq_slow, work, args.skip_sqlite_vec))
+            if big:
+                cases.append(run_big_case(n, d, args.queries, nq_slow, work, args.skip_sqlite_vec, args.float32_copy))
+            else:
+                cases.append(run_case(n, d, args.queries, nq_slow, work, args.skip_sqlite_vec))
             gc.collect()  # the case's matrices go before the next one's arrive
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -76,9 +76,9 @@ def test_readers_search_the_codes_and_rescore_exactly(big):
         got = m.top_k(u[i], 10, exclude={i + 1})
         truth = exact(x, ids, u[i], 10, exclude={i + 1})
         found.append(len({g for g, _ in got} & set(truth)) / 10)
-        # the distances are the exact ones of the stored vectors
+        # the distances are the exact ones of the stored vectors, to the copy's int16 rounding
         for item, dist in got:
-            assert dist == pytest.approx(1 - float(u[item - 1] @ u[i]), abs=1e-5)
+            assert dist == pytest.approx(1 - float(u[item - 1] @ u[i]), abs=5e-4)
     assert np.mean(found) >= 0.95
     assert np.allclose(m.vector(17), u[16], atol=1e-6) and m.vector(N + 5) is None
     config = model_config(conn, codes.codes_name(VEC_VISUAL))
@@ -124,7 +124,7 @@ def test_writers_keep_the_float_copy_in_step(big):
     write(store, VEC_VISUAL, [9], new)
     found, rows = vec0.read_float_rows(conn, VEC_VISUAL, np.array([9, 10]), D)
     assert sorted(found.tolist()) == [9, 10]
-    assert np.array_equal(rows[found.tolist().index(9)], new[0])
+    assert np.allclose(rows[found.tolist().index(9)], new[0], rtol=1e-3)
     with store.atomic():
         store.delete_vectors(VEC_VISUAL, [10])
     assert len(vec0.read_float_rows(conn, VEC_VISUAL, np.array([10]), D, fallback=False)[0]) == 0

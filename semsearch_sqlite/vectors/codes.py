@@ -10,9 +10,10 @@ features: 16 GB, in every serving process) is searched like this instead:
 - the codes are grouped by the lists of an **IVF** index (spherical k-means, as in
   :mod:`.ivf`); a query scans the codes of its ``nprobe`` nearest lists by Hamming
   distance (``np.bitwise_count``) and keeps the ``shortlist`` best;
-- the shortlist is **rescored exactly** with the float32 vectors read from the file
-  (the plain copy in ``storage.vec0.read_float_rows``: a few hundred 16 KB rows by
-  id), so distances are exact and only the candidate set is approximate.
+- the shortlist is **rescored** with the vectors read from the file (the plain copy
+  in ``storage.vec0.read_float_rows``: a few hundred 8 KB int16 rows by id), so
+  distances are exact to the copy's rounding (~1e-5) and only the candidate set is
+  approximate.
 
 ``nprobe`` and ``shortlist`` are calibrated when the index is built (stored vectors,
 sums of two, noisy copies against their exact neighbours) to the cheapest pair that
@@ -46,6 +47,7 @@ from semsearch_sqlite.storage.vec0 import (
     read_chunks,
     read_code_lists,
     read_float_rows,
+    read_vectors_by_id,
     write_code_lists,
 )
 from semsearch_sqlite.vectors import ivf
@@ -522,12 +524,13 @@ class CompactMatrix:
                 yield ids, unit_rows_inplace(np.array(raw, dtype=np.float32))
 
     def vector(self, item_id: int) -> np.ndarray | None:
-        """The unit vector of ``item_id`` (read from the file) or None."""
+        """The unit vector of ``item_id`` (read from vec0 itself: exact, not the int16 copy) or None."""
         i = int(np.searchsorted(self._sorted, int(item_id)))
         if i >= len(self._sorted) or self._sorted[i] != int(item_id):
             return None
-        found, x = self._read(np.array([int(item_id)]))
-        return x[0] if len(found) else None
+        with self._lock:
+            found, raw = read_vectors_by_id(self._reader(), self.table, np.array([int(item_id)]))
+        return unit_rows_inplace(np.array(raw, dtype=np.float32).reshape(-1, self.dim))[0] if len(found) else None
 
     def strategy(self, k: int, exclude: set[int] | None = None, weights: Any = None, exact: bool | None = None) -> str:
         """``"codes"`` or ``"exact"`` (a streamed scan of the table)."""
