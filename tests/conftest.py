@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -12,6 +13,15 @@ import pytest
 from semsearch_sqlite.pipeline.train import refresh_vocabulary
 from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.text.glove import WordVectors, load_word_vectors
+
+
+@pytest.fixture(scope="session", autouse=True)
+def litert_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Converted LiteRT models go to a folder of this test session, not the user's cache
+    (subprocesses of the tests inherit it)."""
+    folder = Path(os.environ.get("SEMSEARCH_CACHE_DIR") or tmp_path_factory.mktemp("litert-cache"))
+    os.environ["SEMSEARCH_CACHE_DIR"] = str(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")
