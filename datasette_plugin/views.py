@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
 from datasette import Forbidden, NotFound, Response
@@ -82,6 +83,84 @@ def has_plugin(datasette: Any, name: str) -> bool:
 STRONG_WINDOW = 200
 
 
+@dataclass(frozen=True)
+class _SearchAsk:
+    """What a search page asks for, as read from its URL."""
+
+    q: str
+    k: int
+    page: int
+    show_all: bool
+    window: int  # the most hits one search may rank
+    refinement: refine.Refinement
+    urls: Urls
+    suggest: bool  # may "Did you mean" read the word tables
+
+
+def _search_data(conn: sqlite3.Connection, ask: _SearchAsk) -> dict[str, Any]:
+    """The search page's data, read on a database thread: the filter form, the results
+    section (strong matches, or every image with ``all=1``) or where to start."""
+    refinement = ask.refinement
+    out: dict[str, Any] = {"form": refine.form_context(conn), "section": {}}
+    if not ask.q:
+        out["start"] = hints.starting_points(conn)
+        return out
+    problem = refinement.problem(conn)  # like=abc as like=-1: one clear 400
+    if problem:
+        out["section"] = {"error": problem}
+        return out
+    filters = refinement.filters()
+    total = _total(conn, "semantic", filters=filters, left_out=len(refinement.unlike))
+    if filters and not total:  # say why, rather than "No results" twice
+        out["section"] = {"cards": [], "strong": 0, "filtered_out": refinement.describe(out["form"])}
+        return out
+    paging = Paging.of(ask.page, ask.k, total) if ask.show_all else None
+    found = image_results(
+        conn,
+        lambda: search.similar_images(
+            conn,
+            ask.q,
+            paging.k if paging else min(STRONG_WINDOW, ask.window, max(total, 1)),
+            allow_unknown=True,
+            filters=filters,
+            like=refinement.like,
+            unlike=refinement.unlike,
+        ),
+        paging,
+        q=ask.q,
+        suggest=ask.suggest,
+    )
+    if not ask.show_all and "cards" in found:
+        strong_only(found, ask.page, ask.k, total)
+    elif not found.get("strong"):
+        found["note"] = None  # the summary says "no close match" (a warning, not an info box)
+    refine.add_feedback_links(ask.urls, ask.q, ask.k, refinement, found.get("cards") or [])
+    if found.get("error") == "unknown":  # somewhere to go from here
+        out["start"] = hints.starting_points(conn)
+    out["section"] = found
+    return out
+
+
+def _sql_links(ask: _SearchAsk, may_sql: bool, located: Any) -> tuple[str | None, str | None]:
+    """The search as SQL, and its located results as SQL rows with latitude/longitude
+    (which datasette-cluster-map draws), for whoever may run SQL."""
+    refinement, urls = ask.refinement, ask.urls
+    if not may_sql:
+        return None, None
+    if refinement.like or refinement.unlike:
+        sql_url = urls.sql(
+            EXAMPLE_SQL["similar_images_feedback"],
+            q=ask.q,
+            k=ask.k,
+            like=",".join(map(str, refinement.like)),
+            unlike=",".join(map(str, refinement.unlike)),
+        )
+        return sql_url, None
+    sql_url = urls.sql(EXAMPLE_SQL["similar_images"], q=ask.q, k=ask.k)
+    map_url = urls.sql(LOCATED_SQL, q=ask.q, k=min(STRONG_WINDOW, ask.window)) if located else None
+    return sql_url, map_url
+
+
 async def search_page(datasette: Any, request: Any) -> Response:
     """``/<db>/-/semsearch?q=cat+sofa&page=2``: text -> images, a page at a time: the
     strong matches (``N strong matches``), or with ``all=1`` every image, nearest first."""
@@ -95,63 +174,10 @@ async def search_page(datasette: Any, request: Any) -> Response:
     urls = Urls(datasette, db.name)
     suggest = await may_view_tables(datasette, request, db.name, WORD_TABLES)  # "Did you mean"
 
-    def read(conn: sqlite3.Connection) -> dict[str, Any]:
-        out: dict[str, Any] = {"form": refine.form_context(conn), "section": {}}
-        if not q:
-            out["start"] = hints.starting_points(conn)
-            return out
-        problem = refinement.problem(conn)  # like=abc as like=-1: one clear 400
-        if problem:
-            out["section"] = {"error": problem}
-            return out
-        filters = refinement.filters()
-        total = _total(conn, "semantic", filters=filters, left_out=len(refinement.unlike))
-        if filters and not total:  # say why, rather than "No results" twice
-            out["section"] = {"cards": [], "strong": 0, "filtered_out": refinement.describe(out["form"])}
-            return out
-        paging = Paging.of(page, k, total) if show_all else None
-        found = image_results(
-            conn,
-            lambda: search.similar_images(
-                conn,
-                q,
-                paging.k if paging else min(STRONG_WINDOW, window, max(total, 1)),
-                allow_unknown=True,
-                filters=filters,
-                like=refinement.like,
-                unlike=refinement.unlike,
-            ),
-            paging,
-            q=q,
-            suggest=suggest,
-        )
-        if not show_all and "cards" in found:
-            strong_only(found, page, k, total)
-        elif not found.get("strong"):
-            found["note"] = None  # the summary says "no close match" (a warning, not an info box)
-        refine.add_feedback_links(urls, q, k, refinement, found.get("cards") or [])
-        if found.get("error") == "unknown":  # somewhere to go from here
-            out["start"] = hints.starting_points(conn)
-        out["section"] = found
-        return out
-
-    data = await db.execute_fn(read)
-    sql_url = None
-    if q and await can_execute_sql(datasette, request.actor, db.name):
-        if refinement.like or refinement.unlike:
-            sql_url = urls.sql(
-                EXAMPLE_SQL["similar_images_feedback"],
-                q=q,
-                k=k,
-                like=",".join(map(str, refinement.like)),
-                unlike=",".join(map(str, refinement.unlike)),
-            )
-        else:
-            sql_url = urls.sql(EXAMPLE_SQL["similar_images"], q=q, k=k)
-    # the located results as SQL rows with latitude/longitude, which datasette-cluster-map draws
-    map_url = None
-    if sql_url and data["form"]["located"] and not refinement.like and not refinement.unlike:
-        map_url = urls.sql(LOCATED_SQL, q=q, k=min(STRONG_WINDOW, window))
+    ask = _SearchAsk(q, k, page, show_all, window, refinement, urls, suggest)
+    data = await db.execute_fn(lambda conn: _search_data(conn, ask))
+    may_sql = bool(q) and await can_execute_sql(datasette, request.actor, db.name)
+    sql_url, map_url = _sql_links(ask, may_sql, data["form"]["located"])
     found = data["section"]
     status = 400 if found.get("error") else 200
     k_param = k if request.args.get("k") else None  # kept in links only when asked for

@@ -370,13 +370,18 @@ def ingest(
         sys.exit(130)
     finally:
         bar.close()
+    _report_ingest(stats, images, quiet)
+
+
+def _report_ingest(stats: Any, images: Path, quiet: bool) -> None:
+    """What an ingest did: removals and failures always, the summary unless ``quiet``; an
+    error when it kept missing photos rather than remove a large share of the collection."""
     for path in stats.removed_paths:  # never silent, even with --quiet
         echo(f"Removed {path} (no longer in {images})", err=True)
     if not quiet or stats.failed or stats.problems or stats.removed:
         click.echo(stats.summary(), err=True)
-    if not quiet:
-        if stats.semantic:
-            click.echo(_semantic_line(stats.semantic), err=True)
+    if not quiet and stats.semantic:
+        click.echo(_semantic_line(stats.semantic), err=True)
     if stats.kept_missing:
         shown = ", ".join(stats.kept_missing[:5]) + (", ..." if len(stats.kept_missing) > 5 else "")
         raise click.ClickException(

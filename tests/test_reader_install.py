@@ -209,7 +209,7 @@ def test_cli_read_commands_answer_as_the_full_install(reader: Path, shipped: Pat
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
     assert len(rows) == 10 and same(rows, full_cli("sql", db, sql, "--json"))
-    done = run(reader, "semsearch-sqlite", "search", db, "elephant")  # the table, as people see it
+    done = run(reader, "semsearch-sqlite", "search", db, "dog")  # the table, as people see it (a label: strong hits)
     assert done.returncode == 0 and done.stdout.splitlines()[0].split() == [
         "rank",
         "image_id",
@@ -300,5 +300,5 @@ def test_the_datasette_publish_commands_serve_the_file(reader: Path, shipped: Pa
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(done.stdout)
     assert [r["image_id"] for r in rows] == [r["image_id"] for r in full_sql(shipped, sql)]
-    done = run(reader, *serve, "/photos/-/semsearch?q=elephant")
+    done = run(reader, *serve, "/photos/-/semsearch?q=dog")
     assert done.returncode == 0 and 'class="semsearch-card"' in done.stdout, done.stderr[-2000:]

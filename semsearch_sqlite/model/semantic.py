@@ -312,56 +312,31 @@ def fit_semantic(
         ProjectionError: the method can't be fitted on this data (the message says why and what to use).
     """
     started = time.perf_counter()
-    if method != "auto" and method not in METHODS:
-        raise ProjectionError(f"unknown word-space method {method!r}; use one of {', '.join(METHODS)}")
-    X = np.asarray(X, np.float32)
-    probs = None if probs is None else np.asarray(probs, np.float32)
-    if (probs is not None and len(probs) != len(X)) or len(labels) != len(X):
-        raise ProjectionError(
-            f"{len(X)} feature rows but {len(labels)} labels and "
-            f"{'no' if probs is None else len(probs)} probability rows"
-        )
+    X, probs = _checked_inputs(X, probs, labels, method)
     have_conse = probs is not None and class_vectors is not None
     rows, targets, label_names, label_ids, skipped = _label_targets(labels, wv, class_vectors)
     chosen = _choose_method(method, bool(rows), len(label_names), have_conse, head is not None, skipped)
-    report: dict[str, Any] = {
-        "train_images": len(rows),
-        "label_count": len(label_names),
-        "skipped_labels": sorted(skipped),
-    }
-    config: dict[str, Any] = {
-        "method": chosen,
-        "model_version": MODEL_VERSION,
-        "conse_top": CONSE_TOP,
-        "labels": label_names,
-    }
+    report, config = _fit_records(chosen, len(rows), label_names, skipped)
     ids = np.array(label_ids, np.int64)
     label_vectors = np.vstack([targets[label_ids.index(k)] for k in range(len(label_names))]) if rows else None
-    proj = clf = None
-    if chosen == "joint":
-        assert head is not None and label_vectors is not None
-        head = (np.asarray(head[0], np.float32), np.asarray(head[1], np.float32))
-        clf, clf_report = fit_label_classifier(X[rows], ids, label_vectors, X[rows] @ head[0] + head[1])
-        config["joint"] = {"l2": JOINT_L2, "steps": JOINT_STEPS}
-        report.update(clf_report)
-    elif chosen != "conse":
-        proj = fit_projection(
-            X[rows],
-            np.vstack(targets),
-            chosen,
-            seed=seed,
-            val_split=val_split,
-            epochs=epochs,
-            word_vectors=wv,
-            on_epoch=on_epoch,
-        )
-        config["projection"] = proj.config
-        report["projection_report"] = proj.report
-    if chosen in CLASS_METHODS and rows:
-        smoothing = fit_smoothing(X[rows], ids, seed)
-        if smoothing is not None:
-            config["smoothing"] = smoothing
-            report["smoothing"] = smoothing
+    clf, proj, head = _fit_mapping(
+        chosen,
+        X[rows],
+        ids,
+        label_vectors,
+        targets,
+        head,
+        report,
+        config,
+        seed=seed,
+        val_split=val_split,
+        epochs=epochs,
+        wv=wv,
+        on_epoch=on_epoch,
+    )
+    smoothing = fit_smoothing(X[rows], ids, seed) if chosen in CLASS_METHODS and rows else None
+    if smoothing is not None:
+        config["smoothing"] = report["smoothing"] = smoothing
     if label_names:  # the senses each label's photos show, for search (model/relations.py)
         config.update(_label_relations(label_names, None if probs is None else probs[rows], ids))
     cv = np.asarray(class_vectors, np.float32) if have_conse and chosen in CLASS_METHODS else None
@@ -374,6 +349,69 @@ def fit_semantic(
     report["fit_seconds"] = round(time.perf_counter() - started, 3)
     config["fit_report"] = dict(report)
     return model
+
+
+def _fit_records(
+    chosen: str, n_rows: int, label_names: list[str], skipped: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A fit's report and the config stored with its model, as they start out."""
+    report = {"train_images": n_rows, "label_count": len(label_names), "skipped_labels": sorted(skipped)}
+    config = {"method": chosen, "model_version": MODEL_VERSION, "conse_top": CONSE_TOP, "labels": label_names}
+    return report, config
+
+
+def _checked_inputs(
+    X: np.ndarray, probs: np.ndarray | None, labels: list[str | None], method: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``X`` and ``probs`` as float32, after checking the method and that the rows agree."""
+    if method != "auto" and method not in METHODS:
+        raise ProjectionError(f"unknown word-space method {method!r}; use one of {', '.join(METHODS)}")
+    X = np.asarray(X, np.float32)
+    probs = None if probs is None else np.asarray(probs, np.float32)
+    if (probs is not None and len(probs) != len(X)) or len(labels) != len(X):
+        raise ProjectionError(
+            f"{len(X)} feature rows but {len(labels)} labels and "
+            f"{'no' if probs is None else len(probs)} probability rows"
+        )
+    return X, probs
+
+
+def _fit_mapping(
+    chosen: str,
+    X: np.ndarray,
+    ids: np.ndarray,
+    label_vectors: np.ndarray | None,
+    targets: list[np.ndarray],
+    head: tuple[np.ndarray, np.ndarray] | None,
+    report: dict[str, Any],
+    config: dict[str, Any],
+    **projection: Any,
+) -> tuple[LabelClassifier | None, Any, tuple[np.ndarray, np.ndarray] | None]:
+    """The learned part of ``chosen`` on the labelled rows ``X``: the joint classifier or a
+    projection (ConSE learns nothing). Fills ``report`` and ``config``; returns
+    ``(classifier, projection, head)``, head as float32 arrays for ``joint``."""
+    if chosen == "joint":
+        assert head is not None and label_vectors is not None
+        head = (np.asarray(head[0], np.float32), np.asarray(head[1], np.float32))
+        clf, clf_report = fit_label_classifier(X, ids, label_vectors, X @ head[0] + head[1])
+        config["joint"] = {"l2": JOINT_L2, "steps": JOINT_STEPS}
+        report.update(clf_report)
+        return clf, None, head
+    if chosen == "conse":
+        return None, None, head
+    proj = fit_projection(
+        X,
+        np.vstack(targets),
+        chosen,
+        seed=projection["seed"],
+        val_split=projection["val_split"],
+        epochs=projection["epochs"],
+        word_vectors=projection["wv"],
+        on_epoch=projection["on_epoch"],
+    )
+    config["projection"] = proj.config
+    report["projection_report"] = proj.report
+    return None, proj, head
 
 
 def _label_relations(names: list[str], probs: np.ndarray | None, ids: np.ndarray) -> dict[str, Any]:
