@@ -421,7 +421,7 @@ def query_table(min_n: int = 100_000) -> str:
                 continue
             rows = need(case, "rows", source=source)
             numpy = _row_named(rows, "numpy brute force", source)
-            vec = _row_named(rows, "sqlite-vec float", source)
+            vec = _optional_row(rows, "sqlite-vec float")
             name, ours = _strategy_row(rows)
             strategy = "codes + exact rescoring" if "codes" in name else name.split(": ")[-1].rstrip(")")
             g = functools.partial(_need2, source=source)
@@ -430,7 +430,7 @@ def query_table(min_n: int = 100_000) -> str:
                 (
                     f"{count(n)} x {d}",
                     ms(g(numpy, "median_ms")) + (" (est.)" if "est." in _numpy_name(rows) else ""),
-                    f"{ms(g(vec, 'median_ms'))} ({g(vec, 'vs_numpy'):.1f}x)",
+                    f"{ms(g(vec, 'median_ms'))} ({g(vec, 'vs_numpy'):.1f}x)" if vec else "not run",
                     f"{ms(g(ours, 'median_ms'))} {strategy}"
                     + (f", {recall:.3f}" if recall < 1 else "")
                     + f" ({g(ours, 'vs_numpy'):.2g}x)",
@@ -447,6 +447,109 @@ def query_table(min_n: int = 100_000) -> str:
         ],
         out,
     )
+
+
+def _optional_row(rows: dict[str, Any], prefix: str) -> dict[str, Any] | None:
+    """A row a run may skip (e.g. --skip-sqlite-vec): None, shown as 'not run', never invented."""
+    return next((row for name, row in rows.items() if name.startswith(prefix)), None)
+
+
+def disk_1m_table() -> str:
+    """The 1M x 4096 rescoring copy: int16 against float32, both measured in the same run."""
+    src = "query_1M_4096"
+    case = need(results(src), "cases", 0, source=src)
+    rows = need(case, "rows", source=src)
+    file_b = need(case, "db_file_bytes_per_vector", source=src)
+    out = []
+    for label, disk_key, row_name in (
+        ("int16 + per-row scale (this version)", "disk", "served: fresh process (codes)"),
+        ("float32 (earlier files)", "disk_float32_copy", "served: fresh process (codes, float32 copy)"),
+    ):
+        disk, row = case.get(disk_key), rows.get(row_name)
+        if disk is None or row is None:
+            out.append((label, "not measured", "", "", "", ""))
+            continue
+        g = functools.partial(_need2, source=src)
+        out.append(
+            (
+                label,
+                f"{g(disk, 'copy_bytes_per_vector'):,.0f} B",
+                f"{g(disk, 'copy_row_bytes'):,} B",
+                num(g(row, "recall@10")),
+                ms(g(row, "median_ms")),
+                ms(g(row, "p95_ms")),
+            )
+        )
+    return table(
+        ["rescoring copy", "copy on disk per vector (dbstat)", "row payload", "recall@10", "p50", "p95"], out
+    ) + (f"\nThe whole file with the int16 copy: {file_b:,.0f} B per vector (dbstat).\n")
+
+
+def runtimes_table() -> str:
+    """Images/s per inference runtime, benchmarks/results/runtimes.json."""
+    out = []
+    for case in need(results("runtimes"), "cases", source="runtimes"):
+        backbone = need(case, "backbone", source="runtimes")
+        weights = need(case, "weights", source="runtimes")
+        model = f"{backbone} ({'random' if weights == 'none' else weights} weights)"
+        for name, row in need(case, "runtimes", source="runtimes").items():
+            if "error" in row:
+                out.append((model, name, "", row["error"], "", ""))
+                continue
+            g = functools.partial(_need2, row, source="runtimes")
+            out.append(
+                (
+                    model,
+                    name,
+                    g("batch"),
+                    f"{g('images_per_s'):.1f}",
+                    f"{g('vs_keras'):.2f}x",
+                    f"{g('max_abs_diff'):.1e}",
+                )
+            )
+    return table(["model", "runtime", "batch", "images/s", "vs Keras", "max abs diff vs Keras"], out)
+
+
+def incremental_table() -> str:
+    """Incremental ingest, benchmarks/results/ingest.json: the dev DB before/after, and 100k against targets."""
+    src = "ingest"
+    dev = need(results(src), "incremental_dev", source=src)
+    big = need(results(src), "incremental_100k", source=src)
+    out = []
+    for key, label in (
+        ("add_5_photos_s", "dev DB (800 photos): add 5 photos"),
+        ("noop_s", "dev DB: nothing changed"),
+        ("noop_with_broken_file_s", "dev DB: nothing changed, one broken file"),
+    ):
+        row = need(dev, key, source=src)
+        out.append((label, f"{need(row, 'main', source=src)} s", f"{need(row, 'inc27', source=src)} s", ""))
+    n = need(big, "n", source=src)
+    whole, noop = need(big, "whole_s", source=src), need(big, "noop_s", source=src)
+    added = need(big, "added", source=src)
+    out.append((f"{count(n)} images: add {added}", "", f"{whole} s", "5 s: " + ("met" if whole <= 5 else "NOT met")))
+    out.append((f"{count(n)} images: nothing changed", "", f"{noop} s", "1 s: " + ("met" if noop <= 1 else "NOT met")))
+    return table(["whole CLI command", "before", "this version", "target"], out)
+
+
+def load_table() -> str:
+    """Search-page throughput, benchmarks/results/load.json: this version beside the baseline, same run."""
+    data = results("load")
+    base = {need(r, "clients", source="load"): r for r in need(data, "baseline", source="load")}
+    out = []
+    for cur in need(data, "current", source="load"):
+        clients = need(cur, "clients", source="load")
+        old = base.get(clients)
+        g = functools.partial(_need2, source="load")
+        out.append(
+            (
+                clients,
+                f"{g(cur, 'req_per_s')} / {g(old, 'req_per_s')}" if old else f"{g(cur, 'req_per_s')} / not run",
+                f"{ms(g(cur, 'p50_ms'))} / {ms(g(old, 'p50_ms'))}" if old else f"{ms(g(cur, 'p50_ms'))} / not run",
+                f"{g(cur, 'errors')}",
+            )
+        )
+    what = need(data, "what", source="load")
+    return table(["clients", "req/s (this / baseline)", "p50 (this / baseline)", "errors"], out) + f"\n{what[0].upper()}{what[1:]}.\n"
 
 
 def _need2(row: Any, key: str, source: str) -> Any:
