@@ -549,7 +549,8 @@ def load_table() -> str:
             )
         )
     what = need(data, "what", source="load")
-    return table(["clients", "req/s (this / baseline)", "p50 (this / baseline)", "errors"], out) + f"\n{what[0].upper()}{what[1:]}.\n"
+    header = ["clients", "req/s (this / baseline)", "p50 (this / baseline)", "errors"]
+    return table(header, out) + f"\n{what[0].upper()}{what[1:]}.\n"
 
 
 def _need2(row: Any, key: str, source: str) -> Any:
