@@ -11,9 +11,8 @@ features: 16 GB, in every serving process) is searched like this instead:
   :mod:`.ivf`); a query scans the codes of its ``nprobe`` nearest lists by Hamming
   distance (``np.bitwise_count``) and keeps the ``shortlist`` best;
 - the shortlist is **rescored** with the vectors read from the file (the plain copy
-  in ``storage.vec0.read_float_rows``: a few hundred 8 KB int16 rows by id), so
-  distances are exact to the copy's rounding (~1e-5) and only the candidate set is
-  approximate.
+  in ``storage.vec0.read_float_rows``: a few hundred 8 KB int16 rows by id), exact to the
+  copy's rounding (~1e-5): only the candidate set is approximate.
 
 ``nprobe`` and ``shortlist`` are calibrated when the index is built (stored vectors,
 sums of two, noisy copies against their exact neighbours) to the cheapest pair that
