@@ -43,7 +43,9 @@ test-native:
 	  $(NATIVE_VENV)/bin/python -m pip install -q -e '.[test]' 'datasette==1.0a41' pysqlite3-binary; \
 	  $(NATIVE_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" \
 	    tests/test_sqlite_ext.py tests/test_connection_handle.py tests/test_store.py tests/test_words.py tests/test_tablefunc.py tests/test_plugin.py \
-	    tests/test_plugin_config.py tests/test_anchoring.py tests/test_class_tags.py; \
+	    tests/test_plugin_config.py tests/test_anchoring.py tests/test_class_tags.py \
+	    tests/test_plugin_hooks.py tests/test_plugin_permissions.py tests/test_plugin_web_errors.py \
+	    tests/test_results_display.py tests/test_one_behaviour.py tests/test_search_kinds.py; \
 	else echo "test-native: $(NATIVE_PYTHON) not found, skipped"; fi
 
 # Regenerate the figures, CLI reference and tables in README.md and docs/ (cog blocks;
