@@ -174,3 +174,13 @@ def dated_photos_db(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: str
     path = root / "f.db"
     ingest(root / "images", path, IngestOptions(backbone=tiny_backbone, workers=1))
     return path
+
+
+@pytest.fixture
+def fresh_matrix_cache() -> Any:
+    """An empty process cache of search matrices before and after the test."""
+    from semsearch_sqlite.vectors import matrix
+
+    matrix.clear_cache()
+    yield
+    matrix.clear_cache()

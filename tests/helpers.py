@@ -204,3 +204,9 @@ PRIVATE_CONFIGS = [
 
 def sha(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def relu_structured(n: int, d: int, seed: int = 0, scale: float = 1.0) -> np.ndarray:
+    """Non-negative like CNN features (about 70% zeros), times ``scale``."""
+    x = structured(n, d, seed)
+    return (scale * np.maximum(x - np.quantile(x[:500], 0.7), 0)).astype(np.float32)

@@ -13,22 +13,12 @@ from semsearch_sqlite.storage.store import Store, connect
 from semsearch_sqlite.storage.vec0 import VEC_VISUAL
 from semsearch_sqlite.vectors import codes, matrix, upkeep
 
-from .helpers import file_state, make_db, structured, unit, write
+from .helpers import file_state, make_db, relu_structured, unit, write
 
 N, D = 3000, 128
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    matrix.clear_cache()
-    yield
-    matrix.clear_cache()
-
-
-def relu_structured(n: int, d: int, seed: int = 0) -> np.ndarray:
-    """Non-negative like CNN features (about 70% zeros)."""
-    x = structured(n, d, seed)
-    return np.maximum(x - np.quantile(x[:500], 0.7), 0).astype(np.float32)
+pytestmark = pytest.mark.usefixtures("fresh_matrix_cache")
 
 
 def exact(x: np.ndarray, ids: np.ndarray, q: np.ndarray, k: int, exclude: set[int] | None = None) -> list[int]:

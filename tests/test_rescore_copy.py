@@ -11,21 +11,12 @@ from semsearch_sqlite.storage import vec0
 from semsearch_sqlite.storage.vec0 import VEC_VISUAL
 from semsearch_sqlite.vectors import codes, matrix, upkeep
 
-from .helpers import make_db, structured, unit, write
+from .helpers import make_db, relu_structured, unit, write
 
 N, D = 3000, 128
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    matrix.clear_cache()
-    yield
-    matrix.clear_cache()
-
-
-def relu_rows(n: int, d: int, seed: int = 0) -> np.ndarray:
-    x = structured(n, d, seed)
-    return (10 * np.maximum(x - np.quantile(x[:500], 0.7), 0)).astype(np.float32)
+pytestmark = pytest.mark.usefixtures("fresh_matrix_cache")
 
 
 def copy_lengths(conn) -> set[int]:
@@ -66,7 +57,7 @@ def test_rows_round_trip_within_int16_rounding():
 
 
 def test_the_copy_is_compact_and_searches_find_the_exact_neighbours(tmp_path):
-    x = relu_rows(N, D)
+    x = relu_structured(N, D, scale=10)
     store = make_db(tmp_path / "big.db", x)
     assert upkeep.refresh_index(store, VEC_VISUAL, compact=True)["action"] == "built"
     assert copy_lengths(store.conn) == {2 * D + 4}
@@ -86,7 +77,7 @@ def test_the_copy_is_compact_and_searches_find_the_exact_neighbours(tmp_path):
 
 
 def test_a_float32_copy_from_an_earlier_version_is_read_as_it_is(tmp_path):
-    x = relu_rows(N, D, seed=4)
+    x = relu_structured(N, D, seed=4, scale=10)
     store = make_db(tmp_path / "old.db", x)
     upkeep.refresh_index(store, VEC_VISUAL, compact=True)
     ids = np.arange(1, N + 1)
@@ -102,7 +93,7 @@ def test_a_float32_copy_from_an_earlier_version_is_read_as_it_is(tmp_path):
     for item, dist in m.top_k(u[9], 10, exclude={10}):
         assert dist == pytest.approx(1 - float(u[item - 1] @ u[9]), abs=1e-5)
     # a writer adds compact rows beside the old ones; both kinds are read
-    new = relu_rows(1, D, seed=9)
+    new = relu_structured(1, D, seed=9, scale=10)
     write(store, VEC_VISUAL, [N + 1], new)
     assert copy_lengths(store.conn) == {4 * D, 2 * D + 4}
     found, rows = vec0.read_float_rows(store.conn, VEC_VISUAL, np.array([3, N + 1]), D, fallback=False)
