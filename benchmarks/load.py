@@ -1,6 +1,6 @@
 """Search-page throughput of a real Datasette server under concurrent clients.
 
-    python benchmarks/load.py DB [--clients 1 8 32] [--seconds 10] [--port 8123]
+    python benchmarks/load.py DB [--clients 1 8 32] [--seconds 10] [--port N]
 
 Starts ``datasette DB`` on 127.0.0.1 (only there), then for each client count sends search
 requests (rotating a few words, keep-alive connections) for ``--seconds`` and prints
@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -23,21 +21,11 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from error_flood import free_port, serve  # noqa: E402  (the sibling benchmark: one way to serve)
+
 WORDS = ("animal", "bird", "boat", "food", "flower", "chair", "insect", "sea", "cat", "computer")
 MAX_REQUESTS = 100_000  # per client count: a bound besides the time
-
-
-def wait_ready(url: str, seconds: float = 60.0) -> None:
-    """Wait until the server answers (or fail after ``seconds``)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"the server at {url} did not answer within {seconds:.0f} s")
 
 
 def run_clients(base: str, db: str, clients: int, seconds: float) -> dict[str, float]:
@@ -88,19 +76,14 @@ def main() -> None:
     parser.add_argument("db")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--port", type=int, default=8123)
+    parser.add_argument("--port", type=int, default=0, help="default: a free port")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     name = Path(args.db).stem
-    base = f"http://127.0.0.1:{args.port}"
-    datasette = os.path.join(os.path.dirname(sys.executable), "datasette")
-    server = subprocess.Popen(
-        [datasette, args.db, "--host", "127.0.0.1", "--port", str(args.port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = args.port or free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = serve(args.db, port)  # error_flood's: a real server, once it answers
     try:
-        wait_ready(f"{base}/{name}/-/semsearch?q=animal")
         rows = [run_clients(base, name, c, args.seconds) for c in args.clients]
     finally:
         server.terminate()
