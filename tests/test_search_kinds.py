@@ -139,7 +139,7 @@ def test_association_ranks_related_labels_first(dev_db: Any) -> None:
     order: list[str] = []
     for label in labels_of(dev_db.search("sea", 40), 40):
         order += [label] if label not in order else []
-    assert order[0] == "dolphin" and "ferry" in order[:3], order
+    assert set(order[:2]) == {"dolphin", "ferry"}, order  # both are at sea
     assert not set(order[:3]) & {"laptop", "pizza", "chair", "rooster"}
     assert dev_db.search("sea", 10).strong == 0  # an association is a guess: weak unless very close
 

@@ -29,7 +29,7 @@ from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, SEM
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL, read_float_rows, vec_table_dim
 from semsearch_sqlite.text.query import parse_query
 from semsearch_sqlite.text.tags import is_display_word, nearest_tags
-from semsearch_sqlite.text.vocabulary import word_space
+from semsearch_sqlite.text.vocabulary import word_ranks, word_space
 from semsearch_sqlite.vectors import matrix
 from semsearch_sqlite.vectors.maths import unit, unit_rows
 from semsearch_sqlite.vectors.matrix import MAX_K  # the largest k a query answers; the plugin pages up to it
@@ -366,6 +366,7 @@ def _labelled(conn: sqlite3.Connection, m: matrix.Matrix) -> _Labelled | None:
                 space.matrix.vectors,
                 config.get("label_evidence"),
                 None if classes is None else classes[0].get("vectors"),
+                word_ranks(space),
             ),
             photo_label,
         )

@@ -138,6 +138,12 @@ class WordSpace:
 _spaces: ProcessCache[WordSpace] = ProcessCache(CACHE_ENTRIES)
 
 
+def word_ranks(space: WordSpace) -> dict[str, int]:
+    """Each vocabulary word's frequency rank, 0 the commonest (ids follow the word vectors'
+    order, most frequent first; words added for labels and classes come after)."""
+    return {w: i - 1 for w, i in space.ids.items()}
+
+
 def word_space(conn: sqlite3.Connection) -> WordSpace:
     """The cached stored vocabulary of the database behind ``conn``."""
     m = matrix.matrix(conn, VEC_WORDS)
