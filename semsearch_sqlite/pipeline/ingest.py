@@ -38,7 +38,7 @@ from semsearch_sqlite.errors import ImageError, StoreError  # noqa: E402
 from semsearch_sqlite.media import exif, images  # noqa: E402
 from semsearch_sqlite.media.files import (  # noqa: E402
     OUTSIDE_LINK,
-    discover,
+    discover_paths,
     label_for,
     normalise_label,
     read_labels_csv,
@@ -46,7 +46,7 @@ from semsearch_sqlite.media.files import (  # noqa: E402
 )
 from semsearch_sqlite.pipeline.prepare import Prepared, PrepareSpec, try_prepare  # noqa: E402
 from semsearch_sqlite.storage.models import CLASSIFIER_MODEL  # noqa: E402
-from semsearch_sqlite.storage.rows import label_counts  # noqa: E402
+from semsearch_sqlite.storage.rows import label_counts, stored_hashes  # noqa: E402
 from semsearch_sqlite.storage.store import Store, encode_f32, now, writing  # noqa: E402
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL  # noqa: E402
 
@@ -227,6 +227,11 @@ class _Run:
         self._small = False  # few photos to embed: the numpy backbone, when there is one
         self._failures: dict[str, list[Any]] = {}  # this run's failed files
         self._fixed: set[str] = set()  # files stored this run (failed ones that now read)
+        # what ``_plan`` read: rows whose file is gone (path -> row), the row count, and
+        # whether any row's EXIF was never read
+        self._gone: dict[str, tuple[Any, ...]] = {}
+        self._stored_count = 0
+        self._unread_metadata = True
 
     def _place_folder(self) -> None:
         """Where the ingested folder sits in the collection: the collection's root (stored
@@ -261,7 +266,7 @@ class _Run:
         found = self._discover()
         under = os.path.join(str(self.root), "")
         # by string, once: pathlib's relative_to costs seconds at 100k files
-        rels = [(os.fspath(p)[len(under) :] if os.fspath(p).startswith(under) else self._rel(p)) for p in found]
+        rels = [(p[len(under) :] if p.startswith(under) else self._rel(Path(p))) for p in found]
         if os.sep != "/":
             rels = [rel.replace(os.sep, "/") for rel in rels]
         labels = self._labels(found, rels)
@@ -276,7 +281,7 @@ class _Run:
         if todo:
             self._embed(todo)
         self._remember_failures(rels)
-        changed = self._prune(rels) or bool(todo) or self.stats.moved or self.stats.updated
+        changed = self._prune() or bool(todo) or self.stats.moved or self.stats.updated
         self._fill_metadata()
         wrote = self._refresh_semantics() if self.store.vec_dim(VEC_VISUAL) else False
         if self.store.get_meta("images_root") != str(self.root):
@@ -396,8 +401,8 @@ class _Run:
         thread.start()
         return thread
 
-    def _discover(self) -> list[Path]:
-        result = discover(self.folder, follow_links=self.options.follow_links)
+    def _discover(self) -> list[str]:
+        result = discover_paths(self.folder, follow_links=self.options.follow_links)
         for path, reason in result.problems:
             self._problem(path, reason)
         for link in result.outside_links:
@@ -405,31 +410,33 @@ class _Run:
             self.progress.problem(str(link), OUTSIDE_LINK.format(target=os.path.realpath(link)))
         return result.files
 
-    def _labels(self, files: list[Path], rel_list: list[str]) -> dict[str, str | None]:
-        rels = dict(zip(rel_list, files))
+    def _labels(self, files: list[str], rels: list[str]) -> dict[str, str | None]:
         if self.options.labels_file:
             table = read_labels_csv(self.options.labels_file)
             out: dict[str, str | None] = {}
-            for rel, p in rels.items():
+            for rel, text in zip(rels, files):
+                p = Path(text)
                 out[rel] = table.get(p.relative_to(self.folder).as_posix()) or table.get(str(p.resolve()))
             return out
-        # by string: pathlib's relpath/relative_to cost seconds at 100k files
-        under = os.path.join(str(self.label_root), "")
-        out: dict[str, str | None] = {}
-        names: dict[str, str | None] = {}  # folder name -> label, normalised once per folder
-        for rel, p in rels.items():
-            text = os.fspath(p)
-            if not text.startswith(under):
-                out[rel] = label_for(p, self.label_root)
-                continue
-            parts = text[len(under) :].replace(os.sep, "/").rsplit("/", 2)
-            if len(parts) < 2:
-                out[rel] = None
-                continue
-            if parts[-2] not in names:
-                names[parts[-2]] = normalise_label(parts[-2]) or None
-            out[rel] = names[parts[-2]]
+        # by string, once per folder: pathlib's relpath/relative_to cost seconds at 100k files
+        by_folder: dict[str, str | None] = {}
+        out = {}
+        for rel, text in zip(rels, files):
+            parent = text[: text.rfind(os.sep)]
+            if parent not in by_folder:
+                by_folder[parent] = self._folder_label(text)
+            out[rel] = by_folder[parent]
         return out
+
+    def _folder_label(self, text: str) -> str | None:
+        """The label of the file at path ``text`` from its folder's name (see :func:`label_for`)."""
+        under = os.path.join(str(self.label_root), "")
+        if not text.startswith(under):
+            return label_for(text, self.label_root)
+        parts = text[len(under) :].replace(os.sep, "/").rsplit("/", 2)
+        if len(parts) < 2:
+            return None  # directly in the root: no label
+        return normalise_label(parts[-2]) or None
 
     def _rel(self, path: Path) -> str:
         text, under = os.fspath(path), os.path.join(str(self.root), "")
@@ -460,35 +467,50 @@ class _Run:
             # a new word space makes every semantic vector stale
             self.store.drop_vec_table(VEC_SEMANTIC)
 
-    def _plan(self, files: list[Path], rels: list[str], labels: dict[str, str | None]) -> list[_Item]:
+    def _plan(self, files: list[str], rels: list[str], labels: dict[str, str | None]) -> list[_Item]:
+        """The files to embed; unchanged files (same size and mtime as stored) are only
+        counted, and touched or moved ones (same bytes) get their row updated. One read of
+        the rows' small columns: hashes are fetched only for files that may be known."""
         conn = self.store.conn
-        existing = {r[1]: r for r in conn.execute("select id, path, size, mtime, sha256, label from images")}
-        found_rels = set()
+        # path -> (id, size, mtime, label, EXIF never read)
+        sql = "select path, id, size, mtime, label, metadata_read_at is null from images order by id"
+        existing = {r[0]: r[1:] for r in conn.execute(sql)}
+        self._unread_metadata = any(r[4] for r in existing.values())
+        self._stored_count = len(existing)
         todo: list[_Item] = []
         label_updates = []
         for p, rel in zip(files, rels):
-            found_rels.add(rel)
             try:
-                st = p.stat()
+                st = os.stat(p)
             except OSError as e:
                 self._problem(p, f"cannot read ({e.strerror})")
                 continue
             label = labels.get(rel)
             row = existing.get(rel)
-            if row is not None and row[2] == st.st_size and row[3] == st.st_mtime:
+            if row is not None and row[1] == st.st_size and row[2] == st.st_mtime:
                 self.stats.unchanged += 1
-                if row[5] != label:
+                if row[3] != label:
                     label_updates.append((label, row[0]))
                 continue
-            todo.append(_Item(p, rel, label, st.st_size, st.st_mtime, image_id=row[0] if row else None))
+            todo.append(_Item(Path(p), rel, label, st.st_size, st.st_mtime, image_id=row[0] if row else None))
         if label_updates:
             with self.store.atomic():
                 conn.executemany("update images set label = ? where id = ?", label_updates)
                 self.store.bump_generation()
             self.stats.updated += len(label_updates)
-        # Files whose bytes are already stored (touched, or moved/renamed) need no CNN.
-        gone = {rel: r for rel, r in existing.items() if rel not in found_rels and self._in_scope(rel)}
-        by_hash = {r[4]: r for r in gone.values()}
+        found = set(rels)
+        # rows of this folder whose file is gone: moved (below) or removed (``_prune``)
+        self._gone = {rel: r for rel, r in existing.items() if rel not in found and self._in_scope(rel)}
+        return self._known_bytes(todo, existing) if todo else todo
+
+    def _known_bytes(self, todo: list[_Item], existing: dict[str, tuple[Any, ...]]) -> list[_Item]:
+        """``todo`` less the files whose bytes are already stored (touched, or moved or
+        renamed from a gone row): those need no CNN, only their row updated."""
+        conn = self.store.conn
+        gone = self._gone
+        known = [r[0] for r in gone.values()] + [i.image_id for i in todo if i.image_id is not None]
+        hashes = stored_hashes(conn, known)
+        by_hash = {hashes[r[0]]: (rel, r) for rel, r in gone.items()}
         remaining = []
         for item in todo:
             if item.image_id is None and not by_hash:
@@ -501,7 +523,7 @@ class _Run:
                 continue
             if item.image_id is not None:
                 row = existing[item.rel]
-                if row[4] == item.sha256 and row[2] != -1:
+                if hashes[item.image_id] == item.sha256 and row[1] != -1:
                     with self.store.atomic():
                         conn.execute(
                             "update images set size = ?, mtime = ?, label = ?, updated_at = ? where id = ?",
@@ -509,28 +531,29 @@ class _Run:
                         )
                     self.stats.unchanged += 1
                     continue
-            elif item.sha256 in by_hash and by_hash[item.sha256][2] != -1:
-                row = by_hash.pop(item.sha256)
+            elif item.sha256 in by_hash and by_hash[item.sha256][1][1] != -1:
+                old_rel, row = by_hash.pop(item.sha256)
                 with self.store.atomic():
                     conn.execute(
                         "update images set path = ?, size = ?, mtime = ?, label = ?, updated_at = ? where id = ?",
                         [item.rel, item.size, item.mtime, item.label, now(), row[0]],
                     )
                     self.store.bump_generation()
+                del gone[old_rel]
                 self.stats.moved += 1
                 continue
             remaining.append(item)
         return remaining
 
-    def _prune(self, rels: list[str]) -> bool:
+    def _prune(self) -> bool:
+        """Remove the rows whose file is gone from the folder (``_plan`` found them)."""
         if self.options.prune is False:
             return False
-        present = set(rels)
-        stored = self.store.conn.execute("select id, path from images").fetchall()
-        stale = [(i, path) for i, path in stored if path not in present and self._in_scope(path)]
+        stale = [(r[0], rel) for rel, r in self._gone.items()]
         if not stale:
             return False
-        if self.options.prune is None and len(stale) >= PRUNE_ASK_MIN and len(stale) > PRUNE_ASK_SHARE * len(stored):
+        stored = self._stored_count + self.stats.added
+        if self.options.prune is None and len(stale) >= PRUNE_ASK_MIN and len(stale) > PRUNE_ASK_SHARE * stored:
             self.stats.kept_missing = sorted(path for _, path in stale)
             return False
         with self.store.atomic():
@@ -542,7 +565,8 @@ class _Run:
     def _fill_metadata(self) -> None:
         """EXIF of stored images never read (a database from before the metadata columns,
         or rows whose file was unchanged): read the headers only, no re-embedding."""
-        missing = self.store.images_without_metadata()
+        # rows written since ``_plan`` read every row all have theirs
+        missing = self.store.images_without_metadata() if self._unread_metadata else []
         if not missing:
             return
         self.progress.stage("reading photo metadata", len(missing))
