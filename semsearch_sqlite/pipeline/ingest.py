@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -227,11 +228,10 @@ class _Run:
         self._small = False  # few photos to embed: the numpy backbone, when there is one
         self._failures: dict[str, list[Any]] = {}  # this run's failed files
         self._fixed: set[str] = set()  # files stored this run (failed ones that now read)
-        # what ``_plan`` read: rows whose file is gone (path -> row), the row count, and
-        # whether any row's EXIF was never read
+        # what ``_plan`` read: rows whose file is gone (path -> (path, id, size, mtime,
+        # label)) and the row count
         self._gone: dict[str, tuple[Any, ...]] = {}
         self._stored_count = 0
-        self._unread_metadata = True
 
     def _place_folder(self) -> None:
         """Where the ingested folder sits in the collection: the collection's root (stored
@@ -472,27 +472,29 @@ class _Run:
         counted, and touched or moved ones (same bytes) get their row updated. One read of
         the rows' small columns: hashes are fetched only for files that may be known."""
         conn = self.store.conn
-        # path -> (id, size, mtime, label, EXIF never read)
-        sql = "select path, id, size, mtime, label, metadata_read_at is null from images order by id"
-        existing = {r[0]: r[1:] for r in conn.execute(sql)}
-        self._unread_metadata = any(r[4] for r in existing.values())
+        # path -> (path, id, size, mtime, label), from the index images_file (not the rows)
+        rows = conn.execute("select path, id, size, mtime, label from images").fetchall()
+        existing = dict(zip(map(itemgetter(0), rows), rows))
         self._stored_count = len(existing)
         todo: list[_Item] = []
         label_updates = []
+        unchanged = 0
+        stat = os.stat
         for p, rel in zip(files, rels):
             try:
-                st = os.stat(p)
+                st = stat(p)
             except OSError as e:
                 self._problem(p, f"cannot read ({e.strerror})")
                 continue
             label = labels.get(rel)
             row = existing.get(rel)
-            if row is not None and row[1] == st.st_size and row[2] == st.st_mtime:
-                self.stats.unchanged += 1
-                if row[3] != label:
-                    label_updates.append((label, row[0]))
+            if row is not None and row[2] == st.st_size and row[3] == st.st_mtime:
+                unchanged += 1
+                if row[4] != label:
+                    label_updates.append((label, row[1]))
                 continue
-            todo.append(_Item(Path(p), rel, label, st.st_size, st.st_mtime, image_id=row[0] if row else None))
+            todo.append(_Item(Path(p), rel, label, st.st_size, st.st_mtime, image_id=row[1] if row else None))
+        self.stats.unchanged += unchanged
         if label_updates:
             with self.store.atomic():
                 conn.executemany("update images set label = ? where id = ?", label_updates)
@@ -508,9 +510,10 @@ class _Run:
         renamed from a gone row): those need no CNN, only their row updated."""
         conn = self.store.conn
         gone = self._gone
-        known = [r[0] for r in gone.values()] + [i.image_id for i in todo if i.image_id is not None]
+        known = [r[1] for r in gone.values()] + [i.image_id for i in todo if i.image_id is not None]
         hashes = stored_hashes(conn, known)
-        by_hash = {hashes[r[0]]: (rel, r) for rel, r in gone.items()}
+        # a hash stored twice: the newest row's (as a scan in id order finds it last)
+        by_hash = {hashes[r[1]]: r for r in sorted(gone.values(), key=itemgetter(1))}
         remaining = []
         for item in todo:
             if item.image_id is None and not by_hash:
@@ -523,7 +526,7 @@ class _Run:
                 continue
             if item.image_id is not None:
                 row = existing[item.rel]
-                if hashes[item.image_id] == item.sha256 and row[1] != -1:
+                if hashes[item.image_id] == item.sha256 and row[2] != -1:
                     with self.store.atomic():
                         conn.execute(
                             "update images set size = ?, mtime = ?, label = ?, updated_at = ? where id = ?",
@@ -531,15 +534,15 @@ class _Run:
                         )
                     self.stats.unchanged += 1
                     continue
-            elif item.sha256 in by_hash and by_hash[item.sha256][1][1] != -1:
-                old_rel, row = by_hash.pop(item.sha256)
+            elif item.sha256 in by_hash and by_hash[item.sha256][2] != -1:
+                row = by_hash.pop(item.sha256)
                 with self.store.atomic():
                     conn.execute(
                         "update images set path = ?, size = ?, mtime = ?, label = ?, updated_at = ? where id = ?",
-                        [item.rel, item.size, item.mtime, item.label, now(), row[0]],
+                        [item.rel, item.size, item.mtime, item.label, now(), row[1]],
                     )
                     self.store.bump_generation()
-                del gone[old_rel]
+                del gone[row[0]]
                 self.stats.moved += 1
                 continue
             remaining.append(item)
@@ -549,7 +552,7 @@ class _Run:
         """Remove the rows whose file is gone from the folder (``_plan`` found them)."""
         if self.options.prune is False:
             return False
-        stale = [(r[0], rel) for rel, r in self._gone.items()]
+        stale = [(r[1], rel) for rel, r in self._gone.items()]
         if not stale:
             return False
         stored = self._stored_count + self.stats.added
@@ -565,8 +568,7 @@ class _Run:
     def _fill_metadata(self) -> None:
         """EXIF of stored images never read (a database from before the metadata columns,
         or rows whose file was unchanged): read the headers only, no re-embedding."""
-        # rows written since ``_plan`` read every row all have theirs
-        missing = self.store.images_without_metadata() if self._unread_metadata else []
+        missing = self.store.images_without_metadata()
         if not missing:
             return
         self.progress.stage("reading photo metadata", len(missing))
