@@ -478,16 +478,17 @@ class _Run:
         self._stored_count = len(existing)
         todo: list[_Item] = []
         label_updates = []
-        unchanged = 0
+        unchanged = matched = 0
         stat = os.stat
         for p, rel in zip(files, rels):
+            row = existing.get(rel)
+            matched += row is not None
             try:
                 st = stat(p)
             except OSError as e:
                 self._problem(p, f"cannot read ({e.strerror})")
                 continue
             label = labels.get(rel)
-            row = existing.get(rel)
             if row is not None and row[2] == st.st_size and row[3] == st.st_mtime:
                 unchanged += 1
                 if row[4] != label:
@@ -500,9 +501,10 @@ class _Run:
                 conn.executemany("update images set label = ? where id = ?", label_updates)
                 self.store.bump_generation()
             self.stats.updated += len(label_updates)
-        found = set(rels)
         # rows of this folder whose file is gone: moved (below) or removed (``_prune``)
-        self._gone = {rel: r for rel, r in existing.items() if rel not in found and self._in_scope(rel)}
+        if matched < len(existing):
+            found = set(rels)
+            self._gone = {rel: r for rel, r in existing.items() if rel not in found and self._in_scope(rel)}
         return self._known_bytes(todo, existing) if todo else todo
 
     def _known_bytes(self, todo: list[_Item], existing: dict[str, tuple[Any, ...]]) -> list[_Item]:
