@@ -269,12 +269,12 @@ class _Run:
         rels = [(p[len(under) :] if p.startswith(under) else self._rel(Path(p))) for p in found]
         if os.sep != "/":
             rels = [rel.replace(os.sep, "/") for rel in rels]
-        labels = self._labels(found, rels)
+        labels = self._labels(found)
         todo = self._skip_known_failures(self._plan(found, rels, labels))
         # The CNN loads (and traces its graph) on another core while the vocabulary loads.
         warming = self._warm_up(todo) if todo else None
         try:
-            self._ensure_words({lab for lab in labels.values() if lab})
+            self._ensure_words({lab for lab in labels if lab})
         finally:
             if warming is not None:
                 warming.join()
@@ -410,23 +410,22 @@ class _Run:
             self.progress.problem(str(link), OUTSIDE_LINK.format(target=os.path.realpath(link)))
         return result.files
 
-    def _labels(self, files: list[str], rels: list[str]) -> dict[str, str | None]:
+    def _labels(self, files: list[str]) -> list[str | None]:
+        """Each file's label (in the order of ``files``): from the labels file, else its folder."""
         if self.options.labels_file:
             table = read_labels_csv(self.options.labels_file)
-            out: dict[str, str | None] = {}
-            for rel, text in zip(rels, files):
+            out: list[str | None] = []
+            for text in files:
                 p = Path(text)
-                out[rel] = table.get(p.relative_to(self.folder).as_posix()) or table.get(str(p.resolve()))
+                out.append(table.get(p.relative_to(self.folder).as_posix()) or table.get(str(p.resolve())))
             return out
         # by string, once per folder: pathlib's relpath/relative_to cost seconds at 100k files
         by_folder: dict[str, str | None] = {}
-        out = {}
-        for rel, text in zip(rels, files):
+        for text in files:
             parent = text[: text.rfind(os.sep)]
             if parent not in by_folder:
                 by_folder[parent] = self._folder_label(text)
-            out[rel] = by_folder[parent]
-        return out
+        return [by_folder[text[: text.rfind(os.sep)]] for text in files]
 
     def _folder_label(self, text: str) -> str | None:
         """The label of the file at path ``text`` from its folder's name (see :func:`label_for`)."""
@@ -467,7 +466,7 @@ class _Run:
             # a new word space makes every semantic vector stale
             self.store.drop_vec_table(VEC_SEMANTIC)
 
-    def _plan(self, files: list[str], rels: list[str], labels: dict[str, str | None]) -> list[_Item]:
+    def _plan(self, files: list[str], rels: list[str], labels: list[str | None]) -> list[_Item]:
         """The files to embed; unchanged files (same size and mtime as stored) are only
         counted, and touched or moved ones (same bytes) get their row updated. One read of
         the rows' small columns: hashes are fetched only for files that may be known."""
@@ -480,7 +479,7 @@ class _Run:
         label_updates = []
         unchanged = matched = 0
         stat = os.stat
-        for p, rel in zip(files, rels):
+        for p, rel, label in zip(files, rels, labels):
             row = existing.get(rel)
             matched += row is not None
             try:
@@ -488,7 +487,6 @@ class _Run:
             except OSError as e:
                 self._problem(p, f"cannot read ({e.strerror})")
                 continue
-            label = labels.get(rel)
             if row is not None and row[2] == st.st_size and row[3] == st.st_mtime:
                 unchanged += 1
                 if row[4] != label:
