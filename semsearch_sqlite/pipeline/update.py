@@ -136,12 +136,14 @@ def pending_rows(store: Store) -> tuple[np.ndarray, np.ndarray, Graph | None] | 
         return None
     if int(state.get("count", -1)) == len(visual) == len(semantic) and np.array_equal(visual, semantic):
         return np.zeros(0, np.int64), np.zeros(0, np.int64), None  # nothing to do: the graph isn't read
-    visual = np.intersect1d(visual, np.array(image_ids(store.conn), np.int64))
-    fresh = np.setdiff1d(visual, semantic)
+    # every id array here is sorted or at least unique: numpy's set operations skip their sorts
+    visual = np.intersect1d(visual, np.array(image_ids(store.conn), np.int64), assume_unique=True)
+    fresh = np.setdiff1d(visual, semantic, assume_unique=True)
     graph = _load(store)
     if graph is None:
         return None
-    stale = np.union1d(np.setdiff1d(graph.ids, visual), np.intersect1d(graph.ids, fresh))
+    gone = np.setdiff1d(graph.ids, visual, assume_unique=True)
+    stale = np.union1d(gone, np.intersect1d(graph.ids, fresh, assume_unique=True))
     return fresh, stale, graph
 
 
