@@ -128,6 +128,9 @@ def run_incremental(images: Path, new_photos: Path, where: Path, repeats: int = 
         Store.open(work, create=True).close()
         for f in adds:
             shutil.copy(f, folder / "ferry" / f"new_{f.name}")
+        # the copy leaves GBs of dirty pages: written back now, untimed, not by the timed
+        # command's first fsync (a collection is not a just-written 2 GB file)
+        os.sync()
         try:
             cmd = [*CLI, "ingest", str(folder), str(work), "--backbone", "efficientnet-lite0"]
             took, log = timed(cmd)
