@@ -16,6 +16,8 @@ from pathlib import Path, PurePosixPath
 from semsearch_sqlite.errors import ImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+# images larger than this are refused (media.images); here, so that setting it needs no Pillow
+DEFAULT_MAX_PIXELS = 64_000_000
 
 
 @dataclass

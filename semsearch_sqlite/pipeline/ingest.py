@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -37,8 +37,8 @@ from semsearch_sqlite.extras import require_ingest
 require_ingest("ingest")
 
 from semsearch_sqlite.errors import ImageError, StoreError  # noqa: E402
-from semsearch_sqlite.media import exif, images  # noqa: E402
 from semsearch_sqlite.media.files import (  # noqa: E402
+    DEFAULT_MAX_PIXELS,
     OUTSIDE_LINK,
     discover_paths,
     label_for,
@@ -46,11 +46,16 @@ from semsearch_sqlite.media.files import (  # noqa: E402
     read_labels_csv,
     sha256_file,
 )
-from semsearch_sqlite.pipeline.prepare import Prepared, PrepareSpec, try_prepare  # noqa: E402
 from semsearch_sqlite.storage.models import CLASSIFIER_MODEL  # noqa: E402
 from semsearch_sqlite.storage.rows import label_counts, stored_hashes  # noqa: E402
 from semsearch_sqlite.storage.store import Store, encode_f32, now, writing  # noqa: E402
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL  # noqa: E402
+
+if TYPE_CHECKING:
+    from semsearch_sqlite.pipeline.prepare import Prepared, PrepareSpec
+
+# Pillow (media.exif, pipeline.prepare) is imported where a file is read: a run with
+# nothing to embed lists the folder and reads rows only
 
 DEFAULT_BACKBONE = "vgg16"
 DEFAULT_BATCH = 32
@@ -103,7 +108,7 @@ class IngestOptions:
     prune: bool | None = None
     strict: bool = False
     rebuild: bool = False
-    max_pixels: int = images.DEFAULT_MAX_PIXELS
+    max_pixels: int = DEFAULT_MAX_PIXELS
     tags: int = 10
     method: str | None = None
     workers: int = 2
@@ -157,7 +162,7 @@ class _Item:
 
 # one embedded batch: its items, each one's Prepared (or why it failed), and the
 # features/probabilities of the Prepared ones, in order
-EmbeddedBatch = tuple[list[_Item], list[Prepared | str], np.ndarray, np.ndarray | None]
+EmbeddedBatch = tuple[list[_Item], list["Prepared | str"], np.ndarray, np.ndarray | None]
 # batches decoded ahead of the model, and embedded batches waiting for the writer
 DECODE_AHEAD = 2
 WRITE_BEHIND = 2
@@ -591,6 +596,8 @@ class _Run:
         missing = self.store.images_without_metadata()
         if not missing:
             return
+        from semsearch_sqlite.media import exif
+
         self.progress.stage("reading photo metadata", len(missing))
         for start in range(0, len(missing), METADATA_BATCH):
             batch = missing[start : start + METADATA_BATCH]
@@ -603,6 +610,8 @@ class _Run:
 
     # -- embedding -----------------------------------------------------------------------------
     def _embed(self, todo: list[_Item]) -> None:
+        from semsearch_sqlite.pipeline.prepare import PrepareSpec
+
         backbone = self.backbone()
         if not self._small:  # the numpy pass embeds for a collection that has its backbone recorded
             self._record_backbone(backbone)
@@ -741,6 +750,8 @@ def local_embedded_batches(
 
     Yields batches in order; closing the generator stops both.
     """
+    from semsearch_sqlite.pipeline.prepare import try_prepare
+
     out: queue.Queue[Any] = queue.Queue(maxsize=WRITE_BEHIND)
     stop = threading.Event()
     done = object()
