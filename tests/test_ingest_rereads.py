@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from semsearch_sqlite.media.files import discover, discover_paths
+from semsearch_sqlite.media.files import discover, discover_paths, stat_files
 from semsearch_sqlite.pipeline.ingest import IngestOptions, ingest
 from semsearch_sqlite.storage.store import Store, schema_version
 
@@ -63,6 +63,37 @@ def test_discover_paths_joins_the_root_as_given(tmp_path: Path) -> None:
     (tmp_path / "cats").mkdir()
     (tmp_path / "cats" / "c.png").write_bytes(b"x")
     assert discover_paths(f"{tmp_path}/").files == [f"{tmp_path}/cats/c.png"]
+
+
+def test_stat_files_says_what_os_stat_says_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for rel, size in (("a/1.png", 3), ("a/b/2.png", 5), ("c/3.png", 7), ("top.png", 11)):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x" * size)
+    (tmp_path / "c" / "link.png").symlink_to(tmp_path / "a" / "b" / "2.png")
+    (tmp_path / "locked").mkdir(mode=0o000)  # opening it fails: its files are stat-ed by path
+    monkeypatch.chdir(tmp_path)
+    paths = [
+        str(tmp_path / "a" / "1.png"),
+        str(tmp_path / "a" / "b" / "2.png"),
+        str(tmp_path / "a" / "gone.png"),
+        str(tmp_path / "a" / "1.png"),  # a folder met again after another
+        str(tmp_path / "c" / "link.png"),
+        str(tmp_path / "locked" / "x.png"),
+        "top.png",  # no folder part: as given
+    ]
+    got = list(stat_files(paths))
+    for path, st in zip(paths, got):
+        try:
+            want: os.stat_result | OSError = os.stat(path)
+        except OSError as e:
+            want = e
+        if isinstance(want, OSError):
+            assert isinstance(st, type(want)) and st.strerror == want.strerror, path
+        else:
+            assert isinstance(st, os.stat_result), path
+            assert (st.st_ino, st.st_size, st.st_mtime) == (want.st_ino, want.st_size, want.st_mtime), path
+    assert [getattr(st, "st_size", None) for st in got] == [3, 5, None, 3, 5, None, 11]
+    (tmp_path / "locked").chmod(0o755)
 
 
 def test_an_older_store_gets_the_file_index_and_ingest_reads_it(tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ from semsearch_sqlite.media.files import (  # noqa: E402
     normalise_label,
     read_labels_csv,
     sha256_file,
+    stat_files,
 )
 from semsearch_sqlite.storage.models import CLASSIFIER_MODEL  # noqa: E402
 from semsearch_sqlite.storage.rows import label_counts, stored_hashes  # noqa: E402
@@ -503,14 +504,11 @@ class _Run:
         todo: list[_Item] = []
         label_updates = []
         unchanged = matched = 0
-        stat = os.stat
-        for p, rel, label in zip(files, rels, labels):
+        for p, rel, label, st in zip(files, rels, labels, stat_files(files)):
             row = existing.get(rel)
             matched += row is not None
-            try:
-                st = stat(p)
-            except OSError as e:
-                self._problem(p, f"cannot read ({e.strerror})")
+            if isinstance(st, OSError):
+                self._problem(p, f"cannot read ({st.strerror})")
                 continue
             if row is not None and row[2] == st.st_size and row[3] == st.st_mtime:
                 unchanged += 1
