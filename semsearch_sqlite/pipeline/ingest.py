@@ -373,9 +373,11 @@ class _Run:
 
     def _check_backbone(self) -> None:
         stored = self.store.get_meta("backbone")
-        from semsearch_sqlite.model.cnn import canonical_backbone
+        wanted = self.options.backbone
+        if wanted and wanted != stored:  # the name as recorded needs no lookup (nor model.cnn's imports)
+            from semsearch_sqlite.model.cnn import canonical_backbone
 
-        wanted = canonical_backbone(self.options.backbone) if self.options.backbone else None
+            wanted = canonical_backbone(wanted)
         if stored and wanted and wanted != stored:
             if not self.options.rebuild:
                 raise StoreError(
