@@ -93,11 +93,15 @@ def test_ingest_fills_columns_and_old_databases_get_them_without_re_embedding(
 
     # a database from before the metadata columns: undo m002, as the old version left it
     conn = sqlite3.connect(db)
+    conn.execute("drop index images_unread")  # m005's, on metadata_read_at
     conn.execute("drop index images_taken_at")
     conn.execute("drop index images_camera")
     for column in (*PHOTO_METADATA_COLUMNS, "metadata_read_at"):
         conn.execute(f"alter table images drop column {column}")
     conn.execute("delete from _sqlite_migrations where name = 'm002_photo_metadata'")
+    # and m005, whose indexes came after
+    conn.execute("drop index images_file")
+    conn.execute("delete from _sqlite_migrations where name = 'm005_file_index'")
     conn.commit()
     conn.close()
     with Store.open(db, create=True) as s:  # the upgrade: columns there, empty

@@ -21,9 +21,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from semsearch_sqlite.errors import ImageError
-from semsearch_sqlite.media.files import os_reason
+from semsearch_sqlite.media.files import DEFAULT_MAX_PIXELS, os_reason
 
-DEFAULT_MAX_PIXELS = 64_000_000
 DISPLAY_LONGEST = 1024
 THUMBNAIL_LONGEST = 256
 DEFAULT_QUALITY = 85

@@ -15,6 +15,7 @@ TensorFlow import); a run with nothing changed writes nothing.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import queue
 import threading
@@ -23,8 +24,9 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -35,20 +37,26 @@ from semsearch_sqlite.extras import require_ingest
 require_ingest("ingest")
 
 from semsearch_sqlite.errors import ImageError, StoreError  # noqa: E402
-from semsearch_sqlite.media import exif, images  # noqa: E402
 from semsearch_sqlite.media.files import (  # noqa: E402
+    DEFAULT_MAX_PIXELS,
     OUTSIDE_LINK,
-    discover,
+    discover_paths,
     label_for,
     normalise_label,
     read_labels_csv,
     sha256_file,
+    stat_files,
 )
-from semsearch_sqlite.pipeline.prepare import Prepared, PrepareSpec, try_prepare  # noqa: E402
 from semsearch_sqlite.storage.models import CLASSIFIER_MODEL  # noqa: E402
-from semsearch_sqlite.storage.rows import label_counts  # noqa: E402
+from semsearch_sqlite.storage.rows import label_counts, stored_hashes  # noqa: E402
 from semsearch_sqlite.storage.store import Store, encode_f32, now, writing  # noqa: E402
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL  # noqa: E402
+
+if TYPE_CHECKING:
+    from semsearch_sqlite.pipeline.prepare import Prepared, PrepareSpec
+
+# Pillow (media.exif, pipeline.prepare) is imported where a file is read: a run with
+# nothing to embed lists the folder and reads rows only
 
 DEFAULT_BACKBONE = "vgg16"
 DEFAULT_BATCH = 32
@@ -101,7 +109,7 @@ class IngestOptions:
     prune: bool | None = None
     strict: bool = False
     rebuild: bool = False
-    max_pixels: int = images.DEFAULT_MAX_PIXELS
+    max_pixels: int = DEFAULT_MAX_PIXELS
     tags: int = 10
     method: str | None = None
     workers: int = 2
@@ -155,7 +163,7 @@ class _Item:
 
 # one embedded batch: its items, each one's Prepared (or why it failed), and the
 # features/probabilities of the Prepared ones, in order
-EmbeddedBatch = tuple[list[_Item], list[Prepared | str], np.ndarray, np.ndarray | None]
+EmbeddedBatch = tuple[list[_Item], list["Prepared | str"], np.ndarray, np.ndarray | None]
 # batches decoded ahead of the model, and embedded batches waiting for the writer
 DECODE_AHEAD = 2
 WRITE_BEHIND = 2
@@ -188,6 +196,20 @@ def ingest(
         raise
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector. Reading a 100k-photo folder makes ~1M objects
+    (names, stat results, rows) and no cycles, and each collection on the way walks all
+    that survived: ~0.05 s of a 1 s no-op run."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _remove_if_photoless(path: Path) -> None:
@@ -227,6 +249,10 @@ class _Run:
         self._small = False  # few photos to embed: the numpy backbone, when there is one
         self._failures: dict[str, list[Any]] = {}  # this run's failed files
         self._fixed: set[str] = set()  # files stored this run (failed ones that now read)
+        # what ``_plan`` read: rows whose file is gone (path -> (path, id, size, mtime,
+        # label)) and the row count
+        self._gone: dict[str, tuple[Any, ...]] = {}
+        self._stored_count = 0
 
     def _place_folder(self) -> None:
         """Where the ingested folder sits in the collection: the collection's root (stored
@@ -258,25 +284,19 @@ class _Run:
         self._check_backbone()
         self._place_folder()
         self.progress.stage("reading the folder", None)
-        found = self._discover()
-        under = os.path.join(str(self.root), "")
-        # by string, once: pathlib's relative_to costs seconds at 100k files
-        rels = [(os.fspath(p)[len(under) :] if os.fspath(p).startswith(under) else self._rel(p)) for p in found]
-        if os.sep != "/":
-            rels = [rel.replace(os.sep, "/") for rel in rels]
-        labels = self._labels(found, rels)
-        todo = self._skip_known_failures(self._plan(found, rels, labels))
+        with _collector_paused():
+            rels, labels, todo = self._read_folder()
         # The CNN loads (and traces its graph) on another core while the vocabulary loads.
         warming = self._warm_up(todo) if todo else None
         try:
-            self._ensure_words({lab for lab in labels.values() if lab})
+            self._ensure_words({lab for lab in labels if lab})
         finally:
             if warming is not None:
                 warming.join()
         if todo:
             self._embed(todo)
         self._remember_failures(rels)
-        changed = self._prune(rels) or bool(todo) or self.stats.moved or self.stats.updated
+        changed = self._prune() or bool(todo) or self.stats.moved or self.stats.updated
         self._fill_metadata()
         wrote = self._refresh_semantics() if self.store.vec_dim(VEC_VISUAL) else False
         if self.store.get_meta("images_root") != str(self.root):
@@ -288,6 +308,17 @@ class _Run:
             self.progress.stage("updating the search indexes", None)
             refresh_indexes(self.store)
         return self.stats
+
+    def _read_folder(self) -> tuple[list[str], list[str | None], list[_Item]]:
+        """The folder's files (paths relative to the root), their labels, and those to embed."""
+        found = self._discover()
+        under = os.path.join(str(self.root), "")
+        # by string, once: pathlib's relative_to costs seconds at 100k files
+        rels = [(p[len(under) :] if p.startswith(under) else self._rel(Path(p))) for p in found]
+        if os.sep != "/":
+            rels = [rel.replace(os.sep, "/") for rel in rels]
+        labels = self._labels(found)
+        return rels, labels, self._skip_known_failures(self._plan(found, rels, labels))
 
     def _refresh_semantics(self) -> bool:
         """Semantic vectors and tags for what changed: the stored model projects new photos
@@ -342,9 +373,11 @@ class _Run:
 
     def _check_backbone(self) -> None:
         stored = self.store.get_meta("backbone")
-        from semsearch_sqlite.model.cnn import canonical_backbone
+        wanted = self.options.backbone
+        if wanted and wanted != stored:  # the name as recorded needs no lookup (nor model.cnn's imports)
+            from semsearch_sqlite.model.cnn import canonical_backbone
 
-        wanted = canonical_backbone(self.options.backbone) if self.options.backbone else None
+            wanted = canonical_backbone(wanted)
         if stored and wanted and wanted != stored:
             if not self.options.rebuild:
                 raise StoreError(
@@ -396,8 +429,8 @@ class _Run:
         thread.start()
         return thread
 
-    def _discover(self) -> list[Path]:
-        result = discover(self.folder, follow_links=self.options.follow_links)
+    def _discover(self) -> list[str]:
+        result = discover_paths(self.folder, follow_links=self.options.follow_links)
         for path, reason in result.problems:
             self._problem(path, reason)
         for link in result.outside_links:
@@ -405,31 +438,32 @@ class _Run:
             self.progress.problem(str(link), OUTSIDE_LINK.format(target=os.path.realpath(link)))
         return result.files
 
-    def _labels(self, files: list[Path], rel_list: list[str]) -> dict[str, str | None]:
-        rels = dict(zip(rel_list, files))
+    def _labels(self, files: list[str]) -> list[str | None]:
+        """Each file's label (in the order of ``files``): from the labels file, else its folder."""
         if self.options.labels_file:
             table = read_labels_csv(self.options.labels_file)
-            out: dict[str, str | None] = {}
-            for rel, p in rels.items():
-                out[rel] = table.get(p.relative_to(self.folder).as_posix()) or table.get(str(p.resolve()))
+            out: list[str | None] = []
+            for text in files:
+                p = Path(text)
+                out.append(table.get(p.relative_to(self.folder).as_posix()) or table.get(str(p.resolve())))
             return out
-        # by string: pathlib's relpath/relative_to cost seconds at 100k files
+        # by string, once per folder: pathlib's relpath/relative_to cost seconds at 100k files
+        by_folder: dict[str, str | None] = {}
+        for text in files:
+            parent = text[: text.rfind(os.sep)]
+            if parent not in by_folder:
+                by_folder[parent] = self._folder_label(text)
+        return [by_folder[text[: text.rfind(os.sep)]] for text in files]
+
+    def _folder_label(self, text: str) -> str | None:
+        """The label of the file at path ``text`` from its folder's name (see :func:`label_for`)."""
         under = os.path.join(str(self.label_root), "")
-        out: dict[str, str | None] = {}
-        names: dict[str, str | None] = {}  # folder name -> label, normalised once per folder
-        for rel, p in rels.items():
-            text = os.fspath(p)
-            if not text.startswith(under):
-                out[rel] = label_for(p, self.label_root)
-                continue
-            parts = text[len(under) :].replace(os.sep, "/").rsplit("/", 2)
-            if len(parts) < 2:
-                out[rel] = None
-                continue
-            if parts[-2] not in names:
-                names[parts[-2]] = normalise_label(parts[-2]) or None
-            out[rel] = names[parts[-2]]
-        return out
+        if not text.startswith(under):
+            return label_for(text, self.label_root)
+        parts = text[len(under) :].replace(os.sep, "/").rsplit("/", 2)
+        if len(parts) < 2:
+            return None  # directly in the root: no label
+        return normalise_label(parts[-2]) or None
 
     def _rel(self, path: Path) -> str:
         text, under = os.fspath(path), os.path.join(str(self.root), "")
@@ -460,35 +494,51 @@ class _Run:
             # a new word space makes every semantic vector stale
             self.store.drop_vec_table(VEC_SEMANTIC)
 
-    def _plan(self, files: list[Path], rels: list[str], labels: dict[str, str | None]) -> list[_Item]:
+    def _plan(self, files: list[str], rels: list[str], labels: list[str | None]) -> list[_Item]:
+        """The files to embed; unchanged files (same size and mtime as stored) are only
+        counted, and touched or moved ones (same bytes) get their row updated. One read of
+        the rows' small columns: hashes are fetched only for files that may be known."""
         conn = self.store.conn
-        existing = {r[1]: r for r in conn.execute("select id, path, size, mtime, sha256, label from images")}
-        found_rels = set()
+        # path -> (path, id, size, mtime, label), from the index images_file (not the rows)
+        rows = conn.execute("select path, id, size, mtime, label from images").fetchall()
+        existing = dict(zip(map(itemgetter(0), rows), rows))
+        self._stored_count = len(existing)
         todo: list[_Item] = []
         label_updates = []
-        for p, rel in zip(files, rels):
-            found_rels.add(rel)
-            try:
-                st = p.stat()
-            except OSError as e:
-                self._problem(p, f"cannot read ({e.strerror})")
-                continue
-            label = labels.get(rel)
+        unchanged = matched = 0
+        for p, rel, label, st in zip(files, rels, labels, stat_files(files)):
             row = existing.get(rel)
-            if row is not None and row[2] == st.st_size and row[3] == st.st_mtime:
-                self.stats.unchanged += 1
-                if row[5] != label:
-                    label_updates.append((label, row[0]))
+            matched += row is not None
+            if isinstance(st, OSError):
+                self._problem(p, f"cannot read ({st.strerror})")
                 continue
-            todo.append(_Item(p, rel, label, st.st_size, st.st_mtime, image_id=row[0] if row else None))
+            if row is not None and row[2] == st.st_size and row[3] == st.st_mtime:
+                unchanged += 1
+                if row[4] != label:
+                    label_updates.append((label, row[1]))
+                continue
+            todo.append(_Item(Path(p), rel, label, st.st_size, st.st_mtime, image_id=row[1] if row else None))
+        self.stats.unchanged += unchanged
         if label_updates:
             with self.store.atomic():
                 conn.executemany("update images set label = ? where id = ?", label_updates)
                 self.store.bump_generation()
             self.stats.updated += len(label_updates)
-        # Files whose bytes are already stored (touched, or moved/renamed) need no CNN.
-        gone = {rel: r for rel, r in existing.items() if rel not in found_rels and self._in_scope(rel)}
-        by_hash = {r[4]: r for r in gone.values()}
+        # rows of this folder whose file is gone: moved (below) or removed (``_prune``)
+        if matched < len(existing):
+            found = set(rels)
+            self._gone = {rel: r for rel, r in existing.items() if rel not in found and self._in_scope(rel)}
+        return self._known_bytes(todo, existing) if todo else todo
+
+    def _known_bytes(self, todo: list[_Item], existing: dict[str, tuple[Any, ...]]) -> list[_Item]:
+        """``todo`` less the files whose bytes are already stored (touched, or moved or
+        renamed from a gone row): those need no CNN, only their row updated."""
+        conn = self.store.conn
+        gone = self._gone
+        known = [r[1] for r in gone.values()] + [i.image_id for i in todo if i.image_id is not None]
+        hashes = stored_hashes(conn, known)
+        # a hash stored twice: the newest row's (as a scan in id order finds it last)
+        by_hash = {hashes[r[1]]: r for r in sorted(gone.values(), key=itemgetter(1))}
         remaining = []
         for item in todo:
             if item.image_id is None and not by_hash:
@@ -501,7 +551,7 @@ class _Run:
                 continue
             if item.image_id is not None:
                 row = existing[item.rel]
-                if row[4] == item.sha256 and row[2] != -1:
+                if hashes[item.image_id] == item.sha256 and row[2] != -1:
                     with self.store.atomic():
                         conn.execute(
                             "update images set size = ?, mtime = ?, label = ?, updated_at = ? where id = ?",
@@ -514,23 +564,24 @@ class _Run:
                 with self.store.atomic():
                     conn.execute(
                         "update images set path = ?, size = ?, mtime = ?, label = ?, updated_at = ? where id = ?",
-                        [item.rel, item.size, item.mtime, item.label, now(), row[0]],
+                        [item.rel, item.size, item.mtime, item.label, now(), row[1]],
                     )
                     self.store.bump_generation()
+                del gone[row[0]]
                 self.stats.moved += 1
                 continue
             remaining.append(item)
         return remaining
 
-    def _prune(self, rels: list[str]) -> bool:
+    def _prune(self) -> bool:
+        """Remove the rows whose file is gone from the folder (``_plan`` found them)."""
         if self.options.prune is False:
             return False
-        present = set(rels)
-        stored = self.store.conn.execute("select id, path from images").fetchall()
-        stale = [(i, path) for i, path in stored if path not in present and self._in_scope(path)]
+        stale = [(r[1], rel) for rel, r in self._gone.items()]
         if not stale:
             return False
-        if self.options.prune is None and len(stale) >= PRUNE_ASK_MIN and len(stale) > PRUNE_ASK_SHARE * len(stored):
+        stored = self._stored_count + self.stats.added
+        if self.options.prune is None and len(stale) >= PRUNE_ASK_MIN and len(stale) > PRUNE_ASK_SHARE * stored:
             self.stats.kept_missing = sorted(path for _, path in stale)
             return False
         with self.store.atomic():
@@ -545,6 +596,8 @@ class _Run:
         missing = self.store.images_without_metadata()
         if not missing:
             return
+        from semsearch_sqlite.media import exif
+
         self.progress.stage("reading photo metadata", len(missing))
         for start in range(0, len(missing), METADATA_BATCH):
             batch = missing[start : start + METADATA_BATCH]
@@ -557,6 +610,8 @@ class _Run:
 
     # -- embedding -----------------------------------------------------------------------------
     def _embed(self, todo: list[_Item]) -> None:
+        from semsearch_sqlite.pipeline.prepare import PrepareSpec
+
         backbone = self.backbone()
         if not self._small:  # the numpy pass embeds for a collection that has its backbone recorded
             self._record_backbone(backbone)
@@ -695,6 +750,8 @@ def local_embedded_batches(
 
     Yields batches in order; closing the generator stops both.
     """
+    from semsearch_sqlite.pipeline.prepare import try_prepare
+
     out: queue.Queue[Any] = queue.Queue(maxsize=WRITE_BEHIND)
     stop = threading.Event()
     done = object()

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from semsearch_sqlite.storage.models import SEMANTIC_MODEL, model_config
-from semsearch_sqlite.storage.rows import class_probability_blobs, label_counts, paths_and_labels
+from semsearch_sqlite.storage.rows import class_probability_blobs, image_ids, label_counts, paths_and_labels
 from semsearch_sqlite.storage.store import Store, decode_f32
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL, ChunkRows, read_chunks, read_vectors_by_id
 from semsearch_sqlite.vectors.maths import unit_rows
@@ -136,12 +136,14 @@ def pending_rows(store: Store) -> tuple[np.ndarray, np.ndarray, Graph | None] | 
         return None
     if int(state.get("count", -1)) == len(visual) == len(semantic) and np.array_equal(visual, semantic):
         return np.zeros(0, np.int64), np.zeros(0, np.int64), None  # nothing to do: the graph isn't read
-    visual = np.intersect1d(visual, np.fromiter(paths_and_labels(store.conn).keys(), np.int64))
-    fresh = np.setdiff1d(visual, semantic)
+    # every id array here is sorted or at least unique: numpy's set operations skip their sorts
+    visual = np.intersect1d(visual, np.array(image_ids(store.conn), np.int64), assume_unique=True)
+    fresh = np.setdiff1d(visual, semantic, assume_unique=True)
     graph = _load(store)
     if graph is None:
         return None
-    stale = np.union1d(np.setdiff1d(graph.ids, visual), np.intersect1d(graph.ids, fresh))
+    gone = np.setdiff1d(graph.ids, visual, assume_unique=True)
+    stale = np.union1d(gone, np.intersect1d(graph.ids, fresh, assume_unique=True))
     return fresh, stale, graph
 
 
@@ -151,16 +153,18 @@ def update_semantic(
     """Give the fresh photos (:func:`pending_rows`) semantic vectors and tags with the
     stored model, and re-smooth the photos whose neighbours changed, in one transaction.
     Returns counts, or None when it can't (the caller refits)."""
-    from semsearch_sqlite.model.semantic import semantic_model
-
     with store.atomic():
         pending = pending_rows(store)
-        model = semantic_model(store.conn)
-        if pending is None or model is None:
+        if pending is None:
             return None
         fresh, stale, graph = pending
         if graph is None or (len(fresh) == 0 and len(stale) == 0):
-            return {"fresh": 0, "resmoothed": 0}
+            return {"fresh": 0, "resmoothed": 0}  # nothing to do: the model isn't loaded
+        from semsearch_sqlite.model.semantic import semantic_model
+
+        model = semantic_model(store.conn)
+        if model is None:
+            return None
         if on_stage:
             on_stage("finding visual neighbours", None)
         updated = _update_graph(store, graph, fresh, stale)

@@ -237,6 +237,21 @@ def paths_and_labels(conn: sqlite3.Connection) -> dict[int, tuple[str, str | Non
     return {r[0]: (r[1], r[2]) for r in conn.execute("select id, path, label from images")}
 
 
+def image_ids(conn: sqlite3.Connection) -> list[int]:
+    """The id of every stored image (read from an index, not the rows)."""
+    return [r[0] for r in conn.execute("select id from images")]
+
+
+def stored_hashes(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, str]:
+    """image id -> its file's SHA-256, for ``ids`` (a few rows at a time)."""
+    wanted = sorted({int(i) for i in ids})
+    out: dict[int, str] = {}
+    for s in range(0, len(wanted), 500):
+        part = wanted[s : s + 500]
+        out.update(conn.execute(f"select id, sha256 from images where id in ({_marks(len(part))})", part).fetchall())
+    return out
+
+
 def class_probability_blobs(conn: sqlite3.Connection, ids: Sequence[int] | None = None) -> dict[int, bytes]:
     """image id -> its stored ImageNet class probabilities (float32 BLOB), for ``ids`` or all."""
     if ids is None:
