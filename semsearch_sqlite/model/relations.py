@@ -284,11 +284,12 @@ def query_gloss(term: str, lookup: Any, ranks: Mapping[str, int] | None) -> np.n
         return None
     h = hierarchy()
     tagged, senses = h.senses(term)
-    total = np.zeros(0, np.float32)
-    for k, sense in enumerate(senses[: max(1, min(tagged, QUERY_SENSES))]):
-        v = _mean_vector([w for w in h.gloss(sense) if _in_band(w, ranks)], lookup)
-        if v is not None:
-            total = QUERY_SENSE_DECAY**k * v + (total if len(total) else 0.0)
+    found = [
+        _mean_vector([w for w in h.gloss(s) if _in_band(w, ranks)], lookup)
+        for s in senses[: max(1, min(tagged, QUERY_SENSES))]
+    ]
+    parts = [QUERY_SENSE_DECAY**k * v for k, v in enumerate(found) if v is not None]
+    total = np.sum(parts, axis=0) if parts else np.zeros(0, np.float32)
     return unit(total) if len(total) and float(np.linalg.norm(total)) > 0 else None
 
 
@@ -421,6 +422,11 @@ def label_set(
     return LabelSet(list(labels), table, vectors, context, ancestry, glosses, centre, words, ranks)
 
 
+def _name_words(synset: str) -> list[str]:
+    """The words of a synset's lemmas ("sailing vessel" -> sailing, vessel)."""
+    return [w for name in hierarchy().words(synset) for w in name.split()]
+
+
 def _in_band(word: str, ranks: Mapping[str, int]) -> bool:
     rank = ranks.get(word)
     return rank is not None and WORD_RANKS[0] <= rank < WORD_RANKS[1]
@@ -442,13 +448,13 @@ def _word_weights(
 
     add(tokenize(label), 1.0)
     for synset, step in _levels(kinds).items():
-        add([w for name in h.words(synset) for w in name.split()], ANCESTOR_DECAY**step)
+        add(_name_words(synset), ANCESTOR_DECAY**step)
         add(h.gloss(synset), ANCESTOR_DECAY**step)
     for wnid, mass in evidence:
         senses = h.senses(wnid)[1]
         if senses:
             weight = CLASS_WORD_WEIGHT * min(1.0, mass / CLASS_WORD_MASS)
-            add([w for name in h.words(senses[0]) for w in name.split()], weight)
+            add(_name_words(senses[0]), weight)
     return out
 
 
@@ -462,12 +468,16 @@ def label_words(
 ) -> LabelWords:
     """Every label's words (:func:`_word_weights`) with their unit vectors and hubness."""
     rows: list[tuple[int, str, float]] = []
+    found: dict[str, np.ndarray | None] = {}
     for i, (label, up) in enumerate(zip(labels, kinds)):
-        weights = _word_weights(label, up, ranks, (evidence or {}).get(label, []))
-        rows += [(i, w, weight) for w, weight in weights.items() if lookup(w) is not None]
+        for w, weight in _word_weights(label, up, ranks, (evidence or {}).get(label, [])).items():
+            if w not in found:
+                found[w] = lookup(w)
+            if found[w] is not None:
+                rows.append((i, w, weight))
     unique = sorted({w for _, w, _ in rows})
     dim = vocabulary.shape[1]
-    matrix = np.array([unit(np.asarray(lookup(w), np.float32)) for w in unique], np.float32).reshape(-1, dim)
+    matrix = np.array([unit(np.asarray(found[w], np.float32)) for w in unique], np.float32).reshape(-1, dim)
     hubs = np.concatenate([hubness(matrix[a : a + 512], vocabulary) for a in range(0, len(unique), 512)] or [[]])
     at = {w: j for j, w in enumerate(unique)}
     index = np.array([at[w] for _, w, _ in rows], np.int64)
@@ -507,7 +517,7 @@ def _ancestry(kinds: Sequence[dict[str, int]], lookup: Any, vectors: np.ndarray)
     for i, up in enumerate(kinds):
         total = np.zeros((2, vectors.shape[1]), np.float32)
         for synset, step in _levels(up).items():
-            names = [w for name in h.words(synset) for w in name.split()] if step else []
+            names = _name_words(synset) if step else []
             for j, words in enumerate((names, h.gloss(synset))):
                 v = _mean_vector(words, lookup)
                 if v is not None:
