@@ -38,6 +38,7 @@ from semsearch_sqlite.media.files import normalise_label  # noqa: E402
 from semsearch_sqlite.model import relations  # noqa: E402
 from semsearch_sqlite.model.semantic import MATCH_META, collection_semantics, fit_semantic, match_strength  # noqa: E402
 from semsearch_sqlite.text.query import combine_terms, compound_lookup, parse_query, tokenize  # noqa: E402
+from semsearch_sqlite.text.related import embedded_space  # noqa: E402
 from semsearch_sqlite.text.vocabulary import anchored_lookup, query_anchoring, word_ranks  # noqa: E402
 from semsearch_sqlite.vectors.maths import unit_rows  # noqa: E402
 from semsearch_sqlite.vectors.rerank import feedback_ranking  # noqa: E402
@@ -175,6 +176,16 @@ def new_ranking(
     return [labels.labels[photo_label[i]] for i in top], [bool(flags[i]) for i in top]
 
 
+_related: dict[int, Any] = {}
+
+
+def related_space(space: Any) -> Any:
+    """The relatedness vectors ingest would store for ``space``'s vocabulary (made once)."""
+    if id(space) not in _related:
+        _related[id(space)] = embedded_space(space.ids)
+    return _related[id(space)]
+
+
 def sample(labels: np.ndarray, photos: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(1000 + seed)
     return np.sort(
@@ -234,6 +245,7 @@ def run(
                 model.config.get("label_evidence"),
                 class_vectors,
                 word_ranks(space),
+                related_space(space),
             )
             photo_label = np.array([names.index(lab) for lab in labs])
             searches = {

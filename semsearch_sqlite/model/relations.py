@@ -35,8 +35,9 @@ from typing import Any
 import numpy as np
 
 from semsearch_sqlite.text.query import tokenize
+from semsearch_sqlite.text.related import RelatedSpace
 from semsearch_sqlite.text.wordnet import hierarchy
-from semsearch_sqlite.vectors.maths import unit
+from semsearch_sqlite.vectors.maths import hubness, unit
 
 # a label sense is the photos' when its mean Wu-Palmer similarity to their classes reaches this
 SENSE_AGREEMENT = 0.45
@@ -52,8 +53,6 @@ SIBLING_DEPTH = 5
 QUERY_SENSES = 3
 # a sibling kind ranks by its association like any other label, but is never strong
 SIBLING_TOP = 0.59
-# word neighbours averaged for a query word's hubness r(q) (as in CSLS)
-CSLS_NEIGHBOURS = 10
 # a label's context includes the words of its kinds up to this many levels above it, each
 # level ANCESTOR_DECAY less (ketch -> sailing vessel, vessel; dolphin -> toothed whale,
 # cetacean), none more general than ANCESTOR_MIN_DEPTH below entity ("artifact")
@@ -90,8 +89,12 @@ STRONG_RELATION = 0.6
 # (benchmarks/labelled_protocol.py: the best P@10 keeping coverage@20 >= 0.85, then the most
 # right strong hits keeping strong precision and absent honesty >= 0.95) and reported on the
 # other. The zero sets the order (lower: labels take turns, coverage up, P@10 down)
-ASSOCIATION_STRONG = 0.2
+ASSOCIATION_STRONG = 0.1
 ASSOCIATION_ZERO = -0.45
+# the CSLS similarity of query and label in the relatedness space (text/related.py) is
+# added at this weight: it orders labels by association better than GloVe alone, which
+# still carries most of the score (1.0 ranks worse than 0.2; see docs/research.md)
+RELATED_WEIGHT = 0.2
 
 
 @dataclass(frozen=True)
@@ -162,17 +165,6 @@ def query_senses(term: str) -> list[dict[str, int]]:
     return [h.ancestors(s) for s in senses[: max(1, min(tagged, QUERY_SENSES))]]
 
 
-def hubness(vectors: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
-    """r of each unit row of ``vectors`` against the unit rows of ``vocabulary``."""
-    sims = np.asarray(vectors, np.float32) @ np.asarray(vocabulary, np.float32).T
-    n = sims.shape[1]
-    k = min(CSLS_NEIGHBOURS + 1, n)
-    sims.partition(n - k, axis=1)  # in place: the k largest last (a copy of 50k columns costs more)
-    top = np.sort(sims[:, n - k :], axis=1)[:, ::-1]
-    top = top[:, 1:] if k > 1 else top  # the word itself left out
-    return top.mean(axis=1).astype(np.float32)
-
-
 def association_score(value: float) -> float:
     """An association value as a relation score: 0 at ASSOCIATION_ZERO, STRONG_RELATION at
     ASSOCIATION_STRONG, at most ASSOCIATION_TOP."""
@@ -232,6 +224,8 @@ class LabelSet:
     words: LabelWords | None = None
     # each vocabulary word's frequency rank (0: the commonest), or None
     ranks: Mapping[str, int] | None = None
+    # the labels in the relatedness space, or None (a database without it)
+    related: RelatedLabels | None = None
 
     def means(self, vector: np.ndarray, hub: float) -> np.ndarray:
         """2 (q - centre) . v - r(q) over the label's word, context (CONTEXT_WEIGHT), ancestry
@@ -243,17 +237,54 @@ class LabelSet:
         total = sum(w for w, p in parts if p is not None)
         return (2.0 * sum(w * (p @ q) for w, p in parts if p is not None) / total - hub).astype(np.float32)
 
-    def association(self, vector: np.ndarray, hub: float, gloss: tuple[np.ndarray, float] | None = None) -> np.ndarray:
+    def association(
+        self,
+        vector: np.ndarray,
+        hub: float,
+        gloss: tuple[np.ndarray, float] | None = None,
+        related: tuple[np.ndarray, float] | None = None,
+    ) -> np.ndarray:
         """A query word's association to each label: :meth:`means` (with the query's
         definitions, ``(unit vector, r)``, at QUERY_GLOSS_WEIGHT), and, WORD_MATCH_SHARE of it,
-        the best hub-corrected match among the label's words (:meth:`LabelWords.best`)."""
+        the best hub-corrected match among the label's words (:meth:`LabelWords.best`); plus
+        RELATED_WEIGHT of :meth:`RelatedLabels.csls` with the word's ``related`` ``(vector, r)``."""
         value = self.means(vector, hub)
         if gloss is not None:
             value = (value + QUERY_GLOSS_WEIGHT * self.means(*gloss)) / (1 + QUERY_GLOSS_WEIGHT)
-        if self.words is None:
-            return value
-        best = self.words.best(np.asarray(vector, np.float32), hub, len(self.labels))
-        return ((1 - WORD_MATCH_SHARE) * value + WORD_MATCH_SHARE * best).astype(np.float32)
+        if self.words is not None:
+            best = self.words.best(np.asarray(vector, np.float32), hub, len(self.labels))
+            value = (1 - WORD_MATCH_SHARE) * value + WORD_MATCH_SHARE * best
+        if self.related is not None:
+            value = value + RELATED_WEIGHT * self.related.csls(related)
+        return np.asarray(value, np.float32)
+
+
+@dataclass
+class RelatedLabels:
+    """The labels in the relatedness space (:mod:`semsearch_sqlite.text.related`)."""
+
+    space: RelatedSpace
+    vectors: np.ndarray  # [L, d] unit (zero rows: labels without one)
+    hub: np.ndarray  # [L] r of each label (the space's mean where it has no vector)
+    known: np.ndarray  # [L] bool
+
+    def csls(self, query: tuple[np.ndarray, float] | None) -> np.ndarray:
+        """2 q . l - r(q) - r(l) per label; a query word or label without a vector counts
+        as any word would (the space's mean cosine and hubness)."""
+        if query is None:
+            cos, hub = np.full(len(self.hub), self.space.mean_cos, np.float32), self.space.mean_hub
+        else:
+            cos, hub = np.where(self.known, self.vectors @ query[0], self.space.mean_cos), query[1]
+        return (2.0 * cos - hub - self.hub).astype(np.float32)
+
+    def lookup(self, words: Sequence[str]) -> list[tuple[np.ndarray, float] | None]:
+        """``(unit vector, r)`` of each query word, or None where the space has none."""
+        found = [self.space.vector(w) for w in words]
+        present = [v for v in found if v is not None]
+        if not present:
+            return [None] * len(found)
+        hubs = iter(_query_hubness(np.vstack(present), self.space.common).tolist())
+        return [None if v is None else (v, next(hubs)) for v in found]
 
 
 @dataclass
@@ -298,9 +329,11 @@ def query_relations(
     query_hubs: Sequence[float],
     labels: LabelSet,
     glosses: Sequence[tuple[np.ndarray, float] | None] | None = None,
+    related: Sequence[tuple[np.ndarray, float] | None] | None = None,
 ) -> list[Relation]:
     """Each label's relation to a query of one or more terms (``(word, plain word vector)``,
-    with their definitions' ``(vector, r)`` from :func:`query_gloss`): the whole query naming
+    with their definitions' ``(vector, r)`` from :func:`query_gloss` and their relatedness
+    ``(vector, r)`` from :meth:`RelatedLabels.lookup`): the whole query naming
     a label is that label; otherwise the mean of the terms' relations (a multi-word query
     wants every word), its kind the weakest term's."""
     whole = " ".join(w for t, _ in terms for w in tokenize(t))
@@ -310,7 +343,7 @@ def query_relations(
         senses = query_senses(term)
         gloss = glosses[k] if glosses else None
         assoc = (
-            labels.association(vector, hub, gloss)
+            labels.association(vector, hub, gloss, related[k] if related else None)
             if vector is not None
             else np.full(len(labels.labels), -9.0, np.float32)
         )
@@ -402,12 +435,14 @@ def label_set(
     evidence: dict[str, list[tuple[str, float]]] | None = None,
     class_vectors: np.ndarray | None = None,
     ranks: Mapping[str, int] | None = None,
+    related: RelatedSpace | None = None,
 ) -> LabelSet:
     """The :class:`LabelSet` of ``labels``: kinds from the model's config (computed from the
     first senses when it has none: a model trained before them), vectors by ``lookup``
     (word -> vector or None), the centre from the unit ``vocabulary`` rows (most frequent
     first); with the config's ``evidence`` and the ImageNet ``class_vectors``, the labels'
-    context vectors; with the words' frequency ``ranks``, the labels' words one by one."""
+    context vectors; with the words' frequency ``ranks``, the labels' words one by one; with
+    the ``related`` space, the labels in it."""
     kinds = kinds or {}
     table = [kinds[lab] if lab in kinds else label_kinds([lab], [[]])[lab] for lab in labels]
     vectors = np.zeros((len(labels), vocabulary.shape[1]), np.float32)
@@ -419,7 +454,33 @@ def label_set(
     ancestry, glosses = _ancestry(table, lookup, vectors)
     words = None if ranks is None else label_words(labels, table, lookup, ranks, vocabulary, evidence)
     context = _context(labels, evidence, class_vectors, vectors)
-    return LabelSet(list(labels), table, vectors, context, ancestry, glosses, centre, words, ranks)
+    near = None if related is None else related_labels(labels, related, words)
+    return LabelSet(list(labels), table, vectors, context, ancestry, glosses, centre, words, ranks, near)
+
+
+def related_labels(labels: Sequence[str], space: RelatedSpace, words: LabelWords | None = None) -> RelatedLabels:
+    """The :class:`RelatedLabels` of ``labels`` in ``space``: each label's name (a compound,
+    the mean of its words) and, as much again, the weighted mean of its ``words`` one by
+    one (its kinds, definitions and classes: a name alone is one token's company, "sea" is
+    near "elephant" by the elephant seal), and the result's hubness."""
+    found = [space.vector(lab) for lab in labels]
+    if words is not None and len(words.words):
+        rows = [space.vector(w) for w in words.words]
+        mine = np.array([v is not None for v in rows], bool)
+        described = np.zeros((len(labels), space.common.shape[1]), np.float32)
+        if mine.any():
+            weighted = np.vstack([v for v in rows if v is not None]) * words.weight[mine, None]
+            np.add.at(described, words.label[mine], weighted)
+        found = [
+            v if v is None or not described[j].any() else unit(v + unit(described[j])) for j, v in enumerate(found)
+        ]
+    known = np.array([v is not None for v in found], bool)
+    vectors = np.zeros((len(labels), space.common.shape[1]), np.float32)
+    hub = np.full(len(labels), space.mean_hub, np.float32)
+    if known.any():
+        vectors[known] = np.vstack([v for v in found if v is not None])
+        hub[known] = hubness(vectors[known], space.common)
+    return RelatedLabels(space, vectors, hub, known)
 
 
 def _name_words(synset: str) -> list[str]:
@@ -596,7 +657,8 @@ def _relations(words: Sequence[str], lookup: Any, vocabulary: np.ndarray, labels
             np.vstack([g if g is not None else np.zeros(dim, np.float32) for g in found]), vocabulary
         )
         glosses = [None if g is None else (g, float(r)) for g, r in zip(found, gloss_hubs)]
-    return query_relations(terms, _query_hubness(stacked, vocabulary).tolist(), labels, glosses)
+    related = labels.related.lookup([t for t, _ in terms]) if labels.related is not None else None
+    return query_relations(terms, _query_hubness(stacked, vocabulary).tolist(), labels, glosses, related)
 
 
 # per vocabulary matrix (checked by weak reference, so a freed one is never mistaken for a

@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from semsearch_sqlite.extras import require_ingest
+from semsearch_sqlite.extras import INGEST_MODULES, RELATED_MODULES, require_ingest
 
-# Ingesting needs the [ingest] extra's Pillow and CNN: a reader-only install says so here,
-# with the fix, before anything (a new database file included) is made.
-require_ingest("ingest")
+# Ingesting needs the [ingest] extra's Pillow, CNN and word relatedness model: a reader-only
+# install says so here, with the fix, before anything (a new database file included) is made.
+require_ingest("ingest", {**INGEST_MODULES, **RELATED_MODULES})
 
 from semsearch_sqlite.errors import ImageError, StoreError  # noqa: E402
 from semsearch_sqlite.media.files import (  # noqa: E402
@@ -474,7 +474,14 @@ class _Run:
     def _ensure_words(self, labels: set[str]) -> None:
         opts = self.options
         asked = opts.glove or opts.vocab_size or opts.vocab_file or opts.rebuild
-        if not asked and self.store.get_meta("words_lookup_count") and labels <= set(label_counts(self.store.conn)):
+        from semsearch_sqlite.text.related import related_current
+
+        if (
+            not asked
+            and self.store.get_meta("words_lookup_count")
+            and labels <= set(label_counts(self.store.conn))
+            and related_current(self.store)
+        ):
             return  # each label's words were made sure of when it was stored: no need to read 50k words
         from semsearch_sqlite.pipeline.train import refresh_vocabulary
         from semsearch_sqlite.text.glove import read_vocab_file
@@ -490,6 +497,7 @@ class _Run:
             label_words,
             rebuild=opts.rebuild,
             on_load=lambda: self.progress.stage("loading word vectors", None),
+            on_related=lambda: self.progress.stage("embedding the words for associations", None),
         ):
             # a new word space makes every semantic vector stale
             self.store.drop_vec_table(VEC_SEMANTIC)

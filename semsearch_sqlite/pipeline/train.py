@@ -18,6 +18,7 @@ from semsearch_sqlite.storage.rows import class_probability_blobs, paths_and_lab
 from semsearch_sqlite.storage.store import Store, decode_f32, now
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL, VEC_WORDS, read_vectors
 from semsearch_sqlite.text.query import tokenize
+from semsearch_sqlite.text.related import ensure_related
 from semsearch_sqlite.text.tags import write_tags
 from semsearch_sqlite.text.vocabulary import ensure_vocabulary, word_space
 from semsearch_sqlite.vectors.upkeep import refresh_index
@@ -32,9 +33,12 @@ def refresh_vocabulary(
     *,
     rebuild: bool = False,
     on_load: Callable[[], None] | None = None,
+    on_related: Callable[[], None] | None = None,
 ) -> bool:
     """:func:`~semsearch_sqlite.text.vocabulary.ensure_vocabulary`, then the ImageNet class
-    vectors of the same word vectors and the vocabulary's index. True when rewritten."""
+    vectors of the same word vectors and the vocabulary's index, and the words' relatedness
+    vectors where they are missing or stale (``on_related`` called first). True when the
+    vocabulary was rewritten."""
     wv = ensure_vocabulary(
         store,
         glove,
@@ -45,11 +49,11 @@ def refresh_vocabulary(
         on_load=on_load,
         class_words=imagenet_class_words(),
     )
-    if wv is None:
-        return False
-    store_class_vectors(store, wv)
-    refresh_index(store, VEC_WORDS)
-    return True
+    if wv is not None:
+        store_class_vectors(store, wv)
+        refresh_index(store, VEC_WORDS)
+    ensure_related(store, on_load=on_related)
+    return wv is not None
 
 
 def imagenet_class_words() -> list[str]:

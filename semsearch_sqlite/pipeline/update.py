@@ -64,6 +64,9 @@ def refit_reason(store: Store, method: str | None) -> str | None:
     config = model_config(store.conn, SEMANTIC_MODEL)
     if config is None:
         return "no word-space model yet"
+    if not store.vec_dim(VEC_SEMANTIC):
+        # dropped with the word space it was in: the stored model maps into that old space
+        return "the word space changed"
     if method and method not in ("auto", config.get("method")):
         return f"--method {method}"
     state = fit_state(store)

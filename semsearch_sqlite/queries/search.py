@@ -28,6 +28,7 @@ from semsearch_sqlite.storage.changes import cache_version
 from semsearch_sqlite.storage.models import CLASSES_MODEL, CLASSIFIER_MODEL, SEMANTIC_MODEL, load_model, model_config
 from semsearch_sqlite.storage.vec0 import VEC_SEMANTIC, VEC_VISUAL, read_float_rows, vec_table_dim
 from semsearch_sqlite.text.query import parse_query
+from semsearch_sqlite.text.related import related_space
 from semsearch_sqlite.text.tags import is_display_word, nearest_tags
 from semsearch_sqlite.text.vocabulary import word_ranks, word_space
 from semsearch_sqlite.vectors import matrix
@@ -367,6 +368,7 @@ def _labelled(conn: sqlite3.Connection, m: matrix.Matrix) -> _Labelled | None:
                 config.get("label_evidence"),
                 None if classes is None else classes[0].get("vectors"),
                 word_ranks(space),
+                related_space(conn, space),
             ),
             photo_label,
         )

@@ -388,6 +388,15 @@ def rare_word_vector(conn: sqlite3.Connection, word: str) -> np.ndarray | None:
     return np.frombuffer(row[1], dtype=np.int8, count=dim, offset=i * dim).astype(np.float32)
 
 
+def word_related_chunks(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+    """The stored relatedness vectors as ``(first word id, int8 vectors)`` chunks, in id
+    order (none in a database from before them)."""
+    try:
+        return conn.execute("select first_id, vectors from word_related order by first_id").fetchall()
+    except sqlite3.OperationalError:
+        return []
+
+
 def rare_word_count(conn: sqlite3.Connection) -> int:
     """How many lookup-only words are stored."""
     try:

@@ -191,6 +191,13 @@ def m005_file_index(db: sqlite_utils.Database) -> None:
     db.execute("create index images_unread on images(id) where metadata_read_at is null")
 
 
+@migration
+def m006_word_related(db: sqlite_utils.Database) -> None:
+    # The vocabulary's relatedness vectors (text/related.py): int8 unit vectors of the
+    # words with consecutive ids from `first_id`, in chunks (50k words in ~13 rows).
+    db.execute("create table word_related (first_id integer primary key, vectors blob not null)")
+
+
 def now() -> str:
     """UTC timestamp, ISO 8601, seconds precision."""
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
@@ -661,6 +668,12 @@ class Store:
         by newlines, int8 vectors)`` (call inside a transaction)."""
         self.conn.execute("delete from word_lookup")
         self.conn.executemany("insert into word_lookup(first, words, vectors) values (?, ?, ?)", buckets)
+
+    def replace_word_related(self, chunks: Iterable[tuple[int, bytes]]) -> None:
+        """Replace the vocabulary's relatedness vectors with ``chunks`` of ``(first word id,
+        int8 vectors of consecutive ids)`` (call inside a transaction)."""
+        self.conn.execute("delete from word_related")
+        self.conn.executemany("insert into word_related(first_id, vectors) values (?, ?)", chunks)
 
     def save_evaluation(self, settings: dict[str, Any], provenance: dict[str, Any], figures: dict[str, Any]) -> None:
         """Store one evaluation run (as JSON), stamped now."""

@@ -243,6 +243,8 @@ def ensure_vocabulary(
     stored_size = store.get_meta("words_vocab_size")
     stored_extra = list(store.get_meta("words_extra", []))
     have = set(vocabulary(store.conn).values())
+    # words asked for that the word vectors lack: asking again finds nothing new
+    have |= set(store.get_meta("words_unknown", []))
     size = vocab_size or stored_size or DEFAULT_VOCAB_SIZE
     source = glove if glove is not None else stored_source
     wanted_extra = sorted(set(stored_extra) | {w.lower() for w in extra_words})
@@ -267,7 +269,8 @@ def ensure_vocabulary(
             f"{store.path}: its word space has {old_dims} dimensions and {source} has {wv.dim}; "
             "add --rebuild to refit every image"
         )
-    vocab = wv.subset(size, sorted(set(wanted_extra) | set(required_words) | set(class_words)))
+    asked = set(wanted_extra) | set(required_words)
+    vocab = wv.subset(size, sorted(asked | set(class_words)))
     info: dict[str, Any] = {
         "words_source": wv.source,
         "words_source_arg": source,
@@ -275,6 +278,7 @@ def ensure_vocabulary(
         "words_vocab_size": size,
         "words_extra": wanted_extra,
         "words_class_words": bool(class_words),
+        "words_unknown": sorted(asked - set(vocab.words)),
     }
     store_words(store, vocab, info, lookup=wv)
     return wv

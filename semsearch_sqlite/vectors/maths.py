@@ -15,6 +15,22 @@ def unit_rows_inplace(m: np.ndarray) -> np.ndarray:
     return m
 
 
+# word neighbours averaged for a word's hubness r (as in CSLS, Conneau et al. 2018)
+CSLS_NEIGHBOURS = 10
+
+
+def hubness(vectors: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
+    """CSLS r of each unit row of ``vectors``: its mean cosine to its CSLS_NEIGHBOURS nearest
+    unit rows of ``vocabulary`` (the nearest, itself when it is a vocabulary word, left out)."""
+    sims = np.asarray(vectors, np.float32) @ np.asarray(vocabulary, np.float32).T
+    n = sims.shape[1]
+    k = min(CSLS_NEIGHBOURS + 1, n)
+    sims.partition(n - k, axis=1)  # in place: the k largest last (a copy of 50k columns costs more)
+    top = np.sort(sims[:, n - k :], axis=1)[:, ::-1]
+    top = top[:, 1:] if k > 1 else top
+    return top.mean(axis=1).astype(np.float32)
+
+
 def unit(v: np.ndarray) -> np.ndarray:
     """``v`` scaled to length 1 (zero stays zero)."""
     v = np.asarray(v, dtype=np.float32)
