@@ -52,7 +52,7 @@ def refresh_vocabulary(
     if wv is not None:
         store_class_vectors(store, wv)
         refresh_index(store, VEC_WORDS)
-    ensure_related(store, on_load=on_related)
+    ensure_related(store, on_load=on_related, force=wv is not None)
     return wv is not None
 
 

@@ -97,10 +97,10 @@ def store_related(store: Store, words: dict[int, str], vectors: np.ndarray) -> N
         store.bump_generation()
 
 
-def ensure_related(store: Store, on_load: Callable[[], None] | None = None) -> bool:
+def ensure_related(store: Store, on_load: Callable[[], None] | None = None, *, force: bool = False) -> bool:
     """Embed and store the vocabulary's relatedness vectors unless they are current
-    (:func:`related_current`). True when written."""
-    if related_current(store):
+    (:func:`related_current`; ``force``: the vocabulary was just rewritten). True when written."""
+    if not force and related_current(store):
         return False
     if on_load:
         on_load()
