@@ -132,3 +132,31 @@ def test_a_new_vocabulary_on_re_ingest_refits_the_model_into_it(
         assert store.get_meta("words_vocab_size") == 25000 and related_current(store)
         assert store.conn.execute("select count(*) from vec_semantic").fetchone()[0] == stats.unchanged
     assert semsearch_sqlite.open(photos_copy).search("dog", 3).hits
+
+
+def test_a_damaged_table_is_one_clear_error_and_the_next_ingest_after_emptying_it_mends_it(
+    photos_copy: Path, plugin_photos: dict[str, Any]
+) -> None:
+    from click.testing import CliRunner
+
+    from semsearch_sqlite.cli import cli
+    from semsearch_sqlite.errors import StoreError
+
+    with closing(sqlite3.connect(photos_copy)) as conn, conn:
+        conn.execute("update word_related set first_id = 4000000000000 where first_id = 1")
+    with pytest.raises(StoreError, match="table word_related: the row at first_id 4000000000000"):
+        semsearch_sqlite.open(photos_copy).search("cat", 3)
+    result = CliRunner().invoke(cli, ["search", str(photos_copy), "cat"])
+    assert result.exit_code == 1 and result.output.startswith("Error: ") and "delete from word_related" in result.output
+    with closing(sqlite3.connect(photos_copy)) as conn, conn:
+        conn.execute("delete from word_related")
+        models = conn.execute("select name, created_at from models order by name").fetchall()
+    ingest(
+        Path(plugin_photos["images"]),
+        photos_copy,
+        IngestOptions(backbone=plugin_photos["backbone"], vocab_size=20000, workers=1),
+    )
+    with Store.open(photos_copy) as store:
+        assert related_current(store)
+        assert store.conn.execute("select name, created_at from models order by name").fetchall() == models
+    assert semsearch_sqlite.open(photos_copy).search("cat", 3).hits

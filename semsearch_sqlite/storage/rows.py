@@ -397,6 +397,14 @@ def word_related_chunks(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
         return []
 
 
+def related_bytes(conn: sqlite3.Connection) -> int:
+    """The size of the stored relatedness vectors in bytes (0 in a database from before them)."""
+    try:
+        return int(conn.execute("select coalesce(sum(length(vectors)), 0) from word_related").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
 def rare_word_count(conn: sqlite3.Connection) -> int:
     """How many lookup-only words are stored."""
     try:

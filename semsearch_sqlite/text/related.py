@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from semsearch_sqlite.errors import StoreError
 from semsearch_sqlite.extras import RELATED_MODULES, require_ingest
 from semsearch_sqlite.storage.cache import ProcessCache
 from semsearch_sqlite.storage.changes import cache_version
-from semsearch_sqlite.storage.rows import database_key, vocabulary, word_related_chunks
+from semsearch_sqlite.storage.rows import database_key, related_bytes, vocabulary, word_related_chunks
 from semsearch_sqlite.storage.store import Store
 from semsearch_sqlite.text.query import tokenize
 from semsearch_sqlite.text.vocabulary import WordSpace, int8_rows
@@ -71,8 +72,11 @@ def source_info() -> dict[str, Any]:
 def related_current(store: Store) -> bool:
     """Whether the stored relatedness vectors cover the stored vocabulary (no words: True)."""
     count = store.get_meta("words_count")
+    if not count:
+        return True
     info = store.get_meta("words_related") or {}
-    return not count or (info.get("count") == count and info.get("dims") == RELATED_DIMS)
+    made = info.get("count") == count and info.get("dims") == RELATED_DIMS
+    return made and related_bytes(store.conn) == count * RELATED_DIMS
 
 
 def related_chunks(words: dict[int, str], vectors: np.ndarray) -> list[tuple[int, bytes]]:
@@ -161,14 +165,21 @@ def embedded_space(ids: dict[str, int]) -> RelatedSpace | None:
 
 
 def read_related(chunks: Sequence[tuple[int, bytes]], ids: dict[str, int]) -> RelatedSpace | None:
-    """A :class:`RelatedSpace` from stored ``(first id, int8 rows)`` chunks (None if none)."""
+    """A :class:`RelatedSpace` from stored ``(first id, int8 rows)`` chunks (None if none).
+    Raises :class:`StoreError` for rows that are not whole vectors of known word ids (a
+    damaged or hand-edited table: it is never trusted to size an allocation)."""
     if not chunks or not ids:
         return None
-    size = max(max(ids.values()), max(first + len(blob) // RELATED_DIMS for first, blob in chunks)) + 1
+    size = max(ids.values()) + 1
     vectors = np.zeros((size, RELATED_DIMS), np.float32)
     for first, blob in chunks:
-        rows = np.frombuffer(blob, np.int8).reshape(-1, RELATED_DIMS).astype(np.float32)
-        vectors[first : first + len(rows)] = rows
+        n = len(blob) // RELATED_DIMS if isinstance(blob, bytes) else -1
+        if not isinstance(first, int) or n < 0 or n * RELATED_DIMS != len(blob) or not 0 <= first <= size - n:
+            raise StoreError(
+                f"table word_related: the row at first_id {first!r} is not {RELATED_DIMS}-d vectors of "
+                "stored words; empty it (delete from word_related) and ingest again to rewrite it"
+            )
+        vectors[first : first + n] = np.frombuffer(blob, np.int8).reshape(n, RELATED_DIMS)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     np.divide(vectors, norms, out=vectors, where=norms > 0)
     present = np.flatnonzero(norms[:, 0] > 0)
